@@ -1,0 +1,269 @@
+"""API keys for agents, JWT reviewer tokens for humans, and request authentication."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import jwt
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from colaflow_mcp import models
+from colaflow_mcp.db import Database
+from colaflow_mcp.models import ApiKey, Tenant, utcnow
+
+KEY_PREFIX = "cola_"
+_LOOKUP_CHARS = 12  # random characters after "cola_" kept in clear as the lookup prefix
+_LAST_USED_RESOLUTION = timedelta(seconds=60)
+JWT_ALGORITHM = "HS256"
+JWT_AUDIENCE = "colaflow-reviewer"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an agent (API key) or a reviewer (JWT), always inside one tenant."""
+
+    kind: Literal["agent", "reviewer"]
+    tenant_id: str
+    tenant_slug: str
+    api_key_id: str | None = None
+    user: str | None = None
+
+    @property
+    def display(self) -> str:
+        """A name for decisions and logs (never a secret)."""
+        if self.kind == "reviewer":
+            return self.user or "reviewer"
+        return f"api-key:{self.api_key_id}"
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 of the whole key: keys carry 256 bits of entropy, so no slow KDF is needed."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_lookup_prefix(key: str) -> str | None:
+    """The stored lookup prefix of a well-formed key, else None."""
+    if not key.startswith(KEY_PREFIX) or len(key) < len(KEY_PREFIX) + _LOOKUP_CHARS + 16:
+        return None
+    if len(key) > 200:
+        return None
+    return key[: len(KEY_PREFIX) + _LOOKUP_CHARS]
+
+
+def generate_key() -> str:
+    """A new key: ``cola_`` and 43 URL-safe random characters (256 bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def get_or_create_tenant(db: Database, slug: str, name: str | None = None) -> Tenant:
+    """The tenant with this slug, created if needed."""
+    slug = slug.strip().lower()
+    if not slug or len(slug) > 64 or not all(c.isalnum() or c in "-_" for c in slug):
+        raise ValueError("tenant slug must be 1-64 letters, digits, '-' or '_'")
+    async with db.read() as s:
+        found = (await s.exec(select(Tenant).where(Tenant.slug == slug))).first()
+    if found is not None:
+        return found
+    try:
+        async with db.write() as s:
+            tenant = Tenant(slug=slug, name=name or slug)
+            s.add(tenant)
+        return tenant
+    except Exception:
+        async with db.read() as s:
+            found = (await s.exec(select(Tenant).where(Tenant.slug == slug))).first()
+        if found is None:
+            raise
+        return found
+
+
+async def get_tenant(db: Database, slug: str) -> Tenant | None:
+    async with db.read() as s:
+        return (await s.exec(select(Tenant).where(Tenant.slug == slug.strip().lower()))).first()
+
+
+async def create_api_key(
+    db: Database, tenant: Tenant, name: str = "", expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Store a new key's hash; return the row and the key itself (shown once)."""
+    key = generate_key()
+    prefix = key_lookup_prefix(key)
+    assert prefix is not None
+    row = ApiKey(
+        tenant_id=tenant.id, name=name, prefix=prefix, key_hash=hash_key(key),
+        expires_at=expires_at,
+    )
+    async with db.write() as s:
+        s.add(row)
+    return row, key
+
+
+async def list_api_keys(db: Database, tenant: Tenant) -> list[ApiKey]:
+    async with db.read() as s:
+        rows = await s.exec(
+            select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.created_at)  # type: ignore[arg-type]
+        )
+        return list(rows)
+
+
+async def revoke_api_key(db: Database, key_id: str) -> ApiKey | None:
+    """Mark a key revoked; None if there is no such key."""
+    async with db.write() as s:
+        row = await s.get(ApiKey, key_id)
+        if row is None:
+            return None
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            s.add(row)
+        return row
+
+
+class KeyVerifier:
+    """Verifies API keys with one indexed lookup, cached briefly so hot paths stay cheap."""
+
+    def __init__(self, db: Database, cache_seconds: float = 2.0) -> None:
+        self.db = db
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal | None, datetime | None]] = {}
+
+    async def verify(self, key: str) -> Principal | None:
+        """The agent principal for a valid, unrevoked, unexpired key; else None."""
+        prefix = key_lookup_prefix(key)
+        if prefix is None:
+            return None
+        digest = hash_key(key)
+        now_mono = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now_mono - cached[0] < self.cache_seconds:
+            principal, expires_at = cached[1], cached[2]
+            if principal is not None and expires_at is not None and expires_at <= utcnow():
+                return None
+            return principal
+        principal, expires_at = await self._lookup(prefix, digest)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now_mono, principal, expires_at)
+        return principal
+
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether the key behind a live connection is still usable (for revocation)."""
+        if principal.api_key_id is None:
+            return True
+        async with self.db.read() as s:
+            row = await s.get(ApiKey, principal.api_key_id)
+        return row is not None and _usable(row)
+
+    async def _lookup(self, prefix: str, digest: str) -> tuple[Principal | None, datetime | None]:
+        async with self.db.read() as s:
+            found = (
+                await s.exec(
+                    select(ApiKey, Tenant)
+                    .where(ApiKey.prefix == prefix)
+                    .where(ApiKey.tenant_id == Tenant.id)
+                )
+            ).first()
+        if found is None:
+            return None, None
+        row, tenant = found
+        if not hmac.compare_digest(row.key_hash, digest) or not _usable(row):
+            return None, None
+        now = utcnow()
+        if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
+            async with self.db.write() as s:
+                await s.exec(
+                    update(ApiKey).where(col(ApiKey.id) == row.id).values(last_used_at=now)
+                )
+        principal = Principal(
+            kind="agent", tenant_id=tenant.id, tenant_slug=tenant.slug, api_key_id=row.id
+        )
+        return principal, row.expires_at
+
+
+def _usable(row: ApiKey) -> bool:
+    if row.revoked_at is not None:
+        return False
+    return row.expires_at is None or row.expires_at > utcnow()
+
+
+class TokenIssuer:
+    """Signs and checks reviewer JWTs (claims: sub = user, tenant slug and id, role)."""
+
+    def __init__(self, secret: str, ttl_seconds: float) -> None:
+        self.secret = secret
+        self.ttl_seconds = ttl_seconds
+
+    def issue(self, tenant: Tenant, user: str, ttl_seconds: float | None = None) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": user,
+            "tenant": tenant.slug,
+            "tid": tenant.id,
+            "role": "reviewer",
+            "aud": JWT_AUDIENCE,
+            "iat": now,
+            "exp": now + int(ttl_seconds or self.ttl_seconds),
+        }
+        return jwt.encode(claims, self.secret, algorithm=JWT_ALGORITHM)
+
+    def verify(self, token: str) -> Principal | None:
+        try:
+            claims = jwt.decode(
+                token, self.secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE,
+                options={"require": ["sub", "tid", "tenant", "exp"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        if claims.get("role") != "reviewer":
+            return None
+        return Principal(
+            kind="reviewer", tenant_id=str(claims["tid"]), tenant_slug=str(claims["tenant"]),
+            user=str(claims["sub"]),
+        )
+
+
+async def jwt_secret(db: Database, configured: str | None) -> str:
+    """The configured secret, or one generated once and kept with the database."""
+    if configured:
+        return configured
+    return await db.meta_get_or_create("jwt_secret")
+
+
+class Authenticator:
+    """Turns a bearer credential (API key or reviewer JWT) into a principal."""
+
+    def __init__(self, keys: KeyVerifier, tokens: TokenIssuer) -> None:
+        self.keys = keys
+        self.tokens = tokens
+
+    async def authenticate(self, credential: str | None) -> Principal | None:
+        if not credential:
+            return None
+        credential = credential.strip()
+        if credential.startswith(KEY_PREFIX):
+            return await self.keys.verify(credential)
+        if credential.count(".") == 2 and len(credential) < 4096:
+            return self.tokens.verify(credential)
+        return None
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+__all__ = [
+    "Authenticator", "KeyVerifier", "Principal", "TokenIssuer", "bearer", "create_api_key",
+    "get_or_create_tenant", "jwt_secret", "models",
+]

@@ -1,0 +1,146 @@
+"""Backplane: how decision events reach every instance. In-process by default, Redis to scale.
+
+The bus is a doorbell, not the truth: a lost message is recovered from the database by the
+announce sweep and by each instance's reconcile pass (run after every Redis reconnect).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import anyio
+
+from colaflow_mcp.events import DecisionEvent
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "colaflow:decisions"
+
+EventHandler = Callable[[DecisionEvent], object]
+ReconnectHandler = Callable[[], Awaitable[None]]
+
+
+class Backplane(Protocol):
+    """Fan-out of decision events to all instances (including this one)."""
+
+    name: str
+
+    @property
+    def healthy(self) -> bool: ...
+
+    async def publish(self, event: DecisionEvent) -> None:
+        """Send to every instance; raises if the event could not be handed over."""
+
+    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
+        """Listen until cancelled; call ``on_reconnect`` after every (re)connection."""
+
+    def status(self) -> dict[str, object]:
+        """Liveness details for ``/health``."""
+
+
+class MemoryBackplane:
+    """Single process: publishing is handing the event to the local handler."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._handler: EventHandler | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    async def publish(self, event: DecisionEvent) -> None:
+        if self._handler is not None:
+            self._handler(event)
+
+    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
+        self._handler = on_event
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self._handler = None
+
+    def status(self) -> dict[str, object]:
+        return {"backplane": self.name, "listening": self._handler is not None}
+
+
+class RedisBackplane:
+    """Redis pub/sub. The listener reconnects with backoff and never dies silently."""
+
+    name = "redis"
+
+    def __init__(self, url: str, max_backoff: float = 5.0) -> None:
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.max_backoff = max_backoff
+        self._client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=5
+        )
+        self._pub = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._listening = False
+        self._last_error: str | None = None
+        self._connected_since: float | None = None
+        self.reconnects = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self._listening
+
+    async def publish(self, event: DecisionEvent) -> None:
+        await self._pub.publish(CHANNEL, event.to_json())
+
+    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self._client.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    self._listening = True
+                    self._connected_since = time.time()
+                    self._last_error = None
+                    backoff = 0.1
+                    logger.info("redis backplane listening on %s", CHANNEL)
+                    await on_reconnect()
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        try:
+                            on_event(DecisionEvent.from_json(message["data"]))
+                        except Exception:
+                            logger.exception("bad message on the backplane; skipped")
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:
+                self._last_error = type(exc).__name__
+                logger.warning(
+                    "redis backplane connection lost (%s); retrying in %.1fs",
+                    type(exc).__name__, backoff,
+                )
+            finally:
+                self._listening = False
+            self.reconnects += 1
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "backplane": self.name,
+            "listening": self._listening,
+            "lastError": self._last_error,
+            "reconnects": self.reconnects,
+        }
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+        await self._pub.aclose()
+
+
+def make_backplane(redis_url: str | None, max_backoff: float = 5.0) -> Backplane:
+    if redis_url:
+        return RedisBackplane(redis_url, max_backoff=max_backoff)
+    return MemoryBackplane()

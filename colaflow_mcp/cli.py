@@ -1,0 +1,192 @@
+"""``colaflow-mcp serve | keys | token | projects``: results on stdout, logs on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from colaflow_mcp import auth, logs
+from colaflow_mcp.config import Settings
+from colaflow_mcp.db import Database
+from colaflow_mcp.events import iso
+
+logger = logging.getLogger("colaflow_mcp.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="colaflow-mcp", description=__doc__)
+    p.add_argument("--database-url", help="overrides COLAFLOW_DATABASE_URL")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--redis-url", help="overrides COLAFLOW_REDIS_URL")
+    serve.add_argument("--log-level")
+
+    keys = sub.add_parser("keys", help="manage agents' API keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key (printed once)")
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument("--name", default="")
+    kc.add_argument("--expires-in-days", type=float)
+    kc.add_argument("--json", action="store_true")
+    kl = ksub.add_parser("list", help="list a tenant's keys")
+    kl.add_argument("--tenant", required=True)
+    kl.add_argument("--json", action="store_true")
+    kr = ksub.add_parser("revoke", help="revoke a key by id")
+    kr.add_argument("id")
+    kr.add_argument("--json", action="store_true")
+
+    tok = sub.add_parser("token", help="print a reviewer token (JWT)")
+    tok.add_argument("--tenant", required=True)
+    tok.add_argument("--user", required=True)
+    tok.add_argument("--ttl-days", type=float)
+    tok.add_argument("--json", action="store_true")
+
+    proj = sub.add_parser("projects", help="manage projects directly (operators)")
+    psub = proj.add_subparsers(dest="projects_command", required=True)
+    pc = psub.add_parser("create", help="create a project without review")
+    pc.add_argument("--tenant", required=True)
+    pc.add_argument("--key", required=True)
+    pc.add_argument("--name", required=True)
+    pc.add_argument("--description", default="")
+    pc.add_argument("--json", action="store_true")
+    pl = psub.add_parser("list", help="list a tenant's projects")
+    pl.add_argument("--tenant", required=True)
+    pl.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(database_url=args.database_url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(getattr(args, "log_level", None) or settings.log_level)
+    if args.command == "serve":
+        return _serve(settings.replace(
+            **{k: v for k, v in {"host": args.host, "port": args.port,
+                                 "redis_url": args.redis_url}.items() if v is not None}))
+    handlers: dict[str, Callable[[Database, Settings, Any], Awaitable[Any]]] = {
+        "keys": _keys, "token": _token, "projects": _projects,
+    }
+    try:
+        result = anyio.run(_with_db, handlers[args.command], settings, args)
+    except (ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print(result, args)
+    return 0
+
+
+async def _with_db(fn: Callable[[Database, Settings, Any], Awaitable[Any]],
+                   settings: Settings, args: Any) -> Any:
+    db = Database(settings.database_url)
+    try:
+        await db.create_schema()
+        return await fn(db, settings, args)
+    finally:
+        await db.dispose()
+
+
+def _print(result: Any, args: Any) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(result["json"]))
+    else:
+        print(result["text"])
+
+
+async def _keys(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    if args.keys_command == "create":
+        from datetime import timedelta
+
+        from colaflow_mcp.models import utcnow
+
+        tenant = await auth.get_or_create_tenant(db, args.tenant)
+        expires = (utcnow() + timedelta(days=args.expires_in_days)
+                   if args.expires_in_days else None)
+        row, key = await auth.create_api_key(db, tenant, args.name, expires)
+        data = {"id": row.id, "key": key, "tenant": tenant.slug, "tenantId": tenant.id,
+                "name": row.name, "prefix": row.prefix, "createdAt": iso(row.created_at),
+                "expiresAt": iso(row.expires_at)}
+        logger.info("created API key %s for tenant %s", row.id, tenant.slug)
+        return {"json": data, "text": key}
+    if args.keys_command == "list":
+        found = await auth.get_tenant(db, args.tenant)
+        if found is None:
+            raise LookupError(f"no tenant {args.tenant!r}")
+        rows = await auth.list_api_keys(db, found)
+        items = [{"id": r.id, "name": r.name, "prefix": r.prefix,
+                  "createdAt": iso(r.created_at), "expiresAt": iso(r.expires_at),
+                  "revokedAt": iso(r.revoked_at), "lastUsedAt": iso(r.last_used_at)}
+                 for r in rows]
+        lines = [f"{i['id']}  {i['prefix']}…  {i['name'] or '-'}  "
+                 f"{'revoked' if i['revokedAt'] else 'active'}  last used {i['lastUsedAt'] or '-'}"
+                 for i in items]
+        return {"json": {"tenant": found.slug, "keys": items},
+                "text": "\n".join(lines) or "(no keys)"}
+    revoked = await auth.revoke_api_key(db, args.id)
+    if revoked is None:
+        raise LookupError(f"no API key {args.id!r}")
+    return {"json": {"id": revoked.id, "revokedAt": iso(revoked.revoked_at)},
+            "text": f"revoked {revoked.id}"}
+
+
+async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    tenant = await auth.get_or_create_tenant(db, args.tenant)
+    secret = await auth.jwt_secret(db, settings.jwt_secret)
+    issuer = auth.TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
+    ttl = args.ttl_days * 86400 if args.ttl_days else None
+    token = issuer.issue(tenant, args.user, ttl)
+    return {"json": {"token": token, "tenant": tenant.slug, "user": args.user},
+            "text": token}
+
+
+async def _projects(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    from colaflow_mcp.bus import MemoryBackplane
+    from colaflow_mcp.changes import ChangeService
+    from colaflow_mcp.notify import Notifier
+
+    tenant = await auth.get_or_create_tenant(db, args.tenant)
+    changes = ChangeService(db, Notifier(db, MemoryBackplane()), settings)
+    if args.projects_command == "create":
+        p = await changes.create_project_direct(tenant.id, args.key, args.name,
+                                                args.description)
+        return {"json": {"id": p.id, "key": p.key, "name": p.name, "tenant": tenant.slug},
+                "text": f"created project {p.key} ({p.id})"}
+    principal = auth.Principal(kind="reviewer", tenant_id=tenant.id, tenant_slug=tenant.slug)
+    items = await changes.list_projects(principal)
+    return {"json": {"tenant": tenant.slug, "projects": items},
+            "text": "\n".join(f"{i['key']}  {i['name']}  ({i['issueCount']} issues)"
+                              for i in items) or "(no projects)"}
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from colaflow_mcp.app import create_app
+
+    logs.install_redaction()
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port,
+        log_level=settings.log_level, log_config=None, lifespan="on",
+        ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    logger.info("serving on http://%s:%d", settings.host, settings.port)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

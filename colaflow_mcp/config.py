@@ -1,0 +1,96 @@
+"""One settings object, read from ``COLAFLOW_*`` environment variables; flags override."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "COLAFLOW_"
+
+
+def default_database_url() -> str:
+    """A SQLite file in the working folder."""
+    return f"sqlite:///{Path.cwd() / 'colaflow.db'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service: production defaults, tiny values in tests."""
+
+    database_url: str = field(default_factory=default_database_url)
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    pending_change_ttl_seconds: float = 86400.0
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Host names (``host`` or ``host:port``) that MCP accepts besides loopback; ``*`` = any.
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    log_level: str = "info"
+
+    # Reviewer tokens.
+    reviewer_token_ttl_seconds: float = 30 * 86400.0
+
+    # Decisions and delivery.
+    expiry_max_wait_seconds: float = 1.0
+    announce_sweep_interval_seconds: float = 1.0
+    announce_grace_seconds: float = 2.0
+    reconcile_interval_seconds: float = 5.0
+    bus_reconnect_max_backoff_seconds: float = 5.0
+    api_key_cache_seconds: float = 2.0
+    revocation_check_interval_seconds: float = 2.0
+    # Test hook: seconds to pause between a decision's commit and its announcement.
+    pause_after_commit_seconds: float = 0.0
+
+    # Hub (SignalR) limits and timeouts; defaults match ASP.NET Core SignalR.
+    hub_keep_alive_seconds: float = 15.0
+    hub_client_timeout_seconds: float = 30.0
+    hub_handshake_timeout_seconds: float = 15.0
+    hub_disconnect_timeout_seconds: float = 15.0
+    hub_long_poll_seconds: float = 90.0
+    hub_max_message_bytes: int = 32 * 1024
+    hub_outbound_queue_size: int = 1024
+    hub_max_subscriptions_per_connection: int = 1000
+
+    # MCP.
+    mcp_max_subscriptions_per_session: int = 1000
+    mcp_event_history_per_session: int = 1000
+
+    # REST.
+    max_body_bytes: int = 256 * 1024
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``COLAFLOW_*`` variables, then explicit overrides (flags)."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.type, raw, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(type_name: Any, raw: str, name: str) -> Any:
+    t = str(type_name)
+    try:
+        if t.startswith("tuple"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if t == "int":
+            return int(raw)
+        if t == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}: not a number: {raw!r}") from exc
+    return raw

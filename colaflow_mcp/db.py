@@ -1,0 +1,144 @@
+"""Async engine, sessions and schema. SQLite (aiosqlite) by default, PostgreSQL (asyncpg)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateColumn
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from colaflow_mcp import models
+
+logger = logging.getLogger(__name__)
+
+
+def async_url(url: str) -> str:
+    """Accept the plain URL forms users have and pick the async driver."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        u = u.set(drivername="sqlite+aiosqlite")
+    elif backend in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+asyncpg")
+    else:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    return u.render_as_string(hide_password=False)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password masked, for logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Database:
+    """Two views of one database: ``read()`` and ``write()`` sessions.
+
+    On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so that concurrent writers
+    (threads or processes) queue on the busy timeout instead of failing on lock upgrade.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = async_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            connect_args: dict[str, Any] = {"timeout": 30}
+            self.engine = create_async_engine(self.url, connect_args=connect_args)
+            self.write_engine = create_async_engine(self.url, connect_args=connect_args)
+            _sqlite_tuning(self.engine, immediate=False)
+            _sqlite_tuning(self.write_engine, immediate=True)
+        else:
+            self.engine = create_async_engine(
+                self.url, pool_size=10, max_overflow=20, pool_pre_ping=True
+            )
+            self.write_engine = self.engine
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads (no commit)."""
+        async with AsyncSession(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+            async with session.begin():
+                yield session
+
+    async def create_schema(self) -> None:
+        """Create missing tables and add missing columns; never drops data."""
+        async with self.write_engine.begin() as conn:
+            await conn.run_sync(_create_and_upgrade)
+
+    async def ping(self) -> bool:
+        """True if the database answers."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            logger.warning("database ping failed", exc_info=True)
+            return False
+
+    async def meta_get_or_create(self, key: str, make: Any = None) -> str:
+        """A stored fact, created (once, race-safe) by ``make()`` if absent."""
+        async with self.read() as s:
+            row = await s.get(models.Meta, key)
+            if row is not None:
+                return row.value
+        value = make() if make is not None else secrets.token_urlsafe(48)
+        try:
+            async with self.write() as s:
+                s.add(models.Meta(key=key, value=value))
+        except IntegrityError:
+            pass
+        async with self.read() as s:
+            row = await s.get(models.Meta, key)
+            assert row is not None
+            return row.value
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()
+
+
+def _sqlite_tuning(engine: AsyncEngine, *, immediate: bool) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide where transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _create_and_upgrade(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, checkfirst=True)
+    insp = inspect(conn)
+    for table in SQLModel.metadata.sorted_tables:
+        existing = {c["name"] for c in insp.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in existing:
+                continue
+            ddl = CreateColumn(column).compile(dialect=conn.dialect)
+            logger.info("schema upgrade: adding %s.%s", table.name, column.name)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")

@@ -1,0 +1,132 @@
+"""Tables: tenants, API keys, the workspace (projects, issues, comments), pending changes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC now (sqlmodel stores UTC and returns aware UTC on every engine)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Status(StrEnum):
+    PENDING = "Pending"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    EXPIRED = "Expired"
+
+
+TERMINAL = (Status.APPROVED, Status.REJECTED, Status.EXPIRED)
+
+
+class Meta(SQLModel, table=True):
+    """Key/value facts kept with the database (generated JWT secret, schema version)."""
+
+    __tablename__ = "cola_meta"
+    key: str = Field(primary_key=True, max_length=64)
+    value: str
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenant"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    slug: str = Field(unique=True, index=True, max_length=64)
+    name: str = Field(default="", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=36)
+    name: str = Field(default="", max_length=200)
+    prefix: str = Field(unique=True, index=True, max_length=32)
+    key_hash: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "project"
+    __table_args__ = (UniqueConstraint("tenant_id", "key"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=36)
+    key: str = Field(max_length=10)
+    name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    next_issue_number: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Issue(SQLModel, table=True):
+    __tablename__ = "issue"
+    __table_args__ = (UniqueConstraint("tenant_id", "key"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=36)
+    project_id: str = Field(foreign_key="project.id", index=True, max_length=36)
+    key: str = Field(max_length=24)
+    number: int
+    title: str = Field(max_length=500)
+    description: str = Field(default="", max_length=50_000)
+    type: str = Field(default="Task", max_length=20)
+    status: str = Field(default="ToDo", max_length=20)
+    priority: str = Field(default="Medium", max_length=20)
+    assignee: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Comment(SQLModel, table=True):
+    __tablename__ = "comment"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True, max_length=36)
+    issue_id: str = Field(foreign_key="issue.id", index=True, max_length=36)
+    author: str = Field(default="", max_length=200)
+    body: str = Field(max_length=50_000)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PendingChange(SQLModel, table=True):
+    """A proposed change. Its status row is the truth every notification derives from."""
+
+    __tablename__ = "pending_change"
+    __table_args__ = (
+        Index("ix_pending_change_status_expires", "status", "expires_at"),
+        Index("ix_pending_change_unannounced", "announced_at", "decided_at"),
+        Index("ix_pending_change_tenant_created", "tenant_id", "created_at"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    tenant_id: str = Field(foreign_key="tenant.id", max_length=36)
+    api_key_id: str | None = Field(default=None, max_length=36)
+    tool_name: str = Field(max_length=64)
+    operation: str = Field(max_length=16)
+    entity_type: str = Field(max_length=16)
+    entity_id: str | None = Field(default=None, max_length=36)
+    arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    diff: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    summary: str = Field(default="", max_length=500)
+    status: str = Field(default=Status.PENDING.value, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=2000)
+    execution_result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # Set once the decision has been published on the backplane; the sweep re-announces
+    # decisions whose commit happened but whose publication did not.
+    announced_at: datetime | None = None

@@ -1,0 +1,191 @@
+"""Fan-out of decisions to local subscribers (hub connections, MCP sessions), exactly once.
+
+Every subscriber registers the change ids it waits for. A decision reaches it by whichever
+path comes first — the local fast path after commit, the backplane, the announce sweep, a
+reconcile pass, or the catch-up read at subscribe time — and is delivered once per
+(subscriber, change).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from colaflow_mcp.bus import Backplane
+from colaflow_mcp.db import Database
+from colaflow_mcp.events import DecisionEvent, change_to_json, event_from_change
+from colaflow_mcp.models import TERMINAL, PendingChange, Status, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    """Something waiting for decisions: a hub connection, an MCP session, a listener."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    def deliver(self, event: DecisionEvent) -> None:
+        """Hand over one event; must not block (enqueue, or close a stalled client)."""
+
+
+class Notifier:
+    """Local subscription registry plus announce/dispatch/reconcile of decisions."""
+
+    def __init__(self, db: Database, bus: Backplane) -> None:
+        self.db = db
+        self.bus = bus
+        # change id -> {subscriber: delivered?}
+        self._subs: dict[str, dict[Subscriber, bool]] = {}
+        self.delivered_count = 0
+
+    # -- registry ---------------------------------------------------------------------
+
+    def register(self, subscriber: Subscriber, change_id: str) -> None:
+        self._subs.setdefault(change_id, {}).setdefault(subscriber, False)
+
+    def unregister(self, subscriber: Subscriber, change_id: str) -> None:
+        subs = self._subs.get(change_id)
+        if subs is None:
+            return
+        subs.pop(subscriber, None)
+        if not subs:
+            del self._subs[change_id]
+
+    def unregister_all(self, subscriber: Subscriber, change_ids: Iterable[str]) -> None:
+        for change_id in list(change_ids):
+            self.unregister(subscriber, change_id)
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    async def subscribe(
+        self, subscriber: Subscriber, change_id: str
+    ) -> dict[str, Any] | None:
+        """Register, then read the change in the subscriber's tenant.
+
+        Returns the change's JSON snapshot, or None (and no registration) when it is missing
+        or foreign. A change already decided is delivered at once. Registering before the
+        read closes the gap where a decision commits between the two.
+        """
+        self.register(subscriber, change_id)
+        try:
+            async with self.db.read() as s:
+                change = await s.get(PendingChange, change_id)
+        except Exception:
+            self.unregister(subscriber, change_id)
+            raise
+        if change is None or change.tenant_id != subscriber.tenant_id:
+            self.unregister(subscriber, change_id)
+            return None
+        if change.status != Status.PENDING.value:
+            self.dispatch(event_from_change(change))
+        return change_to_json(change)
+
+    # -- delivery ---------------------------------------------------------------------
+
+    def dispatch(self, event: DecisionEvent) -> int:
+        """Deliver to each local subscriber of the change that has not had it yet."""
+        subs = self._subs.get(event.change_id)
+        if not subs:
+            return 0
+        sent = 0
+        for subscriber, delivered in list(subs.items()):
+            if delivered or subscriber.tenant_id != event.tenant_id:
+                continue
+            subs[subscriber] = True
+            try:
+                subscriber.deliver(event)
+                sent += 1
+            except Exception:
+                logger.exception("delivery to a subscriber failed")
+        self.delivered_count += sent
+        return sent
+
+    async def announce(self, change: PendingChange) -> None:
+        """After a decision commits: deliver locally at once, publish, mark announced."""
+        event = event_from_change(change)
+        self.dispatch(event)
+        try:
+            await self.bus.publish(event)
+        except Exception as exc:
+            # The sweep re-announces it once the backplane is back.
+            logger.warning("publish of %s failed (%s); left to the sweep",
+                           change.id, type(exc).__name__)
+            return
+        try:
+            async with self.db.write() as s:
+                await s.exec(
+                    update(PendingChange)
+                    .where(col(PendingChange.id) == change.id)
+                    .where(col(PendingChange.announced_at).is_(None))
+                    .values(announced_at=utcnow())
+                )
+        except Exception:
+            logger.exception("could not mark %s announced; the sweep may repeat it", change.id)
+
+    async def sweep_unannounced(self, grace_seconds: float, limit: int = 500) -> int:
+        """Re-announce decisions committed but never published (crash, bus outage)."""
+        from datetime import timedelta
+
+        cutoff = utcnow() - timedelta(seconds=grace_seconds)
+        async with self.db.read() as s:
+            rows = (
+                await s.exec(
+                    select(PendingChange)
+                    .where(col(PendingChange.announced_at).is_(None))
+                    .where(col(PendingChange.decided_at).is_not(None))
+                    .where(col(PendingChange.decided_at) < cutoff)
+                    .limit(limit)
+                )
+            ).all()
+        count = 0
+        for change in rows:
+            async with self.db.write() as s:
+                claimed = await s.exec(
+                    update(PendingChange)
+                    .where(col(PendingChange.id) == change.id)
+                    .where(col(PendingChange.announced_at).is_(None))
+                    .values(announced_at=utcnow())
+                )
+            if claimed.rowcount != 1:
+                continue  # another instance took it
+            event = event_from_change(change)
+            self.dispatch(event)
+            try:
+                await self.bus.publish(event)
+                count += 1
+            except Exception as exc:
+                logger.warning("re-announce of %s failed (%s)", change.id, type(exc).__name__)
+                async with self.db.write() as s:
+                    await s.exec(
+                        update(PendingChange)
+                        .where(col(PendingChange.id) == change.id)
+                        .values(announced_at=None)
+                    )
+        return count
+
+    async def reconcile(self, chunk: int = 500) -> int:
+        """Deliver, from the database, every decision a local subscriber is still owed."""
+        waiting = [cid for cid, subs in self._subs.items() if not all(subs.values())]
+        delivered = 0
+        terminal = [s.value for s in TERMINAL]
+        for i in range(0, len(waiting), chunk):
+            ids = waiting[i : i + chunk]
+            async with self.db.read() as s:
+                rows = (
+                    await s.exec(
+                        select(PendingChange)
+                        .where(col(PendingChange.id).in_(ids))
+                        .where(col(PendingChange.status).in_(terminal))
+                    )
+                ).all()
+            for change in rows:
+                delivered += self.dispatch(event_from_change(change))
+        if delivered:
+            logger.info("reconcile delivered %d missed decision(s)", delivered)
+        return delivered
