@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Harness, database_url_for, fast_settings, in_process, live_server
+
+DB_KINDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def default_db_kind() -> str:
+    """COLAFLOW_TEST_DB=postgres runs the whole suite on PostgreSQL."""
+    return os.environ.get("COLAFLOW_TEST_DB", "sqlite")
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> str:
+    return await database_url_for(default_db_kind(), tmp_path)
+
+
+@pytest.fixture(params=DB_KINDS)
+async def any_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on SQLite and on PostgreSQL."""
+    return await database_url_for(str(request.param), tmp_path)
+
+
+@pytest.fixture
+async def harness(any_database_url: str) -> AsyncIterator[Harness]:
+    async with in_process(fast_settings(any_database_url)) as h:
+        yield h
+
+
+@pytest.fixture
+async def app_harness(database_url: str) -> AsyncIterator[Harness]:
+    """In-process app on the default database kind."""
+    async with in_process(fast_settings(database_url)) as h:
+        yield h
+
+
+@pytest.fixture
+async def server(database_url: str) -> AsyncIterator[Harness]:
+    """A real uvicorn server on an ephemeral port."""
+    async with live_server(fast_settings(database_url)) as h:
+        yield h
+

@@ -1,0 +1,181 @@
+"""Test harness: an app on its own database, in-process or on a real socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from colaflow_mcp import auth
+from colaflow_mcp.app import create_app
+from colaflow_mcp.config import Settings
+from colaflow_mcp.services import Services
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_ADMIN_URL = os.environ.get("COLAFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("COLAFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip with a reason when a service is absent; in CI a missing service fails."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable at {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure)")
+    pytest.skip(message)
+
+
+async def create_pg_database() -> str:
+    """A fresh, empty PostgreSQL database; returns its plain URL."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    admin = make_url(PG_ADMIN_URL)
+    name = f"cola_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(
+        host=admin.host, port=admin.port or 5432, user=admin.username, database=admin.database
+    )
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+async def database_url_for(kind: str, tmp_path: Path) -> str:
+    if kind == "postgres":
+        return await create_pg_database()
+    return f"sqlite:///{tmp_path / 'colaflow-test.db'}"
+
+
+def fast_settings(database_url: str, **overrides: Any) -> Settings:
+    """Production shape, test-sized timings."""
+    values: dict[str, Any] = dict(
+        database_url=database_url,
+        jwt_secret="test-secret-" + uuid.uuid4().hex,
+        expiry_max_wait_seconds=0.2,
+        announce_sweep_interval_seconds=0.2,
+        announce_grace_seconds=0.5,
+        reconcile_interval_seconds=1.0,
+        bus_reconnect_max_backoff_seconds=0.5,
+        api_key_cache_seconds=0.0,
+        revocation_check_interval_seconds=0.2,
+        hub_keep_alive_seconds=1.0,
+        hub_client_timeout_seconds=5.0,
+        hub_handshake_timeout_seconds=2.0,
+        hub_disconnect_timeout_seconds=2.0,
+        hub_long_poll_seconds=5.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Harness:
+    """One app with its own database; helpers to create tenants, keys and tokens."""
+
+    app: Starlette
+    settings: Settings
+    client: httpx.AsyncClient
+    base_url: str = "http://testserver"
+    _keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def services(self) -> Services:
+        svc: Services = self.app.state.services
+        return svc
+
+    async def agent_key(self, tenant: str = "acme", name: str = "agent") -> str:
+        """A new API key for the tenant (created if needed)."""
+        t = await auth.get_or_create_tenant(self.services.db, tenant)
+        _, key = await auth.create_api_key(self.services.db, t, name)
+        return key
+
+    async def reviewer_token(self, tenant: str = "acme", user: str = "alice") -> str:
+        t = await auth.get_or_create_tenant(self.services.db, tenant)
+        return self.services.tokens.issue(t, user)
+
+    async def project(self, tenant: str = "acme", key: str = "WEB", name: str = "Website") -> None:
+        t = await auth.get_or_create_tenant(self.services.db, tenant)
+        await self.services.changes.create_project_direct(t.id, key, name)
+
+    async def propose(self, key: str, tool: str = "create_issue",
+                      arguments: dict[str, Any] | None = None,
+                      expires_in_seconds: float | None = None) -> dict[str, Any]:
+        """Propose over REST as an agent; returns the change JSON."""
+        body: dict[str, Any] = {
+            "tool": tool,
+            "arguments": arguments if arguments is not None
+            else {"project_key": "WEB", "title": "Fix the login page"},
+        }
+        if expires_in_seconds is not None:
+            body["expiresInSeconds"] = expires_in_seconds
+        r = await self.client.post("/api/mcp/pending-changes", json=body,
+                                   headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 201, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def approve(self, token: str, change_id: str) -> httpx.Response:
+        return await self.client.post(f"/api/mcp/pending-changes/{change_id}/approve",
+                                      headers={"Authorization": f"Bearer {token}"})
+
+    async def reject(self, token: str, change_id: str, reason: str | None = "no") -> httpx.Response:
+        return await self.client.post(f"/api/mcp/pending-changes/{change_id}/reject",
+                                      json={"reason": reason},
+                                      headers={"Authorization": f"Bearer {token}"})
+
+
+@asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[Harness]:
+    """The app driven through httpx's ASGI transport, lifespan running."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield Harness(app=app, settings=settings, client=c)
+
+
+@asynccontextmanager
+async def live_server(settings: Settings) -> AsyncIterator[Harness]:
+    """The app served by uvicorn on an ephemeral 127.0.0.1 port in this event loop."""
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                            lifespan="on", ws_max_size=1 << 20)
+    server = uvicorn.Server(config)
+    sock = config.bind_socket()
+    port = sock.getsockname()[1]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        with anyio.fail_after(20):
+            while not server.started:
+                if server.should_exit:
+                    raise RuntimeError("server failed to start")
+                await anyio.sleep(0.01)
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+            try:
+                yield Harness(app=app, settings=settings, client=c, base_url=base)
+            finally:
+                server.should_exit = True
