@@ -1,0 +1,338 @@
+"""One hub connection: an explicit state machine that the transports drive.
+
+A transport feeds received text to :meth:`HubConnection.receive` and drains outbound frames
+with :meth:`HubConnection.wait_outbound` / :meth:`HubConnection.take`. The outbound queue is
+bounded; when a client stops reading and it fills, the connection is closed (the overflow
+policy), so a stalled client can never grow memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from colaflow_mcp.events import DecisionEvent
+from colaflow_mcp.hub import protocol as p
+
+if TYPE_CHECKING:
+    from colaflow_mcp.auth import Principal
+
+logger = logging.getLogger(__name__)
+
+
+class ConnectionState(Enum):
+    NEGOTIATED = "negotiated"  # negotiate answered; no transport request yet
+    HANDSHAKING = "handshaking"  # a transport is attached; waiting for the handshake
+    CONNECTED = "connected"  # handshake accepted; hub messages flow
+    CLOSED = "closed"
+
+
+class Transport(Enum):
+    WEBSOCKETS = "WebSockets"
+    SSE = "ServerSentEvents"
+    LONG_POLLING = "LongPolling"
+
+
+class HubError(Exception):
+    """An invocation failed; the message is sent to the caller as the completion error."""
+
+
+class Hub(Protocol):
+    """The methods a client may invoke."""
+
+    async def invoke(self, conn: HubConnection, target: str, arguments: list[Any]) -> Any:
+        """Run ``target``; return its result or raise HubError."""
+
+    def closed(self, conn: HubConnection) -> None:
+        """The connection closed: drop what it held."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int
+    outbound_queue_size: int
+
+
+class HubConnection:
+    """State, buffers and timers of one logical SignalR connection."""
+
+    def __init__(
+        self,
+        *,
+        connection_id: str,
+        token: str,
+        principal: Principal,
+        hub: Hub,
+        limits: Limits,
+        on_closed: Callable[[HubConnection], None] | None = None,
+    ) -> None:
+        self.connection_id = connection_id
+        self.token = token  # secret: never logged
+        self.principal = principal
+        self.hub = hub
+        self.limits = limits
+        self._on_closed = on_closed
+        self.state = ConnectionState.NEGOTIATED
+        self.transport: Transport | None = None
+        self.subscriptions: set[str] = set()
+        self.handshake_version: int | None = None
+        self.close_error: str | None = None
+        self.too_large = False  # closed for an oversize message (WebSocket code 1009, 413)
+        now = time.monotonic()
+        self.created_at = now
+        self.last_received = now
+        self.last_sent = now
+        self.closed_at: float | None = None
+        # Transport bookkeeping: a WebSocket or SSE stream attached now, or a poll in
+        # flight; ``detached_since`` starts the disconnect timeout for half-transports.
+        self.stream_attached = False
+        self.poll_generation = 0
+        self.poll_active = False
+        self.detached_since: float | None = now
+        self.posting = False
+        self._reader = p.FrameReader(limits.max_message_bytes)
+        self._outbound: deque[str] = deque()
+        self._changed = anyio.Event()
+        self._deferred: list[str] | None = None
+        self.closed_event = anyio.Event()
+        self.drained = anyio.Event()  # set once closed and the transport took everything
+
+    def __repr__(self) -> str:  # no token: it is a credential
+        return f"<HubConnection {self.connection_id} {self.state.value}>"
+
+    # -- Subscriber protocol (notify.Notifier) ----------------------------------------
+
+    @property
+    def tenant_id(self) -> str:
+        return self.principal.tenant_id
+
+    def deliver(self, event: DecisionEvent) -> None:
+        """Queue a decision event as a non-blocking invocation of its target."""
+        self.send(p.invocation(event.target, [event.payload]))
+
+    def owned_by(self, principal: Principal) -> bool:
+        """Whether a request by ``principal`` may use this connection (same key/user)."""
+        owner = self.principal
+        return (owner.tenant_id, owner.api_key_id, owner.user) == (
+            principal.tenant_id, principal.api_key_id, principal.user)
+
+    # -- outbound ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.state is ConnectionState.CLOSED
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbound)
+
+    def send(self, text: str) -> None:
+        """Queue one framed message; closes the connection when the queue is full."""
+        if self.closed:
+            return
+        if self._deferred is not None:
+            self._deferred.append(text)
+            return
+        self._enqueue(text)
+
+    def _enqueue(self, text: str) -> None:
+        if len(self._outbound) >= self.limits.outbound_queue_size:
+            logger.warning("hub connection %s: outbound queue full (%d); closing the slow "
+                           "client", self.connection_id, len(self._outbound))
+            self.close("Connection closed: the client did not read its messages in time.",
+                       allow_reconnect=True)
+            return
+        self._outbound.append(text)
+        self.last_sent = time.monotonic()
+        self._notify()
+
+    def take(self) -> list[str]:
+        """All queued frames, in order (the transport sends them next)."""
+        frames = list(self._outbound)
+        self._outbound.clear()
+        if self.closed:
+            self.drained.set()
+        return frames
+
+    async def wait_outbound(self) -> None:
+        """Return once something is queued, the connection closed, or the state changed."""
+        changed = self._changed
+        if self._outbound or self.closed:
+            return
+        await changed.wait()
+
+    def changed_event(self) -> anyio.Event:
+        """The event set at the next change (for waits that race other conditions)."""
+        return self._changed
+
+    def wake(self) -> None:
+        """Wake every waiter (a superseded long poll re-checks its generation)."""
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def attach(self, transport: Transport) -> None:
+        """A transport request arrived for this connection."""
+        if self.transport is None:
+            self.transport = transport
+        if self.state is ConnectionState.NEGOTIATED:
+            self.state = ConnectionState.HANDSHAKING
+            self.created_at = time.monotonic()  # the handshake timeout starts now
+
+    def close(
+        self, error: str | None = None, *, allow_reconnect: bool = False, send_close: bool = True
+    ) -> None:
+        """Close once: queue a Close message (after a handshake), wake the transport."""
+        if self.closed:
+            return
+        if send_close and self.state is ConnectionState.CONNECTED:
+            self._deferred = None
+            self._outbound.append(p.close_message(error, allow_reconnect))
+        self.state = ConnectionState.CLOSED
+        self.close_error = error
+        self.closed_at = time.monotonic()
+        try:
+            self.hub.closed(self)
+        except Exception:
+            logger.exception("hub cleanup of %s failed", self.connection_id)
+        self._notify()
+        self.closed_event.set()
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    # -- inbound ----------------------------------------------------------------------
+
+    async def receive(self, text: str) -> None:
+        """Process received text: any number of whole or partial messages."""
+        if self.closed:
+            return
+        self.last_received = time.monotonic()
+        try:
+            messages = self._reader.feed(text)
+        except p.MessageTooLarge as exc:
+            self.too_large = True
+            self._protocol_error(str(exc))
+            return
+        except p.ProtocolError as exc:
+            self._protocol_error(str(exc))
+            return
+        for raw in messages:
+            if self.closed:
+                return
+            if self.state is not ConnectionState.CONNECTED:
+                self._handshake(raw)
+                continue
+            try:
+                message = p.parse_message(raw)
+            except p.ProtocolError as exc:
+                self._protocol_error(str(exc))
+                return
+            await self._dispatch(message)
+
+    def _protocol_error(self, reason: str) -> None:
+        logger.info("hub connection %s: protocol error: %s", self.connection_id, reason)
+        if self.state is not ConnectionState.CONNECTED:
+            self._outbound.append(p.handshake_response(reason))
+        self.close(f"Connection closed with an error: {reason}")
+
+    def _handshake(self, raw: str) -> None:
+        try:
+            request = p.parse_handshake(raw)
+        except p.ProtocolError as exc:
+            self._protocol_error(f"invalid handshake: {exc}")
+            return
+        error = p.handshake_error(request)
+        if error is not None:
+            self._outbound.append(p.handshake_response(error))
+            self.close(error)
+            return
+        self.handshake_version = request.version
+        self.state = ConnectionState.CONNECTED
+        self._enqueue(p.handshake_response())
+
+    async def _dispatch(self, message: p.Message) -> None:
+        if isinstance(message, p.Invocation):
+            await self._invoke(message)
+        elif isinstance(message, p.Close):
+            self.close()
+        elif isinstance(message, p.Unsupported):
+            # CancelInvocation: our invocations complete before the next message is read,
+            # so there is never one in flight to cancel (the spec says: ignore).
+            if message.type != p.MessageType.CANCEL_INVOCATION and message.invocation_id:
+                self.send(p.completion_error(
+                    message.invocation_id, "Streaming is not supported by this hub."))
+        # Ping, Completion (we never invoke the client with an id), Ack, Sequence: the
+        # activity time is all they change.
+
+    async def _invoke(self, message: p.Invocation) -> None:
+        result: Any = None
+        error: str | None = None
+        if message.stream_ids:
+            error = "Client-to-server streaming is not supported by this hub."
+        else:
+            # Events produced while the method runs (an already-decided change) follow
+            # its completion, so a caller sees the snapshot before the event.
+            self._deferred = []
+            try:
+                result = await self.hub.invoke(self, message.target, message.arguments)
+            except HubError as exc:
+                error = str(exc)
+            except Exception:
+                logger.exception("hub method %s failed", message.target)
+                error = (f"An unexpected error occurred invoking '{message.target}' on the "
+                         "server.")
+        deferred, self._deferred = self._deferred, None
+        if message.invocation_id is not None:
+            if error is not None:
+                self.send(p.completion_error(message.invocation_id, error))
+            else:
+                self.send(p.completion_result(message.invocation_id, result))
+        for text in deferred or ():
+            self.send(text)
+
+    # -- timers (driven by the server's loop) -----------------------------------------
+
+    def tick(
+        self,
+        now: float,
+        *,
+        keep_alive: float,
+        client_timeout: float,
+        handshake_timeout: float,
+        disconnect_timeout: float,
+    ) -> None:
+        """Send a keep-alive ping or close on a timeout, as due at ``now``."""
+        if self.closed:
+            return
+        if self.state is not ConnectionState.CONNECTED:
+            if self.state is ConnectionState.HANDSHAKING and (
+                now - self.created_at >= handshake_timeout
+            ):
+                self._protocol_error("handshake was not received in time")
+                return
+        if self.state is ConnectionState.NEGOTIATED or self.transport in (
+            Transport.SSE, Transport.LONG_POLLING
+        ):
+            if self.detached_since is not None and now - self.detached_since >= (
+                disconnect_timeout
+            ):
+                self.close("Connection closed: the client went away.")
+                return
+        if self.state is not ConnectionState.CONNECTED:
+            return
+        if now - self.last_received >= client_timeout:
+            self.close("Server timeout elapsed without receiving a message from the client.")
+            return
+        if now - self.last_sent >= keep_alive:
+            self._enqueue(p.PING)

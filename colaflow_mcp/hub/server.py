@@ -1,0 +1,265 @@
+"""HubServer: negotiate, the connection registry, timers, revocation and shutdown.
+
+The host app mounts ``routes`` under ``/hubs/mcp``, runs :meth:`HubServer.run` in its task
+group and awaits :meth:`HubServer.shutdown` on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from colaflow_mcp.auth import Principal, bearer
+from colaflow_mcp.hub import protocol as p
+from colaflow_mcp.hub.connection import (
+    ConnectionState,
+    HubConnection,
+    Limits,
+    Transport,
+)
+from colaflow_mcp.hub.hub import McpHub
+
+if TYPE_CHECKING:
+    from colaflow_mcp.services import Services
+
+logger = logging.getLogger(__name__)
+
+NO_STORE = {"Cache-Control": "no-cache, no-store"}
+
+
+class LookupError_(Exception):
+    """A transport request that cannot be matched to a connection (status, body)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+    def response(self) -> Response:
+        return PlainTextResponse(self.detail, status_code=self.status, headers=NO_STORE)
+
+
+class HubServer:
+    """The SignalR endpoint for agents: ``/negotiate`` and ``/`` (all three transports)."""
+
+    def __init__(self, services: Services) -> None:
+        from colaflow_mcp.hub import longpolling, sse, websockets
+
+        self.services = services
+        self.settings = services.settings
+        self.hub = McpHub(services.notifier, self.settings.hub_max_subscriptions_per_connection)
+        self.limits = Limits(
+            max_message_bytes=self.settings.hub_max_message_bytes,
+            outbound_queue_size=self.settings.hub_outbound_queue_size,
+        )
+        # token -> connection; a closed connection stays until its transport is told
+        self.connections: dict[str, HubConnection] = {}
+        self._closing = False
+        ws = websockets.WebSocketTransport(self)
+        self.sse = sse.SseTransport(self)
+        self.long_polling = longpolling.LongPollingTransport(self)
+        self.routes: list[BaseRoute] = [
+            Route("/negotiate", self.negotiate, methods=["POST"]),
+            Route("/", self.http_endpoint, methods=["GET", "POST", "DELETE"]),
+            WebSocketRoute("/", ws.endpoint),
+        ]
+
+    # -- connections ------------------------------------------------------------------
+
+    async def authenticate(self, conn: HTTPConnection) -> Principal | None:
+        """The caller of a hub request: ``Authorization: Bearer`` or ``access_token``."""
+        credential = bearer(conn.headers.get("authorization")) or conn.query_params.get(
+            "access_token"
+        )
+        if not credential:
+            return None
+        try:
+            return await self.services.auth.authenticate(credential)
+        except Exception:
+            logger.exception("hub authentication failed")
+            return None
+
+    def create_connection(self, principal: Principal, negotiate_version: int) -> HubConnection:
+        connection_id = secrets.token_urlsafe(16)
+        # Version 0 clients use the connection id as the request id, so it is the secret.
+        token = secrets.token_urlsafe(32) if negotiate_version >= 1 else connection_id
+        conn = HubConnection(
+            connection_id=connection_id, token=token, principal=principal, hub=self.hub,
+            limits=self.limits, on_closed=self._closed,
+        )
+        self.connections[token] = conn
+        return conn
+
+    def _closed(self, conn: HubConnection) -> None:
+        logger.info("hub connection %s closed%s", conn.connection_id,
+                    f": {conn.close_error}" if conn.close_error else "")
+        # Long polling needs the closed connection a while longer (its last poll gets
+        # the Close message, then 204); other transports are done with it.
+        if conn.transport is not Transport.LONG_POLLING:
+            self.connections.pop(conn.token, None)
+
+    def forget(self, conn: HubConnection) -> None:
+        self.connections.pop(conn.token, None)
+
+    def lookup(self, request: HTTPConnection, principal: Principal) -> HubConnection:
+        """The connection named by ``?id=``, owned by this caller; else LookupError_."""
+        token = request.query_params.get("id")
+        if not token:
+            raise LookupError_(400, "Connection ID required")
+        conn = self.connections.get(token)
+        if conn is None or not conn.owned_by(principal):
+            raise LookupError_(404, "No Connection with that ID")
+        return conn
+
+    # -- HTTP endpoints ---------------------------------------------------------------
+
+    async def negotiate(self, request: Request) -> Response:
+        principal = await self.authenticate(request)
+        if principal is None:
+            return _unauthorized()
+        if self._closing:
+            return PlainTextResponse("Server is shutting down", status_code=503)
+        try:
+            version = p.negotiate_version(request.query_params.get("negotiateVersion"))
+        except p.ProtocolError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        conn = self.create_connection(principal, version)
+        logger.info("hub connection %s negotiated (tenant %s)", conn.connection_id,
+                    principal.tenant_slug)
+        body = p.negotiate_response(version, conn.connection_id, conn.token)
+        return JSONResponse(body, headers=NO_STORE)
+
+    async def http_endpoint(self, request: Request) -> Response:
+        principal = await self.authenticate(request)
+        if principal is None:
+            return _unauthorized()
+        try:
+            conn = self.lookup(request, principal)
+        except LookupError_ as exc:
+            return exc.response()
+        if request.method == "POST":
+            return await self.post(request, conn)
+        if request.method == "DELETE":
+            return await self.long_polling.delete(conn)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return await self.sse.stream(request, conn)
+        return await self.long_polling.poll(request, conn)
+
+    async def post(self, request: Request, conn: HubConnection) -> Response:
+        """The send half of SSE and long polling."""
+        if conn.transport is Transport.WEBSOCKETS:
+            return PlainTextResponse("POST requests are not allowed for WebSocket "
+                                     "connections.", status_code=405)
+        if conn.closed:
+            return PlainTextResponse("No Connection with that ID", status_code=404)
+        if conn.transport is None:
+            return PlainTextResponse("Start a transport (GET) before sending", status_code=400)
+        if conn.posting:
+            return PlainTextResponse("Another send request is in progress.", status_code=409)
+        conn.posting = True
+        try:
+            cap = self.settings.hub_max_message_bytes * 4 + 1024
+            body = bytearray()
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > cap:
+                    conn.too_large = True
+                    conn.close("Connection closed with an error: request body too large")
+                    return PlainTextResponse("Payload too large", status_code=413)
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                conn.close("Connection closed with an error: request body is not UTF-8")
+                return PlainTextResponse("Invalid UTF-8", status_code=400)
+            await conn.receive(text)
+        finally:
+            conn.posting = False
+        if conn.closed and conn.too_large:
+            return PlainTextResponse("Payload too large", status_code=413)
+        return Response(status_code=200)
+
+    # -- background loop and shutdown -------------------------------------------------
+
+    async def run(self) -> None:
+        """Timers (ping, timeouts) and revocation checks; runs until cancelled."""
+        s = self.settings
+        tick = max(0.01, min(1.0, s.hub_keep_alive_seconds / 3, s.hub_client_timeout_seconds / 4,
+                             s.hub_handshake_timeout_seconds / 4,
+                             s.hub_disconnect_timeout_seconds / 4))
+        next_revocation = time.monotonic() + s.revocation_check_interval_seconds
+        while True:
+            await anyio.sleep(tick)
+            try:
+                self.tick(time.monotonic())
+            except Exception:
+                logger.exception("hub timer pass failed")
+            if time.monotonic() >= next_revocation:
+                next_revocation = time.monotonic() + s.revocation_check_interval_seconds
+                try:
+                    await self.check_revocations()
+                except Exception:
+                    logger.exception("hub revocation check failed; retrying next interval")
+
+    def tick(self, now: float) -> None:
+        s = self.settings
+        for conn in list(self.connections.values()):
+            if conn.closed:
+                # A long-polling connection's last poll has had time to take the Close.
+                if conn.closed_at is not None and (
+                    now - conn.closed_at >= s.hub_disconnect_timeout_seconds
+                ):
+                    self.forget(conn)
+                continue
+            conn.tick(
+                now, keep_alive=s.hub_keep_alive_seconds,
+                client_timeout=s.hub_client_timeout_seconds,
+                handshake_timeout=s.hub_handshake_timeout_seconds,
+                disconnect_timeout=s.hub_disconnect_timeout_seconds,
+            )
+
+    async def check_revocations(self) -> None:
+        """Close the connections of keys that were revoked or expired."""
+        by_key: dict[str, list[HubConnection]] = {}
+        for conn in self.connections.values():
+            if not conn.closed and conn.principal.api_key_id is not None:
+                by_key.setdefault(conn.principal.api_key_id, []).append(conn)
+        for conns in by_key.values():
+            if await self.services.keys.still_valid(conns[0].principal):
+                continue
+            logger.info("closing %d hub connection(s) of a revoked key", len(conns))
+            for conn in conns:
+                conn.close("Connection closed: the API key was revoked.")
+
+    async def shutdown(self) -> None:
+        """Tell every client to reconnect elsewhere (Close, allowReconnect) and close."""
+        self._closing = True
+        live = [c for c in self.connections.values() if not c.closed]
+        for conn in live:
+            conn.close("Server is shutting down.", allow_reconnect=True)
+        # Give transports a moment to flush the Close message.
+        with anyio.move_on_after(1.0):
+            for conn in live:
+                if conn.stream_attached or conn.poll_active:
+                    await conn.drained.wait()
+
+    def count(self) -> dict[str, int]:
+        """Live connections by state (for /health and benchmarks)."""
+        counts: dict[str, int] = {}
+        for conn in self.connections.values():
+            counts[conn.state.value] = counts.get(conn.state.value, 0) + 1
+        return counts
+
+
+def _unauthorized() -> Response:
+    return PlainTextResponse("Unauthorized", status_code=401,
+                             headers={"WWW-Authenticate": "Bearer"})
+
+
+__all__ = ["ConnectionState", "HubServer"]

@@ -1,0 +1,95 @@
+"""Server-Sent Events transport (server to client; the client sends by POST)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from colaflow_mcp.hub.connection import HubConnection, Transport
+from colaflow_mcp.hub.protocol import sse_event
+
+if TYPE_CHECKING:
+    from colaflow_mcp.hub.server import HubServer
+
+FLUSH_GRACE_SECONDS = 1.0
+
+
+class SseTransport:
+    def __init__(self, server: HubServer) -> None:
+        self.server = server
+
+    async def stream(self, request: Request, conn: HubConnection) -> Response:
+        if conn.closed:
+            return PlainTextResponse("No Connection with that ID", status_code=404)
+        if conn.transport not in (None, Transport.SSE):
+            return PlainTextResponse("Cannot change transports mid-connection",
+                                     status_code=400)
+        if conn.stream_attached:
+            return PlainTextResponse("An event stream is already open for this connection",
+                                     status_code=409)
+        conn.attach(Transport.SSE)
+        conn.stream_attached = True
+        conn.detached_since = None
+        return _EventStream(conn)
+
+
+class _EventStream(Response):
+    """Streams the connection's frames as ``data:`` events until either side closes."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, conn: HubConnection) -> None:
+        super().__init__(
+            status_code=200, media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.conn = conn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        conn = self.conn
+        writer_done = anyio.Event()
+
+        async def writer() -> None:
+            try:
+                await send({"type": "http.response.start", "status": self.status_code,
+                            "headers": self.raw_headers})
+                while True:
+                    await conn.wait_outbound()
+                    frames = conn.take()
+                    if frames:
+                        body = b"".join(sse_event(f.rstrip("\n")) for f in frames)
+                        await send({"type": "http.response.body", "body": body,
+                                    "more_body": True})
+                    if conn.closed and not conn.queued:
+                        break
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                pass  # the client is gone
+            finally:
+                writer_done.set()
+
+        async def disconnect_listener() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    conn.close()
+                    return
+
+        async def watchdog() -> None:
+            await conn.closed_event.wait()
+            with anyio.move_on_after(FLUSH_GRACE_SECONDS):
+                await writer_done.wait()
+            tg.cancel_scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer)
+                tg.start_soon(disconnect_listener)
+                tg.start_soon(watchdog)
+        finally:
+            conn.stream_attached = False
+            conn.close()

@@ -1,0 +1,119 @@
+"""WebSockets transport: full duplex over one socket; a thin adapter over HubConnection."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+from starlette.responses import PlainTextResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from colaflow_mcp.hub.connection import HubConnection, Transport
+
+if TYPE_CHECKING:
+    from colaflow_mcp.hub.server import HubServer
+
+logger = logging.getLogger(__name__)
+
+FLUSH_GRACE_SECONDS = 1.0  # how long a closing connection may take to send its Close
+CLOSE_NORMAL = 1000
+CLOSE_TOO_BIG = 1009
+CLOSE_PROTOCOL = 1002
+
+
+class WebSocketTransport:
+    def __init__(self, server: HubServer) -> None:
+        self.server = server
+
+    async def endpoint(self, websocket: WebSocket) -> None:
+        server = self.server
+        principal = await server.authenticate(websocket)
+        if principal is None:
+            await _deny(websocket, 401, "Unauthorized")
+            return
+        if websocket.query_params.get("id"):
+            conn = server.connections.get(websocket.query_params["id"])
+            if conn is None or conn.closed or not conn.owned_by(principal):
+                await _deny(websocket, 404, "No Connection with that ID")
+                return
+            if conn.stream_attached or conn.transport not in (None, Transport.WEBSOCKETS):
+                await _deny(websocket, 409, "Connection already has a transport")
+                return
+        else:
+            if server._closing:
+                await _deny(websocket, 503, "Server is shutting down")
+                return
+            conn = server.create_connection(principal, 1)  # skip-negotiation
+        conn.attach(Transport.WEBSOCKETS)
+        conn.stream_attached = True
+        conn.detached_since = None
+        await websocket.accept()
+        try:
+            await self._run(websocket, conn)
+        finally:
+            conn.stream_attached = False
+            conn.close()
+
+    async def _run(self, websocket: WebSocket, conn: HubConnection) -> None:
+        writer_done = anyio.Event()
+
+        async def reader() -> None:
+            max_bytes = conn.limits.max_message_bytes
+            try:
+                while not conn.closed:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    text = message.get("text")
+                    if text is None:
+                        raw = message.get("bytes") or b""
+                        if len(raw) > max_bytes * 4:
+                            conn.too_large = True
+                            conn.close("Connection closed with an error: message too large")
+                            break
+                        try:
+                            text = raw.decode("utf-8")
+                        except UnicodeDecodeError:
+                            conn.close("Connection closed with an error: invalid UTF-8")
+                            break
+                    await conn.receive(text)
+            except WebSocketDisconnect:
+                pass
+            conn.close()
+
+        async def writer() -> None:
+            try:
+                while True:
+                    await conn.wait_outbound()
+                    for text in conn.take():
+                        await websocket.send_text(text)
+                    if conn.closed and not conn.queued:
+                        break
+                if websocket.application_state is WebSocketState.CONNECTED:
+                    code = CLOSE_TOO_BIG if conn.too_large else CLOSE_NORMAL
+                    await websocket.close(code)
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                pass  # the peer is gone
+            finally:
+                writer_done.set()
+
+        async def watchdog() -> None:
+            # A stalled client can block a send forever: once the connection is closed,
+            # allow a moment to flush the Close message, then tear the socket down.
+            await conn.closed_event.wait()
+            with anyio.move_on_after(FLUSH_GRACE_SECONDS):
+                await writer_done.wait()
+            tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            tg.start_soon(writer)
+            tg.start_soon(watchdog)
+
+
+async def _deny(websocket: WebSocket, status: int, detail: str) -> None:
+    """Answer the upgrade request with a plain HTTP status (before any connection)."""
+    await websocket.send_denial_response(
+        PlainTextResponse(detail, status_code=status, headers={"Cache-Control": "no-store"})
+    )

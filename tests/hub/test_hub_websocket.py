@@ -1,0 +1,291 @@
+"""Raw WebSocket protocol tests against a real server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+from hubenv import HubEnv, ServerFactory
+from hubwire import HANDSHAKE, RS, RawWs, msg, open_ws
+from websockets.exceptions import InvalidStatus
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_subscribe_returns_snapshot_then_approved_event(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    ws = await open_ws(env.ws_url, t.key)
+    done = await ws.invoke("SubscribeToPendingChange", cid)
+    assert done["result"]["pendingChangeId"] == cid
+    assert done["result"]["status"] == "Pending"
+    await env.approve(t, cid)
+    event = await ws.next()
+    assert event["type"] == 1 and event["target"] == "PendingChangeApproved"
+    assert "invocationId" not in event
+    payload = event["arguments"][0]
+    assert payload["pendingChangeId"] == cid
+    assert payload["executionResult"]["success"] is True
+    assert payload["executionResult"]["entityId"]
+
+
+async def test_already_decided_change_is_pushed_after_the_completion(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    await env.reject(t, cid, "not now")
+    ws = await open_ws(env.ws_url, t.key)
+    await ws.send(msg({"type": 1, "invocationId": "7", "target": "SubscribeToPendingChange",
+                       "arguments": [cid]}))
+    first, second = await ws.next(), await ws.next()
+    assert first["type"] == 3 and first["result"]["status"] == "Rejected"
+    assert second["target"] == "PendingChangeRejected"
+    assert second["arguments"][0]["reason"] == "not now"
+
+
+async def test_bearer_header_is_accepted_like_the_query_parameter(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    ws = await open_ws(env.ws_url, t.key, header=True)
+    done = await ws.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
+    assert done == {"type": 3, "invocationId": "1"}
+
+
+async def test_missing_or_wrong_key_is_401_before_upgrade(env: HubEnv) -> None:
+    for key in (None, "cola_" + "x" * 43, "garbage"):
+        with pytest.raises(InvalidStatus) as info:
+            await open_ws(env.ws_url, key, handshake=False)
+        assert info.value.response.status_code == 401
+
+
+async def test_unknown_connection_id_is_404(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    with pytest.raises(InvalidStatus) as info:
+        await open_ws(env.ws_url, t.key, query="id=nope", handshake=False)
+    assert info.value.response.status_code == 404
+
+
+async def test_second_websocket_for_one_connection_is_409(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    async with httpx.AsyncClient() as http:
+        r = await http.post(f"{env.hub_url}/negotiate?negotiateVersion=1",
+                            headers={"Authorization": f"Bearer {t.key}"})
+    token = r.json()["connectionToken"]
+    first = await open_ws(env.ws_url, t.key, query=f"id={token}")
+    with pytest.raises(InvalidStatus) as info:
+        await open_ws(env.ws_url, t.key, query=f"id={token}", handshake=False)
+    assert info.value.response.status_code == 409
+    done = await first.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
+    assert "error" not in done
+
+
+async def test_another_tenants_key_cannot_use_a_connection_token(env: HubEnv) -> None:
+    a, b = await env.tenant("acme"), await env.tenant("bolt")
+    async with httpx.AsyncClient() as http:
+        r = await http.post(f"{env.hub_url}/negotiate?negotiateVersion=1",
+                            headers={"Authorization": f"Bearer {a.key}"})
+    token = r.json()["connectionToken"]
+    with pytest.raises(InvalidStatus) as info:
+        await open_ws(env.ws_url, b.key, query=f"id={token}", handshake=False)
+    assert info.value.response.status_code == 404
+
+
+async def test_messagepack_handshake_is_refused_in_the_response(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    ws = await open_ws(env.ws_url, t.key, handshake=False)
+    await ws.send(json.dumps({"protocol": "messagepack", "version": 1}) + RS)
+    answer = await ws.next()
+    assert "messagepack" in answer["error"]
+    await ws.closed_code()
+
+
+@pytest.mark.parametrize("first", ['{"protocol":"json"}', "not json", '{"type":1}', "[]"])
+async def test_bad_handshake_gets_an_error_and_the_server_goes_on(
+    env: HubEnv, first: str
+) -> None:
+    t = await env.tenant("acme")
+    ws = await open_ws(env.ws_url, t.key, handshake=False)
+    await ws.send(first + RS)
+    answer = await ws.next()
+    assert "error" in answer
+    await ws.closed_code()
+    other = await open_ws(env.ws_url, t.key)
+    assert "error" not in await other.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
+
+
+async def test_handshake_split_across_frames_and_batched_messages_work(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    ws = await open_ws(env.ws_url, t.key, handshake=False)
+    await ws.send(HANDSHAKE[:10])
+    await ws.send(HANDSHAKE[10:] + msg({"type": 6}) + msg(
+        {"type": 1, "invocationId": "a", "target": "Nope", "arguments": []}))
+    assert await ws.next() == {}
+    done = await ws.next()
+    assert done == {"type": 3, "invocationId": "a", "error": "Unknown hub method 'Nope'"}
+
+
+async def test_garbage_frame_closes_only_that_connection(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    bystander = await open_ws(env.ws_url, t.key)
+    ws = await open_ws(env.ws_url, t.key)
+    await ws.send("{{{ not json" + RS)
+    close = await ws.next()
+    assert close["type"] == 7 and "error" in close
+    await ws.closed_code()
+    done = await bystander.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
+    assert "error" not in done
+
+
+async def test_oversize_message_closes_with_1009_and_others_keep_working(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(hub_max_message_bytes=1024) as env:
+        t = await env.tenant("acme")
+        bystander = await open_ws(env.ws_url, t.key)
+        ws = await open_ws(env.ws_url, t.key)
+        await ws.send(msg({"type": 1, "target": "X", "arguments": ["y" * 2000]}))
+        close = await ws.next()
+        assert close["type"] == 7 and "maximum size" in close["error"]
+        assert await ws.closed_code() == 1009
+        done = await bystander.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
+        assert "error" not in done
+
+
+async def test_unknown_target_and_wrong_argument_count_get_completion_errors(
+    env: HubEnv,
+) -> None:
+    t = await env.tenant("acme")
+    ws = await open_ws(env.ws_url, t.key)
+    assert (await ws.invoke("DropTables"))["error"] == "Unknown hub method 'DropTables'"
+    done = await ws.invoke("SubscribeToPendingChange", "a", "b", invocation_id="2")
+    assert done["error"] == "Invocation provides 2 argument(s) but target expects 1."
+    done = await ws.invoke("SubscribeToPendingChange", invocation_id="3")
+    assert "0 argument(s)" in done["error"]
+    # Non-blocking invocations get no answer at all, even when they fail.
+    await ws.send(msg({"type": 1, "target": "DropTables", "arguments": []}))
+    done = await ws.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()), invocation_id="4")
+    assert done == {"type": 3, "invocationId": "4"}
+
+
+async def test_malformed_unknown_and_foreign_ids(env: HubEnv) -> None:
+    a, b = await env.tenant("acme"), await env.tenant("bolt")
+    foreign = await env.propose(b)
+    ws = await open_ws(env.ws_url, a.key)
+    bad = await ws.invoke("SubscribeToPendingChange", "not-a-uuid")
+    assert bad["error"] == "invalid pendingChangeId: must be a UUID"
+    bad = await ws.invoke("SubscribeToPendingChange", 42, invocation_id="2")
+    assert bad["error"] == "invalid pendingChangeId: must be a UUID"
+    unknown = await ws.invoke("SubscribeToPendingChange", str(uuid.uuid4()), invocation_id="3")
+    other = await ws.invoke("SubscribeToPendingChange", foreign, invocation_id="4")
+    assert unknown["error"] == other["error"] == "pending change not found"
+
+
+async def test_streaming_is_refused_with_a_completion_error(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    ws = await open_ws(env.ws_url, t.key)
+    await ws.send(msg({"type": 4, "invocationId": "s1", "target": "SubscribeToPendingChange",
+                       "arguments": []}))
+    assert "Streaming is not supported" in (await ws.next())["error"]
+    await ws.send(msg({"type": 1, "invocationId": "s2", "target": "SubscribeToPendingChange",
+                       "arguments": [], "streamIds": ["1"]}))
+    assert "streaming is not supported" in (await ws.next())["error"]
+    await ws.send(msg({"type": 5, "invocationId": "s1"}))  # cancel: ignored
+    done = await ws.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()), invocation_id="9")
+    assert "error" not in done
+
+
+async def test_subscription_cap_per_connection(server_factory: ServerFactory) -> None:
+    async with server_factory(hub_max_subscriptions_per_connection=2) as env:
+        t = await env.tenant("acme")
+        ids = [await env.propose(t, title=f"t{i}") for i in range(3)]
+        ws = await open_ws(env.ws_url, t.key)
+        for i, cid in enumerate(ids[:2]):
+            assert "error" not in await ws.invoke("SubscribeToPendingChange", cid,
+                                                  invocation_id=str(i))
+        capped = await ws.invoke("SubscribeToPendingChange", ids[2], invocation_id="x")
+        assert "subscription limit" in capped["error"]
+        await ws.invoke("UnsubscribeFromPendingChange", ids[0], invocation_id="u")
+        assert "error" not in await ws.invoke("SubscribeToPendingChange", ids[2],
+                                              invocation_id="y")
+
+
+async def test_keep_alive_ping_and_client_timeout(server_factory: ServerFactory) -> None:
+    async with server_factory(hub_keep_alive_seconds=0.1, hub_client_timeout_seconds=0.6) as env:
+        t = await env.tenant("acme")
+        ws = await open_ws(env.ws_url, t.key)
+        ping = await ws.next(skip_pings=False)
+        assert ping == {"type": 6}
+        # Silent client: closed with an error after the client timeout.
+        close = await ws.drain_until(lambda m: m.get("type") == 7, within=5)
+        assert "timeout" in close["error"]
+        await ws.closed_code()
+
+
+async def test_handshake_timeout_closes_the_socket(server_factory: ServerFactory) -> None:
+    async with server_factory(hub_handshake_timeout_seconds=0.2) as env:
+        t = await env.tenant("acme")
+        ws = await open_ws(env.ws_url, t.key, handshake=False)
+        answer = await ws.next()
+        assert "handshake" in answer["error"]
+        await ws.closed_code()
+
+
+async def test_revoked_key_connections_are_closed(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    ws = await open_ws(env.ws_url, t.key)
+    await env.revoke(t)
+    close = await ws.drain_until(lambda m: m.get("type") == 7, within=5)
+    assert "revoked" in close["error"] and not close.get("allowReconnect")
+    await ws.closed_code()
+
+
+async def test_stalled_client_is_closed_when_its_queue_overflows(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(hub_outbound_queue_size=4) as env:
+        t = await env.tenant("acme")
+        ws = await open_ws(env.ws_url, t.key)
+        conn = next(iter(c for c in env.hub.connections.values() if not c.closed))
+        # Push more than the queue holds in one go, faster than any socket drains.
+        for _ in range(10):
+            conn.send(msg({"type": 6}))
+        assert conn.closed
+        close = await ws.drain_until(lambda m: m.get("type") == 7)
+        assert close["allowReconnect"] is True
+        await ws.closed_code()
+
+
+async def test_shutdown_sends_close_with_allow_reconnect(server_factory: ServerFactory) -> None:
+    async with server_factory() as env:
+        t = await env.tenant("acme")
+        ws = await open_ws(env.ws_url, t.key)
+        await env.hub.shutdown()
+        close = await ws.drain_until(lambda m: m.get("type") == 7)
+        assert close["allowReconnect"] is True
+
+
+async def test_tenants_never_receive_each_others_events(env: HubEnv) -> None:
+    a, b = await env.tenant("acme"), await env.tenant("bolt")
+    ca, cb = await env.propose(a), await env.propose(b)
+    wa, wb = await open_ws(env.ws_url, a.key), await open_ws(env.ws_url, b.key)
+    await wa.invoke("SubscribeToPendingChange", ca)
+    await wb.invoke("SubscribeToPendingChange", cb)
+    assert "error" in await wa.invoke("SubscribeToPendingChange", cb, invocation_id="2")
+    await env.reject(b, cb, "b only")
+    await env.approve(a, ca)
+    ea, eb = await wa.next(), await wb.next()
+    assert ea["arguments"][0]["pendingChangeId"] == ca
+    assert eb["arguments"][0]["pendingChangeId"] == cb
+    # Events are queued synchronously at decision time: a round trip shows nothing else.
+    for ws in (wa, wb):
+        assert "error" not in await ws.invoke("UnsubscribeFromPendingChange", ca,
+                                              invocation_id="z")
+        assert ws.pending == []
+
+
+async def test_skip_negotiation_and_raw_ws_are_independent_connections(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    one, two = await open_ws(env.ws_url, t.key), await open_ws(env.ws_url, t.key)
+    assert isinstance(one, RawWs) and isinstance(two, RawWs)
+    live = [c for c in env.hub.connections.values() if not c.closed]
+    assert len(live) == 2
