@@ -1,0 +1,307 @@
+"""The MCP endpoint: Streamable HTTP at ``/mcp``, both protocol eras, API-key authenticated.
+
+Request path: Host/Origin check → API key → ``StreamableHTTPSessionManager``. Legacy
+clients (``initialize`` + ``Mcp-Session-Id``) get a stateful session with a standalone GET
+stream; modern (2026-07-28) requests are single exchanges. Tools and resources live in
+``mcp_tools``, subscriptions in ``mcp_subscriptions``.
+
+Pinned to ``mcp==2.3.*``. Private SDK hooks used (re-check on upgrade):
+- ``MCPServer._lowlevel_server``: the only way to register ``resources/subscribe`` and a
+  replacement ``subscriptions/listen`` handler.
+- ``StreamableHTTPSessionManager._admit_session`` (give each session its own event store)
+  and ``._discard_session`` (the one place every session end passes through).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http import (
+    GET_STREAM_KEY,
+    LAST_EVENT_ID_HEADER,
+    MCP_SESSION_ID_HEADER,
+    EventCallback,
+    EventId,
+    EventMessage,
+    EventStore,
+    StreamableHTTPServerTransport,
+    StreamId,
+)
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from colaflow_mcp.auth import KEY_PREFIX, bearer
+from colaflow_mcp.mcp_context import SCOPE_KEY, PrincipalMiddleware
+from colaflow_mcp.mcp_subscriptions import Subscriptions
+from colaflow_mcp.mcp_tools import build_server
+
+if TYPE_CHECKING:
+    from colaflow_mcp.services import Services
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+# Sent as Last-Event-ID on a session's first GET stream: replay everything the GET stream
+# was sent before it opened (see SessionEventStore).
+GET_STREAM_START = "g0"
+
+
+# -- transport security -------------------------------------------------------------------
+
+def _split_host(host: str) -> tuple[str, str | None]:
+    """``("name", "port")`` of a Host header value (IPv6 literals keep their brackets)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        name, rest = host[: end + 1], host[end + 1:]
+        return name, rest[1:] if rest.startswith(":") else None
+    name, sep, port = host.rpartition(":")
+    return (name, port) if sep and port.isdigit() else (host, None)
+
+
+def host_allowed(host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Loopback, or an allowed ``name`` (any port), ``name:port`` or ``name:*``; ``*`` = any."""
+    if "*" in allowed:
+        return True
+    if not host:
+        return False
+    name, _ = _split_host(host)
+    if name in LOOPBACK_HOSTS:
+        return True
+    for entry in allowed:
+        entry = entry.strip().lower()
+        if entry in (host.strip().lower(), name) or entry == f"{name}:*":
+            return True
+    return False
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """No Origin (not a browser), a loopback origin, or a listed one; ``*`` = any."""
+    if not origin or "*" in allowed:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    try:
+        name, _ = _split_host(urlsplit(origin).netloc)
+    except ValueError:
+        return False
+    if name in LOOPBACK_HOSTS:
+        return True
+    return origin in {o.strip().lower().rstrip("/") for o in allowed}
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
+           ) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status,
+                        headers=headers)
+
+
+# -- resumability ---------------------------------------------------------------------------
+
+class SessionEventStore(EventStore):
+    """One session's recent SSE events, so a dropped stream resumes with Last-Event-ID.
+
+    One store per session (a shared store could not tell sessions apart: every session's
+    GET stream has the same stream id). Bounded: the oldest events fall off. Event ids are
+    ``g<seq>`` for the GET stream and ``r<seq>`` for request streams, so a GET-stream id
+    that already fell off still resumes from what is left.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._events: deque[tuple[int, StreamId, types.JSONRPCMessage | None]] = deque(
+            maxlen=max(1, capacity))
+        self._seq = 0
+
+    async def store_event(self, stream_id: StreamId, message: types.JSONRPCMessage | None
+                          ) -> EventId:
+        self._seq += 1
+        self._events.append((self._seq, stream_id, message))
+        return f"{'g' if stream_id == GET_STREAM_KEY else 'r'}{self._seq}"
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback
+                                  ) -> StreamId | None:
+        kind, digits = last_event_id[:1], last_event_id[1:]
+        if kind not in ("g", "r") or not digits.isdigit():
+            return None
+        after = int(digits)
+        if kind == "g":
+            stream_id: StreamId = GET_STREAM_KEY
+        else:
+            found = next((sid for seq, sid, _ in self._events if seq == after), None)
+            if found is None:
+                return None
+            stream_id = found
+        prefix = "g" if stream_id == GET_STREAM_KEY else "r"
+        for seq, sid, message in list(self._events):
+            if seq > after and sid == stream_id and message is not None:
+                await send_callback(EventMessage(message, f"{prefix}{seq}"))
+        return stream_id
+
+
+class _SessionManager(StreamableHTTPSessionManager):
+    """The SDK's manager, plus a per-session event store and a hook when a session ends."""
+
+    def __init__(self, endpoint: McpEndpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._endpoint = endpoint
+
+    def _admit_session(self, requestor: AuthorizationContext | None
+                       ) -> StreamableHTTPServerTransport | None:
+        # Private hook (mcp 2.3): the transport takes ``self.event_store`` when it is built
+        # here, synchronously, so each session gets a store of its own.
+        self.event_store = SessionEventStore(self._endpoint.event_history)
+        try:
+            return super()._admit_session(requestor)
+        finally:
+            self.event_store = None
+
+    async def _discard_session(self, session_id: str,
+                               transport: StreamableHTTPServerTransport) -> None:
+        # Private hook (mcp 2.3): reached on DELETE, idle timeout, crash and shutdown,
+        # possibly more than once per session.
+        self._endpoint.session_closed(session_id)
+        await super()._discard_session(session_id, transport)
+
+
+# -- the endpoint ---------------------------------------------------------------------------
+
+class McpEndpoint:
+    """``app`` serves MCP at whatever path it is mounted; enter ``lifespan()`` in the host."""
+
+    def __init__(self, services: Services) -> None:
+        settings = services.settings
+        self.services = services
+        self.allowed_hosts = tuple(settings.allowed_hosts)
+        self.allowed_origins = tuple(settings.allowed_origins)
+        self.event_history = settings.mcp_event_history_per_session
+        self.subscriptions = Subscriptions(services.notifier,
+                                           settings.mcp_max_subscriptions_per_session)
+        self.server = build_server(services.changes)
+        lowlevel = self.server._lowlevel_server  # private (mcp 2.3), see the module docstring
+        lowlevel.middleware.append(PrincipalMiddleware())
+        lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams,
+                                     self.subscriptions.subscribe)
+        lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams,
+                                     self.subscriptions.unsubscribe)
+        lowlevel.add_request_handler("subscriptions/listen",
+                                     types.SubscriptionsListenRequestParams,
+                                     self.subscriptions.listen)
+        self.manager = _SessionManager(
+            self, app=lowlevel, json_response=False, stateless=False,
+            # Host/Origin are checked here first (with "*" support); the SDK still checks
+            # Content-Type.
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            max_request_body_size=settings.max_body_bytes,
+        )
+        self._open_get_streams: dict[str, int] = {}
+        app: ASGIApp = self._serve
+        if self.allowed_origins:
+            app = CORSMiddleware(
+                app, allow_origins=list(self.allowed_origins), allow_methods=["GET", "POST",
+                                                                              "DELETE"],
+                allow_headers=["*"], expose_headers=["Mcp-Session-Id"],
+            )
+        self.app: ASGIApp = app
+
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Run the session manager (a mounted app's own lifespan never runs)."""
+        return self._lifespan()
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            self.subscriptions.start(tg)
+            try:
+                async with self.manager.run():
+                    yield
+            finally:
+                self.subscriptions.stop()
+                tg.cancel_scope.cancel()
+
+    def session_closed(self, session_id: str) -> None:
+        self.subscriptions.session_closed(session_id)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope.get("path", "/") not in ("", "/"):
+            await _error(404, "not_found", "MCP is served at the endpoint itself")(
+                scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if not host_allowed(headers.get("host"), self.allowed_hosts):
+            await _error(421, "misdirected_request",
+                         f"Host {headers.get('host', '')[:100]!r} is not allowed; add it to "
+                         "COLAFLOW_ALLOWED_HOSTS")(scope, receive, send)
+            return
+        if not origin_allowed(headers.get("origin"), self.allowed_origins):
+            await _error(403, "forbidden_origin",
+                         f"Origin {headers.get('origin', '')[:100]!r} is not allowed; add it "
+                         "to COLAFLOW_ALLOWED_ORIGINS")(scope, receive, send)
+            return
+        credential = bearer(headers.get("authorization")) or headers.get("x-api-key")
+        principal = None
+        if credential and credential.strip().startswith(KEY_PREFIX):
+            principal = await self.services.auth.authenticate(credential)
+        if principal is None or principal.kind != "agent":
+            message = ("MCP needs an API key: send 'Authorization: Bearer cola_…' or "
+                       "'X-API-Key: cola_…'" if not credential else
+                       "invalid, revoked or expired API key")
+            await _error(401, "unauthorized", message,
+                         {"WWW-Authenticate": 'Bearer realm="colaflow"'})(scope, receive, send)
+            return
+        scope = dict(scope)
+        scope[SCOPE_KEY] = principal
+        # The SDK binds each session to the credential that opened it (by client_id):
+        # another key presenting the session id gets 404, as if it did not exist.
+        scope["user"] = AuthenticatedUser(AccessToken(
+            token=principal.api_key_id or "", client_id=principal.api_key_id or "", scopes=[],
+            subject=principal.tenant_id,
+        ))
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
+        if scope["method"] == "GET" and session_id:
+            await self._serve_get_stream(session_id, headers, scope, receive, send)
+            return
+        await self.manager.handle_request(scope, receive, send)
+
+    async def _serve_get_stream(self, session_id: str, headers: Headers, scope: Scope,
+                                receive: Receive, send: Send) -> None:
+        # A notification sent before the client's GET stream is up would be dropped by the
+        # SDK (only stored). A first GET without Last-Event-ID resumes from the session's
+        # start instead, so an update for a change decided in that gap is still delivered.
+        if not headers.get(LAST_EVENT_ID_HEADER) and not self._open_get_streams.get(session_id):
+            raw = [(k, v) for k, v in scope["headers"] if k != LAST_EVENT_ID_HEADER.encode()]
+            raw.append((LAST_EVENT_ID_HEADER.encode(), GET_STREAM_START.encode()))
+            scope["headers"] = raw
+        self._open_get_streams[session_id] = self._open_get_streams.get(session_id, 0) + 1
+        try:
+            await self.manager.handle_request(scope, receive, send)
+        finally:
+            left = self._open_get_streams.get(session_id, 1) - 1
+            if left <= 0:
+                self._open_get_streams.pop(session_id, None)
+            else:
+                self._open_get_streams[session_id] = left
+
+    def status(self) -> dict[str, object]:
+        """Counters for ``/health``."""
+        return {
+            "legacySessionsSubscribed": len(self.subscriptions.sessions),
+            "listenStreams": self.subscriptions.listen_streams,
+        }
+
+
+__all__ = ["McpEndpoint", "SessionEventStore", "host_allowed", "origin_allowed"]

@@ -1,0 +1,265 @@
+"""MCP subscriptions to pending changes, on both protocol eras, fed by the Notifier.
+
+- Legacy (2025-06-18 … 2025-11-25): ``resources/subscribe`` / ``resources/unsubscribe``,
+  keyed by ``Mcp-Session-Id``; updates go out on the session's standalone GET stream.
+- Modern (2026-07-28): ``subscriptions/listen``; the listen request's response is the stream.
+
+Both register with ``Notifier.subscribe`` under the caller's tenant, which makes a foreign
+change look exactly like a missing one and delivers an already-decided change at once.
+Every subscriber's outbound queue is bounded by the number of changes it watches (each
+change is delivered to a subscriber at most once), so it cannot grow without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.server.context import ServerRequestContext
+from mcp.server.session import ServerSession
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import (
+    SUBSCRIPTION_ID_META_KEY,
+    ResourceUpdated,
+    event_to_notification,
+)
+
+from colaflow_mcp.auth import Principal
+from colaflow_mcp.changes import parse_id
+from colaflow_mcp.events import DecisionEvent
+from colaflow_mcp.mcp_context import require_principal
+from colaflow_mcp.notify import Notifier
+from colaflow_mcp.workspace import InvalidArguments
+
+logger = logging.getLogger(__name__)
+
+PENDING_CHANGE_PREFIX = "colaflow://pending-changes/"
+
+
+def pending_change_id(uri: str) -> str | None:
+    """The canonical change id in a ``colaflow://pending-changes/{id}`` URI, else None."""
+    if not uri.startswith(PENDING_CHANGE_PREFIX):
+        return None
+    try:
+        return parse_id(uri[len(PENDING_CHANGE_PREFIX):])
+    except InvalidArguments:
+        return None
+
+
+def not_found(uri: str) -> MCPError:
+    """The one answer for a missing, malformed or foreign resource."""
+    return MCPError(types.INVALID_PARAMS, f"Resource not found: {uri}", {"uri": uri})
+
+
+class _Watcher:
+    """Shared part of both subscriber kinds: tenant, watched URIs, a bounded queue."""
+
+    def __init__(self, tenant_id: str, capacity: int) -> None:
+        self._tenant_id = tenant_id
+        self.uris: dict[str, str] = {}  # change id -> URI as the client spelled it
+        self.send: MemoryObjectSendStream[str]
+        self.recv: MemoryObjectReceiveStream[str]
+        # +1: room for a change that is re-subscribed after its update was queued.
+        self.send, self.recv = anyio.create_memory_object_stream[str](capacity + 1)
+
+    @property
+    def tenant_id(self) -> str:
+        return self._tenant_id
+
+    def deliver(self, event: DecisionEvent) -> None:
+        """Queue the update; never blocks (the queue holds one entry per watched change)."""
+        uri = self.uris.get(event.change_id, event.resource_uri)
+        try:
+            self.send.send_nowait(uri)
+        except anyio.WouldBlock:
+            logger.warning("MCP subscriber queue full; dropped the update for %s", uri)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the session or stream is already gone
+
+
+class LegacySession(_Watcher):
+    """One Streamable HTTP session's ``resources/subscribe`` subscriptions."""
+
+    def __init__(self, session_id: str, tenant_id: str, outbound: ServerSession, capacity: int
+                 ) -> None:
+        super().__init__(tenant_id, capacity)
+        self.session_id = session_id
+        self.outbound = outbound
+
+    async def pump(self) -> None:
+        """Send queued updates on the session's standalone (GET) stream until closed."""
+        async with self.recv:
+            async for uri in self.recv:
+                try:
+                    # No related request id: the SDK routes it to the standalone GET stream;
+                    # with no stream open it lands in the session's event store for replay.
+                    await self.outbound.send_resource_updated(uri)
+                except Exception:
+                    logger.exception("sending resources/updated to session %s failed",
+                                     self.session_id[:8])
+
+
+class ListenStream(_Watcher):
+    """One ``subscriptions/listen`` stream (2026-07-28)."""
+
+
+class Subscriptions:
+    """Request handlers for both eras and the registry of legacy sessions."""
+
+    def __init__(self, notifier: Notifier, max_per_session: int) -> None:
+        self.notifier = notifier
+        self.max_per_session = max_per_session
+        self.sessions: dict[str, LegacySession] = {}
+        self.listen_streams = 0
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Bind to the endpoint's task group (session pumps run there)."""
+        self._tg = tg
+
+    def stop(self) -> None:
+        for session_id in list(self.sessions):
+            self.session_closed(session_id)
+        self._tg = None
+
+    # -- legacy era ---------------------------------------------------------------------
+
+    async def subscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        """``resources/subscribe``: watch one pending change on this session."""
+        principal = require_principal()
+        uri = str(params.uri)
+        session = self._session_for(ctx, principal)
+        change_id = pending_change_id(uri)
+        if change_id is None:
+            if uri.startswith("colaflow://"):
+                raise MCPError(
+                    types.INVALID_PARAMS,
+                    f"Only colaflow://pending-changes/{{id}} can be subscribed, not {uri}",
+                    {"uri": uri})
+            raise not_found(uri)
+        if change_id in session.uris:
+            return types.EmptyResult()
+        if len(session.uris) >= self.max_per_session:
+            raise MCPError(types.INVALID_REQUEST,
+                           f"Too many subscriptions on this session (max {self.max_per_session})")
+        session.uris[change_id] = uri
+        snapshot = await self.notifier.subscribe(session, change_id)
+        if snapshot is None:
+            session.uris.pop(change_id, None)
+            raise not_found(uri)
+        return types.EmptyResult()
+
+    async def unsubscribe(
+        self, ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        """``resources/unsubscribe``: stop watching; unknown URIs are a no-op."""
+        require_principal()
+        session = self.sessions.get(_session_id(ctx) or "")
+        change_id = pending_change_id(str(params.uri))
+        if session is not None and change_id is not None:
+            session.uris.pop(change_id, None)
+            self.notifier.unregister(session, change_id)
+        return types.EmptyResult()
+
+    def _session_for(self, ctx: ServerRequestContext[Any, Any], principal: Principal
+                     ) -> LegacySession:
+        session_id = _session_id(ctx)
+        if session_id is None:
+            raise MCPError(types.INVALID_REQUEST,
+                           "resources/subscribe needs a session: initialize first "
+                           "(stateful Streamable HTTP, Mcp-Session-Id header)")
+        session = self.sessions.get(session_id)
+        if session is not None and session.tenant_id == principal.tenant_id:
+            session.outbound = ctx.session
+            return session
+        if self._tg is None:
+            raise MCPError(types.INTERNAL_ERROR, "the MCP endpoint is shutting down")
+        if session is not None:  # cannot happen: the session manager binds a session to its key
+            self.session_closed(session_id)
+        session = LegacySession(session_id, principal.tenant_id, ctx.session,
+                                self.max_per_session)
+        self.sessions[session_id] = session
+        self._tg.start_soon(session.pump)
+        return session
+
+    def session_closed(self, session_id: str) -> None:
+        """Forget a session's subscriptions (DELETE, idle timeout, crash, shutdown)."""
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return
+        self.notifier.unregister_all(session, session.uris.keys())
+        session.uris.clear()
+        session.send.close()
+
+    # -- modern era ---------------------------------------------------------------------
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """``subscriptions/listen``: ack the honored URIs, then stream their updates.
+
+        Only the caller's own pending changes are honored; anything else (another tenant's,
+        missing, malformed, not a pending change) is left out of the ack, and the list
+        flags are not honored (this server never changes its tools, prompts or resources).
+        """
+        principal = require_principal()
+        subscription_id = ctx.request_id
+        if subscription_id is None:
+            raise MCPError(types.INVALID_REQUEST, "subscriptions/listen requires a request id")
+        requested = list(params.notifications.resource_subscriptions or ())
+        if len(requested) > self.max_per_session:
+            raise MCPError(types.INVALID_PARAMS,
+                           f"Too many resource subscriptions (max {self.max_per_session})")
+        meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
+        stream = ListenStream(principal.tenant_id, max(1, len(requested)))
+        self.listen_streams += 1
+        try:
+            honored: list[str] = []
+            for uri in requested:
+                change_id = pending_change_id(uri)
+                if change_id is None or change_id in stream.uris:
+                    continue
+                stream.uris[change_id] = uri
+                if await self.notifier.subscribe(stream, change_id) is None:
+                    del stream.uris[change_id]
+                    continue
+                honored.append(uri)
+            # An update queued above (already decided) is sent after the ack, which stays
+            # the first frame: only this task writes the stream.
+            await ctx.session.send_notification(
+                types.SubscriptionsAcknowledgedNotification(
+                    params=types.SubscriptionsAcknowledgedNotificationParams(
+                        notifications=types.SubscriptionFilter(
+                            resource_subscriptions=honored or None),
+                        _meta=meta,
+                    )
+                ),
+                related_request_id=subscription_id,
+            )
+            async with stream.recv:
+                async for uri in stream.recv:
+                    await ctx.session.send_notification(
+                        event_to_notification(ResourceUpdated(uri=uri), meta),
+                        related_request_id=subscription_id,
+                    )
+        finally:
+            self.listen_streams -= 1
+            self.notifier.unregister_all(stream, stream.uris.keys())
+            stream.send.close()
+        return types.SubscriptionsListenResult(_meta=meta)
+
+
+def _session_id(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    # The transport has already checked this header against its own session id.
+    request = ctx.request
+    if request is None:
+        return None
+    value = request.headers.get(MCP_SESSION_ID_HEADER)
+    return str(value) if value else None

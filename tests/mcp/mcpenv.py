@@ -1,0 +1,87 @@
+"""Helpers for MCP tests: real SDK clients against a live server, notification waiters."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+import mcp_types as types
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPDeprecationWarning
+
+from tests.harness import Harness
+
+Mode = Literal["legacy", "modern"]
+
+
+class Updates:
+    """Collects ``notifications/resources/updated`` (legacy era) and lets a test wait on a URI."""
+
+    def __init__(self) -> None:
+        self.uris: list[str] = []
+        self._changed = anyio.Event()
+
+    async def handler(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            self.uris.append(str(message.params.uri))
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def wait_for(self, uri: str) -> None:
+        """Wait (bounded by the caller's ``fail_after``) until ``uri`` was updated."""
+        while uri not in self.uris:
+            await self._changed.wait()
+
+
+@asynccontextmanager
+async def mcp_client(
+    h: Harness, key: str, mode: Mode = "modern", updates: Updates | None = None,
+    header: Literal["bearer", "x-api-key"] = "bearer",
+) -> AsyncIterator[Client]:
+    """The official Python client over Streamable HTTP, authenticated with an API key."""
+    headers = ({"Authorization": f"Bearer {key}"} if header == "bearer" else {"X-API-Key": key})
+    async with create_mcp_http_client(headers=headers) as http:
+        transport = streamable_http_client(f"{h.base_url}/mcp", http_client=http)
+        client = Client(
+            transport, mode="legacy" if mode == "legacy" else "auto",
+            message_handler=updates.handler if updates is not None else None,
+            cache=None,
+        )
+        async with client:
+            yield client
+
+
+async def subscribe(client: Client, uri: str) -> None:
+    """Legacy ``resources/subscribe`` (deprecated in the SDK for 2026 servers, hence the filter)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        await client.session.subscribe_resource(uri)
+
+
+async def unsubscribe(client: Client, uri: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        await client.session.unsubscribe_resource(uri)
+
+
+async def read_json(client: Client, uri: str) -> dict[str, Any]:
+    result = await client.read_resource(uri)
+    content = result.contents[0]
+    assert isinstance(content, types.TextResourceContents)
+    data: dict[str, Any] = json.loads(content.text)
+    return data
+
+
+async def propose_issue(client: Client, title: str = "Fix the login page",
+                        **extra: Any) -> dict[str, Any]:
+    result = await client.call_tool("create_issue",
+                                    {"project_key": "WEB", "title": title, **extra})
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return dict(result.structured_content)
