@@ -43,10 +43,14 @@ class _EventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(self, conn: HubConnection) -> None:
-        super().__init__(
-            status_code=200, media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        # No Content-Length: the body streams until either side closes.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
         self.conn = conn
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,0 +1,244 @@
+"""Raw HTTP tests: negotiate, long polling and Server-Sent Events status codes and framing."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from hubenv import HubEnv, ServerFactory, Tenant
+from hubwire import HANDSHAKE, RS, frames, msg
+
+pytestmark = pytest.mark.anyio
+
+
+def auth(t: Tenant) -> dict[str, str]:
+    return {"Authorization": f"Bearer {t.key}"}
+
+
+async def negotiate(http: httpx.AsyncClient, env: HubEnv, t: Tenant, version: int = 1) -> str:
+    r = await http.post(f"{env.hub_url}/negotiate?negotiateVersion={version}", headers=auth(t))
+    assert r.status_code == 200
+    return str(r.json()["connectionToken"])
+
+
+async def test_negotiate_bodies_for_versions_0_and_1(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    async with httpx.AsyncClient() as http:
+        v1 = (await http.post(f"{env.hub_url}/negotiate?negotiateVersion=1",
+                              headers=auth(t))).json()
+        v0 = (await http.post(f"{env.hub_url}/negotiate", headers=auth(t))).json()
+        v9 = (await http.post(f"{env.hub_url}/negotiate?negotiateVersion=9",
+                              headers=auth(t))).json()
+    assert v1["negotiateVersion"] == 1 and v1["connectionToken"] != v1["connectionId"]
+    names = [x["transport"] for x in v1["availableTransports"]]
+    assert names == ["WebSockets", "ServerSentEvents", "LongPolling"]
+    assert v0["negotiateVersion"] == 0 and "connectionToken" not in v0
+    assert v9["negotiateVersion"] == 1
+    assert len(v1["connectionToken"]) >= 32
+
+
+async def test_negotiate_needs_a_valid_key(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(f"{env.hub_url}/negotiate")).status_code == 401
+        bad = await http.post(f"{env.hub_url}/negotiate?access_token=cola_{'y' * 43}")
+        assert bad.status_code == 401
+        ok = await http.post(f"{env.hub_url}/negotiate?negotiateVersion=1&access_token={t.key}")
+        assert ok.status_code == 200
+        assert (await http.get(f"{env.hub_url}/negotiate", headers=auth(t))).status_code == 405
+    assert not any(c for c in env.hub.connections.values() if c.principal.api_key_id is None)
+
+
+async def test_long_polling_round_trip(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    async with httpx.AsyncClient(headers=auth(t)) as http:
+        token = await negotiate(http, env, t)
+        url = f"{env.hub_url}?id={token}"
+        first = await http.get(url)
+        assert first.status_code == 200 and first.content == b""
+        assert (await http.post(url, content=HANDSHAKE)).status_code == 200
+        assert (await http.get(url)).text == "{}" + RS
+        await http.post(url, content=msg({"type": 1, "invocationId": "1",
+                                          "target": "SubscribeToPendingChange",
+                                          "arguments": [cid]}))
+        [done] = frames((await http.get(url)).text)
+        assert done["result"]["status"] == "Pending"
+        await env.approve(t, cid)
+        [event] = frames((await http.get(url)).text)
+        assert event["target"] == "PendingChangeApproved"
+
+
+async def test_long_polling_status_codes(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    async with httpx.AsyncClient(headers=auth(t), timeout=10) as http:
+        assert (await http.get(env.hub_url)).status_code == 400
+        assert (await http.post(env.hub_url, content=b"x")).status_code == 400
+        assert (await http.get(f"{env.hub_url}?id=nope")).status_code == 404
+        assert (await http.post(f"{env.hub_url}?id=nope", content=b"x")).status_code == 404
+        assert (await http.delete(f"{env.hub_url}?id=nope")).status_code == 404
+        token = await negotiate(http, env, t)
+        url = f"{env.hub_url}?id={token}"
+        # No key on a transport request: 401 even with a valid connection token.
+        assert (await httpx.AsyncClient().get(url)).status_code == 401
+        await http.get(url)
+        await http.post(url, content=HANDSHAKE)
+        assert (await http.get(url)).text == "{}" + RS
+
+        # A new poll supersedes a held one: the held one answers 204.
+        results: dict[str, int] = {}
+        conn = env.hub.connections[token]
+
+        async def held() -> None:
+            results["old"] = (await http.get(url)).status_code
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(held)
+            while not conn.poll_active:  # the held poll has arrived
+                await anyio.wait_all_tasks_blocked()
+            generation = conn.poll_generation
+            new_poll = tg.start_soon
+            results_new: list[httpx.Response] = []
+
+            async def newer() -> None:
+                results_new.append(await http.get(url))
+
+            new_poll(newer)
+            while conn.poll_generation == generation:
+                await anyio.wait_all_tasks_blocked()
+            conn.send(msg({"type": 6}))
+        assert results["old"] == 204
+        assert results_new[0].status_code == 200
+
+        # DELETE ends the connection: the held poll gets 204, later requests 404.
+        async with anyio.create_task_group() as tg:
+            async def last_poll() -> None:
+                results["last"] = (await http.get(url)).status_code
+
+            tg.start_soon(last_poll)
+            while not conn.poll_active:
+                await anyio.wait_all_tasks_blocked()
+            assert (await http.delete(url)).status_code == 202
+        assert results["last"] == 204
+        assert (await http.get(url)).status_code == 404
+        assert (await http.post(url, content=HANDSHAKE)).status_code == 404
+
+
+async def test_long_poll_is_held_then_answers_200_empty(server_factory: ServerFactory) -> None:
+    async with server_factory(hub_long_poll_seconds=0.2) as env:
+        t = await env.tenant("acme")
+        async with httpx.AsyncClient(headers=auth(t)) as http:
+            token = await negotiate(http, env, t)
+            url = f"{env.hub_url}?id={token}"
+            await http.get(url)
+            await http.post(url, content=HANDSHAKE)
+            await http.get(url)
+            empty = await http.get(url)
+            assert empty.status_code == 200 and empty.content == b""
+
+
+async def test_long_polling_client_that_stops_polling_is_dropped(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(hub_disconnect_timeout_seconds=0.2) as env:
+        t = await env.tenant("acme")
+        async with httpx.AsyncClient(headers=auth(t)) as http:
+            token = await negotiate(http, env, t)
+            url = f"{env.hub_url}?id={token}"
+            await http.get(url)
+            conn = env.hub.connections[token]
+            with anyio.fail_after(5):
+                await conn.closed_event.wait()
+            assert (await http.post(url, content=HANDSHAKE)).status_code == 404
+
+
+async def test_negotiated_connection_never_used_is_dropped(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(hub_disconnect_timeout_seconds=0.2) as env:
+        t = await env.tenant("acme")
+        async with httpx.AsyncClient(headers=auth(t)) as http:
+            token = await negotiate(http, env, t)
+        conn = env.hub.connections[token]
+        with anyio.fail_after(5):
+            await conn.closed_event.wait()
+        assert token not in env.hub.connections
+
+
+async def test_post_limits_and_wrong_transport(server_factory: ServerFactory) -> None:
+    async with server_factory(hub_max_message_bytes=512) as env:
+        t = await env.tenant("acme")
+        async with httpx.AsyncClient(headers=auth(t)) as http:
+            token = await negotiate(http, env, t)
+            url = f"{env.hub_url}?id={token}"
+            assert (await http.post(url, content=HANDSHAKE)).status_code == 400  # no GET yet
+            await http.get(url)
+            await http.post(url, content=HANDSHAKE)
+            await http.get(url)
+            big = await http.post(url, content=msg({"type": 1, "target": "X",
+                                                    "arguments": ["z" * 1000]}))
+            assert big.status_code == 413
+            [close] = frames((await http.get(url)).text)
+            assert close["type"] == 7 and "maximum size" in close["error"]
+            assert (await http.get(url)).status_code == 204
+            # SSE on a long-polling connection is refused.
+            token2 = await negotiate(http, env, t)
+            url2 = f"{env.hub_url}?id={token2}"
+            await http.get(url2)
+            sse = await http.get(url2, headers={"Accept": "text/event-stream"})
+            assert sse.status_code == 400
+
+
+async def test_server_sent_events_round_trip(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    async with httpx.AsyncClient(headers=auth(t), timeout=10) as http:
+        token = await negotiate(http, env, t)
+        url = f"{env.hub_url}?id={token}"
+        received: list[dict[str, Any]] = []
+        async with http.stream("GET", url, headers={"Accept": "text/event-stream"}) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            second = await http.get(url, headers={"Accept": "text/event-stream"})
+            assert second.status_code == 409
+            assert (await http.post(url, content=HANDSHAKE)).status_code == 200
+            lines = stream.aiter_lines()
+            sub = msg({"type": 1, "invocationId": "1", "target": "SubscribeToPendingChange",
+                       "arguments": [cid]})
+            posted = False
+            with anyio.fail_after(5):
+                async for line in lines:
+                    if not line.startswith("data: "):
+                        continue
+                    received.extend(frames(line[len("data: "):]))
+                    if received[-1] == {} and not posted:
+                        await http.post(url, content=sub)
+                        posted = True
+                    elif received[-1].get("type") == 3:
+                        await env.reject(t, cid, "no")
+                    elif received[-1].get("type") == 1:
+                        break
+            assert (await http.delete(url)).status_code == 400  # SSE ends by hanging up
+        assert received[-1]["target"] == "PendingChangeRejected"
+        assert received[-1]["arguments"][0]["reason"] == "no"
+        conn = env.hub.connections.get(token)
+        if conn is not None:
+            with anyio.fail_after(5):
+                await conn.closed_event.wait()
+        assert (await http.post(url, content=HANDSHAKE)).status_code == 404
+
+
+async def test_websocket_connection_refuses_http_posts(env: HubEnv) -> None:
+    from hubwire import open_ws
+
+    t = await env.tenant("acme")
+    async with httpx.AsyncClient(headers=auth(t)) as http:
+        token = await negotiate(http, env, t)
+        ws = await open_ws(env.ws_url, t.key, query=f"id={token}")
+        r = await http.post(f"{env.hub_url}?id={token}", content=msg({"type": 6}))
+        assert r.status_code == 405
+        done = await ws.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
+        assert "error" not in done

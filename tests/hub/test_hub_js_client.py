@@ -1,0 +1,202 @@
+"""Interop: the official ``@microsoft/signalr`` client, under node, on each transport."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
+from hubenv import HubEnv, Tenant
+from sqlalchemy import update
+from sqlmodel import col
+
+from colaflow_mcp.models import PendingChange, utcnow
+
+pytestmark = [pytest.mark.anyio, pytest.mark.node]
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+TRANSPORTS = ["WebSockets", "ServerSentEvents", "LongPolling"]
+
+
+def _node_ready() -> str | None:
+    """None when node and the npm packages are usable; else why not."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (JS_DIR / "node_modules" / "@microsoft" / "signalr").is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            return "npm is not installed (needed for `npm ci` in tests/js)"
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR,
+                              capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            return f"`npm ci` in tests/js failed: {done.stderr[-500:]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def node_ready() -> None:
+    reason = _node_ready()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the @microsoft/signalr interop tests: {reason}")
+    pytest.skip(reason)
+
+
+class NodeClient:
+    """The JS driver (tests/js/hub_client.mjs): JSON lines out, commands in."""
+
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+        self._buffer = ""
+        assert process.stdout is not None
+        self._stdout = TextReceiveStream(process.stdout)
+
+    async def command(self, **cmd: Any) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send((json.dumps(cmd) + "\n").encode())
+
+    async def expect(self, pred: Callable[[dict[str, Any]], bool],
+                     within: float = 15.0) -> dict[str, Any]:
+        """The first line (read so far or next) matching ``pred``."""
+        for line in self.lines:
+            if pred(line):
+                return line
+        with anyio.fail_after(within):
+            while True:
+                chunk = await self._stdout.receive()
+                self._buffer += chunk
+                *complete, self._buffer = self._buffer.split("\n")
+                for raw in complete:
+                    if not raw.strip():
+                        continue
+                    line = json.loads(raw)
+                    self.lines.append(line)
+                    if pred(line):
+                        return line
+
+    def events(self, change_id: str | None = None) -> list[dict[str, Any]]:
+        return [x for x in self.lines if "event" in x and (
+            change_id is None or x["payload"]["pendingChangeId"] == change_id)]
+
+    async def subscribe(self, change_id: str) -> dict[str, Any]:
+        await self.command(cmd="subscribe", id=change_id)
+        return await self.expect(
+            lambda x: x.get("subscribed") == change_id or x.get("subscribeError") == change_id)
+
+    async def roundtrip(self, n: int) -> None:
+        await self.command(cmd="roundtrip", n=n)
+        await self.expect(lambda x: x.get("roundtrip") == n)
+
+
+@asynccontextmanager
+async def node_client(env: HubEnv, t: Tenant, transport: str) -> AsyncIterator[NodeClient]:
+    process = await anyio.open_process(
+        ["node", str(JS_DIR / "hub_client.mjs"), env.hub_url, t.key, transport],
+        cwd=JS_DIR, stderr=None,
+    )
+    client = NodeClient(process)
+    try:
+        await client.expect(lambda x: x.get("state") == "connected")
+        yield client
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await client.command(cmd="stop")
+                with anyio.fail_after(5):
+                    await process.wait()
+            except Exception:
+                process.kill()
+                await process.wait()
+
+
+async def expire_now(env: HubEnv, change_id: str) -> None:
+    """Make a change overdue and run the real expiry pass (no waiting on the clock)."""
+    async with env.services.db.write() as s:
+        await s.exec(update(PendingChange)  # type: ignore[call-overload]
+                     .where(col(PendingChange.id) == change_id)
+                     .values(expires_at=utcnow() - timedelta(seconds=1)))
+    await env.services.changes.expire_due()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_official_js_client_receives_its_decisions_only(
+    env: HubEnv, transport: str, node_ready: None
+) -> None:
+    a, b = await env.tenant("acme"), await env.tenant("bolt")
+    approved, rejected, expired, unwatched = [await env.propose(a, f"t{i}") for i in range(4)]
+    foreign = await env.propose(b)
+    async with node_client(env, a, transport) as js:
+        for cid in (approved, rejected, expired):
+            assert (await js.subscribe(cid))["status"] == "Pending"
+        refused = await js.subscribe(foreign)
+        assert "pending change not found" in refused["error"]
+
+        await env.approve(a, unwatched)
+        await env.approve(b, foreign)
+        await env.approve(a, approved)
+        await env.reject(a, rejected, "needs a test plan")
+        await expire_now(env, expired)
+        await js.expect(lambda x: x.get("event") == "PendingChangeExpired")
+        await js.roundtrip(1)
+
+    events = {e["event"]: e["payload"] for e in js.events()}
+    assert len(js.events()) == 3, js.events()
+    ok = events["PendingChangeApproved"]
+    assert ok["pendingChangeId"] == approved and ok["status"] == "Approved"
+    assert ok["executionResult"]["success"] is True and ok["executionResult"]["entityId"]
+    no = events["PendingChangeRejected"]
+    assert no["pendingChangeId"] == rejected and no["reason"] == "needs a test plan"
+    assert events["PendingChangeExpired"]["pendingChangeId"] == expired
+
+
+async def test_js_client_killed_mid_wait_gets_the_decision_exactly_once(
+    env: HubEnv, node_ready: None
+) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    async with node_client(env, t, "WebSockets") as js:
+        await js.subscribe(cid)
+        [old] = [c for c in env.hub.connections.values() if not c.closed]
+        await js.command(cmd="kill")
+        await js.expect(lambda x: x.get("state") == "reconnecting")
+        with anyio.fail_after(5):
+            await old.closed_event.wait()
+        # Decided while the client is away: no live connection could receive it.
+        assert not [c for c in env.hub.connections.values() if not c.closed]
+        await env.approve(t, cid)
+        await js.expect(lambda x: x.get("state") == "reconnected")
+        await js.expect(lambda x: x.get("event") == "PendingChangeApproved")
+        await js.roundtrip(1)
+        await js.roundtrip(2)
+    assert len(js.events(cid)) == 1
+
+
+async def test_js_client_reconnects_after_server_close_with_allow_reconnect(
+    env: HubEnv, node_ready: None
+) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    async with node_client(env, t, "WebSockets") as js:
+        await js.subscribe(cid)
+        for conn in list(env.hub.connections.values()):
+            conn.close("maintenance", allow_reconnect=True)
+        await js.expect(lambda x: x.get("state") == "reconnecting")
+        await js.expect(lambda x: x.get("state") == "reconnected")
+        await js.expect(lambda x: x.get("subscribed") == cid and len(
+            [y for y in js.lines if y.get("subscribed") == cid]) == 2)
+        await env.reject(t, cid, "later")
+        await js.expect(lambda x: x.get("event") == "PendingChangeRejected")
+        await js.roundtrip(1)
+    assert len(js.events(cid)) == 1
