@@ -12,7 +12,6 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.schema import CreateColumn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -139,6 +138,20 @@ def _create_and_upgrade(conn: Connection) -> None:
         for column in table.columns:
             if column.name in existing:
                 continue
-            ddl = CreateColumn(column).compile(dialect=conn.dialect)
             logger.info("schema upgrade: adding %s.%s", table.name, column.name)
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {_column_ddl(conn, column)}")
+
+
+def _column_ddl(conn: Connection, column: Any) -> str:
+    """A column definition that existing rows can take: NOT NULL only with a default."""
+    type_sql = column.type.compile(dialect=conn.dialect)
+    ddl = f"{column.name} {type_sql}"
+    default = column.default
+    if default is not None and default.is_scalar and isinstance(default.arg, str | int | float):
+        literal = default.arg
+        if isinstance(literal, str):
+            literal = "'" + literal.replace("'", "''") + "'"
+        ddl += f" DEFAULT {literal}"
+        if not column.nullable:
+            ddl += " NOT NULL"
+    return ddl

@@ -71,22 +71,22 @@ async def database_url_for(kind: str, tmp_path: Path) -> str:
 
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
     """Production shape, test-sized timings."""
-    values: dict[str, Any] = dict(
-        database_url=database_url,
-        jwt_secret="test-secret-" + uuid.uuid4().hex,
-        expiry_max_wait_seconds=0.2,
-        announce_sweep_interval_seconds=0.2,
-        announce_grace_seconds=0.5,
-        reconcile_interval_seconds=1.0,
-        bus_reconnect_max_backoff_seconds=0.5,
-        api_key_cache_seconds=0.0,
-        revocation_check_interval_seconds=0.2,
-        hub_keep_alive_seconds=1.0,
-        hub_client_timeout_seconds=5.0,
-        hub_handshake_timeout_seconds=2.0,
-        hub_disconnect_timeout_seconds=2.0,
-        hub_long_poll_seconds=5.0,
-    )
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "jwt_secret": "test-secret-" + uuid.uuid4().hex,
+        "expiry_max_wait_seconds": 0.2,
+        "announce_sweep_interval_seconds": 0.2,
+        "announce_grace_seconds": 0.5,
+        "reconcile_interval_seconds": 1.0,
+        "bus_reconnect_max_backoff_seconds": 0.5,
+        "api_key_cache_seconds": 0.0,
+        "revocation_check_interval_seconds": 0.2,
+        "hub_keep_alive_seconds": 1.0,
+        "hub_client_timeout_seconds": 5.0,
+        "hub_handshake_timeout_seconds": 2.0,
+        "hub_disconnect_timeout_seconds": 2.0,
+        "hub_long_poll_seconds": 5.0,
+    }
     values.update(overrides)
     return Settings(**values)
 

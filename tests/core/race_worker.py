@@ -1,0 +1,55 @@
+"""Run N concurrent decision attempts on one change from a separate process.
+
+Usage: python -m tests.core.race_worker DATABASE_URL CHANGE_ID TENANT_ID TENANT_SLUG N START_AT
+Prints one JSON object: {"won": [...], "conflicts": {...}}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import anyio
+
+from colaflow_mcp.auth import Principal
+from colaflow_mcp.bus import MemoryBackplane
+from colaflow_mcp.changes import ChangeService, Conflict
+from colaflow_mcp.config import Settings
+from colaflow_mcp.db import Database
+from colaflow_mcp.notify import Notifier
+
+
+async def main(url: str, change_id: str, tenant_id: str, slug: str, n: int, start_at: float
+               ) -> dict[str, Any]:
+    db = Database(url)
+    changes = ChangeService(db, Notifier(db, MemoryBackplane()), Settings(database_url=url))
+    reviewer = Principal(kind="reviewer", tenant_id=tenant_id, tenant_slug=slug, user="racer")
+    won: list[str] = []
+    conflicts: dict[str, int] = {}
+
+    async def attempt(i: int) -> None:
+        try:
+            if i % 3 == 0:
+                await changes.approve(reviewer, change_id)
+                won.append("Approved")
+            elif i % 3 == 1:
+                await changes.reject(reviewer, change_id, f"racer {i}")
+                won.append("Rejected")
+            else:
+                won.extend(c.status for c in await changes.expire_due())
+        except Conflict as exc:
+            conflicts[exc.status] = conflicts.get(exc.status, 0) + 1
+
+    await anyio.sleep(max(0.0, start_at - time.time()))
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(attempt, i)
+    await db.dispose()
+    return {"won": won, "conflicts": conflicts}
+
+
+if __name__ == "__main__":
+    url, cid, tid, slug, n, start = sys.argv[1:7]
+    print(json.dumps(anyio.run(main, url, cid, tid, slug, int(n), float(start))))

@@ -1,0 +1,97 @@
+"""The command line and the README walk-through, as a newcomer runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.procs import cli_env, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(tmp: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = cli_env({"COLAFLOW_DATABASE_URL": f"sqlite:///{tmp / 'cli.db'}"})
+    return subprocess.run(["colaflow-mcp", *args], cwd=tmp, env=env, capture_output=True,
+                          text=True, check=check, timeout=60)
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    out = cli(tmp_path, "keys", "create", "--tenant", "acme", "--name", "bot", "--json")
+    data = json.loads(out.stdout)
+    assert set(data) >= {"id", "key", "tenant"} and data["tenant"] == "acme"
+    assert data["key"].startswith("cola_")
+    plain = cli(tmp_path, "keys", "create", "--tenant", "acme").stdout.strip()
+    assert re.fullmatch(r"cola_[A-Za-z0-9_\-]{43}", plain)
+    listed = json.loads(cli(tmp_path, "keys", "list", "--tenant", "acme", "--json").stdout)
+    assert len(listed["keys"]) == 2
+    assert data["key"] not in json.dumps(listed)  # keys are never shown again
+    assert data["key"] not in cli(tmp_path, "keys", "list", "--tenant", "acme").stdout
+    revoked = cli(tmp_path, "keys", "revoke", data["id"])
+    assert data["id"] in revoked.stdout
+    listed = json.loads(cli(tmp_path, "keys", "list", "--tenant", "acme", "--json").stdout)
+    assert [k["revokedAt"] is not None for k in listed["keys"]].count(True) == 1
+    assert data["key"] not in revoked.stderr + out.stderr
+
+
+def test_cli_errors_are_clear(tmp_path: Path) -> None:
+    r = cli(tmp_path, "keys", "revoke", "nope", check=False)
+    assert r.returncode == 1 and "no API key" in r.stderr
+    r = cli(tmp_path, "keys", "list", "--tenant", "ghost", check=False)
+    assert r.returncode == 1 and "no tenant" in r.stderr
+    r = cli(tmp_path, "projects", "create", "--tenant", "acme", "--key", "w", "--name", "x",
+            check=False)
+    assert r.returncode == 1 and "project key" in r.stderr
+    r = cli(tmp_path, "keys", "create", "--tenant", "bad slug!", check=False)
+    assert r.returncode == 1 and "slug" in r.stderr
+
+
+def test_token_is_accepted_by_the_server_the_cli_shares_a_secret_with(tmp_path: Path) -> None:
+    import httpx
+
+    cli(tmp_path, "projects", "create", "--tenant", "acme", "--key", "WEB", "--name", "Web")
+    token = cli(tmp_path, "token", "--tenant", "acme", "--user", "alice").stdout.strip()
+    assert token.count(".") == 2
+    env = {"COLAFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    with serve(env, tmp_path) as server:
+        r = httpx.get(server.base_url + "/api/projects",
+                      headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and r.json()["items"][0]["key"] == "WEB"
+
+
+def _walkthrough() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- walkthrough:start -->")[1].split("<!-- walkthrough:end -->")[0]
+    return block.split("```bash")[1].split("```")[0]
+
+
+def test_readme_walkthrough_works_as_written(tmp_path: Path) -> None:
+    script = _walkthrough()
+    with serve({}, tmp_path) as server:  # the default database: colaflow.db in the cwd
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                           env=cli_env({"BASE": server.base_url}), capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "colaflow.db").exists()
+    out = r.stdout
+    assert '"status":"Approved"' in out and '"success":true' in out
+    assert '"key":"WEB-1"' in out and '"title":"Fix login"' in out
+    # The key never reaches the server's log.
+    keys = re.findall(r"cola_[A-Za-z0-9_\-]{43}", out + r.stderr)
+    for key in keys:
+        assert key not in server.output()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{tmp}/x.db", "ftp://nope"])
+def test_database_url_forms(tmp_path: Path, url: str) -> None:
+    env = cli_env({"COLAFLOW_DATABASE_URL": url.format(tmp=tmp_path)})
+    r = subprocess.run(["colaflow-mcp", "keys", "create", "--tenant", "t"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=60)
+    if url.startswith("ftp"):
+        assert r.returncode == 1 and "unsupported database" in r.stderr
+    else:
+        assert r.returncode == 0

@@ -1,0 +1,87 @@
+"""Server processes for tests: `colaflow-mcp serve` on a free port, ready when it says so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no goodbyes."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return "".join(self.log)
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLAFLOW_")}
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def serve(env: dict[str, str], cwd: Path, port: int | None = None,
+          ready_timeout: float = 30.0) -> Iterator[ServerProcess]:
+    """Start `colaflow-mcp serve`; yields once uvicorn reports the socket is listening."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", str(port)],
+        cwd=cwd, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    server = ServerProcess(proc, port)
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            server.log.append(line)
+            if "Uvicorn running on" in line or "Application startup complete" in line:
+                ready.set()
+        ready.set()  # exited: stop waiting
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        if not ready.wait(ready_timeout) or proc.poll() is not None:
+            raise RuntimeError(f"server did not start:\n{server.output()}")
+        yield server
+    finally:
+        server.stop()
