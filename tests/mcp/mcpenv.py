@@ -14,6 +14,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.subscriptions import ResourceUpdated
 
 from tests.harness import Harness
 
@@ -50,7 +51,10 @@ async def mcp_client(
         transport = streamable_http_client(f"{h.base_url}/mcp", http_client=http)
         client = Client(
             transport, mode="legacy" if mode == "legacy" else "auto",
-            message_handler=updates.handler if updates is not None else None,
+            # Modern-era listen events are also teed to the message handler; they are
+            # collected from the listen stream instead (see ``watching``).
+            message_handler=updates.handler if updates is not None and mode == "legacy"
+            else None,
             cache=None,
         )
         async with client:
@@ -85,3 +89,29 @@ async def propose_issue(client: Client, title: str = "Fix the login page",
     assert not result.is_error, result.content
     assert result.structured_content is not None
     return dict(result.structured_content)
+
+
+@asynccontextmanager
+async def watching(client: Client, mode: Mode, updates: Updates, uris: list[str]
+                   ) -> AsyncIterator[list[str]]:
+    """Watch ``uris`` in the client's era; yields the honored URIs.
+
+    Legacy: ``resources/subscribe`` each (a refused one raises). Modern: one
+    ``subscriptions/listen`` stream whose events feed ``updates``.
+    """
+    if mode == "legacy":
+        for uri in uris:
+            await subscribe(client, uri)
+        yield list(uris)
+        return
+    async with client.listen(resource_subscriptions=uris) as sub, \
+            anyio.create_task_group() as tg:
+        async def pump() -> None:
+            async for event in sub:
+                if isinstance(event, ResourceUpdated):
+                    await updates.handler(types.ResourceUpdatedNotification(
+                        params=types.ResourceUpdatedNotificationParams(uri=event.uri)))
+
+        tg.start_soon(pump)
+        yield list(sub.honored.resource_subscriptions or [])
+        tg.cancel_scope.cancel()
