@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -73,10 +73,12 @@ class RedisBackplane:
 
     name = "redis"
 
-    def __init__(self, url: str, max_backoff: float = 5.0) -> None:
+    def __init__(self, url: str, max_backoff: float = 5.0, channel: str = CHANNEL) -> None:
         import redis.asyncio as aioredis
 
         self.url = url
+        self.channel = channel
+        self.liveness_seconds = 6.0
         self.max_backoff = max_backoff
         self._client = aioredis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=5
@@ -92,27 +94,21 @@ class RedisBackplane:
         return self._listening
 
     async def publish(self, event: DecisionEvent) -> None:
-        await self._pub.publish(CHANNEL, event.to_json())
+        await self._pub.publish(self.channel, event.to_json())
 
     async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
         backoff = 0.1
         while True:
             try:
                 async with self._client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(self.channel)
                     self._listening = True
                     self._connected_since = time.time()
                     self._last_error = None
                     backoff = 0.1
-                    logger.info("redis backplane listening on %s", CHANNEL)
+                    logger.info("redis backplane listening on %s", self.channel)
                     await on_reconnect()
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        try:
-                            on_event(DecisionEvent.from_json(message["data"]))
-                        except Exception:
-                            logger.exception("bad message on the backplane; skipped")
+                    await self._listen(pubsub, on_event)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:
@@ -127,6 +123,27 @@ class RedisBackplane:
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
+    async def _listen(self, pubsub: Any, on_event: EventHandler) -> None:
+        """Read messages; ping when idle so a silently dead link is noticed, not waited on."""
+        last_seen = time.monotonic()
+        last_ping = last_seen
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if message is not None:
+                last_seen = now
+                if message.get("type") == "message":
+                    try:
+                        on_event(DecisionEvent.from_json(message["data"]))
+                    except Exception:
+                        logger.exception("bad message on the backplane; skipped")
+                continue
+            if now - last_seen > self.liveness_seconds:
+                raise ConnectionError(f"no answer from redis for {now - last_seen:.1f}s")
+            if now - last_ping > self.liveness_seconds / 3:
+                last_ping = now
+                await pubsub.ping()
+
     def status(self) -> dict[str, object]:
         return {
             "backplane": self.name,
@@ -140,7 +157,8 @@ class RedisBackplane:
         await self._pub.aclose()
 
 
-def make_backplane(redis_url: str | None, max_backoff: float = 5.0) -> Backplane:
+def make_backplane(redis_url: str | None, max_backoff: float = 5.0,
+                   channel: str = CHANNEL) -> Backplane:
     if redis_url:
-        return RedisBackplane(redis_url, max_backoff=max_backoff)
+        return RedisBackplane(redis_url, max_backoff=max_backoff, channel=channel)
     return MemoryBackplane()

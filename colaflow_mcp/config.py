@@ -23,6 +23,7 @@ class Settings:
 
     database_url: str = field(default_factory=default_database_url)
     redis_url: str | None = None
+    redis_channel: str = "colaflow:decisions"
     jwt_secret: str | None = None
     pending_change_ttl_seconds: float = 86400.0
     host: str = "127.0.0.1"

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+import anyio
 from sqlalchemy import update
 from sqlmodel import col, select
 
@@ -36,12 +37,14 @@ class Subscriber(Protocol):
 class Notifier:
     """Local subscription registry plus announce/dispatch/reconcile of decisions."""
 
-    def __init__(self, db: Database, bus: Backplane) -> None:
+    def __init__(self, db: Database, bus: Backplane, outbox_size: int = 10_000) -> None:
         self.db = db
         self.bus = bus
         # change id -> {subscriber: delivered?}
         self._subs: dict[str, dict[Subscriber, bool]] = {}
         self.delivered_count = 0
+        self._outbox_send, self._outbox_receive = anyio.create_memory_object_stream[
+            DecisionEvent](max_buffer_size=outbox_size)
 
     # -- registry ---------------------------------------------------------------------
 
@@ -107,26 +110,52 @@ class Notifier:
         return sent
 
     async def announce(self, change: PendingChange) -> None:
-        """After a decision commits: deliver locally at once, publish, mark announced."""
+        """After a decision commits: deliver locally at once, queue it for the backplane.
+
+        Publishing happens on the publisher task, so a slow or absent Redis never delays the
+        reviewer's request; what cannot be queued or published is left to the sweep.
+        """
         event = event_from_change(change)
         self.dispatch(event)
         try:
-            await self.bus.publish(event)
-        except Exception as exc:
-            # The sweep re-announces it once the backplane is back.
-            logger.warning("publish of %s failed (%s); left to the sweep",
-                           change.id, type(exc).__name__)
-            return
+            self._outbox_send.send_nowait(event)
+        except anyio.WouldBlock:
+            logger.warning("publish queue full; %s left to the announce sweep", change.id)
+
+    async def run_publisher(self, batch: int = 256) -> None:
+        """Publish queued decisions and mark them announced, in batches."""
+        while True:
+            events = [await self._outbox_receive.receive()]
+            while len(events) < batch:
+                try:
+                    events.append(self._outbox_receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            published: list[str] = []
+            for event in events:
+                try:
+                    await self.bus.publish(event)
+                    published.append(event.change_id)
+                except Exception as exc:
+                    # The backplane is down: the rest of the batch would fail the same way.
+                    logger.warning("publish failed (%s); %d decision(s) left to the announce "
+                                   "sweep", type(exc).__name__, len(events) - len(published))
+                    break
+            if published:
+                await self._mark_announced(published)
+
+    async def _mark_announced(self, change_ids: list[str]) -> None:
         try:
             async with self.db.write() as s:
                 await s.exec(
                     update(PendingChange)
-                    .where(col(PendingChange.id) == change.id)
+                    .where(col(PendingChange.id).in_(change_ids))
                     .where(col(PendingChange.announced_at).is_(None))
                     .values(announced_at=utcnow())
                 )
         except Exception:
-            logger.exception("could not mark %s announced; the sweep may repeat it", change.id)
+            logger.exception("could not mark %d decision(s) announced; the sweep may repeat "
+                             "them (subscribers still get each once)", len(change_ids))
 
     async def sweep_unannounced(self, grace_seconds: float, limit: int = 500) -> int:
         """Re-announce decisions committed but never published (crash, bus outage)."""

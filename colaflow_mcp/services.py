@@ -40,7 +40,8 @@ class Services:
         secret = await jwt_secret(db, settings.jwt_secret)
         keys = KeyVerifier(db, cache_seconds=settings.api_key_cache_seconds)
         tokens = TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
-        bus = make_backplane(settings.redis_url, settings.bus_reconnect_max_backoff_seconds)
+        bus = make_backplane(settings.redis_url, settings.bus_reconnect_max_backoff_seconds,
+                             settings.redis_channel)
         notifier = Notifier(db, bus)
         changes = ChangeService(db, notifier, settings)
         return cls(settings, db, keys, tokens, Authenticator(keys, tokens), bus, notifier,
@@ -55,6 +56,7 @@ class Services:
     async def run_background(self, tg: anyio.abc.TaskGroup) -> None:
         """Start the bus listener, expiry, announce sweep and reconcile loops."""
         tg.start_soon(self._guard, "backplane", self._run_bus)
+        tg.start_soon(self._guard, "publisher", self.notifier.run_publisher)
         tg.start_soon(self._guard, "expiry", self._expiry_loop)
         tg.start_soon(self._guard, "announce-sweep", self._sweep_loop)
         tg.start_soon(self._guard, "reconcile", self._reconcile_loop)
