@@ -15,7 +15,8 @@ from typing import Any
 RS = "\x1e"
 
 SUPPORTED_PROTOCOL = "json"
-SUPPORTED_VERSIONS = (1, 2)
+# ASP.NET Core accepts any version up to its own (2); some clients (signalrcore) send 0.
+MAX_PROTOCOL_VERSION = 2
 MAX_NEGOTIATE_VERSION = 1
 MAX_INVOCATION_ID_LENGTH = 256
 
@@ -118,7 +119,7 @@ def handshake_error(request: HandshakeRequest) -> str | None:
     """Why this handshake is refused, or None if it is accepted."""
     if request.protocol != SUPPORTED_PROTOCOL:
         return f"Requested protocol '{request.protocol}' is not available."
-    if request.version not in SUPPORTED_VERSIONS:
+    if not 0 <= request.version <= MAX_PROTOCOL_VERSION:
         return (
             f"The server does not support version {request.version} of the "
             f"'{request.protocol}' protocol."

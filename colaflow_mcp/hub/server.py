@@ -195,7 +195,7 @@ class HubServer:
                              s.hub_disconnect_timeout_seconds / 4))
         next_revocation = time.monotonic() + s.revocation_check_interval_seconds
         while True:
-            await anyio.sleep(tick)
+            await anyio.sleep(max(0.0, min(tick, next_revocation - time.monotonic())))
             try:
                 self.tick(time.monotonic())
             except Exception:

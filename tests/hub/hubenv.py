@@ -6,15 +6,19 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import uvicorn
+from sqlalchemy import update
+from sqlmodel import col
 
 from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
+from colaflow_mcp.models import PendingChange, utcnow
 from colaflow_mcp.services import Services
 
 # Small, fast values; each test may override.
@@ -105,6 +109,14 @@ class HubEnv:
 
     async def reject(self, t: Tenant, change_id: str, reason: str) -> None:
         await self.services.changes.reject(t.reviewer, change_id, reason)
+
+    async def expire_now(self, change_id: str) -> None:
+        """Make a change overdue and run the real expiry pass (no waiting on the clock)."""
+        async with self.services.db.write() as s:
+            await s.exec(update(PendingChange)  # type: ignore[call-overload]
+                         .where(col(PendingChange.id) == change_id)
+                         .values(expires_at=utcnow() - timedelta(seconds=1)))
+        await self.services.changes.expire_due()
 
     async def revoke(self, t: Tenant) -> None:
         await auth.revoke_api_key(self.services.db, t.key_id)

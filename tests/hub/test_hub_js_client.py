@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,6 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 from hubenv import HubEnv, Tenant
-from sqlalchemy import update
-from sqlmodel import col
-
-from colaflow_mcp.models import PendingChange, utcnow
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -121,15 +116,6 @@ async def node_client(env: HubEnv, t: Tenant, transport: str) -> AsyncIterator[N
                 await process.wait()
 
 
-async def expire_now(env: HubEnv, change_id: str) -> None:
-    """Make a change overdue and run the real expiry pass (no waiting on the clock)."""
-    async with env.services.db.write() as s:
-        await s.exec(update(PendingChange)  # type: ignore[call-overload]
-                     .where(col(PendingChange.id) == change_id)
-                     .values(expires_at=utcnow() - timedelta(seconds=1)))
-    await env.services.changes.expire_due()
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_official_js_client_receives_its_decisions_only(
     env: HubEnv, transport: str, node_ready: None
@@ -147,7 +133,7 @@ async def test_official_js_client_receives_its_decisions_only(
         await env.approve(b, foreign)
         await env.approve(a, approved)
         await env.reject(a, rejected, "needs a test plan")
-        await expire_now(env, expired)
+        await env.expire_now(expired)
         await js.expect(lambda x: x.get("event") == "PendingChangeExpired")
         await js.roundtrip(1)
 
