@@ -68,9 +68,9 @@ class FrameReader:
         parts = data.split(RS)
         self._tail = parts.pop()
         for part in parts:
-            if len(part) > self.max_message_bytes and (
-                len(part.encode("utf-8")) > self.max_message_bytes
-            ):
+            # Characters never outnumber UTF-8 bytes; encode only when it could matter.
+            n, limit = len(part), self.max_message_bytes
+            if n > limit or (n * 4 > limit and len(part.encode("utf-8")) > limit):
                 raise MessageTooLarge(self._too_large())
         if len(self._tail) > self.max_message_bytes:
             raise MessageTooLarge(self._too_large())
