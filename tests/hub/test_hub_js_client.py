@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,31 +18,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 TRANSPORTS = ["WebSockets", "ServerSentEvents", "LongPolling"]
-
-
-def _node_ready() -> str | None:
-    """None when node and the npm packages are usable; else why not."""
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if not (JS_DIR / "node_modules" / "@microsoft" / "signalr").is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            return "npm is not installed (needed for `npm ci` in tests/js)"
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR,
-                              capture_output=True, text=True, timeout=300, check=False)
-        if done.returncode != 0:
-            return f"`npm ci` in tests/js failed: {done.stderr[-500:]}"
-    return None
-
-
-@pytest.fixture(scope="session")
-def node_ready() -> None:
-    reason = _node_ready()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the @microsoft/signalr interop tests: {reason}")
-    pytest.skip(reason)
 
 
 class NodeClient:

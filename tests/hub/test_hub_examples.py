@@ -1,0 +1,99 @@
+"""The examples run as documented: a Node agent and a pysignalr agent get their decisions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import ByteReceiveStream
+from hubenv import HubEnv
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[2]
+JS_MODULES = ROOT / "tests" / "js" / "node_modules"
+
+
+class Lines:
+    """Lines of a process stream, read on demand."""
+
+    def __init__(self, stream: ByteReceiveStream | None) -> None:
+        assert stream is not None
+        self.stream = stream
+        self.lines: list[str] = []
+        self._buffer = b""
+
+    async def expect(self, needle: str, count: int = 1, within: float = 15) -> None:
+        with anyio.fail_after(within):
+            while sum(needle in line for line in self.lines) < count:
+                chunk = await self.stream.receive()
+                self._buffer += chunk
+                *done, self._buffer = self._buffer.split(b"\n")
+                self.lines.extend(d.decode() for d in done)
+
+    async def rest(self) -> None:
+        try:
+            async for chunk in self.stream:
+                self._buffer += chunk
+        except anyio.EndOfStream:
+            pass
+        self.lines.extend(d.decode() for d in self._buffer.split(b"\n") if d)
+        self._buffer = b""
+
+
+def agent_env(env: HubEnv, key: str) -> dict[str, str]:
+    return {**os.environ, "COLAFLOW_URL": env.base, "COLAFLOW_API_KEY": key,
+            "NODE_PATH": str(JS_MODULES)}
+
+
+async def run_agent(env: HubEnv, command: list[str], key: str, ids: list[str],
+                    decide: object) -> list[dict[str, object]]:
+    process = await anyio.open_process([*command, *ids], env=agent_env(env, key), cwd=ROOT)
+    out, err = Lines(process.stdout), Lines(process.stderr)
+    try:
+        await err.expect("watching", count=len(ids))
+        await decide()  # type: ignore[operator]
+        with anyio.fail_after(15):
+            await out.rest()
+            code = await process.wait()
+        assert code == 0, (out.lines, err.lines)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return [json.loads(line) for line in out.lines if line.strip()]
+
+
+async def test_node_example_agent_reports_each_decision(env: HubEnv, node_ready: None) -> None:
+    t = await env.tenant("acme")
+    one, two = await env.propose(t, "one"), await env.propose(t, "two")
+
+    async def decide() -> None:
+        await env.approve(t, one)
+        await env.reject(t, two, "too big")
+
+    lines = await run_agent(env, ["node", "examples/hub_agent.js"], t.key, [one, two], decide)
+    by_id = {line["pendingChangeId"]: line for line in lines}
+    assert len(lines) == 2
+    assert by_id[one]["executionResult"]["success"] is True  # type: ignore[index]
+    assert by_id[two]["reason"] == "too big"
+
+
+async def test_pysignalr_example_agent_survives_a_server_close(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    one, two = await env.propose(t, "one"), await env.propose(t, "two")
+
+    async def decide() -> None:
+        await env.approve(t, one)
+        for conn in list(env.hub.connections.values()):
+            conn.close("maintenance", allow_reconnect=True)
+        await env.reject(t, two, "later")  # decided while the agent reconnects
+
+    command = [sys.executable, "examples/hub_agent_pysignalr.py"]
+    lines = await run_agent(env, command, t.key, [one, two], decide)
+    assert sorted(str(line["status"]) for line in lines) == ["Approved", "Rejected"]
+    assert len(lines) == 2
