@@ -85,3 +85,22 @@ def serve(env: dict[str, str], cwd: Path, port: int | None = None,
         yield server
     finally:
         server.stop()
+
+
+class AsyncServe:
+    """`serve()` for async tests: start/stop off the event loop thread."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, port: int | None = None) -> None:
+        self._cm = serve(env, cwd, port)
+        self.server: ServerProcess | None = None
+
+    async def __aenter__(self) -> ServerProcess:
+        import anyio
+
+        self.server = await anyio.to_thread.run_sync(self._cm.__enter__)
+        return self.server
+
+    async def __aexit__(self, *exc: object) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self._cm.__exit__, None, None, None)

@@ -1,0 +1,100 @@
+"""A hub agent for multi-instance tests: one reader task, completions and events apart."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from typing import Any
+
+import anyio
+import anyio.abc
+from websockets.asyncio.client import ClientConnection, connect
+
+RS = "\x1e"
+
+
+class HubAgent:
+    """Subscribes over a WebSocket; counts each decision event it receives per change."""
+
+    def __init__(self, name: str = "agent") -> None:
+        self.name = name
+        self.events: Counter[str] = Counter()
+        self.payloads: dict[str, dict[str, Any]] = {}
+        self._changed = anyio.Event()
+        self._ids = itertools.count(1)
+        self._waiting: dict[str, tuple[anyio.Event, list[dict[str, Any]]]] = {}
+        self.ws: ClientConnection | None = None
+        self._scope: anyio.CancelScope | None = None
+
+    async def connect(self, hub_url: str, key: str, tg: anyio.abc.TaskGroup) -> None:
+        ws = await connect(f"{hub_url}?access_token={key}", open_timeout=10, max_size=None)
+        await ws.send(json.dumps({"protocol": "json", "version": 1}) + RS)
+        handshake = await ws.recv()
+        assert json.loads(str(handshake).rstrip(RS)) == {}, handshake
+        self.ws = ws
+        ready = anyio.Event()
+        tg.start_soon(self._reader, ws, ready)
+        await ready.wait()
+
+    async def drop(self) -> None:
+        """Lose the connection abruptly (no close handshake from our side)."""
+        if self._scope is not None:
+            self._scope.cancel()
+        if self.ws is not None:
+            self.ws.transport.abort()
+            self.ws = None
+
+    async def _reader(self, ws: ClientConnection, ready: anyio.Event) -> None:
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            ready.set()
+            try:
+                async for raw in ws:
+                    text = raw if isinstance(raw, str) else raw.decode()
+                    for part in text.split(RS):
+                        if part:
+                            self._on_message(json.loads(part))
+            except Exception:
+                pass
+            # Wake anyone waiting on a completion from this dead connection.
+            for event, _ in self._waiting.values():
+                event.set()
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == 1 and str(msg.get("target", "")).startswith("PendingChange"):
+            payload = msg["arguments"][0]
+            cid = payload["pendingChangeId"]
+            self.events[cid] += 1
+            self.payloads[cid] = payload
+            self._changed.set()
+            self._changed = anyio.Event()
+        elif msg.get("type") == 3:
+            waiter = self._waiting.get(str(msg.get("invocationId")))
+            if waiter is not None:
+                waiter[1].append(msg)
+                waiter[0].set()
+
+    async def subscribe(self, change_id: str) -> dict[str, Any]:
+        """Invoke SubscribeToPendingChange and return its completion."""
+        assert self.ws is not None
+        inv = str(next(self._ids))
+        event, box = anyio.Event(), []
+        self._waiting[inv] = (event, box)
+        try:
+            await self.ws.send(json.dumps({"type": 1, "invocationId": inv,
+                                           "target": "SubscribeToPendingChange",
+                                           "arguments": [change_id]}) + RS)
+            with anyio.fail_after(10):
+                await event.wait()
+        finally:
+            self._waiting.pop(inv, None)
+        if not box:
+            raise ConnectionError("connection lost before the completion")
+        return box[0]
+
+    async def wait_for(self, change_ids: set[str], within: float) -> None:
+        """Until every id has been received at least once (or fail after ``within``)."""
+        with anyio.fail_after(within):
+            while not change_ids <= set(self.events):
+                await self._changed.wait()

@@ -1,0 +1,132 @@
+"""Several `colaflow-mcp serve` processes on one PostgreSQL database and one Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from tests.harness import create_pg_database, require_service
+from tests.netproxy import TcpProxy
+from tests.procs import AsyncServe, ServerProcess, cli_env
+
+FAST_ENV = {
+    "COLAFLOW_EXPIRY_MAX_WAIT_SECONDS": "0.2",
+    "COLAFLOW_ANNOUNCE_SWEEP_INTERVAL_SECONDS": "0.2",
+    "COLAFLOW_ANNOUNCE_GRACE_SECONDS": "0.5",
+    "COLAFLOW_RECONCILE_INTERVAL_SECONDS": "1.0",
+    "COLAFLOW_BUS_RECONNECT_MAX_BACKOFF_SECONDS": "0.3",
+    "COLAFLOW_API_KEY_CACHE_SECONDS": "0",
+    "COLAFLOW_LOG_LEVEL": "info",
+}
+
+
+@dataclass
+class Remote:
+    """One instance as a client sees it (``base_url`` is what the MCP helpers need)."""
+
+    server: ServerProcess
+    client: httpx.AsyncClient
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def hub_url(self) -> str:
+        return self.server.base_url.replace("http://", "ws://") + "/hubs/mcp"
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    env: dict[str, str]
+    proxy: TcpProxy
+    key: str
+    token: str
+    instances: list[Remote] = field(default_factory=list)
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(["colaflow-mcp", *args], cwd=self.tmp, env=cli_env(self.env),
+                             capture_output=True, text=True, check=True, timeout=60)
+        return out.stdout.strip()
+
+    async def propose(self, via: Remote, title: str, expires_in: float | None = None
+                      ) -> str:
+        body: dict[str, Any] = {"tool": "create_issue",
+                                "arguments": {"project_key": "WEB", "title": title}}
+        if expires_in is not None:
+            body["expiresInSeconds"] = expires_in
+        r = await via.client.post("/api/mcp/pending-changes", json=body,
+                                  headers={"Authorization": f"Bearer {self.key}"})
+        assert r.status_code == 201, r.text
+        cid: str = r.json()["id"]
+        return cid
+
+    async def decide(self, via: Remote, change_id: str, how: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if how == "approve":
+            return await via.client.post(f"/api/mcp/pending-changes/{change_id}/approve",
+                                         headers=headers)
+        return await via.client.post(f"/api/mcp/pending-changes/{change_id}/reject",
+                                     json={"reason": f"no ({change_id[:8]})"}, headers=headers)
+
+    async def status(self, change_id: str) -> str:
+        r = await self.instances[-1].client.get(
+            f"/api/mcp/pending-changes/{change_id}",
+            headers={"Authorization": f"Bearer {self.token}"})
+        s: str = r.json()["status"]
+        return s
+
+    @asynccontextmanager
+    async def instance(self, **env: str) -> AsyncIterator[Remote]:
+        """Start one more instance (extra COLAFLOW_* variables allowed)."""
+        async with AsyncServe({**self.env, **env}, self.tmp) as server, \
+                httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            remote = Remote(server, client)
+            self.instances.append(remote)
+            try:
+                yield remote
+            finally:
+                self.instances.remove(remote)
+
+
+@asynccontextmanager
+async def cluster(tmp: Path) -> AsyncIterator[Cluster]:
+    """Database, Redis (through a cuttable proxy), a tenant with a key, token and project."""
+    require_service("Redis", "127.0.0.1", 6379)
+    db_url = await create_pg_database()
+    async with anyio.create_task_group() as tg:
+        proxy = TcpProxy("127.0.0.1", 6379)
+        port = await tg.start(proxy.run)
+        env = {
+            **FAST_ENV,
+            "COLAFLOW_DATABASE_URL": db_url,
+            "COLAFLOW_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "COLAFLOW_REDIS_CHANNEL": f"colaflow-test:{uuid.uuid4().hex}",
+            "COLAFLOW_JWT_SECRET": "cluster-secret-" + uuid.uuid4().hex,
+        }
+        c = Cluster(tmp, env, proxy, key="", token="")
+
+        def bootstrap() -> None:
+            c.key = json.loads(c.cli("keys", "create", "--tenant", "acme", "--json"))["key"]
+            c.token = c.cli("token", "--tenant", "acme", "--user", "alice")
+            c.cli("projects", "create", "--tenant", "acme", "--key", "WEB", "--name", "Web")
+
+        await anyio.to_thread.run_sync(bootstrap)
+        try:
+            yield c
+        finally:
+            tg.cancel_scope.cancel()
+
+
+__all__ = ["Cluster", "Remote", "cluster", "os"]

@@ -1,0 +1,160 @@
+"""Two or more instances on PostgreSQL + Redis: every decision reaches every subscriber once,
+through crashes, Redis outages and reconnects."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.harness import eventually
+from tests.mcp.mcpenv import Updates, mcp_client, watching
+from tests.scale.agents import HubAgent
+from tests.scale.cluster import cluster
+
+pytestmark = pytest.mark.anyio
+
+QUIET = 1.5  # an observation window: long enough for sweeps and reconciles to repeat
+
+
+async def _quiet_period() -> None:
+    # Absence of duplicates can only be observed over a window; this wait is the test.
+    await anyio.sleep(QUIET)
+
+
+async def test_hub_on_one_instance_and_mcp_on_the_other_get_each_decision_once(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c, c.instance() as a, c.instance() as b, \
+            anyio.create_task_group() as tg:
+        ids = [await c.propose(a if i % 2 else b, f"change {i}",
+                               expires_in=1.5 if i >= 4 else None) for i in range(6)]
+        uris = [f"colaflow://pending-changes/{i}" for i in ids]
+        hub = HubAgent()
+        await hub.connect(a.hub_url, c.key, tg)
+        for cid in ids:
+            done = await hub.subscribe(cid)
+            assert "error" not in done, done
+        legacy, modern = Updates(), Updates()
+        async with mcp_client(b, c.key, "legacy", legacy) as lc, \
+                mcp_client(b, c.key, "modern", modern) as mc, \
+                watching(lc, "legacy", legacy, uris), watching(mc, "modern", modern, uris):
+            # Decisions through both instances; two changes expire on their own.
+            assert (await c.decide(a, ids[0], "approve")).status_code == 200
+            assert (await c.decide(b, ids[1], "approve")).status_code == 200
+            assert (await c.decide(a, ids[2], "reject")).status_code == 200
+            assert (await c.decide(b, ids[3], "reject")).status_code == 200
+            await hub.wait_for(set(ids), within=15)
+            with anyio.fail_after(15):
+                for uri in uris:
+                    await legacy.wait_for(uri)
+                    await modern.wait_for(uri)
+            await _quiet_period()
+            assert Counter(legacy.uris) == Counter(dict.fromkeys(uris, 1))
+            assert Counter(modern.uris) == Counter(dict.fromkeys(uris, 1))
+        assert dict(hub.events) == dict.fromkeys(ids, 1)
+        assert [hub.payloads[i]["status"] for i in ids] == [
+            "Approved", "Approved", "Rejected", "Rejected", "Expired", "Expired"]
+        assert hub.payloads[ids[0]]["executionResult"]["success"] is True
+        tg.cancel_scope.cancel()
+
+
+async def test_decision_survives_kill_9_between_commit_and_publish(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c, c.instance() as b, anyio.create_task_group() as tg:
+        hub = HubAgent()
+        await hub.connect(b.hub_url, c.key, tg)
+        async with c.instance(COLAFLOW_PAUSE_AFTER_COMMIT_SECONDS="60") as a:
+            cid = await c.propose(b, "doomed instance")
+            await hub.subscribe(cid)
+
+            async def approve_and_hang() -> None:
+                try:
+                    await c.decide(a, cid, "approve")
+                except Exception:
+                    pass  # the instance dies mid-request
+
+            tg.start_soon(approve_and_hang)
+            # Wait for the commit (the row is the truth), then kill without mercy.
+            async def committed() -> bool:
+                return await c.status(cid) == "Approved"
+
+            await eventually(committed, within=15)
+            a.server.kill()
+            assert "pausing" in a.server.output()
+        started = anyio.current_time()
+        await hub.wait_for({cid}, within=10)
+        took = anyio.current_time() - started
+        assert hub.payloads[cid]["status"] == "Approved"
+        assert hub.payloads[cid]["executionResult"]["success"] is True
+        await _quiet_period()
+        assert hub.events[cid] == 1
+        assert took < 5, took
+        tg.cancel_scope.cancel()
+
+
+async def test_redis_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c, c.instance() as a, c.instance() as b, \
+            anyio.create_task_group() as tg:
+        hub_a, hub_b = HubAgent("on-a"), HubAgent("on-b")
+        await hub_a.connect(a.hub_url, c.key, tg)
+        await hub_b.connect(b.hub_url, c.key, tg)
+        ids = [await c.propose(a, f"outage {i}") for i in range(8)]
+        for cid in ids:
+            await hub_a.subscribe(cid)
+            await hub_b.subscribe(cid)
+        legacy = Updates()
+        uris = [f"colaflow://pending-changes/{i}" for i in ids]
+        async with mcp_client(b, c.key, "legacy", legacy) as lc, \
+                watching(lc, "legacy", legacy, uris):
+            c.proxy.cut()
+            async def listener_down() -> bool:
+                return not (await a.client.get("/health")).json()["backplane"]["listening"]
+
+            await eventually(listener_down, within=15)
+            health = (await b.client.get("/health")).json()
+            assert health["status"] == "degraded"
+            # Decisions keep working on both instances while Redis is unreachable.
+            for i, cid in enumerate(ids):
+                via = a if i % 2 else b
+                r = await c.decide(via, cid, "approve" if i % 3 else "reject")
+                assert r.status_code == 200, r.text
+            c.proxy.restore()
+            await hub_a.wait_for(set(ids), within=20)
+            await hub_b.wait_for(set(ids), within=20)
+            with anyio.fail_after(20):
+                for uri in uris:
+                    await legacy.wait_for(uri)
+            await _quiet_period()
+            assert Counter(legacy.uris) == Counter(dict.fromkeys(uris, 1))
+        assert dict(hub_a.events) == dict.fromkeys(ids, 1)
+        assert dict(hub_b.events) == dict.fromkeys(ids, 1)
+        async def listener_up() -> bool:
+            return bool((await a.client.get("/health")).json()["backplane"]["listening"])
+
+        await eventually(listener_up, within=15)
+        tg.cancel_scope.cancel()
+
+
+async def test_client_moves_to_the_other_instance_and_gets_what_it_missed(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c, c.instance() as b, anyio.create_task_group() as tg:
+        agent = HubAgent()
+        async with c.instance() as a:
+            await agent.connect(a.hub_url, c.key, tg)
+            cid = await c.propose(a, "moving")
+            await agent.subscribe(cid)
+            a.server.kill()
+        r = await c.decide(b, cid, "reject")
+        assert r.status_code == 200
+        await agent.drop()
+        await agent.connect(b.hub_url, c.key, tg)
+        snapshot = await agent.subscribe(cid)
+        assert snapshot["result"]["status"] == "Rejected"
+        await agent.wait_for({cid}, within=5)
+        assert agent.payloads[cid]["reason"].startswith("no")
+        await _quiet_period()
+        assert agent.events[cid] == 1
+        tg.cancel_scope.cancel()
