@@ -46,16 +46,27 @@ class NodeProcess:
         self._stdout = BufferedByteReceiveStream(process.stdout)
         self.stderr = bytearray()
 
-    async def message(self) -> dict[str, Any]:
-        """The next JSON line (bounded by the caller's ``fail_after``)."""
+    async def line(self) -> str:
+        """The next stdout line (bounded by the caller's ``fail_after``)."""
         try:
-            line = await self._stdout.receive_until(b"\n", 1 << 20)
+            raw = await self._stdout.receive_until(b"\n", 1 << 20)
         except (anyio.EndOfStream, anyio.IncompleteRead):
             await self.process.wait()
             raise AssertionError(
-                f"node exited ({self.process.returncode}) early:\n{self.stderr.decode()}"
+                f"process exited ({self.process.returncode}) early:\n{self.stderr.decode()}"
             ) from None
-        data: dict[str, Any] = json.loads(line)
+        return raw.decode()
+
+    async def line_starting(self, prefix: str) -> str:
+        """Skip lines until one starts with ``prefix``; return the rest of it."""
+        while True:
+            text = await self.line()
+            if text.startswith(prefix):
+                return text[len(prefix):].strip()
+
+    async def message(self) -> dict[str, Any]:
+        """The next JSON line."""
+        data: dict[str, Any] = json.loads(await self.line())
         return data
 
     async def expect(self, step: str) -> dict[str, Any]:
@@ -77,8 +88,16 @@ class NodeProcess:
 async def run_node(node: str, script: Path, args: Sequence[str], cwd: Path,
                    env: dict[str, str] | None = None) -> AsyncIterator[NodeProcess]:
     """Start ``node script args…``; on exit wait for it and require a clean exit code."""
+    async with run_process([node, str(script), *args], cwd, env) as proc:
+        yield proc
+
+
+@asynccontextmanager
+async def run_process(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+                      ) -> AsyncIterator[NodeProcess]:
+    """Start a process; on exit wait for it and require exit code 0."""
     process = await anyio.open_process(
-        [node, str(script), *args], cwd=str(cwd), stdin=subprocess.PIPE,
+        list(argv), cwd=str(cwd), stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
     )
     proc = NodeProcess(process)
@@ -88,7 +107,7 @@ async def run_node(node: str, script: Path, args: Sequence[str], cwd: Path,
             yield proc
             with anyio.fail_after(20):
                 code = await process.wait()
-            assert code == 0, f"node exited with {code}:\n{proc.stderr.decode()}"
+            assert code == 0, f"{argv[0]} exited with {code}:\n{proc.stderr.decode()}"
         finally:
             if process.returncode is None:
                 process.kill()

@@ -1,0 +1,85 @@
+// An agent that proposes a ColaFlow change over MCP and waits for the human decision.
+//
+// Uses the official TypeScript SDK (@modelcontextprotocol/sdk), which speaks the 2025
+// protocol era: initialize, resources/subscribe, and notifications/resources/updated on the
+// session's GET stream -- the same path Claude Desktop takes through mcp-remote.
+//
+//   cd examples && npm ci
+//   export COLAFLOW_API_KEY=cola_...        # colaflow-mcp keys create --tenant acme
+//   node mcp_agent.mjs --project WEB --title "Fix the login page"
+//
+// Then approve or reject it as a reviewer (REST, see docs/mcp.md); the agent prints the
+// outcome the moment it is decided.
+
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ResourceUpdatedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import { parseArgs } from "node:util";
+
+const { values: args } = parseArgs({
+  options: {
+    url: { type: "string", default: process.env.COLAFLOW_MCP_URL ?? "http://127.0.0.1:8000/mcp" },
+    project: { type: "string", default: "WEB" },
+    title: { type: "string", default: "Fix the login page" },
+    expires: { type: "string" },
+  },
+});
+const apiKey = process.env.COLAFLOW_API_KEY;
+if (!apiKey) {
+  console.error("set COLAFLOW_API_KEY (colaflow-mcp keys create --tenant SLUG)");
+  process.exit(64);
+}
+
+const transport = new StreamableHTTPClientTransport(new URL(args.url), {
+  requestInit: { headers: { Authorization: `Bearer ${apiKey}` } },
+});
+const client = new Client({ name: "colaflow-example-agent", version: "1.0.0" });
+
+// Register the handler before subscribing, so an update for an already-decided change
+// (sent at once) is not missed.
+let uri;
+const decided = new Promise((resolve) => {
+  client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => {
+    if (n.params.uri === uri) resolve();
+  });
+});
+
+await client.connect(transport);
+const result = await client.callTool({
+  name: "create_issue",
+  arguments: {
+    project_key: args.project,
+    title: args.title,
+    ...(args.expires ? { expires_in_seconds: Number(args.expires) } : {}),
+  },
+});
+if (result.isError) {
+  console.log(`proposal refused: ${result.content[0]?.text}`);
+  process.exit(2);
+}
+const proposal = result.structuredContent;
+uri = proposal.resourceUri;
+console.log(`proposed: ${proposal.summary}`);
+console.log(`pending change: ${proposal.pendingChangeId}  (${uri})`);
+
+await client.subscribeResource({ uri });
+console.log("waiting for a reviewer (resources/subscribe) ...");
+await decided;
+
+const read = await client.readResource({ uri });
+const change = JSON.parse(read.contents[0].text);
+if (change.status === "Approved") {
+  const r = change.executionResult ?? {};
+  console.log(
+    `decision: Approved by ${change.decidedBy}; ` +
+      (r.success ? `executed, ${change.entityType.toLowerCase()} ${r.entityId}` : `but execution failed: ${r.error}`),
+  );
+} else if (change.status === "Rejected") {
+  console.log(`decision: Rejected by ${change.decidedBy}: ${change.reason}`);
+} else {
+  console.log(`decision: ${change.status}`);
+}
+
+await transport.terminateSession();
+await client.close();
+process.exit(change.status === "Approved" ? 0 : 1);
