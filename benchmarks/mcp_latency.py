@@ -25,12 +25,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +50,69 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+HOST = "127.0.0.1"
 
-from benchmarks.server import HOST, running_server  # noqa: E402
-from benchmarks.stats import summarize_ms  # noqa: E402
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0-100)."""
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def summarize_ms(seconds: list[float]) -> dict[str, Any]:
+    values = sorted(v * 1000.0 for v in seconds)
+    return {"count": len(values), "p50": round(percentile(values, 50), 3),
+            "p90": round(percentile(values, 90), 3), "p99": round(percentile(values, 99), 3),
+            "max": round(values[-1], 3), "mean": round(sum(values) / len(values), 3)}
+
+
+@dataclass
+class Server:
+    port: int
+    api_key: str
+    reviewer_token: str
+
+
+@contextmanager
+def running_server(workdir: Path) -> Iterator[Server]:
+    """``colaflow-mcp serve`` on a free loopback port, with a tenant, key, project, token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLAFLOW_")}
+    env.update(COLAFLOW_DATABASE_URL=f"sqlite:///{workdir / 'bench.db'}",
+               COLAFLOW_JWT_SECRET="bench-" + uuid.uuid4().hex, COLAFLOW_LOG_LEVEL="warning")
+    cli = [sys.executable, "-m", "colaflow_mcp.cli"]
+
+    def run(*args: str) -> str:
+        return subprocess.run([*cli, *args], env=env, cwd=workdir, check=True,
+                              capture_output=True, text=True, timeout=60).stdout.strip()
+
+    key = json.loads(run("keys", "create", "--tenant", "bench", "--json"))["key"]
+    run("projects", "create", "--tenant", "bench", "--key", "WEB", "--name", "Website")
+    token = run("token", "--tenant", "bench", "--user", "rita")
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port = int(s.getsockname()[1])
+    log = (workdir / "server.log").open("wb")
+    proc = subprocess.Popen([*cli, "serve", "--host", HOST, "--port", str(port)], env=env,
+                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # start-up poll of a subprocess: bounded, outside any test
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((workdir / "server.log").read_text()[-4000:])
+            try:
+                if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        yield Server(port, key, token)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 class Receipts:
@@ -153,8 +218,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="mcp-bench-") as tmp, \
             running_server(Path(tmp)) as server:
-        return [await run_era(era, server.port, server.creds.api_key,
-                              server.creds.reviewer_token, args.decisions, args.warmup)
+        return [await run_era(era, server.port, server.api_key, server.reviewer_token,
+                              args.decisions, args.warmup)
                 for era in args.eras]
 
 
