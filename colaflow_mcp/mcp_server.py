@@ -8,8 +8,9 @@ stream; modern (2026-07-28) requests are single exchanges. Tools and resources l
 Pinned to ``mcp==2.3.*``. Private SDK hooks used (re-check on upgrade):
 - ``MCPServer._lowlevel_server``: the only way to register ``resources/subscribe`` and a
   replacement ``subscriptions/listen`` handler.
-- ``StreamableHTTPSessionManager._admit_session`` (give each session its own event store)
-  and ``._discard_session`` (the one place every session end passes through).
+- ``StreamableHTTPSessionManager._admit_session`` (give each session its own event store),
+  ``._discard_session`` (the one place every session end passes through) and
+  ``._server_instances`` (to end the session of a revoked key).
 """
 
 from __future__ import annotations
@@ -187,8 +188,10 @@ class McpEndpoint:
         self.allowed_hosts = tuple(settings.allowed_hosts)
         self.allowed_origins = tuple(settings.allowed_origins)
         self.event_history = settings.mcp_event_history_per_session
+        self.revocation_interval = settings.revocation_check_interval_seconds
         self.subscriptions = Subscriptions(services.notifier,
-                                           settings.mcp_max_subscriptions_per_session)
+                                           settings.mcp_max_subscriptions_per_session,
+                                           self._terminate_session)
         self.server = build_server(services.changes)
         lowlevel = self.server._lowlevel_server  # private (mcp 2.3), see the module docstring
         lowlevel.middleware.append(PrincipalMiddleware())
@@ -224,6 +227,7 @@ class McpEndpoint:
     async def _lifespan(self) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             self.subscriptions.start(tg)
+            tg.start_soon(self._revocation_loop)
             try:
                 async with self.manager.run():
                     yield
@@ -233,6 +237,22 @@ class McpEndpoint:
 
     def session_closed(self, session_id: str) -> None:
         self.subscriptions.session_closed(session_id)
+
+    async def _terminate_session(self, session_id: str) -> None:
+        # Private (mcp 2.3): the manager's session table. Terminating the transport ends
+        # the session's loop, which then passes through ``_discard_session``.
+        transport = self.manager._server_instances.get(session_id)
+        if transport is not None and not transport.is_terminated:
+            await transport.terminate()
+
+    async def _revocation_loop(self) -> None:
+        """Close subscriptions of revoked keys; never dies silently."""
+        while True:
+            await anyio.sleep(self.revocation_interval)
+            try:
+                await self.subscriptions.drop_revoked(self.services.keys.still_valid)
+            except Exception:
+                logger.exception("MCP revocation check failed; retrying")
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -300,7 +320,7 @@ class McpEndpoint:
         """Counters for ``/health``."""
         return {
             "legacySessionsSubscribed": len(self.subscriptions.sessions),
-            "listenStreams": self.subscriptions.listen_streams,
+            "listenStreams": len(self.subscriptions.listen_streams),
         }
 
 

@@ -13,6 +13,7 @@ change is delivered to a subscriber at most once), so it cannot grow without lim
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -57,10 +58,11 @@ def not_found(uri: str) -> MCPError:
 
 
 class _Watcher:
-    """Shared part of both subscriber kinds: tenant, watched URIs, a bounded queue."""
+    """Shared part of both subscriber kinds: who, watched URIs, a bounded queue."""
 
-    def __init__(self, tenant_id: str, capacity: int) -> None:
-        self._tenant_id = tenant_id
+    def __init__(self, principal: Principal, capacity: int) -> None:
+        self.principal = principal
+        self._tenant_id = principal.tenant_id
         self.uris: dict[str, str] = {}  # change id -> URI as the client spelled it
         self.send: MemoryObjectSendStream[str]
         self.recv: MemoryObjectReceiveStream[str]
@@ -85,9 +87,9 @@ class _Watcher:
 class LegacySession(_Watcher):
     """One Streamable HTTP session's ``resources/subscribe`` subscriptions."""
 
-    def __init__(self, session_id: str, tenant_id: str, outbound: ServerSession, capacity: int
-                 ) -> None:
-        super().__init__(tenant_id, capacity)
+    def __init__(self, session_id: str, principal: Principal, outbound: ServerSession,
+                 capacity: int) -> None:
+        super().__init__(principal, capacity)
         self.session_id = session_id
         self.outbound = outbound
 
@@ -111,11 +113,13 @@ class ListenStream(_Watcher):
 class Subscriptions:
     """Request handlers for both eras and the registry of legacy sessions."""
 
-    def __init__(self, notifier: Notifier, max_per_session: int) -> None:
+    def __init__(self, notifier: Notifier, max_per_session: int,
+                 terminate_session: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.notifier = notifier
         self.max_per_session = max_per_session
         self.sessions: dict[str, LegacySession] = {}
-        self.listen_streams = 0
+        self.listen_streams: set[ListenStream] = set()
+        self._terminate_session = terminate_session
         self._tg: anyio.abc.TaskGroup | None = None
 
     def start(self, tg: anyio.abc.TaskGroup) -> None:
@@ -183,8 +187,7 @@ class Subscriptions:
             raise MCPError(types.INTERNAL_ERROR, "the MCP endpoint is shutting down")
         if session is not None:  # cannot happen: the session manager binds a session to its key
             self.session_closed(session_id)
-        session = LegacySession(session_id, principal.tenant_id, ctx.session,
-                                self.max_per_session)
+        session = LegacySession(session_id, principal, ctx.session, self.max_per_session)
         self.sessions[session_id] = session
         self._tg.start_soon(session.pump)
         return session
@@ -197,6 +200,34 @@ class Subscriptions:
         self.notifier.unregister_all(session, session.uris.keys())
         session.uris.clear()
         session.send.close()
+
+    async def drop_revoked(self, still_valid: Callable[[Principal], Awaitable[bool]]) -> int:
+        """End the sessions and listen streams whose API key was revoked or expired.
+
+        Requests are authenticated one by one, but a GET stream or a listen stream outlives
+        the request that opened it; this is how a revoked key stops hearing anything.
+        """
+        verdicts: dict[str | None, bool] = {}
+        dropped = 0
+        watchers: list[_Watcher] = [*self.sessions.values(), *self.listen_streams]
+        for watcher in watchers:
+            key_id = watcher.principal.api_key_id
+            if key_id not in verdicts:
+                verdicts[key_id] = await still_valid(watcher.principal)
+            if verdicts[key_id]:
+                continue
+            dropped += 1
+            if isinstance(watcher, LegacySession):
+                self.session_closed(watcher.session_id)
+                if self._terminate_session is not None:
+                    await self._terminate_session(watcher.session_id)
+            else:
+                # Ends the stream gracefully: the handler sends its final result.
+                self.notifier.unregister_all(watcher, watcher.uris.keys())
+                watcher.send.close()
+        if dropped:
+            logger.info("closed %d MCP subscription(s) of revoked or expired keys", dropped)
+        return dropped
 
     # -- modern era ---------------------------------------------------------------------
 
@@ -218,8 +249,8 @@ class Subscriptions:
             raise MCPError(types.INVALID_PARAMS,
                            f"Too many resource subscriptions (max {self.max_per_session})")
         meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
-        stream = ListenStream(principal.tenant_id, max(1, len(requested)))
-        self.listen_streams += 1
+        stream = ListenStream(principal, max(1, len(requested)))
+        self.listen_streams.add(stream)
         try:
             honored: list[str] = []
             for uri in requested:
@@ -250,7 +281,7 @@ class Subscriptions:
                         related_request_id=subscription_id,
                     )
         finally:
-            self.listen_streams -= 1
+            self.listen_streams.discard(stream)
             self.notifier.unregister_all(stream, stream.uris.keys())
             stream.send.close()
         return types.SubscriptionsListenResult(_meta=meta)
