@@ -88,6 +88,7 @@ class WebSocketTransport:
                     await conn.wait_outbound()
                     for text in conn.take():
                         await websocket.send_text(text)
+                    text = ""  # an idle connection keeps no copy of its last message
                     if conn.closed and not conn.queued:
                         break
                 if websocket.application_state is WebSocketState.CONNECTED:

@@ -6,7 +6,8 @@
 //   {"cmd":"roundtrip","n":…}      -> {"roundtrip":n}   (an invocation, to order the stream)
 //   {"cmd":"kill"}                 -> drops the socket abruptly (automatic reconnect follows)
 //   {"cmd":"stop"}                 -> stops the connection and exits
-// Events: {"event":"PendingChangeApproved","payload":{…}}; lifecycle: {"state":…}.
+// Events: {"event":"PendingChangeApproved","payload":{…},"at":ms}; lifecycle: {"state":…}.
+// ("at" is the receipt time, epoch milliseconds, for benchmarks/hub_latency.py.)
 import * as signalR from "@microsoft/signalr";
 import * as readline from "node:readline";
 
@@ -23,8 +24,9 @@ const connection = new signalR.HubConnectionBuilder()
 const waiting = new Set();
 for (const name of ["PendingChangeApproved", "PendingChangeRejected", "PendingChangeExpired"]) {
   connection.on(name, (n) => {
+    const at = performance.timeOrigin + performance.now();  // wall clock, sub-ms
     waiting.delete(n.pendingChangeId);
-    out({ event: name, payload: n });
+    out({ event: name, payload: n, at });
   });
 }
 connection.onreconnecting(() => out({ state: "reconnecting" }));
