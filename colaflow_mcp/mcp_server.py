@@ -116,21 +116,30 @@ class SessionEventStore(EventStore):
     """One session's recent SSE events, so a dropped stream resumes with Last-Event-ID.
 
     One store per session (a shared store could not tell sessions apart: every session's
-    GET stream has the same stream id). Bounded: the oldest events fall off. Event ids are
-    ``g<seq>`` for the GET stream and ``r<seq>`` for request streams, so a GET-stream id
-    that already fell off still resumes from what is left.
+    GET stream has the same stream id). Bounded by count: the GET stream keeps
+    ``capacity`` events (small notifications), request streams only the last few (they
+    carry whole tool results and are rarely resumed). Event ids are ``g<seq>`` for the GET
+    stream and ``r<seq>`` for request streams, so a GET-stream id that already fell off
+    still resumes from what is left.
     """
 
+    REQUEST_EVENTS = 32
+
     def __init__(self, capacity: int) -> None:
-        self._events: deque[tuple[int, StreamId, types.JSONRPCMessage | None]] = deque(
+        self._get: deque[tuple[int, types.JSONRPCMessage | None]] = deque(
             maxlen=max(1, capacity))
+        self._requests: deque[tuple[int, StreamId, types.JSONRPCMessage | None]] = deque(
+            maxlen=min(max(1, capacity), self.REQUEST_EVENTS))
         self._seq = 0
 
     async def store_event(self, stream_id: StreamId, message: types.JSONRPCMessage | None
                           ) -> EventId:
         self._seq += 1
-        self._events.append((self._seq, stream_id, message))
-        return f"{'g' if stream_id == GET_STREAM_KEY else 'r'}{self._seq}"
+        if stream_id == GET_STREAM_KEY:
+            self._get.append((self._seq, message))
+            return f"g{self._seq}"
+        self._requests.append((self._seq, stream_id, message))
+        return f"r{self._seq}"
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback
                                   ) -> StreamId | None:
@@ -139,16 +148,16 @@ class SessionEventStore(EventStore):
             return None
         after = int(digits)
         if kind == "g":
-            stream_id: StreamId = GET_STREAM_KEY
-        else:
-            found = next((sid for seq, sid, _ in self._events if seq == after), None)
-            if found is None:
-                return None
-            stream_id = found
-        prefix = "g" if stream_id == GET_STREAM_KEY else "r"
-        for seq, sid, message in list(self._events):
+            for seq, message in list(self._get):
+                if seq > after and message is not None:
+                    await send_callback(EventMessage(message, f"g{seq}"))
+            return GET_STREAM_KEY
+        stream_id = next((sid for seq, sid, _ in self._requests if seq == after), None)
+        if stream_id is None:
+            return None
+        for seq, sid, message in list(self._requests):
             if seq > after and sid == stream_id and message is not None:
-                await send_callback(EventMessage(message, f"{prefix}{seq}"))
+                await send_callback(EventMessage(message, f"r{seq}"))
         return stream_id
 
 
@@ -255,6 +264,9 @@ class McpEndpoint:
                 logger.exception("MCP revocation check failed; retrying")
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             return
         if scope.get("path", "/") not in ("", "/"):

@@ -220,22 +220,28 @@ async def test_event_store_replays_only_its_stream_and_forgets_the_oldest() -> N
     from mcp.server.streamable_http import GET_STREAM_KEY, EventMessage
 
     store = SessionEventStore(capacity=3)
-    note = {"jsonrpc": "2.0", "method": "notifications/resources/updated"}
-    first = await store.store_event(GET_STREAM_KEY, note)  # type: ignore[arg-type]
-    await store.store_event("7", note)  # type: ignore[arg-type]
-    second = await store.store_event(GET_STREAM_KEY, note)  # type: ignore[arg-type]
-    third = await store.store_event(GET_STREAM_KEY, note)  # type: ignore[arg-type]
+    note: Any = {"jsonrpc": "2.0", "method": "notifications/resources/updated"}
+    g1 = await store.store_event(GET_STREAM_KEY, note)
+    r2 = await store.store_event("7", note)
+    g3 = await store.store_event(GET_STREAM_KEY, note)
+    g4 = await store.store_event(GET_STREAM_KEY, note)
+    r5 = await store.store_event("7", note)
     sent: list[str | None] = []
 
     async def collect(event: EventMessage) -> None:
         sent.append(event.event_id)
 
-    assert await store.replay_events_after(first, collect) == GET_STREAM_KEY
-    assert sent == [second, third]
+    assert await store.replay_events_after(g1, collect) == GET_STREAM_KEY
+    assert sent == [g3, g4]
     sent.clear()
-    fourth = await store.store_event(GET_STREAM_KEY, note)  # type: ignore[arg-type]
-    # "g0" = from the start of what is kept (capacity 3: the first two fell off).
+    assert await store.replay_events_after(r2, collect) == "7"
+    assert sent == [r5]
+    sent.clear()
+    g6 = await store.store_event(GET_STREAM_KEY, note)
+    # "g0" = from the start of what is kept (3 GET events: g1 fell off).
     assert await store.replay_events_after("g0", collect) == GET_STREAM_KEY
-    assert sent == [second, third, fourth]
-    assert await store.replay_events_after("r2", collect) is None  # forgotten
+    assert sent == [g3, g4, g6]
+    for _ in range(3):
+        await store.store_event("8", note)
+    assert await store.replay_events_after(r2, collect) is None  # forgotten
     assert await store.replay_events_after("bogus", collect) is None
