@@ -16,25 +16,11 @@ from starlette.routing import BaseRoute
 from colaflow_mcp import api
 from colaflow_mcp.config import Settings
 from colaflow_mcp.db import redact_url
+from colaflow_mcp.hub.server import HubServer
+from colaflow_mcp.mcp_server import McpEndpoint
 from colaflow_mcp.services import Services
 
 logger = logging.getLogger(__name__)
-
-
-def _hub_class() -> Any:
-    try:
-        from colaflow_mcp.hub.server import HubServer  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # the hub lands in its own change
-        return None
-    return HubServer
-
-
-def _mcp_class() -> Any:
-    try:
-        from colaflow_mcp.mcp_server import McpEndpoint  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # the MCP endpoint lands in its own change
-        return None
-    return McpEndpoint
 
 
 HUB_PATH = "/hubs/mcp"
@@ -79,21 +65,9 @@ class _Lazy:
         await self.target(scope, receive, send)
 
 
-def _build(cls: Any, services: Services) -> Any:
-    # TODO(integration): construct directly once the hub and MCP endpoint have landed.
-    if cls is None:
-        return None
-    try:
-        return cls(services)
-    except Exception:
-        logger.exception("could not start %s", cls.__name__)
-        return None
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; its lifespan opens the database and starts the background loops."""
     settings = settings or Settings.from_env()
-    hub_cls, mcp_cls = _hub_class(), _mcp_class()
     hub_router, mcp_app = _Lazy(), _Lazy()
 
     @asynccontextmanager
@@ -104,46 +78,39 @@ def create_app(settings: Settings | None = None) -> Starlette:
             "colaflow-mcp instance %s: database %s, backplane %s",
             settings.instance_id, redact_url(settings.database_url), services.bus.name,
         )
-        hub = _build(hub_cls, services)
-        mcp = _build(mcp_cls, services)
-        if hub is not None:
-            hub_router.target = Starlette(routes=hub.routes)
-        if mcp is not None:
-            mcp_app.target = mcp.app
+        hub = HubServer(services)
+        mcp = McpEndpoint(services)
+        hub_router.target = Starlette(routes=hub.routes)
+        mcp_app.target = mcp.app
         app.state.hub = hub
         app.state.mcp = mcp
         try:
             async with AsyncExitStack() as stack:
-                if mcp is not None:
-                    await stack.enter_async_context(mcp.lifespan())
+                await stack.enter_async_context(mcp.lifespan())
                 async with anyio.create_task_group() as tg:
                     await services.run_background(tg)
-                    if hub is not None:
-                        tg.start_soon(hub.run)
+                    tg.start_soon(hub.run)
                     try:
                         yield
                     finally:
-                        if hub is not None:
-                            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                                await hub.shutdown()
+                        # Tell hub clients to reconnect (elsewhere) before we go.
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                            await hub.shutdown()
                         tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await services.aclose()
 
     routes: list[BaseRoute] = [*api.routes()]
-    prefixes: dict[str, Any] = {}
-    if hub_cls is not None:
-        prefixes[HUB_PATH] = hub_router
-    if mcp_cls is not None:
-        prefixes[MCP_PATH] = mcp_app
-    middleware = [Middleware(PrefixDispatch, prefixes=prefixes)]
-    if settings.allowed_origins:
+    prefixes: dict[str, Any] = {HUB_PATH: hub_router, MCP_PATH: mcp_app}
+    middleware = []
+    if settings.allowed_origins:  # outermost, so the hub and MCP answer preflights too
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.allowed_origins),
             allow_credentials=True, allow_methods=["*"], allow_headers=["*"],
             expose_headers=["Mcp-Session-Id"],
         ))
+    middleware.append(Middleware(PrefixDispatch, prefixes=prefixes))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     return app
