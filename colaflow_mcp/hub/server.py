@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
+from sqlmodel import col, select
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -25,6 +26,7 @@ from colaflow_mcp.hub.connection import (
     Transport,
 )
 from colaflow_mcp.hub.hub import McpHub
+from colaflow_mcp.models import ApiKey, utcnow
 
 if TYPE_CHECKING:
     from colaflow_mcp.services import Services
@@ -224,18 +226,36 @@ class HubServer:
                 disconnect_timeout=s.hub_disconnect_timeout_seconds,
             )
 
-    async def check_revocations(self) -> None:
-        """Close the connections of keys that were revoked or expired."""
+    async def check_revocations(self, chunk: int = 500) -> None:
+        """Close the connections of keys that were revoked, expired or deleted.
+
+        One query per ``chunk`` distinct keys, however many connections share them.
+        """
         by_key: dict[str, list[HubConnection]] = {}
         for conn in self.connections.values():
             if not conn.closed and conn.principal.api_key_id is not None:
                 by_key.setdefault(conn.principal.api_key_id, []).append(conn)
-        for conns in by_key.values():
-            if await self.services.keys.still_valid(conns[0].principal):
-                continue
-            logger.info("closing %d hub connection(s) of a revoked key", len(conns))
-            for conn in conns:
-                conn.close("Connection closed: the API key was revoked.")
+        key_ids = list(by_key)
+        now = utcnow()
+        for i in range(0, len(key_ids), chunk):
+            ids = key_ids[i : i + chunk]
+            async with self.services.db.read() as s:
+                rows = (await s.exec(
+                    select(ApiKey.id, ApiKey.revoked_at, ApiKey.expires_at)
+                    .where(col(ApiKey.id).in_(ids))
+                )).all()
+            usable = {
+                key_id for key_id, revoked_at, expires_at in rows
+                if revoked_at is None and (expires_at is None or expires_at > now)
+            }
+            for key_id in ids:
+                if key_id in usable:
+                    continue
+                conns = [c for c in by_key[key_id] if not c.closed]
+                if conns:
+                    logger.info("closing %d hub connection(s) of a revoked key", len(conns))
+                for conn in conns:
+                    conn.close("Connection closed: the API key was revoked.")
 
     async def shutdown(self) -> None:
         """Tell every client to reconnect elsewhere (Close, allowReconnect) and close."""

@@ -230,13 +230,19 @@ async def test_handshake_timeout_closes_the_socket(server_factory: ServerFactory
         await ws.closed_code()
 
 
-async def test_revoked_key_connections_are_closed(env: HubEnv) -> None:
-    t = await env.tenant("acme")
-    ws = await open_ws(env.ws_url, t.key)
+async def test_revoked_key_connections_are_closed_and_others_stay(env: HubEnv) -> None:
+    t, other = await env.tenant("acme"), await env.tenant("bolt")
+    ws, ws2 = await open_ws(env.ws_url, t.key), await open_ws(env.ws_url, t.key)
+    keep = await open_ws(env.ws_url, other.key)
     await env.revoke(t)
-    close = await ws.drain_until(lambda m: m.get("type") == 7, within=5)
-    assert "revoked" in close["error"] and not close.get("allowReconnect")
-    await ws.closed_code()
+    for sock in (ws, ws2):
+        close = await sock.drain_until(lambda m: m.get("type") == 7, within=5)
+        assert "revoked" in close["error"] and not close.get("allowReconnect")
+        await sock.closed_code()
+    assert "error" not in await keep.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
+    with pytest.raises(InvalidStatus) as info:
+        await open_ws(env.ws_url, t.key, handshake=False)
+    assert info.value.response.status_code == 401
 
 
 async def test_stalled_client_is_closed_when_its_queue_overflows(
