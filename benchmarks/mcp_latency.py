@@ -148,69 +148,89 @@ async def connect(url: str, key: str, legacy: bool, receipts: Receipts
             yield client
 
 
-async def run_era(era: str, port: int, key: str, token: str, decisions: int, warmup: int
-                  ) -> dict[str, Any]:
+async def run_era(era: str, port: int, key: str, token: str, decisions: int, warmup: int,
+                  sessions: int) -> dict[str, Any]:
+    """``sessions`` agents each watch one change per round; the reviewer approves them in turn."""
     url = f"http://{HOST}:{port}/mcp"
     legacy = era == "legacy"
     receipts = Receipts()
-    after_return: list[float] = []
-    request: list[float] = []
-    beaten = 0
-    async with connect(url, key, legacy, receipts) as client, \
-            httpx.AsyncClient(base_url=f"http://{HOST}:{port}",
-                              headers={"Authorization": f"Bearer {token}"}) as reviewer:
-        for i in range(warmup + decisions):
-            result = await client.call_tool("create_issue",
-                                            {"project_key": "WEB", "title": f"bench {i}"})
-            assert result.structured_content is not None, result.content
-            change_id = result.structured_content["pendingChangeId"]
-            uri = result.structured_content["resourceUri"]
+    total = warmup + decisions
+    rounds = math.ceil(total / sessions)
+    proposals: list[list[tuple[str, str]]] = [[] for _ in range(rounds)]
+    round_ready = [anyio.Event() for _ in range(rounds)]
+    approvals: list[tuple[float, float, str]] = []  # (sent, returned, uri) in order
 
-            async def decide(change_id: str, uri: str) -> tuple[float, float, float]:
-                t0 = time.perf_counter()
-                r = await reviewer.post(f"/api/mcp/pending-changes/{change_id}/approve")
-                t1 = time.perf_counter()
-                assert r.status_code == 200, r.text
-                return t0, t1, await receipts.wait(uri)
+    async def agent(j: int) -> None:
+        async with connect(url, key, legacy, receipts) as client:
+            for r in range(rounds):
+                result = await client.call_tool(
+                    "create_issue", {"project_key": "WEB", "title": f"bench {r}/{j}"})
+                assert result.structured_content is not None, result.content
+                change_id = result.structured_content["pendingChangeId"]
+                uri = result.structured_content["resourceUri"]
 
-            with anyio.fail_after(30):
+                def watching(r: int = r, change_id: str = change_id, uri: str = uri) -> None:
+                    proposals[r].append((change_id, uri))
+                    if len(proposals[r]) == sessions:
+                        round_ready[r].set()
+
                 if legacy:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", MCPDeprecationWarning)
                         await client.session.subscribe_resource(uri)
-                    t0, t1, t2 = await decide(change_id, uri)
+                    watching()
+                    await receipts.wait(uri)
                 else:
                     async with client.listen(resource_subscriptions=[uri]) as sub, \
                             anyio.create_task_group() as tg:
-                        async def pump() -> None:
+                        async def pump(sub: Any = sub) -> None:
                             async for event in sub:
                                 receipts.record(str(getattr(event, "uri", "")))
 
                         tg.start_soon(pump)
-                        t0, t1, t2 = await decide(change_id, uri)
+                        watching()
+                        await receipts.wait(uri)
                         tg.cancel_scope.cancel()
-            if i >= warmup:
-                after_return.append(t2 - t1)
-                request.append(t2 - t0)
-                beaten += t2 < t1
+
+    with anyio.fail_after(max(120.0, total * 0.5)):
+        async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}",
+                                     headers={"Authorization": f"Bearer {token}"}
+                                     ) as reviewer, anyio.create_task_group() as tg:
+            for j in range(sessions):
+                tg.start_soon(agent, j)
+            for r in range(rounds):
+                await round_ready[r].wait()
+                for change_id, uri in proposals[r]:
+                    t0 = time.perf_counter()
+                    resp = await reviewer.post(f"/api/mcp/pending-changes/{change_id}/approve")
+                    t1 = time.perf_counter()
+                    assert resp.status_code == 200, resp.text
+                    approvals.append((t0, t1, uri))
+                for _, uri in proposals[r]:
+                    await receipts.wait(uri)
+    measured = approvals[warmup:total]
+    after_return = [receipts.at[uri] - t1 for _, t1, uri in measured]
+    request = [receipts.at[uri] - t0 for t0, _, uri in measured]
     return {
         "era": era,
-        "decisions": decisions,
+        "sessions": sessions,
+        "decisions": len(measured),
         "after_return_ms": summarize_ms(after_return),
         "request_ms": summarize_ms(request),
-        "notification_before_response": beaten,
+        "notification_before_response": sum(1 for v in after_return if v < 0),
     }
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| era | decisions | after approve returned p50 / p99 (ms) | approve sent -> "
-        "notified p50 / p99 (ms) | notified before the response |",
-        "|---|---|---|---|---|",
+        "| era | sessions | decisions | after approve returned p50 / p99 (ms) | approve sent "
+        "-> notified p50 / p99 (ms) | notified before the response |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         a, q = r["after_return_ms"], r["request_ms"]
-        lines.append(f"| {r['era']} | {r['decisions']} | {a['p50']} / {a['p99']} | "
+        lines.append(f"| {r['era']} | {r['sessions']} | {r['decisions']} | "
+                     f"{a['p50']} / {a['p99']} | "
                      f"{q['p50']} / {q['p99']} | {r['notification_before_response']} |")
     return "\n".join(lines)
 
@@ -219,8 +239,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="mcp-bench-") as tmp, \
             running_server(Path(tmp)) as server:
         return [await run_era(era, server.port, server.api_key, server.reviewer_token,
-                              args.decisions, args.warmup)
-                for era in args.eras]
+                              args.decisions, args.warmup, sessions)
+                for sessions in args.sessions for era in args.eras]
 
 
 def main() -> int:
@@ -229,6 +249,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--eras", nargs="+", default=["legacy", "modern"],
                         choices=["legacy", "modern"])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 100],
+                        help="concurrent agent sessions per run (each watches one change)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = anyio.run(main_async, args)
