@@ -158,3 +158,26 @@ async def test_client_moves_to_the_other_instance_and_gets_what_it_missed(
         await _quiet_period()
         assert agent.events[cid] == 1
         tg.cancel_scope.cancel()
+
+
+async def test_expiry_races_across_instances_expire_and_announce_once(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c, c.instance() as a, c.instance() as b, \
+            anyio.create_task_group() as tg:
+        hub_a, hub_b = HubAgent("on-a"), HubAgent("on-b")
+        await hub_a.connect(a.hub_url, c.key, tg)
+        await hub_b.connect(b.hub_url, c.key, tg)
+        ids = [await c.propose(a if i % 2 else b, f"expiring {i}", expires_in=1.0)
+               for i in range(20)]
+        for cid in ids:
+            await hub_a.subscribe(cid)
+            await hub_b.subscribe(cid)
+        await hub_a.wait_for(set(ids), within=10)
+        await hub_b.wait_for(set(ids), within=10)
+        await _quiet_period()
+        assert dict(hub_a.events) == dict.fromkeys(ids, 1)
+        assert dict(hub_b.events) == dict.fromkeys(ids, 1)
+        assert {p["status"] for p in hub_a.payloads.values()} == {"Expired"}
+        # One decision each: every payload carries the same decision time on both sides.
+        assert {k: v["timestamp"] for k, v in hub_a.payloads.items()} == \
+            {k: v["timestamp"] for k, v in hub_b.payloads.items()}
+        tg.cancel_scope.cancel()
