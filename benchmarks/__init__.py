@@ -1,0 +1,1 @@
+"""Benchmarks: decision-to-event latency, connection scale, push against polling, a peer."""

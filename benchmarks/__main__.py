@@ -1,0 +1,53 @@
+"""``python -m benchmarks SCENARIO [--smoke] [--out DIR]``: run one scenario, save its JSON.
+
+Scenarios: latency, throughput, mcp, push-vs-poll, peer, redis, memory (see README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.scenarios import SCENARIOS
+from benchmarks.server import raise_fd_limit
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (the tests)")
+    parser.add_argument("--out", type=Path, default=HERE / "results",
+                        help="where <scenario>.json goes (default benchmarks/results)")
+    parser.add_argument("--sizes", help="comma-separated sizes (latency, mcp)")
+    parser.add_argument("--rate", type=float, help="decisions per second")
+    parser.add_argument("--transports", help="latency: comma-separated hub-ws,hub-sse,hub-lp")
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    kwargs: dict[str, object] = {"smoke": args.smoke}
+    if args.sizes:
+        kwargs["sizes"] = [int(s) for s in args.sizes.split(",")]
+    if args.rate:
+        kwargs["rate"] = args.rate
+    if args.transports:
+        kwargs["transports"] = args.transports.split(",")
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="colaflow-bench-") as tmp:
+        result = asyncio.run(SCENARIOS[args.scenario](Path(tmp), **kwargs))  # type: ignore[operator]
+    result["elapsed_s"] = round(time.monotonic() - t0, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = args.scenario + ("-smoke" if args.smoke else "")
+    path = args.out / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

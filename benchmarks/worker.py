@@ -1,0 +1,126 @@
+"""A load-generator worker process: runs agents, reports when each decision reached them.
+
+Protocol (JSON lines): the orchestrator writes one config object on stdin; the worker prints
+``{"ready": …}`` once every agent is subscribed; after ``{"await": [ids]}``, it prints
+``{"done": true}`` once each of those ids (of its own) has arrived; after ``collect``, it
+prints ``{"events": …}``.
+Run as ``python -m benchmarks.worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from benchmarks.agents import Agent, make_agent
+from benchmarks.server import raise_fd_limit
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def main() -> None:
+    raise_fd_limit()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    config = json.loads(await reader.readline())
+    assignments: list[list[str]] = config["assignments"]
+    events: dict[str, float] = {}
+    duplicates = 0
+    arrived = asyncio.Event()
+
+    def record(change_id: str) -> None:
+        nonlocal duplicates
+        now = time.monotonic()
+        if change_id in events:
+            duplicates += 1
+            return
+        events[change_id] = now
+        arrived.set()
+
+    options = dict(config.get("options", {}))
+    agents: list[Agent] = [
+        make_agent(config["kind"], config["port"], config["api_key"], ids, record, **options)
+        for ids in assignments
+    ]
+    gate = asyncio.Semaphore(int(config.get("connect_concurrency", 64)))
+    errors: list[str] = []
+    started: list[Agent] = []
+
+    async def start(agent: Agent) -> None:
+        async with gate:
+            try:
+                await agent.start()
+                started.append(agent)
+            except Exception as exc:
+                if len(errors) < 20:
+                    errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                else:
+                    errors.append("")
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(start(a) for a in agents))
+    connect_s = time.monotonic() - t0
+    runners = [asyncio.create_task(a.run()) for a in started]
+    pinger = asyncio.create_task(_keep_alive(started, float(config.get("ping_seconds", 15))))
+    emit({"ready": len(started), "failed": len(agents) - len(started),
+          "errors": [e for e in errors if e][:20], "connect_s": round(connect_s, 3),
+          "ports": [p for a in started for p in a.local_ports()],
+          "waiting": [cid for a in started for cid in a.change_ids]})
+
+    awaited: set[str] = set()
+
+    async def announce_done() -> None:
+        while not awaited <= events.keys():
+            await arrived.wait()
+            arrived.clear()
+        emit({"done": True})
+
+    done_task: asyncio.Task[None] | None = None
+    while True:
+        line = await reader.readline()
+        if not line or line.strip() == b"collect":
+            break
+        request = json.loads(line)
+        mine = {a_id for a in started for a_id in a.change_ids}
+        awaited = {cid for cid in request["await"] if cid in mine}
+        done_task = asyncio.create_task(announce_done())
+    emit({"events": events, "duplicates": duplicates,
+          "runner_errors": sum(1 for r in runners if r.done() and r.exception() is not None)})
+    pinger.cancel()
+    if done_task is not None:
+        done_task.cancel()
+    for r in runners:
+        r.cancel()
+    if config.get("close", True):
+        await asyncio.wait_for(
+            asyncio.gather(*(a.close() for a in started), return_exceptions=True), 30)
+
+
+async def _keep_alive(agents: list[Agent], period: float) -> None:
+    """Each agent sends a ping every ``period`` seconds, spread evenly over the period."""
+    if not agents:
+        return
+    gap = period / len(agents)
+    while True:
+        for agent in agents:
+            await asyncio.sleep(gap)
+            try:
+                await agent.ping()
+            except Exception:
+                pass  # a dead agent shows up as missing events
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())

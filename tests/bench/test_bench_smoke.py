@@ -1,0 +1,92 @@
+"""Smoke-sized runs of every benchmark scenario, so the benchmarks never rot.
+
+Each runs the real command (``python -m benchmarks SCENARIO --smoke``): a real server
+process, worker processes, a handful of agents, a few decisions, seconds in all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import require_service
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.bench
+
+
+def run_scenario(name: str, out: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLAFLOW_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", name, "--smoke", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    data: dict[str, Any] = json.loads((out / f"{name}-smoke.json").read_text())
+    return data
+
+
+def assert_all_delivered(run: dict[str, Any]) -> None:
+    assert run["ready"] == run["agents"], run["connect_errors"]
+    assert run["decisions_ok"] == run["decisions"] > 0
+    assert run["delivered"] == run["decisions_ok"]
+    assert run["missing"] == 0 and run["duplicates"] == 0
+    assert run["latency_ms"]["p99"] is not None
+
+
+def test_latency_smoke_delivers_every_decision_to_hub_subscribers(tmp_path: Path) -> None:
+    data = run_scenario("latency", tmp_path)
+    for run in data["runs"]:
+        assert_all_delivered(run)
+        assert run["rss_per_connection_kib"] is not None
+
+
+def test_throughput_smoke_finds_a_sustained_rate(tmp_path: Path) -> None:
+    data = run_scenario("throughput", tmp_path)
+    for step in data["steps"]:
+        assert_all_delivered(step)
+    assert data["max_sustained"] is not None
+    assert data["decide_only"]["decisions_ok"] > 0
+
+
+def test_mcp_smoke_delivers_on_both_eras(tmp_path: Path) -> None:
+    data = run_scenario("mcp", tmp_path)
+    assert {r["kind"] for r in data["runs"]} == {"mcp-legacy", "mcp-modern"}
+    for run in data["runs"]:
+        assert_all_delivered(run)
+
+
+def test_push_vs_poll_smoke_measures_bytes_and_cpu_of_both(tmp_path: Path) -> None:
+    data = run_scenario("push-vs-poll", tmp_path)
+    for kind in ("hub-ws", "poll"):
+        assert_all_delivered(data[kind])
+        assert data[kind]["wire"]["payload_bytes"] > 0
+    assert data["ratios"]["wire_bytes"] is not None
+
+
+def test_peer_smoke_runs_socketio_and_our_hub_side_by_side(tmp_path: Path) -> None:
+    data = run_scenario("peer", tmp_path)
+    assert_all_delivered(data["ours"])
+    assert_all_delivered(data["socketio"])
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_redis_smoke_delivers_across_two_instances(tmp_path: Path) -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    require_service("Redis", "127.0.0.1", 6379)
+    data = run_scenario("redis", tmp_path)
+    assert_all_delivered(data["same_instance"])
+    assert_all_delivered(data["other_instance"])
+
+
+def test_memory_smoke_measures_rss_per_connection(tmp_path: Path) -> None:
+    data = run_scenario("memory", tmp_path)
+    assert data["ready"] == data["connections"]
+    assert data["rss_per_connection_kib"] is not None
