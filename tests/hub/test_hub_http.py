@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -97,8 +98,9 @@ async def test_long_polling_status_codes(env: HubEnv) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(held)
-            while not conn.poll_active:  # the held poll has arrived
-                await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(5):
+                while not conn.poll_active:  # the held poll has arrived
+                    await anyio.wait_all_tasks_blocked()
             generation = conn.poll_generation
             new_poll = tg.start_soon
             results_new: list[httpx.Response] = []
@@ -107,8 +109,9 @@ async def test_long_polling_status_codes(env: HubEnv) -> None:
                 results_new.append(await http.get(url))
 
             new_poll(newer)
-            while conn.poll_generation == generation:
-                await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(5):
+                while conn.poll_generation == generation:
+                    await anyio.wait_all_tasks_blocked()
             conn.send(msg({"type": 6}))
         assert results["old"] == 204
         assert results_new[0].status_code == 200
@@ -119,8 +122,9 @@ async def test_long_polling_status_codes(env: HubEnv) -> None:
                 results["last"] = (await http.get(url)).status_code
 
             tg.start_soon(last_poll)
-            while not conn.poll_active:
-                await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(5):
+                while not conn.poll_active:
+                    await anyio.wait_all_tasks_blocked()
             assert (await http.delete(url)).status_code == 202
         assert results["last"] == 204
         assert (await http.get(url)).status_code == 404
@@ -242,3 +246,64 @@ async def test_websocket_connection_refuses_http_posts(env: HubEnv) -> None:
         assert r.status_code == 405
         done = await ws.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
         assert "error" not in done
+
+
+async def test_concurrent_send_is_409_and_the_connection_stays_open(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    async with httpx.AsyncClient(headers=auth(t), timeout=10) as http:
+        token = await negotiate(http, env, t)
+        url = f"{env.hub_url}?id={token}"
+        await http.get(url)
+        conn = env.hub.connections[token]
+        release = anyio.Event()
+        statuses: list[int] = []
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            yield HANDSHAKE[:5].encode()
+            await release.wait()
+            yield HANDSHAKE[5:].encode()
+
+        async def first_post() -> None:
+            statuses.append((await http.post(url, content=slow_body())).status_code)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_post)
+            with anyio.fail_after(5):
+                while not conn.posting:
+                    await anyio.wait_all_tasks_blocked()
+            second = await http.post(url, content=msg({"type": 6}))
+            assert second.status_code == 409
+            release.set()
+        assert statuses == [200]
+        assert (await http.get(url)).text == "{}" + RS
+
+
+async def test_garbage_over_long_polling_closes_with_an_error(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    async with httpx.AsyncClient(headers=auth(t)) as http:
+        token = await negotiate(http, env, t)
+        url = f"{env.hub_url}?id={token}"
+        await http.get(url)
+        await http.post(url, content=HANDSHAKE)
+        await http.get(url)
+        assert (await http.post(url, content=b"\x00\x01garbage" + RS.encode())).status_code == 200
+        [close] = frames((await http.get(url)).text)
+        assert close["type"] == 7 and "error" in close
+        assert (await http.get(url)).status_code == 204
+        # Invalid UTF-8 is refused outright.
+        token2 = await negotiate(http, env, t)
+        url2 = f"{env.hub_url}?id={token2}"
+        await http.get(url2)
+        assert (await http.post(url2, content=b"\xff\xfe" + RS.encode())).status_code == 400
+
+
+async def test_sse_and_negotiate_error_statuses(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    sse = {"Accept": "text/event-stream"}
+    async with httpx.AsyncClient(headers=auth(t)) as http:
+        assert (await http.get(env.hub_url, headers=sse)).status_code == 400
+        assert (await http.get(f"{env.hub_url}?id=nope", headers=sse)).status_code == 404
+        bad = await http.post(f"{env.hub_url}/negotiate?negotiateVersion=abc")
+        assert bad.status_code == 400
+        assert (await httpx.AsyncClient().get(f"{env.hub_url}?id=x", headers=sse)).status_code \
+            == 401
