@@ -169,3 +169,46 @@ async def test_list_filters_by_status_and_pages(harness: Harness) -> None:
     assert len(r.json()["items"]) == 0
     r = await harness.client.get("/api/mcp/pending-changes?status=Approved", headers=h)
     assert [x["id"] for x in r.json()["items"]] == [ids[0]]
+
+
+async def test_project_and_comment_updates_and_deletes(harness: Harness) -> None:
+    key, token = await harness.agent_key(), await harness.reviewer_token()
+    await harness.project()
+    await _approved(harness, token, (await harness.propose(key))["id"])
+    c = await harness.propose(key, "add_comment", {"issue_key": "WEB-1", "body": "first"})
+    comment_id = (await _approved(harness, token, c["id"]))["entityId"]
+    e = await harness.propose(key, "update_comment", {"comment_id": comment_id, "body": "edited"})
+    assert e["diff"]["changedFields"] == [
+        {"field": "body", "oldValue": "first", "newValue": "edited"}]
+    await _approved(harness, token, e["id"])
+    assert [x["body"] for x in (await _issue(harness, key, "WEB-1"))["comments"]] == ["edited"]
+    d = await harness.propose(key, "delete_comment", {"comment_id": comment_id})
+    await _approved(harness, token, d["id"])
+    assert (await _issue(harness, key, "WEB-1"))["comments"] == []
+
+    u = await harness.propose(key, "update_project", {"project_key": "WEB", "name": "Web 2"})
+    await _approved(harness, token, u["id"])
+    r = await harness.client.get("/api/projects", headers={"Authorization": f"Bearer {key}"})
+    assert r.json()["items"][0]["name"] == "Web 2"
+    # A project with issues cannot be proposed for deletion; an empty one can.
+    r = await harness.client.post("/api/mcp/pending-changes", headers={
+        "Authorization": f"Bearer {key}"}, json={"tool": "delete_project",
+                                                 "arguments": {"project_key": "WEB"}})
+    assert r.status_code == 400 and "still has issues" in r.json()["message"]
+    await _approved(harness, token, (await harness.propose(
+        key, "delete_issue", {"issue_key": "WEB-1"}))["id"])
+    dp = await harness.propose(key, "delete_project", {"project_key": "WEB"})
+    await _approved(harness, token, dp["id"])
+    r = await harness.client.get("/api/projects", headers={"Authorization": f"Bearer {key}"})
+    assert r.json()["items"] == []
+
+
+async def test_create_issue_fails_cleanly_if_project_vanished(harness: Harness) -> None:
+    key, token = await harness.agent_key(), await harness.reviewer_token()
+    await harness.project()
+    late = await harness.propose(key)  # proposed while WEB exists
+    dp = await harness.propose(key, "delete_project", {"project_key": "WEB"})
+    await _approved(harness, token, dp["id"])
+    done = await _approved(harness, token, late["id"])
+    assert done["executionResult"] == {
+        "success": False, "entityId": None, "error": "project WEB no longer exists"}
