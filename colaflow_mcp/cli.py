@@ -174,15 +174,18 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from colaflow_mcp.app import create_app
+    from colaflow_mcp.hub.serving import HubAwareServer
 
     logs.install_redaction()
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=settings.log_level, log_config=None, lifespan="on",
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
+        # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = HubAwareServer(config)
     logger.info("serving on http://%s:%d", settings.host, settings.port)
     server.run()
     return 0
