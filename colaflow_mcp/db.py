@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
@@ -42,7 +43,10 @@ class Database:
     """Two views of one database: ``read()`` and ``write()`` sessions.
 
     On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so that concurrent writers
-    (threads or processes) queue on the busy timeout instead of failing on lock upgrade.
+    (threads or processes) queue on the busy timeout instead of failing on lock upgrade, and
+    this process's writers take turns on a lock first: SQLite's busy handler sleeps up to
+    100 ms between retries, which under concurrent decisions turned 5 ms writes into
+    second-long tails (see benchmarks/RESULTS.md). Write sessions must not nest.
     """
 
     def __init__(self, url: str) -> None:
@@ -54,7 +58,9 @@ class Database:
             self.write_engine = create_async_engine(self.url, connect_args=connect_args)
             _sqlite_tuning(self.engine, immediate=False)
             _sqlite_tuning(self.write_engine, immediate=True)
+            self._write_lock: anyio.Lock | None = anyio.Lock()
         else:
+            self._write_lock = None
             self.engine = create_async_engine(
                 self.url, pool_size=10, max_overflow=20, pool_pre_ping=True
             )
@@ -69,9 +75,15 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on error."""
-        async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
-            async with session.begin():
-                yield session
+        if self._write_lock is None:
+            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+                async with session.begin():
+                    yield session
+            return
+        async with self._write_lock:
+            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+                async with session.begin():
+                    yield session
 
     async def create_schema(self) -> None:
         """Create missing tables and add missing columns; never drops data."""

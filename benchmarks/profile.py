@@ -1,0 +1,89 @@
+"""Profile the server under a benchmark load with py-spy; print where the time goes.
+
+``python -m benchmarks.profile [decide|hub|poll] [--seconds S] [--out DIR]``:
+- ``decide``: REST decisions at full speed, nobody subscribed (the decision path);
+- ``hub``: 1,000 hub WebSocket subscribers and decisions at 150/s;
+- ``poll``: 1,000 agents polling REST every second.
+Writes ``profile-<load>.txt`` (collapsed stacks) and prints the top functions by own
+and by total time. Needs ``py-spy`` (the ``bench`` extra) and ptrace rights (root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.loadgen import decide, run_load
+from benchmarks.scenarios import warm_up
+from benchmarks.server import raise_fd_limit, running_server, seed_changes
+
+HERE = Path(__file__).resolve().parent
+
+
+def top(collapsed: Path, n: int = 25) -> str:
+    """Own-time and total-time tables from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    lines = [f"{samples} samples", "", "own time:"]
+    lines += [f"{100 * c / samples:6.1f}%  {f}" for f, c in own.most_common(n)]
+    lines += ["", "total time (inclusive):"]
+    lines += [f"{100 * c / samples:6.1f}%  {f}" for f, c in total.most_common(n * 2)]
+    return "\n".join(lines)
+
+
+async def profile(load: str, seconds: float, out: Path, root: Path) -> None:
+    with running_server(root / "profile") as server:
+        await warm_up(server, 200)
+        rate = {"decide": 10_000.0, "hub": 150.0, "poll": 1.0}[load]
+        count = int(seconds * (400 if load == "decide" else rate))
+        ids = await seed_changes(server, max(count, 1000))
+        target = out / f"profile-{load}.txt"
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
+             "--format", "raw", "--rate", "200", "--duration", str(int(seconds)),
+             "--output", str(target), "--gil"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if load == "decide":
+            await decide(server.port, server.creds.reviewer_token, ids[:count], rate, 16)
+        elif load == "hub":
+            await run_load(server, kind="hub-ws", change_ids=ids, agents=1000, rate=rate,
+                           per_agent=max(1, count // 1000), decide_ids=ids[:count])
+        else:
+            await run_load(server, kind="poll", change_ids=ids[:1000], agents=1000,
+                           rate=1000 / seconds, options={"poll_interval": 1.0})
+        await asyncio.to_thread(spy.wait, seconds + 60)
+    print(top(target))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
+    parser.add_argument("load", choices=["decide", "hub", "poll"])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    raise_fd_limit()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="colaflow-profile-") as tmp:
+        asyncio.run(profile(args.load, args.seconds, args.out, Path(tmp)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
