@@ -149,8 +149,10 @@ class Subscriptions:
                     {"uri": uri})
             raise not_found(uri)
         if change_id in session.uris:
-            return types.EmptyResult()
-        if len(session.uris) >= self.max_per_session:
+            # Subscribing again starts afresh, so a decided change is reported again (a
+            # client that lost the first update this way still hears the outcome).
+            self.notifier.unregister(session, change_id)
+        elif len(session.uris) >= self.max_per_session:
             raise MCPError(types.INVALID_REQUEST,
                            f"Too many subscriptions on this session (max {self.max_per_session})")
         session.uris[change_id] = uri

@@ -34,6 +34,10 @@ class Updates:
             self._changed.set()
             self._changed = anyio.Event()
 
+    async def wait_for_more(self) -> None:
+        """Wait for the next update, whatever its URI."""
+        await self._changed.wait()
+
     async def wait_for(self, uri: str) -> None:
         """Wait (bounded by the caller's ``fail_after``) until ``uri`` was updated."""
         while uri not in self.uris:

@@ -302,3 +302,20 @@ async def test_listen_subscriptions_are_dropped_when_the_stream_ends(
         with anyio.fail_after(10):
             await released.wait()
     assert notifier.subscriber_count() == 0
+
+
+async def test_subscribing_again_to_a_decided_change_reports_it_again(server: Harness) -> None:
+    key, token = await _setup(server)
+    updates = Updates()
+    async with mcp_client(server, key, "legacy", updates) as client:
+        proposal = await propose_issue(client)
+        uri = proposal["resourceUri"]
+        await subscribe(client, uri)
+        assert (await server.approve(token, proposal["pendingChangeId"])).status_code == 200
+        with anyio.fail_after(10):
+            await updates.wait_for(uri)
+            await subscribe(client, uri)
+            while updates.uris.count(uri) < 2:
+                await updates.wait_for_more()
+    assert updates.uris == [uri, uri]
+    assert server.services.notifier.subscriber_count() <= 1
