@@ -101,6 +101,15 @@ class HubConnection:
         self._outbound: deque[str] = deque()
         self._changed = anyio.Event()
         self._deferred: list[str] | None = None
+        # Stateful reconnect (negotiated, then handshake version 2; WebSockets only): every
+        # trackable message carries an implicit sequence id and is kept until acked.
+        self.stateful_allowed = False
+        self.stateful = False
+        self._out_seq = 0
+        self._replay: deque[tuple[int, str]] = deque()
+        self._in_next = 1
+        self._in_latest = 0
+        self._in_acked = 0
         self.closed_event = anyio.Event()
         self.drained = anyio.Event()  # set once closed and the transport took everything
 
@@ -134,15 +143,25 @@ class HubConnection:
         return len(self._outbound)
 
     def send(self, text: str) -> None:
-        """Queue one framed message; closes the connection when the queue is full."""
+        """Queue one framed hub message (an invocation or completion); closes the
+        connection when the queue is full."""
         if self.closed:
             return
         if self._deferred is not None:
             self._deferred.append(text)
             return
-        self._enqueue(text)
+        self._enqueue(text, trackable=True)
 
-    def _enqueue(self, text: str) -> None:
+    def _enqueue(self, text: str, trackable: bool = False) -> None:
+        if self.stateful and trackable:
+            if len(self._replay) >= self.limits.outbound_queue_size:
+                logger.warning("hub connection %s: %d messages unacknowledged; closing",
+                               self.connection_id, len(self._replay))
+                self.close("Connection closed: too many unacknowledged messages.",
+                           allow_reconnect=True)
+                return
+            self._out_seq += 1
+            self._replay.append((self._out_seq, text))
         if len(self._outbound) >= self.limits.outbound_queue_size:
             logger.warning("hub connection %s: outbound queue full (%d); closing the slow "
                            "client", self.connection_id, len(self._outbound))
@@ -179,6 +198,16 @@ class HubConnection:
     def _notify(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
+
+    def resume(self) -> None:
+        """A WebSocket came back for a stateful connection: Sequence, then replay."""
+        self._outbound.clear()
+        first = self._replay[0][0] if self._replay else self._out_seq + 1
+        self._outbound.append(p.sequence_message(first))
+        self._outbound.extend(text for _, text in self._replay)
+        self._reader = p.FrameReader(self.limits.max_message_bytes)
+        self.last_received = self.last_sent = time.monotonic()
+        self._notify()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -258,10 +287,27 @@ class HubConnection:
             self.close(error)
             return
         self.handshake_version = request.version
+        self.stateful = self.stateful_allowed and request.version >= 2
         self.state = ConnectionState.CONNECTED
         self._enqueue(p.handshake_response())
 
     async def _dispatch(self, message: p.Message) -> None:
+        if self.stateful:
+            if isinstance(message, p.Ack):
+                while self._replay and self._replay[0][0] <= message.sequence_id:
+                    self._replay.popleft()
+                return
+            if isinstance(message, p.Sequence):
+                if message.sequence_id > self._in_next:
+                    self._protocol_error("Sequence ID greater than the messages received")
+                    return
+                self._in_next = message.sequence_id
+                return
+            if isinstance(message, p.Invocation | p.Completion | p.Unsupported):
+                current, self._in_next = self._in_next, self._in_next + 1
+                if current <= self._in_latest:
+                    return  # replayed after a reconnect: already processed
+                self._in_latest = current
         if isinstance(message, p.Invocation):
             await self._invoke(message)
         elif isinstance(message, p.Close):
@@ -323,7 +369,7 @@ class HubConnection:
                 return
         if self.state is ConnectionState.NEGOTIATED or self.transport in (
             Transport.SSE, Transport.LONG_POLLING
-        ):
+        ) or (self.stateful and not self.stream_attached):
             if self.detached_since is not None and now - self.detached_since >= (
                 disconnect_timeout
             ):
@@ -334,5 +380,8 @@ class HubConnection:
         if now - self.last_received >= client_timeout:
             self.close("Server timeout elapsed without receiving a message from the client.")
             return
+        if self.stateful and self.stream_attached and self._in_latest > self._in_acked:
+            self._in_acked = self._in_latest
+            self._enqueue(p.ack_message(self._in_latest))
         if now - self.last_sent >= keep_alive:
             self._enqueue(p.PING)

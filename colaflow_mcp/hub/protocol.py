@@ -292,6 +292,14 @@ def close_message(error: str | None = None, allow_reconnect: bool = False) -> st
     return frame(message)
 
 
+def ack_message(sequence_id: int) -> str:
+    return frame({"type": MessageType.ACK.value, "sequenceId": sequence_id})
+
+
+def sequence_message(sequence_id: int) -> str:
+    return frame({"type": MessageType.SEQUENCE.value, "sequenceId": sequence_id})
+
+
 # -- negotiate --------------------------------------------------------------------------
 
 
@@ -309,12 +317,14 @@ def negotiate_version(raw: str | None) -> int:
 
 
 def negotiate_response(
-    version: int, connection_id: str, connection_token: str
+    version: int, connection_id: str, connection_token: str, stateful_reconnect: bool = False
 ) -> dict[str, Any]:
     """The negotiate body; version 0 has no token (the connection id is the secret)."""
     body: dict[str, Any] = {"negotiateVersion": version, "connectionId": connection_id}
     if version >= 1:
         body["connectionToken"] = connection_token
+    if stateful_reconnect:
+        body["useStatefulReconnect"] = True
     body["availableTransports"] = [dict(t) for t in TRANSPORTS]
     return body
 

@@ -133,9 +133,14 @@ class HubServer:
         except p.ProtocolError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         conn = self.create_connection(principal, version)
+        # Stateful reconnect only where the client asks for it (WebSockets, version 1+).
+        conn.stateful_allowed = version >= 1 and (
+            request.query_params.get("useStatefulReconnect", "").lower() == "true"
+        )
         logger.info("hub connection %s negotiated (tenant %s)", conn.connection_id,
                     principal.tenant_slug)
-        body = p.negotiate_response(version, conn.connection_id, conn.token)
+        body = p.negotiate_response(version, conn.connection_id, conn.token,
+                                    stateful_reconnect=conn.stateful_allowed)
         return JSONResponse(body, headers=NO_STORE)
 
     async def http_endpoint(self, request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -45,15 +46,23 @@ class WebSocketTransport:
                 await _deny(websocket, 503, "Server is shutting down")
                 return
             conn = server.create_connection(principal, 1)  # skip-negotiation
+        # Only a stateful-reconnect connection outlives its socket and may come back.
+        resuming = conn.transport is Transport.WEBSOCKETS and conn.stateful
         conn.attach(Transport.WEBSOCKETS)
         conn.stream_attached = True
         conn.detached_since = None
         await websocket.accept()
+        if resuming:
+            logger.info("hub connection %s resumed (stateful reconnect)", conn.connection_id)
+            conn.resume()
         try:
             await self._run(websocket, conn)
         finally:
             conn.stream_attached = False
-            conn.close()
+            if conn.stateful and not conn.closed and not server._closing:
+                conn.detached_since = time.monotonic()  # the disconnect timeout starts
+            else:
+                conn.close()
 
     async def _run(self, websocket: WebSocket, conn: HubConnection) -> None:
         writer_done = anyio.Event()
@@ -80,7 +89,10 @@ class WebSocketTransport:
                     await conn.receive(text)
             except WebSocketDisconnect:
                 pass
-            conn.close()
+            if conn.stateful and not conn.closed:
+                tg.cancel_scope.cancel()  # keep the connection: the client may come back
+            else:
+                conn.close()
 
         async def writer() -> None:
             try:

@@ -126,8 +126,14 @@ class HubEnv:
 async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[HubEnv]:
     """Start the whole app under uvicorn on 127.0.0.1, port chosen by the OS."""
     values = {**FAST, **overrides}
+    import os
+
+    from tests.harness import database_url_for
+
+    kind = os.environ.get("COLAFLOW_TEST_DB", "sqlite")  # postgres: the suite on PostgreSQL
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'hub.db'}", jwt_secret="test-secret-" + "x" * 32,
+        database_url=await database_url_for(kind, tmp_path),
+        jwt_secret="test-secret-" + "x" * 32,
         **values,
     )
     app = create_app(settings)

@@ -68,9 +68,10 @@ class NodeClient:
 
 
 @asynccontextmanager
-async def node_client(env: HubEnv, t: Tenant, transport: str) -> AsyncIterator[NodeClient]:
+async def node_client(env: HubEnv, t: Tenant, transport: str,
+                      mode: str = "") -> AsyncIterator[NodeClient]:
     process = await anyio.open_process(
-        ["node", str(JS_DIR / "hub_client.mjs"), env.hub_url, t.key, transport],
+        ["node", str(JS_DIR / "hub_client.mjs"), env.hub_url, t.key, transport, mode],
         cwd=JS_DIR, stderr=None,
     )
     client = NodeClient(process)
@@ -158,3 +159,27 @@ async def test_js_client_reconnects_after_server_close_with_allow_reconnect(
         await js.expect(lambda x: x.get("event") == "PendingChangeRejected")
         await js.roundtrip(1)
     assert len(js.events(cid)) == 1
+
+
+async def test_stateful_reconnect_is_transparent_and_exactly_once(
+    env: HubEnv, node_ready: None
+) -> None:
+    t = await env.tenant("acme")
+    first, second = await env.propose(t, "one"), await env.propose(t, "two")
+    async with node_client(env, t, "WebSockets", "stateful") as js:
+        await js.subscribe(first)
+        await js.subscribe(second)
+        [conn] = [c for c in env.hub.connections.values() if not c.closed]
+        assert conn.stateful
+        await env.approve(t, first)
+        await js.expect(lambda x: x.get("event") == "PendingChangeApproved")
+        # Drop the socket at once, most likely before the client acknowledged the event:
+        # the server replays it and the client discards the duplicate.
+        await js.command(cmd="kill")
+        await js.expect(lambda x: x.get("killed") is True)
+        await env.reject(t, second, "while away")
+        await js.expect(lambda x: x.get("event") == "PendingChangeRejected")
+        await js.roundtrip(1)
+        assert [c for c in env.hub.connections.values() if not c.closed] == [conn]
+    assert len(js.events(first)) == 1 and len(js.events(second)) == 1
+    assert not [x for x in js.lines if x.get("state") == "reconnecting"]

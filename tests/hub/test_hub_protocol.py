@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from typing import Any
 
 import anyio
@@ -176,6 +177,8 @@ def test_negotiate_bodies() -> None:
     assert "connectionToken" not in v0 and v0["negotiateVersion"] == 0
     assert [t["transport"] for t in v0["availableTransports"]] == [
         "WebSockets", "ServerSentEvents", "LongPolling"]
+    assert "useStatefulReconnect" not in v1
+    assert p.negotiate_response(1, "c", "s", stateful_reconnect=True)["useStatefulReconnect"]
 
 
 def test_sse_event_puts_each_line_in_a_data_field() -> None:
@@ -310,3 +313,52 @@ async def test_wait_outbound_wakes_on_send_and_close() -> None:
         conn.send(p.PING)
         with anyio.fail_after(1):
             await woke.wait()
+
+
+@pytest.mark.anyio
+async def test_stateful_connection_replays_unacked_messages_after_resume() -> None:
+    conn, _ = make_conn()
+    conn.stateful_allowed = True
+    await conn.receive('{"protocol":"json","version":2}' + RS)
+    assert conn.stateful
+    conn.take()
+    for _ in range(3):
+        await conn.receive('{"type":1,"invocationId":"x","target":"T","arguments":[]}' + RS)
+    assert len(sent(conn)) == 3
+    await conn.receive('{"type":8,"sequenceId":2}' + RS)  # the client has the first two
+    conn.stream_attached = False
+    conn.deliver(DecisionEvent("c1", "t1", "Approved", {"pendingChangeId": "c1"}))
+    conn.stream_attached = True
+    conn.resume()
+    replay = sent(conn)
+    assert replay[0] == {"type": 9, "sequenceId": 3}
+    assert [m["type"] for m in replay[1:]] == [3, 1]
+
+
+@pytest.mark.anyio
+async def test_stateful_connection_ignores_replayed_client_messages() -> None:
+    conn, hub = make_conn()
+    conn.stateful_allowed = True
+    await conn.receive('{"protocol":"json","version":2}' + RS)
+    call = '{"type":1,"invocationId":"%s","target":"T","arguments":[]}' + RS
+    await conn.receive(call % "1" + call % "2")
+    assert len(hub.calls) == 2
+    # After a reconnect the client restarts at its first unacknowledged message (1).
+    await conn.receive('{"type":9,"sequenceId":1}' + RS + call % "1" + call % "2" + call % "3")
+    assert len(hub.calls) == 3
+    conn.tick(time.monotonic(), keep_alive=99, client_timeout=99, handshake_timeout=99,
+              disconnect_timeout=99)
+    conn.stream_attached = True
+    conn.tick(time.monotonic(), keep_alive=99, client_timeout=99, handshake_timeout=99,
+              disconnect_timeout=99)
+    assert {"type": 8, "sequenceId": 3} in sent(conn)
+
+
+@pytest.mark.anyio
+async def test_version_2_without_negotiated_stateful_reconnect_is_plain() -> None:
+    conn, hub = make_conn()
+    await conn.receive('{"protocol":"json","version":2}' + RS)
+    assert not conn.stateful
+    await conn.receive('{"type":9,"sequenceId":1}' + RS
+                       + '{"type":1,"target":"T","arguments":[]}' + RS)
+    assert len(hub.calls) == 1

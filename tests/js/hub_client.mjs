@@ -1,6 +1,6 @@
 // Test driver for the official @microsoft/signalr client against /hubs/mcp.
 //
-// argv: HUB_URL API_KEY TRANSPORT (WebSockets|ServerSentEvents|LongPolling)
+// argv: HUB_URL API_KEY TRANSPORT (WebSockets|ServerSentEvents|LongPolling) [stateful]
 // Prints one JSON object per line on stdout; reads commands, one JSON object per line:
 //   {"cmd":"subscribe","id":…}     -> {"subscribed":id,"status":…} or {"subscribeError":id,"error":…}
 //   {"cmd":"roundtrip","n":…}      -> {"roundtrip":n}   (an invocation, to order the stream)
@@ -11,15 +11,16 @@
 import * as signalR from "@microsoft/signalr";
 import * as readline from "node:readline";
 
-const [url, apiKey, transportName] = process.argv.slice(2);
+const [url, apiKey, transportName, mode] = process.argv.slice(2);
 const transport = signalR.HttpTransportType[transportName];
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
-const connection = new signalR.HubConnectionBuilder()
+let builder = new signalR.HubConnectionBuilder()
   .withUrl(url, { accessTokenFactory: () => apiKey, transport })
   .withAutomaticReconnect([1000, 1000, 1000, 1000, 1000])
-  .configureLogging(signalR.LogLevel.Warning)
-  .build();
+  .configureLogging(signalR.LogLevel.Warning);
+if (mode === "stateful") builder = builder.withStatefulReconnect();
+const connection = builder.build();
 
 const waiting = new Set();
 for (const name of ["PendingChangeApproved", "PendingChangeRejected", "PendingChangeExpired"]) {
