@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import anyio
+
 from colaflow_mcp.hub.connection import HubConnection, HubError
 from colaflow_mcp.notify import Notifier
 
 NOT_FOUND = "pending change not found"
+DB_CALL_SECONDS = 10.0
 INVALID_ID = "invalid pendingChangeId: must be a UUID"
 
 
@@ -48,7 +51,10 @@ class McpHub:
                 f"subscription limit reached ({self.max_subscriptions} per connection); "
                 "unsubscribe from decided changes first"
             )
-        snapshot = await self.notifier.subscribe(conn, change_id)
+        # Shielded: a read cancelled mid-flight (the socket closed) leaves the async SQLite
+        # driver a connection to tear down that can hang the event loop's exit.
+        with anyio.CancelScope(shield=True), anyio.fail_after(DB_CALL_SECONDS):
+            snapshot = await self.notifier.subscribe(conn, change_id)
         if snapshot is None:
             raise HubError(NOT_FOUND)
         if conn.closed:  # closed while we read: leave nothing registered

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "no-cache, no-store"}
+DB_CALL_SECONDS = 10.0  # bound on a shielded database call
 
 
 class LookupError_(Exception):
@@ -82,11 +83,13 @@ class HubServer:
         )
         if not credential:
             return None
+        principal: Principal | None = None
         try:
-            return await self.services.auth.authenticate(credential)
+            with anyio.CancelScope(shield=True), anyio.fail_after(DB_CALL_SECONDS):
+                principal = await self.services.auth.authenticate(credential)
         except Exception:
             logger.exception("hub authentication failed")
-            return None
+        return principal
 
     def create_connection(self, principal: Principal, negotiate_version: int) -> HubConnection:
         connection_id = secrets.token_urlsafe(16)
@@ -244,11 +247,14 @@ class HubServer:
         now = utcnow()
         for i in range(0, len(key_ids), chunk):
             ids = key_ids[i : i + chunk]
-            async with self.services.db.read() as s:
-                rows = (await s.exec(
-                    select(ApiKey.id, ApiKey.revoked_at, ApiKey.expires_at)
-                    .where(col(ApiKey.id).in_(ids))
-                )).all()
+            # Shielded: a query cancelled mid-flight (shutdown) leaves the async SQLite
+            # driver a connection to tear down that can hang the event loop's exit.
+            with anyio.CancelScope(shield=True), anyio.fail_after(DB_CALL_SECONDS):
+                async with self.services.db.read() as s:
+                    rows = (await s.exec(
+                        select(ApiKey.id, ApiKey.revoked_at, ApiKey.expires_at)
+                        .where(col(ApiKey.id).in_(ids))
+                    )).all()
             usable = {
                 key_id for key_id, revoked_at, expires_at in rows
                 if revoked_at is None and (expires_at is None or expires_at > now)

@@ -84,7 +84,8 @@ async def test_long_polling_status_codes(env: HubEnv) -> None:
         token = await negotiate(http, env, t)
         url = f"{env.hub_url}?id={token}"
         # No key on a transport request: 401 even with a valid connection token.
-        assert (await httpx.AsyncClient().get(url)).status_code == 401
+        async with httpx.AsyncClient() as anonymous:
+            assert (await anonymous.get(url)).status_code == 401
         await http.get(url)
         await http.post(url, content=HANDSHAKE)
         assert (await http.get(url)).text == "{}" + RS
@@ -305,5 +306,6 @@ async def test_sse_and_negotiate_error_statuses(env: HubEnv) -> None:
         assert (await http.get(f"{env.hub_url}?id=nope", headers=sse)).status_code == 404
         bad = await http.post(f"{env.hub_url}/negotiate?negotiateVersion=abc")
         assert bad.status_code == 400
-        assert (await httpx.AsyncClient().get(f"{env.hub_url}?id=x", headers=sse)).status_code \
-            == 401
+        async with httpx.AsyncClient() as anonymous:
+            anon = await anonymous.get(f"{env.hub_url}?id=x", headers=sse)
+        assert anon.status_code == 401
