@@ -1,5 +1,6 @@
-"""The SignalR-compatible hub at ``/hubs/mcp``: protocol, connections, transports, server."""
+"""The SignalR-compatible hub at ``/hubs/mcp``.
 
-from colaflow_mcp.hub.server import HubServer
-
-__all__ = ["HubServer"]
+``protocol`` (pure framing and messages), ``connection`` (state machine), the transports
+``websockets``, ``sse`` and ``longpolling``, ``hub`` (the methods), ``server`` (HubServer,
+mounted by the app) and ``serving`` (uvicorn glue for a graceful shutdown).
+"""
