@@ -157,22 +157,35 @@ async def in_process(settings: Settings) -> AsyncIterator[Harness]:
             yield Harness(app=app, settings=settings, client=c)
 
 
+class _ReadyServer(uvicorn.Server):
+    """uvicorn that signals when start-up is over (serving, or failed)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = anyio.Event()
+
+    async def startup(self, sockets: Any = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.ready.set()
+
+
 @asynccontextmanager
 async def live_server(settings: Settings) -> AsyncIterator[Harness]:
     """The app served by uvicorn on an ephemeral 127.0.0.1 port in this event loop."""
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                             lifespan="on", ws_max_size=1 << 20)
-    server = uvicorn.Server(config)
+    server = _ReadyServer(config)
     sock = config.bind_socket()
     port = sock.getsockname()[1]
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve, [sock])
         with anyio.fail_after(20):
-            while not server.started:
-                if server.should_exit:
-                    raise RuntimeError("server failed to start")
-                await anyio.sleep(0.01)
+            await server.ready.wait()
+        if server.should_exit:
+            raise RuntimeError("server failed to start")
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as c:
             try:

@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
+from colaflow_mcp.events import DecisionEvent
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -122,20 +123,36 @@ async def test_reject_requires_reason_and_records_it(harness: Harness) -> None:
     assert r.json()["items"][0]["issueCount"] == 0
 
 
+class _Waiter:
+    """A subscriber on the notifier: the same path the hub and MCP sessions use."""
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.events: list[DecisionEvent] = []
+        self.arrived = anyio.Event()
+
+    def deliver(self, event: DecisionEvent) -> None:
+        self.events.append(event)
+        self.arrived.set()
+
+
 async def test_expiry_happens_within_a_second_of_the_deadline(harness: Harness) -> None:
     key, token = await harness.agent_key(), await harness.reviewer_token()
     await harness.project()
     c = await harness.propose(key, expires_in_seconds=0.5)
+    principal = await harness.services.auth.authenticate(key)
+    assert principal is not None
+    waiter = _Waiter(principal.tenant_id)
+    assert await harness.services.notifier.subscribe(waiter, c["id"]) is not None
+    with anyio.fail_after(5):
+        await waiter.arrived.wait()
+    assert [e.status for e in waiter.events] == ["Expired"]
     from datetime import datetime
 
     deadline = datetime.fromisoformat(c["expiresAt"].replace("Z", "+00:00"))
-    with anyio.fail_after(5):
-        while True:
-            r = await harness.client.get(f"/api/mcp/pending-changes/{c['id']}",
-                                         headers={"Authorization": f"Bearer {key}"})
-            if r.json()["status"] == "Expired":
-                break
-            await anyio.sleep(0.05)  # polling the REST fallback is the behaviour under test
+    r = await harness.client.get(f"/api/mcp/pending-changes/{c['id']}",
+                                 headers={"Authorization": f"Bearer {key}"})
+    assert r.json()["status"] == "Expired"
     decided = datetime.fromisoformat(r.json()["decidedAt"].replace("Z", "+00:00"))
     lag = (decided - deadline).total_seconds()
     assert 0 <= lag < 1.0, lag
