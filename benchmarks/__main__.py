@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -38,9 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.transports:
         kwargs["transports"] = args.transports.split(",")
     t0 = time.monotonic()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="colaflow-bench-") as tmp:
         result = asyncio.run(SCENARIOS[args.scenario](Path(tmp), **kwargs))  # type: ignore[operator]
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
+    # Other work on the machine skews every number: say how busy it was.
+    result["machine"] = {"cpus": os.cpu_count(), "loadavg_before": load_before,
+                         "loadavg_after": os.getloadavg()}
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.scenario + ("-smoke" if args.smoke else "")
     path = args.out / f"{name}.json"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -73,6 +74,15 @@ async def decide(port: int, token: str, change_ids: list[str], rate: float,
 
     await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(change_ids))))))
     return results
+
+
+def achieved_rate(decisions: list[Decision]) -> float | None:
+    """Successful decisions per second, from the first send to the last return."""
+    ok = [d for d in decisions if d.status == 200]
+    if len(ok) < 2:
+        return None
+    span = max(d.returned for d in ok) - min(d.started for d in ok)
+    return round(len(ok) / span, 1) if span > 0 else None
 
 
 @dataclass
@@ -210,14 +220,16 @@ async def run_load(
     cpu = summary_cpu(before, after)
     wire = wire_delta(wire0, wire1)
     result: dict[str, Any] = {
-        "kind": kind, "agents": agents, "ready": ready, "per_agent": per_agent,
+        "kind": kind, "loadavg_1m": round(os.getloadavg()[0], 2), "agents": agents,
+        "ready": ready, "per_agent": per_agent,
         "connect_errors": [e for m in ready_msgs for e in m.get("errors", [])][:5],
         "connect_s": round(connect_s, 2),
         "target_rate": rate, "decisions": len(decisions), "decisions_ok": len(ok),
         "decide_s": round(decide_s, 3),
-        "achieved_rate": round(len(ok) / decide_s, 1) if decide_s > 0 else None,
+        "achieved_rate": achieved_rate(decisions),
         "delivered": delivered, "missing": len(ok) - delivered,
         "duplicates": sum(c["duplicates"] for c in collected),
+        "agents_closed": sum(c.get("agents_closed", 0) for c in collected),
         "latency_ms": summarize_ms(after_return),
         "since_call_ms": summarize_ms(since_call),
         "call_ms": summarize_ms(call),

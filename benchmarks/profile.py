@@ -55,10 +55,10 @@ async def profile(load: str, seconds: float, out: Path, root: Path) -> None:
         count = int(seconds * (400 if load == "decide" else rate))
         ids = await seed_changes(server, max(count, 1000))
         target = out / f"profile-{load}.txt"
-        spy = subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
-             "--format", "raw", "--rate", "200", "--duration", str(int(seconds)),
-             "--output", str(target), "--gil"],
+        spy = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
+            "--format", "raw", "--rate", "200", "--duration", str(int(seconds)),
+            "--output", str(target), "--gil",
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if load == "decide":
             await decide(server.port, server.creds.reviewer_token, ids[:count], rate, 16)
@@ -68,7 +68,8 @@ async def profile(load: str, seconds: float, out: Path, root: Path) -> None:
         else:
             await run_load(server, kind="poll", change_ids=ids[:1000], agents=1000,
                            rate=1000 / seconds, options={"poll_interval": 1.0})
-        await asyncio.to_thread(spy.wait, seconds + 60)
+        async with asyncio.timeout(seconds + 60):
+            await spy.wait()
     print(top(target))
 
 

@@ -27,7 +27,7 @@ def emit(obj: dict[str, Any]) -> None:
 async def main() -> None:
     raise_fd_limit()
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     config = json.loads(await reader.readline())
     assignments: list[list[str]] = config["assignments"]
@@ -65,10 +65,12 @@ async def main() -> None:
                     errors.append("")
 
     t0 = time.monotonic()
+    # Keep-alive runs from the first connection on: set-up of 10,000 agents outlasts the
+    # server's 30 s client timeout.
+    pinger = asyncio.create_task(_keep_alive(started, float(config.get("ping_seconds", 10))))
     await asyncio.gather(*(start(a) for a in agents))
     connect_s = time.monotonic() - t0
     runners = [asyncio.create_task(a.run()) for a in started]
-    pinger = asyncio.create_task(_keep_alive(started, float(config.get("ping_seconds", 15))))
     emit({"ready": len(started), "failed": len(agents) - len(started),
           "errors": [e for e in errors if e][:20], "connect_s": round(connect_s, 3),
           "ports": [p for a in started for p in a.local_ports()],
@@ -92,7 +94,8 @@ async def main() -> None:
         awaited = {cid for cid in request["await"] if cid in mine}
         done_task = asyncio.create_task(announce_done())
     emit({"events": events, "duplicates": duplicates,
-          "runner_errors": sum(1 for r in runners if r.done() and r.exception() is not None)})
+          "runner_errors": sum(1 for r in runners if r.done() and r.exception() is not None),
+          "agents_closed": sum(1 for r in runners if r.done())})
     pinger.cancel()
     if done_task is not None:
         done_task.cancel()
@@ -104,12 +107,17 @@ async def main() -> None:
 
 
 async def _keep_alive(agents: list[Agent], period: float) -> None:
-    """Each agent sends a ping every ``period`` seconds, spread evenly over the period."""
-    if not agents:
-        return
-    gap = period / len(agents)
+    """Each agent sends a ping every ``period`` seconds, spread evenly over the period.
+
+    ``agents`` grows while agents connect; each pass pings those connected by then.
+    """
     while True:
-        for agent in agents:
+        batch = list(agents)
+        if not batch:
+            await asyncio.sleep(period / 10)
+            continue
+        gap = period / len(batch)
+        for agent in batch:
             await asyncio.sleep(gap)
             try:
                 await agent.ping()
