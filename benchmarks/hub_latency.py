@@ -294,6 +294,7 @@ async def main_async(args: argparse.Namespace) -> None:
             await server.wait()
 
     print()
+    print("load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     print("| transport | decisions | approve request -> event p50 / p99 (ms) |"
           " commit (fan-out) -> event p50 / p99 (ms) |")
     print("|---|---|---|---|")
