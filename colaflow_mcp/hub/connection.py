@@ -97,6 +97,10 @@ class HubConnection:
         self.poll_active = False
         self.detached_since: float | None = now
         self.posting = False
+        # WebSockets: which socket owns the connection, and how to end it early when a
+        # stateful-reconnect client comes back before the old socket was seen to die.
+        self.ws_generation = 0
+        self.supersede: Callable[[], None] | None = None
         self._reader = p.FrameReader(limits.max_message_bytes)
         self._outbound: deque[str] = deque()
         self._changed = anyio.Event()

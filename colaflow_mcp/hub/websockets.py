@@ -38,9 +38,15 @@ class WebSocketTransport:
             if conn is None or conn.closed or not conn.owned_by(principal):
                 await _deny(websocket, 404, "No Connection with that ID")
                 return
-            if conn.stream_attached or conn.transport not in (None, Transport.WEBSOCKETS):
+            if conn.transport not in (None, Transport.WEBSOCKETS) or (
+                conn.stream_attached and not conn.stateful
+            ):
                 await _deny(websocket, 409, "Connection already has a transport")
                 return
+            if conn.stream_attached and conn.supersede is not None:
+                # A stateful client is back while its old socket looks alive (half-open
+                # TCP): the new socket wins.
+                conn.supersede()
         else:
             if server._closing:
                 await _deny(websocket, 503, "Server is shutting down")
@@ -49,6 +55,8 @@ class WebSocketTransport:
         # Only a stateful-reconnect connection outlives its socket and may come back.
         resuming = conn.transport is Transport.WEBSOCKETS and conn.stateful
         conn.attach(Transport.WEBSOCKETS)
+        conn.ws_generation += 1
+        generation = conn.ws_generation
         conn.stream_attached = True
         conn.detached_since = None
         await websocket.accept()
@@ -56,15 +64,18 @@ class WebSocketTransport:
             logger.info("hub connection %s resumed (stateful reconnect)", conn.connection_id)
             conn.resume()
         try:
-            await self._run(websocket, conn)
+            await self._run(websocket, conn, generation)
         finally:
-            conn.stream_attached = False
-            if conn.stateful and not conn.closed and not server._closing:
-                conn.detached_since = time.monotonic()  # the disconnect timeout starts
-            else:
-                conn.close()
+            # A superseded socket leaves the connection to the newer one.
+            if conn.ws_generation == generation:
+                conn.stream_attached = False
+                conn.supersede = None
+                if conn.stateful and not conn.closed and not server._closing:
+                    conn.detached_since = time.monotonic()  # the disconnect timeout starts
+                else:
+                    conn.close()
 
-    async def _run(self, websocket: WebSocket, conn: HubConnection) -> None:
+    async def _run(self, websocket: WebSocket, conn: HubConnection, generation: int) -> None:
         writer_done = anyio.Event()
 
         async def reader() -> None:
@@ -89,7 +100,7 @@ class WebSocketTransport:
                     await conn.receive(text)
             except WebSocketDisconnect:
                 pass
-            if conn.stateful and not conn.closed:
+            if conn.ws_generation != generation or (conn.stateful and not conn.closed):
                 tg.cancel_scope.cancel()  # keep the connection: the client may come back
             else:
                 conn.close()
@@ -120,6 +131,7 @@ class WebSocketTransport:
             tg.cancel_scope.cancel()
 
         async with anyio.create_task_group() as tg:
+            conn.supersede = tg.cancel_scope.cancel
             tg.start_soon(reader)
             tg.start_soon(writer)
             tg.start_soon(watchdog)

@@ -295,3 +295,41 @@ async def test_skip_negotiation_and_raw_ws_are_independent_connections(env: HubE
     assert isinstance(one, RawWs) and isinstance(two, RawWs)
     live = [c for c in env.hub.connections.values() if not c.closed]
     assert len(live) == 2
+
+
+async def test_stateful_reconnect_replays_unacked_and_supersedes_a_half_open_socket(
+    env: HubEnv,
+) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    async with httpx.AsyncClient() as http:
+        r = await http.post(
+            f"{env.hub_url}/negotiate?negotiateVersion=1&useStatefulReconnect=true",
+            headers={"Authorization": f"Bearer {t.key}"})
+    assert r.json()["useStatefulReconnect"] is True
+    token = r.json()["connectionToken"]
+    old = await open_ws(env.ws_url, t.key, query=f"id={token}", handshake=False)
+    await old.send(json.dumps({"protocol": "json", "version": 2}) + RS)
+    assert await old.next() == {}
+    done = await old.invoke("SubscribeToPendingChange", cid)  # client seq 1, server seq 1
+    assert done["result"]["status"] == "Pending"
+    # The old socket still looks alive to the server; the client comes back anyway.
+    new = await open_ws(env.ws_url, t.key, query=f"id={token}", handshake=False)
+    assert await new.next() == {"type": 9, "sequenceId": 1}
+    replayed = await new.next()
+    assert replayed["type"] == 3 and replayed["invocationId"] == "1"
+    await old.closed_code()
+    await new.send(msg({"type": 9, "sequenceId": 1}))
+    # A replay of the client's first message is ignored; the next one is processed.
+    await new.send(msg({"type": 1, "invocationId": "1", "target": "SubscribeToPendingChange",
+                        "arguments": [cid]}))
+    await new.send(msg({"type": 8, "sequenceId": 1}))
+    done = await new.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()),
+                            invocation_id="2")
+    assert done == {"type": 3, "invocationId": "2"}
+    assert not [m for m in new.pending if m.get("invocationId") == "1"]
+    await env.approve(t, cid)
+    event = await new.drain_until(lambda m: m.get("type") == 1)
+    assert event["target"] == "PendingChangeApproved"
+    [conn] = [c for c in env.hub.connections.values() if not c.closed]
+    assert conn.stateful and conn.ws_generation == 2
