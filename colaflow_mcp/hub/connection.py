@@ -291,7 +291,8 @@ class HubConnection:
             self.close(error)
             return
         self.handshake_version = request.version
-        self.stateful = self.stateful_allowed and request.version >= 2
+        self.stateful = (self.stateful_allowed and request.version >= 2
+                         and self.transport is Transport.WEBSOCKETS)
         self.state = ConnectionState.CONNECTED
         self._enqueue(p.handshake_response())
 
