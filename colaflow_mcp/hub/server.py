@@ -280,12 +280,19 @@ class HubServer:
                 if conn.stream_attached or conn.poll_active:
                     await conn.drained.wait()
 
-    def count(self) -> dict[str, int]:
-        """Live connections by state (for /health and benchmarks)."""
-        counts: dict[str, int] = {}
+    def status(self) -> dict[str, object]:
+        """Connections by state and transport, subscriptions held (for ``/health``)."""
+        states: dict[str, int] = {}
+        transports: dict[str, int] = {}
+        subscriptions = 0
         for conn in self.connections.values():
-            counts[conn.state.value] = counts.get(conn.state.value, 0) + 1
-        return counts
+            states[conn.state.value] = states.get(conn.state.value, 0) + 1
+            if conn.transport is not None and not conn.closed:
+                name = conn.transport.value
+                transports[name] = transports.get(name, 0) + 1
+            subscriptions += len(conn.subscriptions)
+        return {"connections": states, "transports": transports,
+                "subscriptions": subscriptions, "closing": self._closing}
 
 
 def _unauthorized() -> Response:

@@ -333,3 +333,14 @@ async def test_stateful_reconnect_replays_unacked_and_supersedes_a_half_open_soc
     assert event["target"] == "PendingChangeApproved"
     [conn] = [c for c in env.hub.connections.values() if not c.closed]
     assert conn.stateful and conn.ws_generation == 2
+
+
+async def test_status_counts_connections_by_state_and_transport(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    ws = await open_ws(env.ws_url, t.key)
+    await ws.invoke("SubscribeToPendingChange", cid)
+    status = env.hub.status()
+    assert status["connections"] == {"connected": 1}
+    assert status["transports"] == {"WebSockets": 1}
+    assert status["subscriptions"] == 1 and status["closing"] is False
