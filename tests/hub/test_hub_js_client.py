@@ -142,12 +142,13 @@ async def test_js_client_killed_mid_wait_gets_the_decision_exactly_once(
     assert len(js.events(cid)) == 1
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_js_client_reconnects_after_server_close_with_allow_reconnect(
-    env: HubEnv, node_ready: None
+    env: HubEnv, node_ready: None, transport: str
 ) -> None:
     t = await env.tenant("acme")
     cid = await env.propose(t)
-    async with node_client(env, t, "WebSockets") as js:
+    async with node_client(env, t, transport) as js:
         await js.subscribe(cid)
         for conn in list(env.hub.connections.values()):
             conn.close("maintenance", allow_reconnect=True)
