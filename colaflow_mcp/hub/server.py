@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from colaflow_mcp.auth import Principal, bearer
+from colaflow_mcp.hub import longpolling, sse, websockets
 from colaflow_mcp.hub import protocol as p
 from colaflow_mcp.hub.connection import (
     ConnectionState,
@@ -37,7 +38,7 @@ NO_STORE = {"Cache-Control": "no-cache, no-store"}
 DB_CALL_SECONDS = 10.0  # bound on a shielded database call
 
 
-class LookupError_(Exception):
+class NoConnection(Exception):
     """A transport request that cannot be matched to a connection (status, body)."""
 
     def __init__(self, status: int, detail: str) -> None:
@@ -53,8 +54,6 @@ class HubServer:
     """The SignalR endpoint for agents: ``/negotiate`` and ``/`` (all three transports)."""
 
     def __init__(self, services: Services) -> None:
-        from colaflow_mcp.hub import longpolling, sse, websockets
-
         self.services = services
         self.settings = services.settings
         self.hub = McpHub(services.notifier, self.settings.hub_max_subscriptions_per_connection)
@@ -64,7 +63,7 @@ class HubServer:
         )
         # token -> connection; a closed connection stays until its transport is told
         self.connections: dict[str, HubConnection] = {}
-        self._closing = False
+        self.closing = False
         ws = websockets.WebSocketTransport(self)
         self.sse = sse.SseTransport(self)
         self.long_polling = longpolling.LongPollingTransport(self)
@@ -114,13 +113,13 @@ class HubServer:
         self.connections.pop(conn.token, None)
 
     def lookup(self, request: HTTPConnection, principal: Principal) -> HubConnection:
-        """The connection named by ``?id=``, owned by this caller; else LookupError_."""
+        """The connection named by ``?id=``, owned by this caller; else NoConnection."""
         token = request.query_params.get("id")
         if not token:
-            raise LookupError_(400, "Connection ID required")
+            raise NoConnection(400, "Connection ID required")
         conn = self.connections.get(token)
         if conn is None or not conn.owned_by(principal):
-            raise LookupError_(404, "No Connection with that ID")
+            raise NoConnection(404, "No Connection with that ID")
         return conn
 
     # -- HTTP endpoints ---------------------------------------------------------------
@@ -129,7 +128,7 @@ class HubServer:
         principal = await self.authenticate(request)
         if principal is None:
             return _unauthorized()
-        if self._closing:
+        if self.closing:
             return PlainTextResponse("Server is shutting down", status_code=503)
         try:
             version = p.negotiate_version(request.query_params.get("negotiateVersion"))
@@ -152,7 +151,7 @@ class HubServer:
             return _unauthorized()
         try:
             conn = self.lookup(request, principal)
-        except LookupError_ as exc:
+        except NoConnection as exc:
             return exc.response()
         if request.method == "POST":
             return await self.post(request, conn)
@@ -270,7 +269,7 @@ class HubServer:
 
     async def shutdown(self) -> None:
         """Tell every client to reconnect elsewhere (Close, allowReconnect) and close."""
-        self._closing = True
+        self.closing = True
         live = [c for c in self.connections.values() if not c.closed]
         for conn in live:
             conn.close("Server is shutting down.", allow_reconnect=True)
@@ -292,7 +291,7 @@ class HubServer:
                 transports[name] = transports.get(name, 0) + 1
             subscriptions += len(conn.subscriptions)
         return {"connections": states, "transports": transports,
-                "subscriptions": subscriptions, "closing": self._closing}
+                "subscriptions": subscriptions, "closing": self.closing}
 
 
 def _unauthorized() -> Response:

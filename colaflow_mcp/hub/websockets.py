@@ -48,7 +48,7 @@ class WebSocketTransport:
                 # TCP): the new socket wins.
                 conn.supersede()
         else:
-            if server._closing:
+            if server.closing:
                 await _deny(websocket, 503, "Server is shutting down")
                 return
             conn = server.create_connection(principal, 1)  # skip-negotiation
@@ -70,7 +70,7 @@ class WebSocketTransport:
             if conn.ws_generation == generation:
                 conn.stream_attached = False
                 conn.supersede = None
-                if conn.stateful and not conn.closed and not server._closing:
+                if conn.stateful and not conn.closed and not server.closing:
                     conn.detached_since = time.monotonic()  # the disconnect timeout starts
                 else:
                     conn.close()
