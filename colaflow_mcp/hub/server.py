@@ -102,8 +102,10 @@ class HubServer:
         return conn
 
     def _closed(self, conn: HubConnection) -> None:
-        logger.info("hub connection %s closed%s", conn.connection_id,
-                    f": {conn.close_error}" if conn.close_error else "")
+        if conn.close_error:
+            logger.info("hub connection %s closed: %s", conn.connection_id, conn.close_error)
+        else:
+            logger.debug("hub connection %s closed", conn.connection_id)
         # Long polling needs the closed connection a while longer (its last poll gets
         # the Close message, then 204); other transports are done with it.
         if conn.transport is not Transport.LONG_POLLING:
@@ -139,7 +141,7 @@ class HubServer:
         conn.stateful_allowed = version >= 1 and (
             request.query_params.get("useStatefulReconnect", "").lower() == "true"
         )
-        logger.info("hub connection %s negotiated (tenant %s)", conn.connection_id,
+        logger.debug("hub connection %s negotiated (tenant %s)", conn.connection_id,
                     principal.tenant_slug)
         body = p.negotiate_response(version, conn.connection_id, conn.token,
                                     stateful_reconnect=conn.stateful_allowed)
