@@ -191,10 +191,6 @@ class HubConnection:
             return
         await changed.wait()
 
-    def changed_event(self) -> anyio.Event:
-        """The event set at the next change (for waits that race other conditions)."""
-        return self._changed
-
     def wake(self) -> None:
         """Wake every waiter (a superseded long poll re-checks its generation)."""
         self._notify()
