@@ -155,7 +155,7 @@ async def health(request: Request) -> Response:
     bus = svc.bus.status()
     loops = dict(svc.loops_alive)
     ok = db_ok and svc.bus.healthy and all(loops.values())
-    body = {
+    body: dict[str, Any] = {
         "status": "ok" if ok else "degraded",
         "database": "ok" if db_ok else "unreachable",
         "backplane": bus,
@@ -163,6 +163,10 @@ async def health(request: Request) -> Response:
         "instance": svc.settings.instance_id,
         "subscribers": svc.notifier.subscriber_count(),
     }
+    for name in ("hub", "mcp"):
+        component = getattr(request.app.state, name, None)
+        if component is not None:
+            body[name] = component.status()
     return JSONResponse(body, status_code=200 if db_ok else 503)
 
 

@@ -192,3 +192,5 @@ async def test_health_reports_database_and_loops(harness: Harness) -> None:
     body = r.json()
     assert body["database"] == "ok" and body["status"] == "ok"
     assert all(body["loops"].values()) and "expiry" in body["loops"]
+    assert body["backplane"]["listening"] is True
+    assert body["hub"]["subscriptions"] == 0 and "mcp" in body
