@@ -267,7 +267,7 @@ class HubServer:
                 if conns:
                     logger.info("closing %d hub connection(s) of a revoked key", len(conns))
                 for conn in conns:
-                    conn.close("Connection closed: the API key was revoked.")
+                    conn.close("Connection closed: the API key was revoked or has expired.")
 
     async def shutdown(self) -> None:
         """Tell every client to reconnect elsewhere (Close, allowReconnect) and close."""

@@ -344,3 +344,31 @@ async def test_status_counts_connections_by_state_and_transport(env: HubEnv) -> 
     assert status["connections"] == {"connected": 1}
     assert status["transports"] == {"WebSockets": 1}
     assert status["subscriptions"] == 1 and status["closing"] is False
+
+
+async def test_reviewer_token_may_watch_its_tenants_changes(env: HubEnv) -> None:
+    t, other = await env.tenant("acme"), await env.tenant("bolt")
+    cid, foreign = await env.propose(t), await env.propose(other)
+    ws = await open_ws(env.ws_url, t.token, header=True)
+    assert (await ws.invoke("SubscribeToPendingChange", cid))["result"]["status"] == "Pending"
+    refused = await ws.invoke("SubscribeToPendingChange", foreign, invocation_id="2")
+    assert refused["error"] == "pending change not found"
+    await env.approve(t, cid)
+    assert (await ws.next())["target"] == "PendingChangeApproved"
+
+
+async def test_connections_of_an_expired_key_are_closed(env: HubEnv) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+    from sqlmodel import col
+
+    from colaflow_mcp.models import ApiKey, utcnow
+
+    t = await env.tenant("acme")
+    ws = await open_ws(env.ws_url, t.key)
+    async with env.services.db.write() as s:
+        await s.exec(update(ApiKey).where(col(ApiKey.id) == t.key_id)  # type: ignore[call-overload]
+                     .values(expires_at=utcnow() - timedelta(seconds=1)))
+    close = await ws.drain_until(lambda m: m.get("type") == 7, within=5)
+    assert "revoked" in close["error"]
