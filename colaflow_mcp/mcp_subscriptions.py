@@ -156,7 +156,7 @@ class Subscriptions:
             raise MCPError(types.INVALID_REQUEST,
                            f"Too many subscriptions on this session (max {self.max_per_session})")
         session.uris[change_id] = uri
-        snapshot = await self.notifier.subscribe(session, change_id)
+        snapshot = await self._register(session, change_id)
         if snapshot is None:
             session.uris.pop(change_id, None)
             raise not_found(uri)
@@ -173,6 +173,13 @@ class Subscriptions:
             session.uris.pop(change_id, None)
             self.notifier.unregister(session, change_id)
         return types.EmptyResult()
+
+    async def _register(self, watcher: _Watcher, change_id: str) -> dict[str, Any] | None:
+        """``Notifier.subscribe``, shielded: a client leaving (or a session ending) must not
+        cancel its database read half-way, which leaves the driver a connection to kill."""
+        with anyio.CancelScope(shield=True), anyio.fail_after(10):
+            snapshot = await self.notifier.subscribe(watcher, change_id)
+        return snapshot
 
     def _session_for(self, ctx: ServerRequestContext[Any, Any], principal: Principal
                      ) -> LegacySession:
@@ -260,7 +267,7 @@ class Subscriptions:
                 if change_id is None or change_id in stream.uris:
                     continue
                 stream.uris[change_id] = uri
-                if await self.notifier.subscribe(stream, change_id) is None:
+                if await self._register(stream, change_id) is None:
                     del stream.uris[change_id]
                     continue
                 honored.append(uri)
