@@ -71,6 +71,7 @@ class Server:
     port: int
     api_key: str
     reviewer_token: str
+    pid: int
 
 
 @contextmanager
@@ -105,7 +106,7 @@ def running_server(workdir: Path) -> Iterator[Server]:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        yield Server(port, key, token)
+        yield Server(port, key, token, proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -221,6 +222,86 @@ async def run_era(era: str, port: int, key: str, token: str, decisions: int, war
     }
 
 
+class IdleSessions:
+    """N legacy sessions over plain HTTP, each subscribed to its own change with its GET
+    stream open: the server-side cost of waiting agents, and a burst of N decisions."""
+
+    def __init__(self, port: int, key: str, token: str, count: int) -> None:
+        self.port, self.key, self.token, self.count = port, key, token, count
+        self.http = httpx.AsyncClient(
+            base_url=f"http://{HOST}:{port}", timeout=60,
+            limits=httpx.Limits(max_connections=count + 64, max_keepalive_connections=64))
+        self.change_ids: list[str] = []
+        self.received: dict[str, float] = {}
+        self.streams_open = 0
+        self.all_open = anyio.Event()
+        self.all_received = anyio.Event()
+
+    def headers(self, session_id: str | None = None) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self.key}", "Accept": "application/json, "
+             "text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+        if session_id:
+            h["Mcp-Session-Id"] = session_id
+        return h
+
+    async def one(self, i: int) -> None:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "idle", "version": "0"}}}
+        r = await self.http.post("/mcp", json=init, headers=self.headers())
+        sid = r.headers["mcp-session-id"]
+        await self.http.post("/mcp", json={"jsonrpc": "2.0", "method":
+                                           "notifications/initialized"},
+                             headers=self.headers(sid))
+        r = await self.http.post("/mcp", headers=self.headers(sid), json={
+            "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "create_issue", "arguments": {"project_key": "WEB",
+                                                      "title": f"idle {i}"}}})
+        data = next(json.loads(line[5:]) for line in r.text.splitlines()
+                    if line.startswith("data:") and line[5:].strip())
+        change = data["result"]["structuredContent"]
+        self.change_ids.append(change["pendingChangeId"])
+        await self.http.post("/mcp", headers=self.headers(sid), json={
+            "jsonrpc": "2.0", "id": 3, "method": "resources/subscribe",
+            "params": {"uri": change["resourceUri"]}})
+        async with self.http.stream("GET", "/mcp", headers=self.headers(sid)) as stream:
+            self.streams_open += 1
+            if self.streams_open == self.count:
+                self.all_open.set()
+            async for line in stream.aiter_lines():
+                if "notifications/resources/updated" in line:
+                    self.received[change["pendingChangeId"]] = time.perf_counter()
+                    if len(self.received) == self.count:
+                        self.all_received.set()
+                    return
+
+    async def burst(self) -> dict[str, Any]:
+        """Approve every idle session's change back to back; time until all are told."""
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for chunk in range(0, len(self.change_ids), 16):
+                async def approve(ids: list[str]) -> None:
+                    for cid in ids:
+                        r = await self.http.post(
+                            f"/api/mcp/pending-changes/{cid}/approve",
+                            headers={"Authorization": f"Bearer {self.token}"})
+                        assert r.status_code == 200, r.text
+
+                tg.start_soon(approve, self.change_ids[chunk:chunk + 16])
+        t_approved = time.perf_counter()
+        await self.all_received.wait()
+        last = max(self.received.values())
+        return {"decisions": len(self.change_ids), "approvals_s": round(t_approved - t0, 3),
+                "all_notified_s": round(last - t0, 3),
+                "last_notified_after_last_approval_ms": round((last - t_approved) * 1000, 3)}
+
+
+def rss_mib(pid: int) -> float:
+    import psutil  # type: ignore[import-untyped]
+
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
         "| era | sessions | decisions | after approve returned p50 / p99 (ms) | approve sent "
@@ -228,6 +309,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in results:
+        if "burst" in r:
+            continue
         a, q = r["after_return_ms"], r["request_ms"]
         lines.append(f"| {r['era']} | {r['sessions']} | {r['decisions']} | "
                      f"{a['p50']} / {a['p99']} | "
@@ -238,9 +321,35 @@ def markdown(results: list[dict[str, Any]]) -> str:
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="mcp-bench-") as tmp, \
             running_server(Path(tmp)) as server:
-        return [await run_era(era, server.port, server.api_key, server.reviewer_token,
-                              args.decisions, args.warmup, sessions)
-                for sessions in args.sessions for era in args.eras]
+        idle: IdleSessions | None = None
+        extra: dict[str, Any] = {}
+        async with anyio.create_task_group() as tg:
+            if args.idle_sessions:
+                idle = IdleSessions(server.port, server.api_key, server.reviewer_token,
+                                    args.idle_sessions)
+                before = rss_mib(server.pid)
+                with anyio.fail_after(600):
+                    for i in range(args.idle_sessions):
+                        tg.start_soon(idle.one, i)
+                    await idle.all_open.wait()
+                after = rss_mib(server.pid)
+                extra = {"idle_sessions": args.idle_sessions,
+                         "server_rss_mib_before": round(before, 1),
+                         "server_rss_mib_after": round(after, 1),
+                         "kib_per_idle_session": round((after - before) * 1024
+                                                       / args.idle_sessions, 1)}
+            results = [await run_era(era, server.port, server.api_key,
+                                     server.reviewer_token, args.decisions, args.warmup,
+                                     sessions)
+                       for sessions in args.sessions for era in args.eras]
+            for r in results:
+                r.update(extra)
+            if idle is not None:
+                with anyio.fail_after(600):
+                    burst = await idle.burst()
+                results.append({"burst": burst, **extra})
+                await idle.http.aclose()
+        return results
 
 
 def main() -> int:
@@ -251,6 +360,9 @@ def main() -> int:
                         choices=["legacy", "modern"])
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 100],
                         help="concurrent agent sessions per run (each watches one change)")
+    parser.add_argument("--idle-sessions", type=int, default=0,
+                        help="legacy sessions kept open (GET stream + one subscription) "
+                             "during the runs, then decided in one burst")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = anyio.run(main_async, args)
