@@ -245,5 +245,9 @@ async def run_load(
         "wire_bytes_per_delivered": round(wire["wire_bytes"] / delivered, 1)
         if wire and delivered else None,
         "series": meter.series(t_connect),
+        # Per decision, in decision order: seconds into the phase, latency after return (ms).
+        "samples": [[round(d.started - t_dec, 4), round((events[d.change_id] - d.returned)
+                                                         * 1000, 3)]
+                    for d in sorted(ok, key=lambda d: d.started) if d.change_id in events],
     }
     return result

@@ -226,11 +226,15 @@ def redis(data: dict[str, Any], out: Path) -> str:
 
 
 def memory(data: dict[str, Any], out: Path) -> str:
-    return ("| connections | RSS idle (MiB) | RSS connected (MiB) | KiB per connection | "
-            "RSS after close (MiB) | connect time (s) |\n|---|---|---|---|---|---|\n"
-            f"| {data['ready']:,} | {data['rss_idle_mib']} | {data['rss_connected_mib']} | "
-            f"{_fmt(data['rss_per_connection_kib'])} | {data['rss_after_close_mib']} | "
-            f"{data['connect_s']} |")
+    lines = ["| round | connections | RSS before (MiB) | RSS connected (MiB) | KiB per connection "
+             "| RSS after close (MiB) | connect time (s) |", "|---|---|---|---|---|---|---|"]
+    before = data["rss_idle_mib"]
+    for i, r in enumerate(data.get("rounds", [data]), 1):
+        per = (r["rss_connected_mib"] - before) * 1024 / r["ready"] if r["ready"] else None
+        lines.append(f"| {i} | {r['ready']:,} | {before} | {r['rss_connected_mib']} | "
+                     f"{_fmt(per)} | {r['rss_after_close_mib']} | {r['connect_s']} |")
+        before = r["rss_after_close_mib"]
+    return "\n".join(lines)
 
 
 REPORTS = {"latency": latency, "throughput": throughput, "mcp": mcp,
