@@ -36,7 +36,7 @@ to look things up before proposing."""
 _EXPIRES = Field(
     default=None, gt=0,
     description="Optional: seconds the proposal stays open for review before it expires "
-                "(capped by the server's maximum, 24 hours by default).",
+                "(capped by the server's maximum review window).",
 )
 ExpiresIn = Annotated[float | None, _EXPIRES]
 
