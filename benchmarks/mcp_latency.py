@@ -43,14 +43,19 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
+
+
+def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
+    """The HTTP client the SDK transport uses: our auth header, long reads for SSE."""
+    return httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -141,7 +146,7 @@ class Receipts:
 @asynccontextmanager
 async def connect(url: str, key: str, legacy: bool, receipts: Receipts
                   ) -> AsyncIterator[Client]:
-    async with create_mcp_http_client(headers={"Authorization": f"Bearer {key}"}) as http:
+    async with http_client({"Authorization": f"Bearer {key}"}) as http:
         client = Client(streamable_http_client(url, http_client=http),
                         mode="legacy" if legacy else "auto",
                         message_handler=receipts.on_message if legacy else None, cache=None)

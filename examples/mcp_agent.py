@@ -25,11 +25,16 @@ import warnings
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.subscriptions import ResourceUpdated
+
+
+def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
+    """The HTTP client the SDK transport uses: our auth header, long reads for SSE."""
+    return httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
 
 
 def say(text: str) -> None:
@@ -45,7 +50,7 @@ async def run(url: str, key: str, project: str, title: str, legacy: bool,
         if isinstance(message, types.ResourceUpdatedNotification):
             decided.set()
 
-    async with create_mcp_http_client(headers={"Authorization": f"Bearer {key}"}) as http:
+    async with http_client({"Authorization": f"Bearer {key}"}) as http:
         client = Client(streamable_http_client(url, http_client=http),
                         mode="legacy" if legacy else "auto",
                         message_handler=on_message if legacy else None)

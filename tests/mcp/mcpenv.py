@@ -9,16 +9,21 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
 
 from tests.harness import Harness
 
 Mode = Literal["legacy", "modern"]
+
+
+def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
+    """The HTTP client the SDK transport uses: our auth header, long reads for SSE."""
+    return httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
 
 
 class Updates:
@@ -51,7 +56,7 @@ async def mcp_client(
 ) -> AsyncIterator[Client]:
     """The official Python client over Streamable HTTP, authenticated with an API key."""
     headers = ({"Authorization": f"Bearer {key}"} if header == "bearer" else {"X-API-Key": key})
-    async with create_mcp_http_client(headers=headers) as http:
+    async with http_client(headers) as http:
         transport = streamable_http_client(f"{h.base_url}/mcp", http_client=http)
         client = Client(
             transport, mode="legacy" if mode == "legacy" else "auto",
