@@ -168,29 +168,18 @@ class ChangeService:
         if principal.kind != "reviewer":
             raise Forbidden("only reviewers approve changes")
         cid = parse_id(change_id)
-        won = False
         async with self.db.write() as s:
-            now = utcnow()
-            result = await s.exec(
-                update(PendingChange)
-                .where(col(PendingChange.id) == cid)
-                .where(col(PendingChange.tenant_id) == principal.tenant_id)
-                .where(col(PendingChange.status) == Status.PENDING.value)
-                .where(col(PendingChange.expires_at) > now)
-                .values(status=Status.APPROVED.value, decided_at=now,
-                        decided_by=principal.display)
-            )
-            if result.rowcount == 1:
-                won = True
-                change = (await s.exec(
-                    select(PendingChange).where(PendingChange.id == cid)
-                    .execution_options(populate_existing=True))).one()
-                change.execution_result = await self._execute(s, change)
-                if change.execution_result["success"]:
-                    change.entity_id = change.execution_result["entityId"]
+            change = await self._claim(s, principal.tenant_id, cid, Status.APPROVED,
+                                       principal.display, None)
+            if change is not None:
+                result = await self._execute(s, change)
+                change.execution_result = result
+                if result["success"]:
+                    change.entity_id = result["entityId"]
                 s.add(change)
-        if not won:
+        if change is None:
             await self._lost(principal, cid)
+            raise AssertionError("unreachable")
         return await self._after_decision(change)
 
     async def reject(self, principal: Principal, change_id: object, reason: object
@@ -237,26 +226,32 @@ class ChangeService:
         self, tenant_id: str, cid: str, status: Status, by: str | None, reason: str | None,
         only_overdue: bool = False,
     ) -> PendingChange | None:
-        """The conditional update; the row if this call won, else None."""
+        """Decide in a transaction of its own; the row if this call won, else None."""
         async with self.db.write() as s:
-            now = utcnow()
-            stmt = (
-                update(PendingChange)
-                .where(col(PendingChange.id) == cid)
-                .where(col(PendingChange.tenant_id) == tenant_id)
-                .where(col(PendingChange.status) == Status.PENDING.value)
-            )
-            if only_overdue:
-                stmt = stmt.where(col(PendingChange.expires_at) <= now)
-            else:
-                stmt = stmt.where(col(PendingChange.expires_at) > now)
-            result = await s.exec(stmt.values(
-                status=status.value, decided_at=now, decided_by=by, reason=reason))
-            if result.rowcount != 1:
-                return None
-            return (await s.exec(
-                select(PendingChange).where(PendingChange.id == cid)
-                .execution_options(populate_existing=True))).one()
+            return await self._claim(s, tenant_id, cid, status, by, reason, only_overdue)
+
+    @staticmethod
+    async def _claim(
+        s: Any, tenant_id: str, cid: str, status: Status, by: str | None, reason: str | None,
+        only_overdue: bool = False,
+    ) -> PendingChange | None:
+        """The conditional update that lets exactly one decision win; RETURNING the row."""
+        now = utcnow()
+        stmt = (
+            update(PendingChange)
+            .where(col(PendingChange.id) == cid)
+            .where(col(PendingChange.tenant_id) == tenant_id)
+            .where(col(PendingChange.status) == Status.PENDING.value)
+        )
+        if only_overdue:
+            stmt = stmt.where(col(PendingChange.expires_at) <= now)
+        else:
+            stmt = stmt.where(col(PendingChange.expires_at) > now)
+        stmt = stmt.values(status=status.value, decided_at=now, decided_by=by, reason=reason)
+        won: PendingChange | None = (
+            await s.exec(stmt.returning(PendingChange))
+        ).scalars().first()
+        return won
 
     async def _lost(self, principal: Principal, cid: str) -> None:
         """Explain why a decision did not apply: NotFound or Conflict (expiring if due)."""

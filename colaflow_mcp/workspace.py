@@ -295,19 +295,21 @@ async def plan_create_issue(s: AsyncSession, tenant_id: str, a: CreateIssueArgs)
 
 async def exec_create_issue(s: AsyncSession, ch: PendingChange) -> str:
     after = ch.diff["after"]
-    project = await find_project(s, ch.tenant_id, after["projectKey"])
-    if project is None:
-        raise ExecutionError(f"project {after['projectKey']} no longer exists")
-    # The update takes the row lock first, so concurrent creates number issues uniquely.
-    await s.exec(
+    # One statement takes the project's row lock and the next number, so concurrent
+    # creates number issues uniquely.
+    taken = (await s.exec(
         update(Project)
-        .where(col(Project.id) == project.id)
+        .where(col(Project.tenant_id) == ch.tenant_id)
+        .where(col(Project.key) == after["projectKey"])
         .values(next_issue_number=Project.next_issue_number + 1)
-    )
-    await s.refresh(project)
-    number = project.next_issue_number - 1
+        .returning(col(Project.id), col(Project.key), col(Project.next_issue_number))
+    )).first()
+    if taken is None:
+        raise ExecutionError(f"project {after['projectKey']} no longer exists")
+    project_id, project_key, next_number = taken
+    number = next_number - 1
     issue = Issue(
-        tenant_id=ch.tenant_id, project_id=project.id, key=f"{project.key}-{number}",
+        tenant_id=ch.tenant_id, project_id=project_id, key=f"{project_key}-{number}",
         number=number, title=after["title"], description=after["description"],
         type=after["type"], status=after["status"], priority=after["priority"],
         assignee=after["assignee"],
