@@ -139,15 +139,15 @@ class Subscriptions:
         """``resources/subscribe``: watch one pending change on this session."""
         principal = require_principal()
         uri = str(params.uri)
-        session = self._session_for(ctx, principal)
         change_id = pending_change_id(uri)
         if change_id is None:
-            if uri.startswith("colaflow://"):
+            if uri.startswith("colaflow://") and not uri.startswith(PENDING_CHANGE_PREFIX):
                 raise MCPError(
                     types.INVALID_PARAMS,
                     f"Only colaflow://pending-changes/{{id}} can be subscribed, not {uri}",
                     {"uri": uri})
             raise not_found(uri)
+        session = self._session_for(ctx, principal)
         if change_id in session.uris:
             # Subscribing again starts afresh, so a decided change is reported again (a
             # client that lost the first update this way still hears the outcome).

@@ -319,3 +319,16 @@ async def test_subscribing_again_to_a_decided_change_reports_it_again(server: Ha
                 await updates.wait_for_more()
     assert updates.uris == [uri, uri]
     assert server.services.notifier.subscriber_count() <= 1
+
+
+async def test_subscribing_to_something_else_says_what_can_be_subscribed(server: Harness
+                                                                         ) -> None:
+    key, _ = await _setup(server)
+    async with mcp_client(server, key, "legacy") as client:
+        with pytest.raises(MCPError) as projects:
+            await subscribe(client, "colaflow://projects")
+        with pytest.raises(MCPError) as malformed:
+            await subscribe(client, "colaflow://pending-changes/not-a-uuid")
+    assert "Only colaflow://pending-changes/{id} can be subscribed" in projects.value.message
+    assert malformed.value.message == "Resource not found: colaflow://pending-changes/not-a-uuid"
+    assert server.app.state.mcp.subscriptions.sessions == {}
