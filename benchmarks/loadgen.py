@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +166,7 @@ async def run_load(
     agent_port: int | None = None, concurrency: int = 16, approve_share: float = 0.5,
     connect_timeout: float = 600.0, settle_timeout: float = 30.0,
     decide_path: str = "/api/mcp/pending-changes/{id}/{verb}",
+    on_ready: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """One measured run; see the module docstring. Returns a JSON-able result."""
     agent_port = agent_port or server.port
@@ -183,6 +185,8 @@ async def run_load(
         connected = meter.read()
         await asyncio.sleep(1.0)  # let set-up work (key cache, GC) settle before measuring
         connected = meter.read()
+        if on_ready is not None:  # e.g. start a profiler on the steady state
+            await on_ready()
         wire0 = await asyncio.to_thread(tcp_counters, agent_port, ports)
         before = meter.read()
         # Only decide what a connected agent waits for.
@@ -245,6 +249,7 @@ async def run_load(
         "wire_bytes_per_delivered": round(wire["wire_bytes"] / delivered, 1)
         if wire and delivered else None,
         "series": meter.series(t_connect),
+        "phase_monotonic": [round(t_dec, 3), round(t_dec + decide_s, 3)],
         # Per decision, in decision order: seconds into the phase, latency after return (ms).
         "samples": [[round(d.started - t_dec, 4), round((events[d.change_id] - d.returned)
                                                          * 1000, 3)]

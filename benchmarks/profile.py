@@ -3,6 +3,7 @@
 ``python -m benchmarks.profile [decide|hub|poll] [--seconds S] [--out DIR]``:
 - ``decide``: REST decisions at full speed, nobody subscribed (the decision path);
 - ``hub``: 1,000 hub WebSocket subscribers and decisions at 150/s;
+- ``hub10k``: 10,000 hub WebSocket subscribers and decisions at 50/s;
 - ``poll``: 1,000 agents polling REST every second.
 Writes ``profile-<load>.txt`` (collapsed stacks) and prints the top functions by own
 and by total time. Needs ``py-spy`` (the ``bench`` extra) and ptrace rights (root).
@@ -51,31 +52,40 @@ def top(collapsed: Path, n: int = 25) -> str:
 async def profile(load: str, seconds: float, out: Path, root: Path) -> None:
     with running_server(root / "profile") as server:
         await warm_up(server, 200)
-        rate = {"decide": 10_000.0, "hub": 150.0, "poll": 1.0}[load]
+        rate = {"decide": 10_000.0, "hub": 150.0, "hub10k": 50.0, "poll": 1.0}[load]
         count = int(seconds * (400 if load == "decide" else rate))
-        ids = await seed_changes(server, max(count, 1000))
+        ids = await seed_changes(server, max(count, 10_000 if load == "hub10k" else 1000))
         target = out / f"profile-{load}.txt"
-        spy = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
-            "--format", "raw", "--rate", "200", "--duration", str(int(seconds)),
-            "--output", str(target), "--gil",
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spies: list[asyncio.subprocess.Process] = []
+
+        async def start_spy() -> None:
+            spies.append(await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                str(server.pid), "--format", "raw", "--rate", "200", "--duration",
+                str(int(seconds)), "--output", str(target), "--gil",
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
         if load == "decide":
+            await start_spy()
             await decide(server.port, server.creds.reviewer_token, ids[:count], rate, 16)
-        elif load == "hub":
-            await run_load(server, kind="hub-ws", change_ids=ids, agents=1000, rate=rate,
-                           per_agent=max(1, count // 1000), decide_ids=ids[:count])
+        elif load in ("hub", "hub10k"):
+            agents = 10_000 if load == "hub10k" else 1000
+            await run_load(server, kind="hub-ws", change_ids=ids[:max(agents, count)],
+                           agents=agents, rate=rate, per_agent=max(1, count // agents),
+                           decide_ids=ids[:count], on_ready=start_spy,
+                           workers=2 if agents > 1000 else 1)
         else:
             await run_load(server, kind="poll", change_ids=ids[:1000], agents=1000,
-                           rate=1000 / seconds, options={"poll_interval": 1.0})
+                           rate=1000 / seconds, options={"poll_interval": 1.0},
+                           on_ready=start_spy)
         async with asyncio.timeout(seconds + 60):
-            await spy.wait()
+            await spies[0].wait()
     print(top(target))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
-    parser.add_argument("load", choices=["decide", "hub", "poll"])
+    parser.add_argument("load", choices=["decide", "hub", "hub10k", "poll"])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
