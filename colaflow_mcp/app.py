@@ -96,6 +96,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                         # Tell hub clients to reconnect (elsewhere) before we go.
                         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                             await hub.shutdown()
+                        with anyio.CancelScope(shield=True):
+                            await services.stop_background()
                         tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):

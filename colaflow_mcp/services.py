@@ -31,6 +31,9 @@ class Services:
     notifier: Notifier
     changes: ChangeService
     loops_alive: dict[str, bool] = field(default_factory=dict)
+    _stopping: anyio.Event = field(default_factory=anyio.Event)
+    _periodic_running: int = 0
+    _periodic_done: anyio.Event = field(default_factory=anyio.Event)
 
     @classmethod
     async def create(cls, settings: Settings) -> Services:
@@ -57,14 +60,46 @@ class Services:
         """Start the bus listener, expiry, announce sweep and reconcile loops."""
         tg.start_soon(self._guard, "backplane", self._run_bus)
         tg.start_soon(self._guard, "publisher", self.notifier.run_publisher)
-        tg.start_soon(self._guard, "expiry", self._expiry_loop)
-        tg.start_soon(self._guard, "announce-sweep", self._sweep_loop)
-        tg.start_soon(self._guard, "reconcile", self._reconcile_loop)
+        for name, loop in (("expiry", self._expiry_loop), ("announce-sweep", self._sweep_loop),
+                           ("reconcile", self._reconcile_loop)):
+            self._periodic_running += 1
+            tg.start_soon(self._periodic, name, loop)
+
+    async def stop_background(self, grace_seconds: float = 5.0) -> None:
+        """Let the periodic loops finish their current pass and return, before cancelling.
+
+        Cancelling a loop in the middle of a database call can leave the driver's worker
+        (aiosqlite) half-way, which then hangs the event loop's close.
+        """
+        self._stopping.set()
+        if self._periodic_running:
+            with anyio.move_on_after(grace_seconds):
+                await self._periodic_done.wait()
+
+    async def _pause(self, seconds: float, wake: anyio.Event | None = None) -> None:
+        """Wait ``seconds``, or less if woken or stopping."""
+        with anyio.move_on_after(seconds):
+            async with anyio.create_task_group() as tg:
+                async def stop_on(event: anyio.Event) -> None:
+                    await event.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stop_on, self._stopping)
+                if wake is not None:
+                    tg.start_soon(stop_on, wake)
+
+    async def _periodic(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await self._guard(name, loop)
+        finally:
+            self._periodic_running -= 1
+            if self._periodic_running == 0:
+                self._periodic_done.set()
 
     async def _guard(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a loop forever: log, back off and restart on any error, never die silently."""
         backoff = 0.1
-        while True:
+        while not self._stopping.is_set():
             self.loops_alive[name] = True
             try:
                 await loop()
@@ -74,7 +109,7 @@ class Services:
             except Exception:
                 logger.exception("background loop %s failed; restarting in %.1fs", name, backoff)
             self.loops_alive[name] = False
-            await anyio.sleep(backoff)
+            await self._pause(backoff)
             backoff = min(backoff * 2, 5.0)
 
     async def _run_bus(self) -> None:
@@ -86,25 +121,25 @@ class Services:
 
     async def _expiry_loop(self) -> None:
         max_wait = self.settings.expiry_max_wait_seconds
-        while True:
+        while not self._stopping.is_set():
             await self.changes.expire_due()
             wake = self.changes.deadline_changed
             deadline = await self.changes.next_deadline()
             wait = max_wait
             if deadline is not None:
                 wait = min(max_wait, max(0.0, (deadline - utcnow()).total_seconds()) + 0.005)
-            with anyio.move_on_after(wait):
-                await wake.wait()
+            await self._pause(wait, wake)
 
     async def _sweep_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self.notifier.sweep_unannounced(self.settings.announce_grace_seconds)
-            await anyio.sleep(self.settings.announce_sweep_interval_seconds)
+            await self._pause(self.settings.announce_sweep_interval_seconds)
 
     async def _reconcile_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.reconcile_interval_seconds)
-            await self.notifier.reconcile()
+        while not self._stopping.is_set():
+            await self._pause(self.settings.reconcile_interval_seconds)
+            if not self._stopping.is_set():
+                await self.notifier.reconcile()
 
 
 __all__ = ["Services", "timedelta"]

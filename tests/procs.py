@@ -28,6 +28,7 @@ class ServerProcess:
     proc: subprocess.Popen[str]
     port: int
     log: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -46,6 +47,8 @@ class ServerProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.pump is not None:
+            self.pump.join(10)  # everything the process wrote is in ``log`` now
 
     def output(self) -> str:
         return "".join(self.log)
@@ -78,7 +81,8 @@ def serve(env: dict[str, str], cwd: Path, port: int | None = None,
                 ready.set()
         ready.set()  # exited: stop waiting
 
-    threading.Thread(target=pump, daemon=True).start()
+    server.pump = threading.Thread(target=pump, daemon=True)
+    server.pump.start()
     try:
         if not ready.wait(ready_timeout) or proc.poll() is not None:
             raise RuntimeError(f"server did not start:\n{server.output()}")

@@ -50,7 +50,7 @@ def test_served_access_log_never_shows_keys_or_connection_tokens(tmp_path: Path)
             assert ws.recv(timeout=5) == "{}\x1e"
         bad = httpx.get(f"{base}/api/mcp/pending-changes?access_token={key}")
         assert bad.status_code == 401  # REST wants the key in a header
-        log = server.output()
+    log = server.output()  # complete: the process has exited and its output is drained
     assert "/hubs/mcp/negotiate" in log  # the access log is on, and redacted
     assert key not in log
     assert token not in log

@@ -71,6 +71,7 @@ class Agent:
         return self.events
 
 
+@pytest.mark.timeout(600)  # ~40 s on an idle 2-core machine; bounded inside by fail_after
 async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     async with cluster(tmp_path) as c, c.instance() as a, c.instance() as b, \
