@@ -4,7 +4,8 @@
 - ``decide``: REST decisions at full speed, nobody subscribed (the decision path);
 - ``hub``: 1,000 hub WebSocket subscribers and decisions at 150/s;
 - ``hub10k``: 10,000 hub WebSocket subscribers and decisions at 50/s;
-- ``poll``: 1,000 agents polling REST every second.
+- ``poll``: 1,000 agents polling REST every second;
+- ``tick``: no server: time the hub's timer pass over 10,000 idle connections in-process.
 Writes ``profile-<load>.txt`` (collapsed stacks) and prints the top functions by own
 and by total time. Needs ``py-spy`` (the ``bench`` extra) and ptrace rights (root).
 """
@@ -83,12 +84,50 @@ async def profile(load: str, seconds: float, out: Path, root: Path) -> None:
     print(top(target))
 
 
+def tick_cost(connections: int = 10_000) -> str:
+    """Time the hub's once-a-second timer pass over ``connections`` idle connections."""
+    import time
+
+    from colaflow_mcp.auth import Principal
+    from colaflow_mcp.hub.connection import ConnectionState, HubConnection, Limits, Transport
+
+    class NoHub:
+        async def invoke(self, conn: HubConnection, target: str, arguments: list[object]
+                         ) -> object:
+            return None
+
+        def closed(self, conn: HubConnection) -> None:
+            pass
+
+    principal = Principal(kind="agent", tenant_id="t", tenant_slug="t", api_key_id="k")
+    conns: dict[str, HubConnection] = {}  # as HubServer.connections
+    for i in range(connections):
+        conn = HubConnection(connection_id=str(i), token=str(i), principal=principal,
+                             hub=NoHub(), limits=Limits(32768, 1024))
+        conn.state, conn.transport = ConnectionState.CONNECTED, Transport.WEBSOCKETS
+        conn.detached_since = None
+        conns[conn.token] = conn
+    now = time.monotonic()
+    lines = []
+    for label, at in (("nothing due", now), ("every keep-alive ping due", now + 16)):
+        t0 = time.perf_counter()
+        for conn in list(conns.values()):  # the copy HubServer.tick makes
+            conn.tick(at, keep_alive=15, client_timeout=1e9, handshake_timeout=15,
+                      disconnect_timeout=15)
+        lines.append(f"{label}: {(time.perf_counter() - t0) * 1000:.1f} ms for "
+                     f"{connections:,} connections")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
-    parser.add_argument("load", choices=["decide", "hub", "hub10k", "poll"])
+    parser.add_argument("load", choices=["decide", "hub", "hub10k", "poll", "tick"])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
+    if args.load == "tick":
+        print(tick_cost())
+        return 0
     raise_fd_limit()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="colaflow-profile-") as tmp:

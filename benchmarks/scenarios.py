@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -319,7 +321,8 @@ async def memory(root: Path, smoke: bool = False, connections: int = 10000) -> d
         await warm_up(server, 10)
         meter = server.meter()
         idle = meter.read()
-        rounds = []
+        rounds: list[dict[str, Any]] = []
+        _tracemalloc_mark(server)  # baseline, with BENCH_INSTRUMENT=tracemalloc
         # Two rounds: RSS that stays after the first is reused by the second, or it leaks.
         for _ in range(2):
             t0 = time.monotonic()
@@ -331,6 +334,8 @@ async def memory(root: Path, smoke: bool = False, connections: int = 10000) -> d
                 connect_s = time.monotonic() - t0
                 await asyncio.sleep(2.0)  # let the accept burst's garbage be collected
                 full = meter.read()
+                if not rounds:
+                    _tracemalloc_mark(server)  # growth by file, into the server's log
                 for w in pool:
                     await w.send("collect")
                     await w.expect("events", 60)
@@ -353,6 +358,11 @@ async def memory(root: Path, smoke: bool = False, connections: int = 10000) -> d
               "rounds": rounds}
     _progress("memory", result)
     return result
+
+
+def _tracemalloc_mark(server: ServerUnderTest) -> None:
+    if "tracemalloc" in os.environ.get("BENCH_INSTRUMENT", ""):
+        os.kill(server.pid, signal.SIGUSR1)
 
 
 def _progress(name: str, r: dict[str, Any]) -> None:

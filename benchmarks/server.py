@@ -29,6 +29,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 VENV_BIN = Path(sys.executable).parent
 COLAFLOW = str(VENV_BIN / "colaflow-mcp")
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -161,6 +162,11 @@ class ServerUnderTest:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if os.environ.get("BENCH_INSTRUMENT") and self.log_path.exists():
+            # The work folder is temporary: hand the instruments' lines to the caller.
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                if line.startswith(("GCPAUSE", "TM ")):
+                    print(f"{self.log_path.stem}: {line}", file=sys.stderr)
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path,
@@ -189,9 +195,13 @@ def start_instance(env: dict[str, str], workdir: Path, name: str = "server",
                    port: int | None = None) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = port or free_port()
     log_path = workdir / f"{name}.log"
+    command = [COLAFLOW]
+    if os.environ.get("BENCH_INSTRUMENT"):  # see benchmarks/instrumented.py
+        command = [sys.executable, "-m", "benchmarks.instrumented"]
+        env = {**env, "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [COLAFLOW, "serve", "--host", HOST, "--port", str(port)],
+            [*command, "serve", "--host", HOST, "--port", str(port)],
             env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
         )
     wait_healthy(port, proc, log_path)
