@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -177,6 +178,9 @@ def _serve(settings: Settings) -> int:
     from colaflow_mcp.hub.serving import HubAwareServer
 
     logs.install_redaction()
+    # Thousands of long-lived connection objects make default-threshold collections
+    # frequent and slow (measured: 5-53 ms pauses twice a second at 10,000 connections).
+    gc.set_threshold(50_000, 20, 100)
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=settings.log_level, log_config=None, lifespan="on",

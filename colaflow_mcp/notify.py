@@ -45,6 +45,8 @@ class Notifier:
         self.delivered_count = 0
         self._outbox_send, self._outbox_receive = anyio.create_memory_object_stream[
             DecisionEvent](max_buffer_size=outbox_size)
+        self._marks_send, self._marks_receive = anyio.create_memory_object_stream[str](
+            max_buffer_size=outbox_size)
 
     # -- registry ---------------------------------------------------------------------
 
@@ -123,7 +125,7 @@ class Notifier:
             logger.warning("publish queue full; %s left to the announce sweep", change.id)
 
     async def run_publisher(self, batch: int = 256) -> None:
-        """Publish queued decisions and mark them announced, in batches."""
+        """Publish queued decisions; hand what was published to the marker."""
         while True:
             events = [await self._outbox_receive.receive()]
             while len(events) < batch:
@@ -141,8 +143,25 @@ class Notifier:
                     logger.warning("publish failed (%s); %d decision(s) left to the announce "
                                    "sweep", type(exc).__name__, len(events) - len(published))
                     break
-            if published:
-                await self._mark_announced(published)
+            for change_id in published:
+                try:
+                    self._marks_send.send_nowait(change_id)
+                except anyio.WouldBlock:
+                    pass  # unmarked: the sweep re-announces it, subscribers dedupe
+
+    async def run_marker(self, batch: int = 512) -> None:
+        """Record ``announced_at`` for published decisions, in batches.
+
+        A task of its own, so a slow commit never holds up the next publication.
+        """
+        while True:
+            ids = [await self._marks_receive.receive()]
+            while len(ids) < batch:
+                try:
+                    ids.append(self._marks_receive.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            await self._mark_announced(ids)
 
     async def _mark_announced(self, change_ids: list[str]) -> None:
         try:

@@ -60,6 +60,7 @@ class Services:
         """Start the bus listener, expiry, announce sweep and reconcile loops."""
         tg.start_soon(self._guard, "backplane", self._run_bus)
         tg.start_soon(self._guard, "publisher", self.notifier.run_publisher)
+        tg.start_soon(self._guard, "announce-marker", self.notifier.run_marker)
         for name, loop in (("expiry", self._expiry_loop), ("announce-sweep", self._sweep_loop),
                            ("reconcile", self._reconcile_loop)):
             self._periodic_running += 1
