@@ -53,6 +53,7 @@ def latency(data: dict[str, Any], out: Path) -> str:
     fig.tight_layout()
     fig.savefig(out / "latency.png", dpi=110)
     plt.close(fig)
+    _resources(runs, out / "latency-resources.png")
     lines = ["| transport | connections | decisions (achieved/s) | after return p50 / p90 / p99 / "
              "max (ms) | from send p50 / p99 (ms) | server CPU ms/decision | RSS idle → "
              "connected (MiB) | KiB/conn | load avg |", "|" + "---|" * 9]
@@ -63,6 +64,26 @@ def latency(data: dict[str, Any], out: Path) -> str:
         f"{r['rss_idle_mib']} → {r['rss_connected_mib']} | "
         f"{_fmt(r['rss_per_connection_kib'])} | {r.get('loadavg_1m', '–')} |" for r in runs)
     return "\n".join(lines)
+
+
+def _resources(runs: list[dict[str, Any]], path: Path) -> None:
+    """Server CPU and RSS over each run (connect, settle, decide), from the psutil samples."""
+    fig, (cpu_ax, rss_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in runs:
+        series = r.get("series") or {}
+        if not series.get("t"):
+            continue
+        label = f"{r['kind']} {r['agents']:,}"
+        cpu_ax.plot(series["t"], series["cpu"], lw=0.8, label=label)
+        rss_ax.plot(series["t"], series["rss_mib"], lw=0.8, label=label)
+    cpu_ax.set_title("server CPU (cores)", fontsize=9)
+    rss_ax.set_title("server RSS (MiB)", fontsize=9)
+    for ax in (cpu_ax, rss_ax):
+        ax.set_xlabel("seconds since the agents started connecting")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def throughput(data: dict[str, Any], out: Path) -> str:
