@@ -3,7 +3,12 @@
 A transport feeds received text to :meth:`HubConnection.receive` and drains outbound frames
 with :meth:`HubConnection.wait_outbound` / :meth:`HubConnection.take`. The outbound queue is
 bounded; when a client stops reading and it fills, the connection is closed (the overflow
-policy), so a stalled client can never grow memory.
+policy), so a stalled client can never grow memory. A transport may instead set
+:attr:`HubConnection.on_change`, called synchronously on every change (the WebSocket
+transport starts its writer from it, so an idle socket holds no waiting task).
+
+Thousands of idle connections are the normal case, so a connection keeps little: slots
+instead of an instance dict, and its events exist only while someone waits on them.
 """
 
 from __future__ import annotations
@@ -63,6 +68,16 @@ class Limits:
 class HubConnection:
     """State, buffers and timers of one logical SignalR connection."""
 
+    __slots__ = (
+        "connection_id", "token", "principal", "hub", "limits", "_on_closed", "state",
+        "transport", "subscriptions", "handshake_version", "close_error", "too_large",
+        "created_at", "last_received", "last_sent", "closed_at", "stream_attached",
+        "poll_generation", "poll_active", "detached_since", "posting", "ws_generation",
+        "supersede", "on_change", "_reader", "_outbound", "_changed", "_deferred",
+        "stateful_allowed", "stateful", "_out_seq", "_replay", "_in_next", "_in_latest",
+        "_in_acked", "_closed_event", "_drained_event", "_drained",
+    )
+
     def __init__(
         self,
         *,
@@ -101,21 +116,25 @@ class HubConnection:
         # stateful-reconnect client comes back before the old socket was seen to die.
         self.ws_generation = 0
         self.supersede: Callable[[], None] | None = None
+        # Called on every change (queued, closed, resumed, woken): see the module doc.
+        self.on_change: Callable[[], None] | None = None
         self._reader = p.FrameReader(limits.max_message_bytes)
-        self._outbound: deque[str] = deque()
-        self._changed = anyio.Event()
+        self._outbound: list[str] = []
+        self._changed: anyio.Event | None = None  # only while someone waits
         self._deferred: list[str] | None = None
         # Stateful reconnect (negotiated, then handshake version 2; WebSockets only): every
         # trackable message carries an implicit sequence id and is kept until acked.
         self.stateful_allowed = False
         self.stateful = False
         self._out_seq = 0
-        self._replay: deque[tuple[int, str]] = deque()
+        self._replay: deque[tuple[int, str]] | None = None  # once stateful
         self._in_next = 1
         self._in_latest = 0
         self._in_acked = 0
-        self.closed_event = anyio.Event()
-        self.drained = anyio.Event()  # set once closed and the transport took everything
+        # Created on first use (see closed_event and drained).
+        self._closed_event: anyio.Event | None = None
+        self._drained_event: anyio.Event | None = None
+        self._drained = False  # closed, and the transport took everything
 
     def __repr__(self) -> str:  # no token: it is a credential
         return f"<HubConnection {self.connection_id} {self.state.value}>"
@@ -143,6 +162,26 @@ class HubConnection:
         return self.state is ConnectionState.CLOSED
 
     @property
+    def closed_event(self) -> anyio.Event:
+        """Set once the connection is closed."""
+        event = self._closed_event
+        if event is None:
+            event = self._closed_event = anyio.Event()
+            if self.closed:
+                event.set()
+        return event
+
+    @property
+    def drained(self) -> anyio.Event:
+        """Set once closed and the transport took everything queued."""
+        event = self._drained_event
+        if event is None:
+            event = self._drained_event = anyio.Event()
+            if self._drained:
+                event.set()
+        return event
+
+    @property
     def queued(self) -> int:
         return len(self._outbound)
 
@@ -158,14 +197,17 @@ class HubConnection:
 
     def _enqueue(self, text: str, trackable: bool = False) -> None:
         if self.stateful and trackable:
-            if len(self._replay) >= self.limits.outbound_queue_size:
+            replay = self._replay
+            if replay is None:
+                replay = self._replay = deque()
+            if len(replay) >= self.limits.outbound_queue_size:
                 logger.warning("hub connection %s: %d messages unacknowledged; closing",
-                               self.connection_id, len(self._replay))
+                               self.connection_id, len(replay))
                 self.close("Connection closed: too many unacknowledged messages.",
                            allow_reconnect=True)
                 return
             self._out_seq += 1
-            self._replay.append((self._out_seq, text))
+            replay.append((self._out_seq, text))
         if len(self._outbound) >= self.limits.outbound_queue_size:
             logger.warning("hub connection %s: outbound queue full (%d); closing the slow "
                            "client", self.connection_id, len(self._outbound))
@@ -178,17 +220,21 @@ class HubConnection:
 
     def take(self) -> list[str]:
         """All queued frames, in order (the transport sends them next)."""
-        frames = list(self._outbound)
-        self._outbound.clear()
-        if self.closed:
-            self.drained.set()
+        frames = self._outbound
+        self._outbound = []
+        if self.closed and not self._drained:
+            self._drained = True
+            if self._drained_event is not None:
+                self._drained_event.set()
         return frames
 
     async def wait_outbound(self) -> None:
         """Return once something is queued, the connection closed, or the state changed."""
-        changed = self._changed
         if self._outbound or self.closed:
             return
+        changed = self._changed
+        if changed is None:
+            changed = self._changed = anyio.Event()
         await changed.wait()
 
     def wake(self) -> None:
@@ -196,15 +242,19 @@ class HubConnection:
         self._notify()
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        changed = self._changed
+        if changed is not None:
+            self._changed = None  # the next waiter makes a new one
+            changed.set()
+        if self.on_change is not None:
+            self.on_change()
 
     def resume(self) -> None:
         """A WebSocket came back for a stateful connection: Sequence, then replay."""
-        self._outbound.clear()
-        first = self._replay[0][0] if self._replay else self._out_seq + 1
-        self._outbound.append(p.sequence_message(first))
-        self._outbound.extend(text for _, text in self._replay)
+        replay = self._replay or ()
+        first = replay[0][0] if replay else self._out_seq + 1
+        self._outbound = [p.sequence_message(first)]
+        self._outbound.extend(text for _, text in replay)
         self._reader = p.FrameReader(self.limits.max_message_bytes)
         self.last_received = self.last_sent = time.monotonic()
         self._notify()
@@ -236,7 +286,8 @@ class HubConnection:
         except Exception:
             logger.exception("hub cleanup of %s failed", self.connection_id)
         self._notify()
-        self.closed_event.set()
+        if self._closed_event is not None:
+            self._closed_event.set()
         if self._on_closed is not None:
             self._on_closed(self)
 
@@ -289,6 +340,8 @@ class HubConnection:
         self.handshake_version = request.version
         self.stateful = (self.stateful_allowed and request.version >= 2
                          and self.transport is Transport.WEBSOCKETS)
+        if self.stateful:
+            self._replay = deque()
         self.state = ConnectionState.CONNECTED
         self._enqueue(p.handshake_response())
 

@@ -53,6 +53,8 @@ class MessageTooLarge(ProtocolError):
 class FrameReader:
     """Splits incoming text into complete messages; keeps a partial tail between feeds."""
 
+    __slots__ = ("max_message_bytes", "_tail")  # one per connection
+
     def __init__(self, max_message_bytes: int) -> None:
         self.max_message_bytes = max_message_bytes
         self._tail = ""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
 
 import anyio
 from starlette.responses import PlainTextResponse
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from colaflow_mcp.hub.connection import HubConnection, Transport
@@ -56,85 +58,159 @@ class WebSocketTransport:
         resuming = conn.transport is Transport.WEBSOCKETS and conn.stateful
         conn.attach(Transport.WEBSOCKETS)
         conn.ws_generation += 1
-        generation = conn.ws_generation
+        sock = _Socket(websocket, conn)
         conn.stream_attached = True
         conn.detached_since = None
         await websocket.accept()
+        if conn.ws_generation != sock.generation:
+            return  # superseded while accepting: the newer socket owns the connection
+        conn.supersede = sock.supersede
+        conn.on_change = sock.changed
         if resuming:
             logger.info("hub connection %s resumed (stateful reconnect)", conn.connection_id)
             conn.resume()
+        else:
+            sock.changed()  # whatever was queued (or a close) while the socket was accepted
         try:
-            await self._run(websocket, conn, generation)
+            await sock.run()
         finally:
+            sock.stop()
             # A superseded socket leaves the connection to the newer one.
-            if conn.ws_generation == generation:
+            if conn.ws_generation == sock.generation:
                 conn.stream_attached = False
                 conn.supersede = None
+                conn.on_change = None
                 if conn.stateful and not conn.closed and not server.closing:
                     conn.detached_since = time.monotonic()  # the disconnect timeout starts
                 else:
                     conn.close()
 
-    async def _run(self, websocket: WebSocket, conn: HubConnection, generation: int) -> None:
-        writer_done = anyio.Event()
 
-        async def reader() -> None:
-            max_bytes = conn.limits.max_message_bytes
+class _Socket:
+    """One WebSocket of a connection, with as little per-connection state as possible.
+
+    The endpoint's own task reads. A writer task runs only while there is something to
+    send: :meth:`changed` (the connection's ``on_change``) starts it, and it ends once the
+    queue is empty, so an idle connection holds no extra task and no event. Once the
+    connection is closed the writer has ``FLUSH_GRACE_SECONDS`` to send what is queued and
+    the Close message (a stalled client can block a send forever), then the socket is torn
+    down.
+    """
+
+    __slots__ = ("websocket", "conn", "generation", "active", "writer", "flush_scope",
+                 "reader_scope")
+
+    def __init__(self, websocket: WebSocket, conn: HubConnection) -> None:
+        self.websocket = websocket
+        self.conn = conn
+        self.generation = conn.ws_generation
+        self.active = True  # False once superseded, stopped or closed: no more writers
+        self.writer: asyncio.Task[None] | None = None
+        self.flush_scope: anyio.CancelScope | None = None  # the running writer's
+        self.reader_scope = anyio.CancelScope()
+
+    def changed(self) -> None:
+        """Something was queued, or the connection closed: start or hurry the writer."""
+        if not self.active:
+            return
+        conn = self.conn
+        if self.writer is None:
+            if conn.queued or conn.closed:
+                self.writer = asyncio.get_running_loop().create_task(self._write())
+        elif conn.closed and self.flush_scope is not None:
+            self._bound(self.flush_scope)
+
+    @staticmethod
+    def _bound(scope: anyio.CancelScope) -> None:
+        scope.deadline = min(scope.deadline, anyio.current_time() + FLUSH_GRACE_SECONDS)
+
+    def supersede(self) -> None:
+        """A stateful client is back on a new socket: end this one now."""
+        self.stop()
+        self.reader_scope.cancel()
+
+    def stop(self) -> None:
+        self.active = False
+        if self.writer is not None:
+            self.writer.cancel()
+
+    async def run(self) -> None:
+        """Read until the peer goes, the connection closes or the socket is superseded."""
+        conn, websocket = self.conn, self.websocket
+        with self.reader_scope:
             try:
                 while not conn.closed:
                     message = await websocket.receive()
-                    if message["type"] == "websocket.disconnect":
+                    if not await self._received(message):
                         break
-                    text = message.get("text")
-                    if text is None:
-                        raw = message.get("bytes") or b""
-                        if len(raw) > max_bytes * 4:
-                            conn.too_large = True
-                            conn.close("Connection closed with an error: message too large")
-                            break
-                        try:
-                            text = raw.decode("utf-8")
-                        except UnicodeDecodeError:
-                            conn.close("Connection closed with an error: invalid UTF-8")
-                            break
-                    await conn.receive(text)
+                    del message  # an idle connection keeps no copy of its last message
             except WebSocketDisconnect:
                 pass
-            if conn.ws_generation != generation or (conn.stateful and not conn.closed):
-                tg.cancel_scope.cancel()  # keep the connection: the client may come back
-            else:
-                conn.close()
+            if conn.ws_generation != self.generation or (conn.stateful and not conn.closed):
+                return  # keep the connection: the client may come back
+            conn.close()
+            # Let the writer flush the Close message (it is bounded by the flush grace).
+            writer = self.writer
+            if writer is not None:
+                await asyncio.wait((writer,))
 
-        async def writer() -> None:
+    async def _received(self, message: Message) -> bool:
+        """Hand one WebSocket message to the connection; False when reading must stop."""
+        conn = self.conn
+        if message["type"] == "websocket.disconnect":
+            return False
+        text = message.get("text")
+        if text is None:
+            raw = message.get("bytes") or b""
+            if len(raw) > conn.limits.max_message_bytes * 4:
+                conn.too_large = True
+                conn.close("Connection closed with an error: message too large")
+                return False
             try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                conn.close("Connection closed with an error: invalid UTF-8")
+                return False
+        await conn.receive(text)
+        return True
+
+    async def _write(self) -> None:
+        conn, websocket = self.conn, self.websocket
+        done = False  # the socket is finished with: stop reading too
+        try:
+            with anyio.CancelScope() as scope:
+                self.flush_scope = scope
+                if conn.closed:
+                    self._bound(scope)
                 while True:
-                    await conn.wait_outbound()
-                    for text in conn.take():
-                        await websocket.send_text(text)
-                    text = ""  # an idle connection keeps no copy of its last message
-                    if conn.closed and not conn.queued:
+                    if conn.ws_generation != self.generation:
+                        done = True
                         break
-                if websocket.application_state is WebSocketState.CONNECTED:
-                    code = CLOSE_TOO_BIG if conn.too_large else CLOSE_NORMAL
-                    await websocket.close(code)
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                pass  # the peer is gone
-            finally:
-                writer_done.set()
-
-        async def watchdog() -> None:
-            # A stalled client can block a send forever: once the connection is closed,
-            # allow a moment to flush the Close message, then tear the socket down.
-            await conn.closed_event.wait()
-            with anyio.move_on_after(FLUSH_GRACE_SECONDS):
-                await writer_done.wait()
-            tg.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            conn.supersede = tg.cancel_scope.cancel
-            tg.start_soon(reader)
-            tg.start_soon(writer)
-            tg.start_soon(watchdog)
+                    frames = conn.take()
+                    if frames:
+                        for text in frames:
+                            await websocket.send_text(text)
+                        del frames, text
+                        continue
+                    if not conn.closed:
+                        return  # idle: the next change starts a new writer
+                    done = True
+                    if websocket.application_state is WebSocketState.CONNECTED:
+                        code = CLOSE_TOO_BIG if conn.too_large else CLOSE_NORMAL
+                        await websocket.close(code)
+                    break
+            done = True  # flushed, or the flush grace ran out
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            done = True  # the peer is gone
+        except Exception:
+            done = True
+            logger.exception("hub connection %s: WebSocket writer failed", conn.connection_id)
+        finally:
+            self.writer = None
+            self.flush_scope = None
+            if done:
+                self.active = False
+                self.reader_scope.cancel()
 
 
 async def _deny(websocket: WebSocket, status: int, detail: str) -> None:
