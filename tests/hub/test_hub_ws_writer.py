@@ -1,0 +1,108 @@
+"""The WebSocket transport's writer: started on demand, bounded once the connection closes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+from starlette.websockets import WebSocketState
+
+from colaflow_mcp.auth import Principal
+from colaflow_mcp.hub import protocol as p
+from colaflow_mcp.hub import websockets as ws
+from colaflow_mcp.hub.connection import HubConnection, Limits, Transport
+
+RS = "\x1e"
+
+
+class FakeHub:
+    async def invoke(self, conn: HubConnection, target: str, arguments: list[Any]) -> Any:
+        return None
+
+    def closed(self, conn: HubConnection) -> None:
+        pass
+
+
+class FakeSocket:
+    """Reads block until ``disconnect``; sends block while ``stalled`` (a client that stopped
+    reading: its TCP window is full)."""
+
+    def __init__(self) -> None:
+        self.application_state = WebSocketState.CONNECTED
+        self.sent: list[str] = []
+        self.close_code: int | None = None
+        self.stalled = False
+        self._inbound_send, self._inbound = anyio.create_memory_object_stream[dict[str, Any]](10)
+
+    async def receive(self) -> dict[str, Any]:
+        return await self._inbound.receive()
+
+    async def send_text(self, text: str) -> None:
+        if self.stalled:
+            await anyio.sleep_forever()
+        self.sent.append(text)
+
+    async def close(self, code: int) -> None:
+        self.close_code = code
+        self.application_state = WebSocketState.DISCONNECTED
+
+
+def make() -> tuple[HubConnection, FakeSocket, ws._Socket]:
+    conn = HubConnection(
+        connection_id="c", token="t", hub=FakeHub(),
+        principal=Principal(kind="agent", tenant_id="t1", tenant_slug="t", api_key_id="k"),
+        limits=Limits(max_message_bytes=1024, outbound_queue_size=4),
+    )
+    conn.attach(Transport.WEBSOCKETS)
+    conn.ws_generation += 1
+    fake = FakeSocket()
+    sock = ws._Socket(fake, conn)  # type: ignore[arg-type]
+    conn.on_change = sock.changed
+    return conn, fake, sock
+
+
+@pytest.mark.anyio
+async def test_writer_runs_only_while_there_is_something_to_send() -> None:
+    conn, fake, sock = make()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sock.run)
+        await conn.receive('{"protocol":"json","version":1}' + RS)
+        assert sock.writer is not None
+        await anyio.wait_all_tasks_blocked()
+        assert sock.writer is None and fake.sent == ["{}" + RS]  # idle: no task left
+        conn.send(p.PING)
+        await anyio.wait_all_tasks_blocked()
+        assert sock.writer is None and fake.sent[-1] == p.PING
+        assert conn._changed is None and conn._closed_event is None
+        conn.close("bye")
+        await anyio.wait_all_tasks_blocked()
+        assert not sock.active and fake.close_code == ws.CLOSE_NORMAL
+        assert '"type":7' in fake.sent[-1]
+        assert not tg.cancel_scope.cancel_called
+    assert conn.drained.is_set() and conn.closed_event.is_set()
+
+
+@pytest.mark.anyio
+async def test_a_stalled_send_is_cut_off_after_the_flush_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ws, "FLUSH_GRACE_SECONDS", 0.2)
+    conn, fake, sock = make()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sock.run)
+            await conn.receive('{"protocol":"json","version":1}' + RS)
+            await anyio.wait_all_tasks_blocked()
+            fake.stalled = True
+            conn.send(p.PING)  # the writer blocks in this send
+            await anyio.wait_all_tasks_blocked()
+            assert sock.writer is not None
+            for _ in range(5):  # the queue overflows: the slow client is closed
+                conn.send(p.PING)
+            assert conn.closed
+            t0 = time.monotonic()
+        # The reader (sock.run) ended because the writer gave up after the grace.
+        assert 0.15 < time.monotonic() - t0 < 2
+    assert sock.writer is None and not sock.active
