@@ -12,6 +12,7 @@ import anyio.abc
 from websockets.asyncio.client import ClientConnection, connect
 
 RS = "\x1e"
+PING_INTERVAL = 5.0
 
 
 class HubAgent:
@@ -26,6 +27,7 @@ class HubAgent:
         self._waiting: dict[str, tuple[anyio.Event, list[dict[str, Any]]]] = {}
         self.ws: ClientConnection | None = None
         self._scope: anyio.CancelScope | None = None
+        self.closed = anyio.Event()
 
     async def connect(self, hub_url: str, key: str, tg: anyio.abc.TaskGroup) -> None:
         ws = await connect(f"{hub_url}?access_token={key}", open_timeout=10, max_size=None)
@@ -35,10 +37,24 @@ class HubAgent:
         self.ws = ws
         ready = anyio.Event()
         tg.start_soon(self._reader, ws, ready)
+        tg.start_soon(self._pinger, ws)
         await ready.wait()
+
+    async def _pinger(self, ws: ClientConnection) -> None:
+        """Keep-alive pings, as every SignalR client sends (the server's client timeout)."""
+        while not self.closed.is_set():
+            with anyio.move_on_after(PING_INTERVAL):
+                await self.closed.wait()
+            if self.closed.is_set():
+                return
+            try:
+                await ws.send(json.dumps({"type": 6}) + RS)
+            except Exception:
+                return
 
     async def drop(self) -> None:
         """Lose the connection abruptly (no close handshake from our side)."""
+        self.closed.set()
         if self._scope is not None:
             self._scope.cancel()
         if self.ws is not None:
@@ -57,7 +73,9 @@ class HubAgent:
                             self._on_message(json.loads(part))
             except Exception:
                 pass
-            # Wake anyone waiting on a completion from this dead connection.
+            # Wake anyone waiting on a completion, or on events, from this dead connection.
+            self.closed.set()
+            self._changed.set()
             for event, _ in self._waiting.values():
                 event.set()
 
@@ -82,9 +100,12 @@ class HubAgent:
         event, box = anyio.Event(), []
         self._waiting[inv] = (event, box)
         try:
-            await self.ws.send(json.dumps({"type": 1, "invocationId": inv,
-                                           "target": "SubscribeToPendingChange",
-                                           "arguments": [change_id]}) + RS)
+            try:
+                await self.ws.send(json.dumps({"type": 1, "invocationId": inv,
+                                               "target": "SubscribeToPendingChange",
+                                               "arguments": [change_id]}) + RS)
+            except Exception as exc:
+                raise ConnectionError(f"send failed: {exc}") from exc
             with anyio.fail_after(10):
                 await event.wait()
         finally:
@@ -94,7 +115,12 @@ class HubAgent:
         return box[0]
 
     async def wait_for(self, change_ids: set[str], within: float) -> None:
-        """Until every id has been received at least once (or fail after ``within``)."""
+        """Until every id has been received at least once (or fail after ``within``).
+
+        Raises ConnectionError if the connection dies first.
+        """
         with anyio.fail_after(within):
             while not change_ids <= set(self.events):
+                if self.closed.is_set():
+                    raise ConnectionError("connection closed while waiting")
                 await self._changed.wait()

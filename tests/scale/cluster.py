@@ -26,6 +26,8 @@ FAST_ENV = {
     "COLAFLOW_RECONCILE_INTERVAL_SECONDS": "1.0",
     "COLAFLOW_BUS_RECONNECT_MAX_BACKOFF_SECONDS": "0.3",
     "COLAFLOW_API_KEY_CACHE_SECONDS": "0",
+    # Short enough that a client without keep-alive pings is closed within a test.
+    "COLAFLOW_HUB_CLIENT_TIMEOUT_SECONDS": "10",
     "COLAFLOW_LOG_LEVEL": "info",
 }
 

@@ -152,7 +152,12 @@ async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) 
                 while agent.wanted - agent.received():
                     assert agent.hub is not None
                     missing = agent.wanted - agent.received()
-                    await agent.hub.wait_for(missing, within=60)
+                    try:
+                        await agent.hub.wait_for(missing, within=60)
+                    except ConnectionError:
+                        # Like withAutomaticReconnect: reconnect and resubscribe.
+                        await agent.connect(tg)
+                        agent.reconnects += 1
                     agent.totals()
         # Absence of duplicates is observed over a window in which sweeps and reconciles run:
         # this wait is the observation, not a synchronisation.
