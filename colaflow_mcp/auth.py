@@ -198,6 +198,7 @@ class TokenIssuer:
     def __init__(self, secret: str, ttl_seconds: float) -> None:
         self.secret = secret
         self.ttl_seconds = ttl_seconds
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def issue(self, tenant: Tenant, user: str, ttl_seconds: float | None = None) -> str:
         now = int(time.time())
@@ -213,6 +214,13 @@ class TokenIssuer:
         return jwt.encode(claims, self.secret, algorithm=JWT_ALGORITHM)
 
     def verify(self, token: str) -> Principal | None:
+        """The reviewer behind a valid token; verified tokens are cached until they expire."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, exp = cached
+            if time.time() < exp:
+                return principal
+            del self._verified[token]
         try:
             claims = jwt.decode(
                 token, self.secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE,
@@ -222,10 +230,14 @@ class TokenIssuer:
             return None
         if claims.get("role") != "reviewer":
             return None
-        return Principal(
+        principal = Principal(
             kind="reviewer", tenant_id=str(claims["tid"]), tenant_slug=str(claims["tenant"]),
             user=str(claims["sub"]),
         )
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        self._verified[token] = (principal, float(claims["exp"]))
+        return principal
 
 
 async def jwt_secret(db: Database, configured: str | None) -> str:
