@@ -187,6 +187,9 @@ def _serve(settings: Settings) -> int:
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
         # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
         ws_per_message_deflate=False,
+        # SignalR has its own keep-alive and client timeout; protocol-level pings from
+        # uvicorn on top would be a third kind of ping per idle connection.
+        ws_ping_interval=None,
         timeout_graceful_shutdown=10,
     )
     server = HubAwareServer(config)
