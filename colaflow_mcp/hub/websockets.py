@@ -93,11 +93,11 @@ class _Socket:
     send: :meth:`changed` (the connection's ``on_change``) starts it, and it ends once the
     queue is empty, so an idle connection holds no extra task and no event. Once the
     connection is closed the writer has ``FLUSH_GRACE_SECONDS`` to send what is queued and
-    the Close message (a stalled client can block a send forever), then the socket is torn
-    down.
+    the Close message (a stalled client can block a send forever): a timer armed at the
+    close then cancels it and the reader, and the socket is torn down.
     """
 
-    __slots__ = ("websocket", "conn", "generation", "active", "writer", "flush_scope",
+    __slots__ = ("websocket", "conn", "generation", "active", "writer", "flush_timer",
                  "reader_scope")
 
     def __init__(self, websocket: WebSocket, conn: HubConnection) -> None:
@@ -106,31 +106,31 @@ class _Socket:
         self.generation = conn.ws_generation
         self.active = True  # False once superseded, stopped or closed: no more writers
         self.writer: asyncio.Task[None] | None = None
-        self.flush_scope: anyio.CancelScope | None = None  # the running writer's
+        self.flush_timer: asyncio.TimerHandle | None = None  # armed once closed
         self.reader_scope = anyio.CancelScope()
 
     def changed(self) -> None:
-        """Something was queued, or the connection closed: start or hurry the writer."""
+        """Something was queued, or the connection closed: start the writer, arm the
+        flush timer."""
         if not self.active:
             return
         conn = self.conn
-        if self.writer is None:
-            if conn.queued or conn.closed:
-                self.writer = asyncio.get_running_loop().create_task(self._write())
-        elif conn.closed and self.flush_scope is not None:
-            self._bound(self.flush_scope)
-
-    @staticmethod
-    def _bound(scope: anyio.CancelScope) -> None:
-        scope.deadline = min(scope.deadline, anyio.current_time() + FLUSH_GRACE_SECONDS)
+        if self.writer is None and (conn.queued or conn.closed):
+            self.writer = asyncio.get_running_loop().create_task(self._write())
+        if conn.closed and self.flush_timer is None:
+            self.flush_timer = asyncio.get_running_loop().call_later(
+                FLUSH_GRACE_SECONDS, self.supersede)
 
     def supersede(self) -> None:
-        """A stateful client is back on a new socket: end this one now."""
+        """End this socket now: a stateful client is back on a new one, or a closed
+        connection's flush grace ran out."""
         self.stop()
         self.reader_scope.cancel()
 
     def stop(self) -> None:
         self.active = False
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
         if self.writer is not None:
             self.writer.cancel()
 
@@ -149,7 +149,7 @@ class _Socket:
             if conn.ws_generation != self.generation or (conn.stateful and not conn.closed):
                 return  # keep the connection: the client may come back
             conn.close()
-            # Let the writer flush the Close message (it is bounded by the flush grace).
+            # Let the writer flush the Close message (the flush timer bounds it).
             writer = self.writer
             if writer is not None:
                 await asyncio.wait((writer,))
@@ -176,41 +176,29 @@ class _Socket:
 
     async def _write(self) -> None:
         conn, websocket = self.conn, self.websocket
-        done = False  # the socket is finished with: stop reading too
         try:
-            with anyio.CancelScope() as scope:
-                self.flush_scope = scope
-                if conn.closed:
-                    self._bound(scope)
-                while True:
-                    if conn.ws_generation != self.generation:
-                        done = True
-                        break
-                    frames = conn.take()
-                    if frames:
-                        for text in frames:
-                            await websocket.send_text(text)
-                        del frames, text
-                        continue
-                    if not conn.closed:
-                        return  # idle: the next change starts a new writer
-                    done = True
-                    if websocket.application_state is WebSocketState.CONNECTED:
-                        code = CLOSE_TOO_BIG if conn.too_large else CLOSE_NORMAL
-                        await websocket.close(code)
-                    break
-            done = True  # flushed, or the flush grace ran out
+            while conn.ws_generation == self.generation:
+                frames = conn.take()
+                if frames:
+                    for text in frames:
+                        await websocket.send_text(text)
+                    del frames, text
+                    continue
+                if not conn.closed:
+                    return  # idle: the next change starts a new writer
+                if websocket.application_state is WebSocketState.CONNECTED:
+                    code = CLOSE_TOO_BIG if conn.too_large else CLOSE_NORMAL
+                    await websocket.close(code)
+                break
         except (WebSocketDisconnect, OSError, RuntimeError):
-            done = True  # the peer is gone
+            pass  # the peer is gone
         except Exception:
-            done = True
             logger.exception("hub connection %s: WebSocket writer failed", conn.connection_id)
         finally:
             self.writer = None
-            self.flush_scope = None
-            if done:
-                self.active = False
-                self.reader_scope.cancel()
+        # Closed and flushed, superseded, or the peer is gone: this socket is done.
+        self.stop()
+        self.reader_scope.cancel()
 
 
 async def _deny(websocket: WebSocket, status: int, detail: str) -> None:
