@@ -7,9 +7,10 @@ a comma-separated list of:
   ``t`` is ``time.monotonic()``, comparable with a result's ``phase_monotonic``);
 - ``gc-tune``: ``gc.set_threshold(50_000, 20, 100)`` (candidate fix for the pauses);
 - ``tracemalloc``: on SIGUSR1, the first time take a snapshot, later print the growth
-  since it by file (``TM …`` lines);
-- ``publisher-off-path``: mark decisions announced from a task of their own, so a slow
-  database commit never holds back the next publish (candidate fix for notify.py).
+  since it by file (``TM …`` lines).
+
+(The ``publisher-off-path`` experiment became the product's behaviour in 553659c, and
+``serve`` now sets the ``gc-tune`` thresholds itself.)
 
 Lines go to the server's log (``server0.log`` in the scenario's work folder). Example:
 ``BENCH_INSTRUMENT=gc-log .venv/bin/python -m benchmarks latency --sizes 10000``.
@@ -65,53 +66,12 @@ def _tracemalloc() -> None:
     signal.signal(signal.SIGUSR1, dump)
 
 
-def _publisher_off_path() -> None:
-    import anyio
-
-    from colaflow_mcp import notify
-
-    async def run_publisher(self: notify.Notifier, batch: int = 256) -> None:
-        send, receive = anyio.create_memory_object_stream[list[str]](10_000)
-
-        async def marker() -> None:
-            while True:
-                ids = list(await receive.receive())
-                while True:
-                    try:
-                        ids.extend(receive.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                await self._mark_announced(ids)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(marker)
-            while True:
-                events = [await self._outbox_receive.receive()]
-                while len(events) < batch:
-                    try:
-                        events.append(self._outbox_receive.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                published: list[str] = []
-                for event in events:
-                    try:
-                        await self.bus.publish(event)
-                        published.append(event.change_id)
-                    except Exception:
-                        break  # the sweep re-announces the rest
-                if published:
-                    send.send_nowait(published)
-
-    notify.Notifier.run_publisher = run_publisher  # type: ignore[method-assign]
-
-
 def _gc_tune() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
 INSTRUMENTS: dict[str, Callable[[], None]] = {
     "gc-log": _gc_log, "gc-tune": _gc_tune, "tracemalloc": _tracemalloc,
-    "publisher-off-path": _publisher_off_path,
 }
 
 

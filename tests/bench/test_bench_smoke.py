@@ -98,6 +98,6 @@ def test_memory_smoke_measures_rss_per_connection(tmp_path: Path) -> None:
 def test_instrumented_server_still_delivers(tmp_path: Path) -> None:
     """The experiment hooks (benchmarks/instrumented.py) patch private APIs: keep them honest."""
     data = run_scenario("latency", tmp_path,
-                        {"BENCH_INSTRUMENT": "gc-log,gc-tune,tracemalloc,publisher-off-path"})
+                        {"BENCH_INSTRUMENT": "gc-log,gc-tune,tracemalloc"})
     for run in data["runs"]:
         assert_all_delivered(run)
