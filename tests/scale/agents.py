@@ -28,6 +28,7 @@ class HubAgent:
         self.ws: ClientConnection | None = None
         self._scope: anyio.CancelScope | None = None
         self.closed = anyio.Event()
+        self.url = ""
 
     async def connect(self, hub_url: str, key: str, tg: anyio.abc.TaskGroup) -> None:
         ws = await connect(f"{hub_url}?access_token={key}", open_timeout=10, max_size=None)
@@ -35,17 +36,21 @@ class HubAgent:
         handshake = await ws.recv()
         assert json.loads(str(handshake).rstrip(RS)) == {}, handshake
         self.ws = ws
+        self.url = hub_url
+        # Each connection has its own "closed": a late-ending old reader must not mark the
+        # new connection closed.
+        self.closed = closed = anyio.Event()
         ready = anyio.Event()
-        tg.start_soon(self._reader, ws, ready)
-        tg.start_soon(self._pinger, ws)
+        tg.start_soon(self._reader, ws, ready, closed)
+        tg.start_soon(self._pinger, ws, closed)
         await ready.wait()
 
-    async def _pinger(self, ws: ClientConnection) -> None:
+    async def _pinger(self, ws: ClientConnection, closed: anyio.Event) -> None:
         """Keep-alive pings, as every SignalR client sends (the server's client timeout)."""
-        while not self.closed.is_set():
+        while not closed.is_set():
             with anyio.move_on_after(PING_INTERVAL):
-                await self.closed.wait()
-            if self.closed.is_set():
+                await closed.wait()
+            if closed.is_set():
                 return
             try:
                 await ws.send(json.dumps({"type": 6}) + RS)
@@ -55,13 +60,15 @@ class HubAgent:
     async def drop(self) -> None:
         """Lose the connection abruptly (no close handshake from our side)."""
         self.closed.set()
+        self._changed.set()
         if self._scope is not None:
             self._scope.cancel()
         if self.ws is not None:
             self.ws.transport.abort()
             self.ws = None
 
-    async def _reader(self, ws: ClientConnection, ready: anyio.Event) -> None:
+    async def _reader(self, ws: ClientConnection, ready: anyio.Event, closed: anyio.Event
+                      ) -> None:
         with anyio.CancelScope() as scope:
             self._scope = scope
             ready.set()
@@ -73,11 +80,13 @@ class HubAgent:
                             self._on_message(json.loads(part))
             except Exception:
                 pass
-            # Wake anyone waiting on a completion, or on events, from this dead connection.
-            self.closed.set()
-            self._changed.set()
-            for event, _ in self._waiting.values():
-                event.set()
+            finally:
+                # Wake anyone waiting on a completion, or on events, from this dead
+                # connection (also when it was dropped on purpose).
+                closed.set()
+                self._changed.set()
+                for event, _ in self._waiting.values():
+                    event.set()
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         if msg.get("type") == 1 and str(msg.get("target", "")).startswith("PendingChange"):

@@ -55,16 +55,18 @@ class Agent:
             await hub.connect(target.hub_url, self.c.key, tg)
             self.hub = hub
             for cid in sorted(self.wanted - self.received()):
-                await hub.subscribe(cid)
+                done = await hub.subscribe(cid)
+                assert "error" not in done, done
 
     async def want(self, cid: str) -> None:
         async with self.lock:
             self.wanted.add(cid)
             assert self.hub is not None
             try:
-                await self.hub.subscribe(cid)
+                done = await self.hub.subscribe(cid)
             except ConnectionError:
-                pass  # resubscribed on the next connect
+                return  # resubscribed on the next connect
+            assert "error" not in done, done
 
     def totals(self) -> Counter[str]:
         self._merge()
@@ -119,13 +121,20 @@ async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) 
                         await agent.want(cid)
                 counts["done"] += 1
 
+        monkey_done = anyio.Event()
+
         async def chaos_monkey(stop: anyio.Event) -> None:
-            while not stop.is_set():
-                with anyio.move_on_after(rng.uniform(0.2, 0.6)):
-                    await stop.wait()
-                victim = rng.choice(agents)
-                await victim.connect(tg)
-                victim.reconnects += 1
+            try:
+                while not stop.is_set():
+                    with anyio.move_on_after(rng.uniform(0.2, 0.6)):
+                        await stop.wait()
+                    if stop.is_set():
+                        break
+                    victim = rng.choice(agents)
+                    await victim.connect(tg)
+                    victim.reconnects += 1
+            finally:
+                monkey_done.set()
 
         async def redis_cutter(stop: anyio.Event) -> None:
             while not stop.is_set():
@@ -145,20 +154,28 @@ async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) 
                 for i in range(CHANGES):
                     work.start_soon(one_change, i)
         stop.set()
+        with anyio.fail_after(30):
+            await monkey_done.wait()  # no reconnect may race the final collection
+        c.proxy.restore()
 
         # Every agent receives every change it waits for (expiries included).
-        with anyio.fail_after(60):
-            for agent in agents:
-                while agent.wanted - agent.received():
-                    assert agent.hub is not None
-                    missing = agent.wanted - agent.received()
-                    try:
-                        await agent.hub.wait_for(missing, within=60)
-                    except ConnectionError:
-                        # Like withAutomaticReconnect: reconnect and resubscribe.
-                        await agent.connect(tg)
-                        agent.reconnects += 1
-                    agent.totals()
+        for agent in agents:
+            while agent.wanted - agent.received():
+                assert agent.hub is not None
+                missing = agent.wanted - agent.received()
+                try:
+                    await agent.hub.wait_for(missing, within=30)
+                except ConnectionError:
+                    # Like withAutomaticReconnect: reconnect and resubscribe.
+                    await agent.connect(tg)
+                    agent.reconnects += 1
+                except TimeoutError:
+                    still = sorted(agent.wanted - agent.received() - set(agent.hub.events))
+                    states = {cid: await c.status(cid) for cid in still[:10]}
+                    health = [(await x.client.get("/health")).json() for x in (a, b)]
+                    pytest.fail(f"{agent.name} never got {len(still)} decision(s): {states}; "
+                                f"connected to {agent.hub.url}; health {health}")
+                agent.totals()
         # Absence of duplicates is observed over a window in which sweeps and reconciles run:
         # this wait is the observation, not a synchronisation.
         await anyio.sleep(2.0)
