@@ -88,6 +88,7 @@ class ChangeService:
         self.notifier = notifier
         self.settings = settings
         self.deadline_changed = anyio.Event()
+        self.expiry_planned_at: datetime | None = None  # when the expiry loop wakes next
 
     # -- proposals ----------------------------------------------------------------------
 
@@ -123,9 +124,12 @@ class ChangeService:
                 expires_at=now + timedelta(seconds=ttl),
             )
             s.add(change)
-        # Wake the expiry loop: this deadline may be the next one.
-        self.deadline_changed.set()
-        self.deadline_changed = anyio.Event()
+        # Wake the expiry loop only if this deadline comes before its planned wake-up
+        # (with the default TTL it never does: no extra work per proposal).
+        planned = self.expiry_planned_at
+        if planned is None or change.expires_at < planned:
+            self.deadline_changed.set()
+            self.deadline_changed = anyio.Event()
         return change
 
     # -- reads --------------------------------------------------------------------------

@@ -123,12 +123,15 @@ class Services:
     async def _expiry_loop(self) -> None:
         max_wait = self.settings.expiry_max_wait_seconds
         while not self._stopping.is_set():
-            await self.changes.expire_due()
+            # Until the next wake-up is planned, every proposal wakes us (no gap).
+            self.changes.expiry_planned_at = None
             wake = self.changes.deadline_changed
+            await self.changes.expire_due()
             deadline = await self.changes.next_deadline()
             wait = max_wait
             if deadline is not None:
                 wait = min(max_wait, max(0.0, (deadline - utcnow()).total_seconds()) + 0.005)
+            self.changes.expiry_planned_at = utcnow() + timedelta(seconds=wait)
             await self._pause(wait, wake)
 
     async def _sweep_loop(self) -> None:
