@@ -123,15 +123,28 @@ class Notifier:
             self._outbox_send.send_nowait(event)
         except anyio.WouldBlock:
             logger.warning("publish queue full; %s left to the announce sweep", change.id)
+        except anyio.ClosedResourceError:
+            logger.info("shutting down; %s left to the announce sweep", change.id)
+
+    def close_outbox(self) -> None:
+        """Stop taking decisions to publish; the publisher and marker drain and return."""
+        self._outbox_send.close()
 
     async def run_publisher(self, batch: int = 256) -> None:
-        """Publish queued decisions; hand what was published to the marker."""
+        """Publish queued decisions; hand what was published to the marker.
+
+        Returns once :meth:`close_outbox` was called and the queue is drained.
+        """
         while True:
-            events = [await self._outbox_receive.receive()]
+            try:
+                events = [await self._outbox_receive.receive()]
+            except anyio.EndOfStream:
+                self._marks_send.close()
+                return
             while len(events) < batch:
                 try:
                     events.append(self._outbox_receive.receive_nowait())
-                except anyio.WouldBlock:
+                except (anyio.WouldBlock, anyio.EndOfStream):
                     break
             published: list[str] = []
             for event in events:
@@ -152,14 +165,18 @@ class Notifier:
     async def run_marker(self, batch: int = 512) -> None:
         """Record ``announced_at`` for published decisions, in batches.
 
-        A task of its own, so a slow commit never holds up the next publication.
+        A task of its own, so a slow commit never holds up the next publication. Returns once
+        the publisher has returned and every mark is written.
         """
         while True:
-            ids = [await self._marks_receive.receive()]
+            try:
+                ids = [await self._marks_receive.receive()]
+            except anyio.EndOfStream:
+                return
             while len(ids) < batch:
                 try:
                     ids.append(self._marks_receive.receive_nowait())
-                except anyio.WouldBlock:
+                except (anyio.WouldBlock, anyio.EndOfStream):
                     break
             await self._mark_announced(ids)
 

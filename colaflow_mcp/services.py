@@ -59,20 +59,25 @@ class Services:
     async def run_background(self, tg: anyio.abc.TaskGroup) -> None:
         """Start the bus listener, expiry, announce sweep and reconcile loops."""
         tg.start_soon(self._guard, "backplane", self._run_bus)
-        tg.start_soon(self._guard, "publisher", self.notifier.run_publisher)
-        tg.start_soon(self._guard, "announce-marker", self.notifier.run_marker)
-        for name, loop in (("expiry", self._expiry_loop), ("announce-sweep", self._sweep_loop),
+        # Loops that write or read the database stop on their own at shutdown (see
+        # stop_background); only the backplane listener is simply cancelled.
+        for name, loop in (("publisher", self.notifier.run_publisher),
+                           ("announce-marker", self.notifier.run_marker),
+                           ("expiry", self._expiry_loop), ("announce-sweep", self._sweep_loop),
                            ("reconcile", self._reconcile_loop)):
             self._periodic_running += 1
             tg.start_soon(self._periodic, name, loop)
 
     async def stop_background(self, grace_seconds: float = 5.0) -> None:
-        """Let the periodic loops finish their current pass and return, before cancelling.
+        """Let the loops finish their current pass and return, before cancelling.
 
-        Cancelling a loop in the middle of a database call can leave the driver's worker
-        (aiosqlite) half-way, which then hangs the event loop's close.
+        The publisher publishes what is queued and the marker records it, so a clean
+        shutdown leaves nothing for another instance's sweep. Cancelling a loop in the
+        middle of a database call would also make SQLAlchemy terminate the aiosqlite
+        connection with a close task that can hang the event loop's close.
         """
         self._stopping.set()
+        self.notifier.close_outbox()
         if self._periodic_running:
             with anyio.move_on_after(grace_seconds):
                 await self._periodic_done.wait()
@@ -118,7 +123,9 @@ class Services:
 
     async def _on_bus_connected(self) -> None:
         # Whatever was published while we were not listening is recovered from the rows.
-        await self.notifier.reconcile()
+        # Shielded (and bounded): cancelling a database call half-way breaks the driver.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+            await self.notifier.reconcile()
 
     async def _expiry_loop(self) -> None:
         max_wait = self.settings.expiry_max_wait_seconds
