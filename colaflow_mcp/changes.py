@@ -14,8 +14,8 @@ from typing import Any
 
 import anyio
 from pydantic import ValidationError
-from sqlalchemy import func, update
-from sqlmodel import col, select
+from sqlalchemy import Table, bindparam, func
+from sqlmodel import Session, col, select
 
 from colaflow_mcp.auth import Principal
 from colaflow_mcp.config import Settings
@@ -34,6 +34,27 @@ from colaflow_mcp.workspace import (
 
 logger = logging.getLogger(__name__)
 MAX_PAGE_SIZE = 100
+_PC: Table = PendingChange.__table__  # type: ignore[attr-defined]
+
+
+def _claim_statement(only_overdue: bool) -> Any:
+    """Decide one pending change, in its tenant, before (or, to expire, after) its deadline."""
+    c = _PC.c
+    now: Any = bindparam("p_now", type_=c.expires_at.type)
+    return _PC.update().where(
+        c.id == bindparam("p_id"), c.tenant_id == bindparam("p_tenant"),
+        c.status == Status.PENDING.value,
+        c.expires_at <= now if only_overdue else c.expires_at > now,
+    ).values(
+        status=bindparam("p_status"), decided_at=now, decided_by=bindparam("p_by"),
+        reason=bindparam("p_reason"),
+    ).returning(*c)
+
+
+_CLAIM, _CLAIM_OVERDUE = _claim_statement(False), _claim_statement(True)
+_RECORD_RESULT = _PC.update().where(_PC.c.id == bindparam("p_id")).values(
+    execution_result=bindparam("p_result", type_=_PC.c.execution_result.type),
+    entity_id=bindparam("p_entity"))
 
 
 class NotFound(LookupError):
@@ -172,15 +193,20 @@ class ChangeService:
         if principal.kind != "reviewer":
             raise Forbidden("only reviewers approve changes")
         cid = parse_id(change_id)
-        async with self.db.write() as s:
-            change = await self._claim(s, principal.tenant_id, cid, Status.APPROVED,
-                                       principal.display, None)
+        tenant_id, by = principal.tenant_id, principal.display
+
+        def decide_and_execute(s: Session) -> PendingChange | None:
+            change = self._claim(s, tenant_id, cid, Status.APPROVED, by, None)
             if change is not None:
-                result = await self._execute(s, change)
+                result = self._execute(s, change)
                 change.execution_result = result
                 if result["success"]:
                     change.entity_id = result["entityId"]
-                s.add(change)
+                s.connection().execute(_RECORD_RESULT, {
+                    "p_id": cid, "p_result": result, "p_entity": change.entity_id})
+            return change
+
+        change = await self.db.transact(decide_and_execute)
         if change is None:
             await self._lost(principal, cid)
             raise AssertionError("unreachable")
@@ -231,31 +257,24 @@ class ChangeService:
         only_overdue: bool = False,
     ) -> PendingChange | None:
         """Decide in a transaction of its own; the row if this call won, else None."""
-        async with self.db.write() as s:
-            return await self._claim(s, tenant_id, cid, status, by, reason, only_overdue)
+        return await self.db.transact(
+            lambda s: self._claim(s, tenant_id, cid, status, by, reason, only_overdue))
 
     @staticmethod
-    async def _claim(
-        s: Any, tenant_id: str, cid: str, status: Status, by: str | None, reason: str | None,
-        only_overdue: bool = False,
+    def _claim(
+        s: Session, tenant_id: str, cid: str, status: Status, by: str | None,
+        reason: str | None, only_overdue: bool = False,
     ) -> PendingChange | None:
-        """The conditional update that lets exactly one decision win; RETURNING the row."""
-        now = utcnow()
-        stmt = (
-            update(PendingChange)
-            .where(col(PendingChange.id) == cid)
-            .where(col(PendingChange.tenant_id) == tenant_id)
-            .where(col(PendingChange.status) == Status.PENDING.value)
-        )
-        if only_overdue:
-            stmt = stmt.where(col(PendingChange.expires_at) <= now)
-        else:
-            stmt = stmt.where(col(PendingChange.expires_at) > now)
-        stmt = stmt.values(status=status.value, decided_at=now, decided_by=by, reason=reason)
-        won: PendingChange | None = (
-            await s.exec(stmt.returning(PendingChange))
-        ).scalars().first()
-        return won
+        """The conditional update that lets exactly one decision win; RETURNING the row.
+
+        A prebuilt Core statement (building an ORM or Core statement per call cost more than
+        running it); the row comes back as a detached ``PendingChange``.
+        """
+        stmt = _CLAIM_OVERDUE if only_overdue else _CLAIM
+        row = s.connection().execute(stmt, {
+            "p_id": cid, "p_tenant": tenant_id, "p_now": utcnow(), "p_status": status.value,
+            "p_by": by, "p_reason": reason}).first()
+        return None if row is None else PendingChange(**row._asdict())
 
     async def _lost(self, principal: Principal, cid: str) -> None:
         """Explain why a decision did not apply: NotFound or Conflict (expiring if due)."""
@@ -275,12 +294,13 @@ class ChangeService:
             assert change is not None
         raise Conflict(change.status)
 
-    async def _execute(self, s: Any, change: PendingChange) -> dict[str, Any]:
+    @staticmethod
+    def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
         """Apply the change inside a savepoint: all of it, or none of it and an error."""
         spec = TOOLS[change.tool_name]
         try:
-            async with s.begin_nested():
-                entity_id = await spec.execute(s, change)
+            with s.begin_nested():
+                entity_id = spec.execute(s, change)
         except ExecutionError as exc:
             return {"success": False, "entityId": change.entity_id, "error": str(exc)}
         except Exception as exc:

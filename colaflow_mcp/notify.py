@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import anyio
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import col, select
 
 from colaflow_mcp.bus import Backplane
@@ -22,6 +22,10 @@ from colaflow_mcp.events import DecisionEvent, change_to_json, event_from_change
 from colaflow_mcp.models import TERMINAL, PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
+_PC = PendingChange.__table__  # type: ignore[attr-defined]
+_MARK_ANNOUNCED = _PC.update().where(
+    _PC.c.id.in_(bindparam("p_ids", expanding=True)), _PC.c.announced_at.is_(None),
+).values(announced_at=bindparam("p_now", type_=_PC.c.announced_at.type))
 
 
 class Subscriber(Protocol):
@@ -47,6 +51,7 @@ class Notifier:
             DecisionEvent](max_buffer_size=outbox_size)
         self._marks_send, self._marks_receive = anyio.create_memory_object_stream[str](
             max_buffer_size=outbox_size)
+        self._closing = False
 
     # -- registry ---------------------------------------------------------------------
 
@@ -128,6 +133,7 @@ class Notifier:
 
     def close_outbox(self) -> None:
         """Stop taking decisions to publish; the publisher and marker drain and return."""
+        self._closing = True
         self._outbox_send.close()
 
     async def run_publisher(self, batch: int = 256) -> None:
@@ -162,17 +168,22 @@ class Notifier:
                 except anyio.WouldBlock:
                     pass  # unmarked: the sweep re-announces it, subscribers dedupe
 
-    async def run_marker(self, batch: int = 512) -> None:
+    async def run_marker(self, batch: int = 512, linger_seconds: float = 0.05) -> None:
         """Record ``announced_at`` for published decisions, in batches.
 
-        A task of its own, so a slow commit never holds up the next publication. Returns once
-        the publisher has returned and every mark is written.
+        A task of its own, so a slow commit never holds up the next publication. After the
+        first mark it lingers up to ``linger_seconds`` for more, so that under load one
+        write records many decisions instead of one write per decision (far below the
+        sweep's grace period, so the sweep never repeats them). Returns once the publisher
+        has returned and every mark is written.
         """
         while True:
             try:
                 ids = [await self._marks_receive.receive()]
             except anyio.EndOfStream:
                 return
+            if not self._closing:  # no lingering while draining for shutdown
+                await anyio.sleep(linger_seconds)
             while len(ids) < batch:
                 try:
                     ids.append(self._marks_receive.receive_nowait())
@@ -182,13 +193,8 @@ class Notifier:
 
     async def _mark_announced(self, change_ids: list[str]) -> None:
         try:
-            async with self.db.write() as s:
-                await s.exec(
-                    update(PendingChange)
-                    .where(col(PendingChange.id).in_(change_ids))
-                    .where(col(PendingChange.announced_at).is_(None))
-                    .values(announced_at=utcnow())
-                )
+            params = {"p_ids": change_ids, "p_now": utcnow()}
+            await self.db.transact(lambda s: s.connection().execute(_MARK_ANNOUNCED, params))
         except Exception:
             logger.exception("could not mark %d decision(s) announced; the sweep may repeat "
                              "them (subscribers still get each once)", len(change_ids))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from sqlalchemy import update
-from sqlmodel import col, delete, select
+from sqlalchemy import bindparam
+from sqlmodel import Session, col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from colaflow_mcp.models import Comment, Issue, PendingChange, Project, utcnow
+from colaflow_mcp.models import Comment, Issue, PendingChange, Project, new_id, utcnow
 
 IssueType = Literal["Epic", "Story", "Task", "Bug"]
 IssueStatus = Literal["ToDo", "InProgress", "InReview", "Done", "Blocked"]
@@ -134,7 +134,9 @@ class Plan:
 
 
 Planner = Callable[[AsyncSession, str, Any], Awaitable[Plan]]
-Executor = Callable[[AsyncSession, PendingChange], Awaitable[str]]
+# Execution is synchronous: it runs inside the decision's transaction function (see
+# ``Database.transact``), on a worker thread for SQLite or through ``run_sync`` for PostgreSQL.
+Executor = Callable[[Session, PendingChange], str]
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,16 @@ async def find_issue(s: AsyncSession, tenant_id: str, key: str) -> Issue | None:
     return (await s.exec(q)).first()
 
 
+def _find_project_sync(s: Session, tenant_id: str, key: str) -> Project | None:
+    q = select(Project).where(Project.tenant_id == tenant_id, Project.key == key)
+    return s.exec(q).first()
+
+
+def _find_issue_sync(s: Session, tenant_id: str, key: str) -> Issue | None:
+    q = select(Issue).where(Issue.tenant_id == tenant_id, Issue.key == key)
+    return s.exec(q).first()
+
+
 async def _issue_or_invalid(s: AsyncSession, tenant_id: str, key: str) -> Issue:
     issue = await find_issue(s, tenant_id, key)
     if issue is None:
@@ -227,14 +239,14 @@ async def plan_create_project(s: AsyncSession, tenant_id: str, a: CreateProjectA
                 f"Create project {a.key} '{a.name}'")
 
 
-async def exec_create_project(s: AsyncSession, ch: PendingChange) -> str:
+def exec_create_project(s: Session, ch: PendingChange) -> str:
     after = ch.diff["after"]
-    if await find_project(s, ch.tenant_id, after["key"]) is not None:
+    if _find_project_sync(s, ch.tenant_id, after["key"]) is not None:
         raise ExecutionError(f"project {after['key']} already exists")
     p = Project(tenant_id=ch.tenant_id, key=after["key"], name=after["name"],
                 description=after["description"])
     s.add(p)
-    await s.flush()
+    s.flush()
     return p.id
 
 
@@ -249,8 +261,8 @@ async def plan_update_project(s: AsyncSession, tenant_id: str, a: UpdateProjectA
                 f"Update project {p.key}: {', '.join(sorted(changes))}")
 
 
-async def exec_update_project(s: AsyncSession, ch: PendingChange) -> str:
-    p = await s.get(Project, ch.entity_id)
+def exec_update_project(s: Session, ch: PendingChange) -> str:
+    p = s.get(Project, ch.entity_id)
     if p is None or p.tenant_id != ch.tenant_id:
         raise ExecutionError(f"project {ch.diff['entityKey']} no longer exists")
     _require_same(project_snapshot(p), ch.diff["before"], f"project {p.key}")
@@ -269,14 +281,14 @@ async def plan_delete_project(s: AsyncSession, tenant_id: str, a: DeleteProjectA
                 f"Delete project {p.key}")
 
 
-async def exec_delete_project(s: AsyncSession, ch: PendingChange) -> str:
-    p = await s.get(Project, ch.entity_id)
+def exec_delete_project(s: Session, ch: PendingChange) -> str:
+    p = s.get(Project, ch.entity_id)
     if p is None or p.tenant_id != ch.tenant_id:
         raise ExecutionError(f"project {ch.diff['entityKey']} no longer exists")
     _require_same(project_snapshot(p), ch.diff["before"], f"project {p.key}")
-    if (await s.exec(select(Issue.id).where(Issue.project_id == p.id).limit(1))).first():
+    if (s.exec(select(Issue.id).where(Issue.project_id == p.id).limit(1))).first():
         raise ExecutionError(f"project {p.key} has issues now; it can no longer be deleted")
-    await s.delete(p)
+    s.delete(p)
     return p.id
 
 
@@ -293,30 +305,38 @@ async def plan_create_issue(s: AsyncSession, tenant_id: str, a: CreateIssueArgs)
                 f"Create {a.type.lower()} in {a.project_key}: '{a.title}'")
 
 
-async def exec_create_issue(s: AsyncSession, ch: PendingChange) -> str:
+def _take_issue_number_statement() -> Any:
+    # A prebuilt Core statement: building one per call costs more than running it.
+    c = Project.__table__.c  # type: ignore[attr-defined]
+    return (Project.__table__.update()  # type: ignore[attr-defined]
+            .where(c.tenant_id == bindparam("p_tenant"), c.key == bindparam("p_key"))
+            .values(next_issue_number=c.next_issue_number + 1)
+            .returning(c.id, c.key, c.next_issue_number))
+
+
+_TAKE_ISSUE_NUMBER = _take_issue_number_statement()
+_INSERT_ISSUE = Issue.__table__.insert()  # type: ignore[attr-defined]
+
+
+def exec_create_issue(s: Session, ch: PendingChange) -> str:
     after = ch.diff["after"]
     # One statement takes the project's row lock and the next number, so concurrent
     # creates number issues uniquely.
-    taken = (await s.exec(
-        update(Project)
-        .where(col(Project.tenant_id) == ch.tenant_id)
-        .where(col(Project.key) == after["projectKey"])
-        .values(next_issue_number=Project.next_issue_number + 1)
-        .returning(col(Project.id), col(Project.key), col(Project.next_issue_number))
-    )).first()
+    taken = s.connection().execute(_TAKE_ISSUE_NUMBER, {
+        "p_tenant": ch.tenant_id, "p_key": after["projectKey"]}).first()
     if taken is None:
         raise ExecutionError(f"project {after['projectKey']} no longer exists")
     project_id, project_key, next_number = taken
     number = next_number - 1
-    issue = Issue(
-        tenant_id=ch.tenant_id, project_id=project_id, key=f"{project_key}-{number}",
-        number=number, title=after["title"], description=after["description"],
-        type=after["type"], status=after["status"], priority=after["priority"],
-        assignee=after["assignee"],
-    )
-    s.add(issue)
-    await s.flush()
-    return issue.id
+    issue_id, now = new_id(), utcnow()
+    s.connection().execute(_INSERT_ISSUE, {
+        "id": issue_id, "tenant_id": ch.tenant_id, "project_id": project_id,
+        "key": f"{project_key}-{number}", "number": number, "title": after["title"],
+        "description": after["description"], "type": after["type"],
+        "status": after["status"], "priority": after["priority"],
+        "assignee": after["assignee"], "created_at": now, "updated_at": now,
+    })
+    return issue_id
 
 
 async def plan_update_issue(s: AsyncSession, tenant_id: str, a: UpdateIssueArgs) -> Plan:
@@ -345,16 +365,16 @@ async def plan_update_status(s: AsyncSession, tenant_id: str, a: UpdateStatusArg
                 f"Move {issue.key} from {issue.status} to {a.status}")
 
 
-async def _current_issue(s: AsyncSession, ch: PendingChange) -> Issue:
-    issue = await s.get(Issue, ch.entity_id)
+def _current_issue(s: Session, ch: PendingChange) -> Issue:
+    issue = s.get(Issue, ch.entity_id)
     if issue is None or issue.tenant_id != ch.tenant_id:
         raise ExecutionError(f"issue {ch.diff['entityKey']} no longer exists")
     _require_same(issue_snapshot(issue), ch.diff["before"], f"issue {issue.key}")
     return issue
 
 
-async def exec_update_issue(s: AsyncSession, ch: PendingChange) -> str:
-    issue = await _current_issue(s, ch)
+def exec_update_issue(s: Session, ch: PendingChange) -> str:
+    issue = _current_issue(s, ch)
     for c in ch.diff["changedFields"]:
         setattr(issue, c["field"], c["newValue"])
     issue.updated_at = utcnow()
@@ -369,10 +389,10 @@ async def plan_delete_issue(s: AsyncSession, tenant_id: str, a: DeleteIssueArgs)
                 f"Delete {issue.key} '{issue.title}'")
 
 
-async def exec_delete_issue(s: AsyncSession, ch: PendingChange) -> str:
-    issue = await _current_issue(s, ch)
-    await s.exec(delete(Comment).where(col(Comment.issue_id) == issue.id))
-    await s.delete(issue)
+def exec_delete_issue(s: Session, ch: PendingChange) -> str:
+    issue = _current_issue(s, ch)
+    s.exec(delete(Comment).where(col(Comment.issue_id) == issue.id))
+    s.delete(issue)
     return issue.id
 
 
@@ -386,15 +406,15 @@ async def plan_add_comment(s: AsyncSession, tenant_id: str, a: AddCommentArgs) -
                 f"Comment on {issue.key}: '{short}'")
 
 
-async def exec_add_comment(s: AsyncSession, ch: PendingChange) -> str:
+def exec_add_comment(s: Session, ch: PendingChange) -> str:
     after = ch.diff["after"]
-    issue = await find_issue(s, ch.tenant_id, after["issueKey"])
+    issue = _find_issue_sync(s, ch.tenant_id, after["issueKey"])
     if issue is None:
         raise ExecutionError(f"issue {after['issueKey']} no longer exists")
     c = Comment(tenant_id=ch.tenant_id, issue_id=issue.id, author=after["author"],
                 body=after["body"])
     s.add(c)
-    await s.flush()
+    s.flush()
     return c.id
 
 
@@ -414,8 +434,8 @@ async def plan_update_comment(s: AsyncSession, tenant_id: str, a: UpdateCommentA
                 f"Edit comment on {issue_key}")
 
 
-async def _current_comment(s: AsyncSession, ch: PendingChange) -> Comment:
-    c = await s.get(Comment, ch.entity_id)
+def _current_comment(s: Session, ch: PendingChange) -> Comment:
+    c = s.get(Comment, ch.entity_id)
     if c is None or c.tenant_id != ch.tenant_id:
         raise ExecutionError("the comment no longer exists")
     before = ch.diff["before"] or {}
@@ -423,8 +443,8 @@ async def _current_comment(s: AsyncSession, ch: PendingChange) -> Comment:
     return c
 
 
-async def exec_update_comment(s: AsyncSession, ch: PendingChange) -> str:
-    c = await _current_comment(s, ch)
+def exec_update_comment(s: Session, ch: PendingChange) -> str:
+    c = _current_comment(s, ch)
     c.body = ch.diff["after"]["body"]
     c.updated_at = utcnow()
     s.add(c)
@@ -438,9 +458,9 @@ async def plan_delete_comment(s: AsyncSession, tenant_id: str, a: DeleteCommentA
                 f"Delete comment on {issue_key}")
 
 
-async def exec_delete_comment(s: AsyncSession, ch: PendingChange) -> str:
-    c = await _current_comment(s, ch)
-    await s.delete(c)
+def exec_delete_comment(s: Session, ch: PendingChange) -> str:
+    c = _current_comment(s, ch)
+    s.delete(c)
     return c.id
 
 
