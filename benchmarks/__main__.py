@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where <scenario>.json goes (default benchmarks/results)")
     parser.add_argument("--sizes", help="comma-separated sizes (latency, mcp)")
     parser.add_argument("--rate", type=float, help="decisions per second")
+    parser.add_argument("--rates", help="throughput: comma-separated rate ladder")
     parser.add_argument("--transports", help="latency: comma-separated hub-ws,hub-sse,hub-lp")
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["sizes"] = [int(s) for s in args.sizes.split(",")]
     if args.rate:
         kwargs["rate"] = args.rate
+    if args.rates:
+        kwargs["rates"] = [float(r) for r in args.rates.split(",")]
     if args.transports:
         kwargs["transports"] = args.transports.split(",")
     t0 = time.monotonic()
