@@ -41,7 +41,8 @@ def redact_url(url: str) -> str:
 
 
 class Database:
-    """Two views of one database: ``read()`` and ``write()`` sessions.
+    """One database, three ways in: ``read()`` and ``write()`` async sessions, and
+    ``transact(fn)`` for synchronous transaction functions (the decision path).
 
     On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so that concurrent writers
     (threads or processes) queue on the busy timeout instead of failing on lock upgrade, and

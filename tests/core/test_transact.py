@@ -1,0 +1,76 @@
+"""Database.transact: the decision path's transactions, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlmodel import Session, select
+
+from colaflow_mcp.db import Database
+from colaflow_mcp.models import Tenant
+
+pytestmark = pytest.mark.anyio
+
+
+async def _names(db: Database) -> list[str]:
+    async with db.read() as s:
+        return sorted(t.name for t in (await s.exec(select(Tenant))).all())
+
+
+async def test_commits_on_return_and_rolls_back_on_error(any_database_url: str) -> None:
+    db = Database(any_database_url)
+    await db.create_schema()
+    try:
+        def add(name: str) -> str:
+            def fn(s: Session) -> str:
+                s.add(Tenant(slug=name, name=name))
+                s.flush()
+                return name
+            return fn
+
+        assert await db.transact(add("kept")) == "kept"
+
+        def add_then_fail(s: Session) -> None:
+            s.add(Tenant(slug="dropped", name="dropped"))
+            s.flush()
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            await db.transact(add_then_fail)
+        assert await _names(db) == ["kept"]
+    finally:
+        await db.dispose()
+
+
+async def test_a_cancelled_caller_does_not_abandon_a_started_sqlite_transaction(
+    tmp_path: Path,
+) -> None:
+    # A reviewer's request cancelled mid-decision (client gone, shutdown) must neither leave
+    # the transaction half-done nor break the next one. On SQLite the transaction runs on a
+    # worker thread; (on PostgreSQL it runs on the event loop and is rolled back by
+    # SQLAlchemy at the next await, like any other async transaction.)
+    db = Database(f"sqlite:///{tmp_path / 'cancel.sqlite'}")
+    await db.create_schema()
+    try:
+        inside, release = threading.Event(), threading.Event()
+
+        def slow(s: Session) -> None:
+            s.add(Tenant(slug="slow", name="slow"))
+            s.flush()
+            inside.set()
+            release.wait(10)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(db.transact, slow)
+            await anyio.to_thread.run_sync(inside.wait, 10)
+            tg.cancel_scope.cancel()
+            release.set()
+        # The transaction ran to its end and committed, and the next one works.
+        assert await _names(db) == ["slow"]
+        assert await db.transact(lambda s: s.connection().exec_driver_sql(
+            "SELECT 1").scalar()) == 1
+    finally:
+        await db.dispose()
