@@ -78,24 +78,32 @@ class Database:
             )
             self.write_engine = self.engine
 
+    # Sessions are shielded from cancellation: a caller cancelled half-way through a
+    # statement (an MCP request whose session closes, a shutdown) would make SQLAlchemy
+    # terminate the aiosqlite connection, with a close task that can hang the event loop's
+    # close. The bodies are database calls only, so the shield delays a cancellation by
+    # one short transaction at most.
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reads (no commit)."""
-        async with AsyncSession(self.engine, expire_on_commit=False) as session:
-            yield session
+        with anyio.CancelScope(shield=True):
+            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+                yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on error."""
-        if self._write_lock is None:
-            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
-                async with session.begin():
-                    yield session
-            return
-        async with self._write_lock:
-            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
-                async with session.begin():
-                    yield session
+        with anyio.CancelScope(shield=True):
+            if self._write_lock is None:
+                async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+                    async with session.begin():
+                        yield session
+                return
+            async with self._write_lock:
+                async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+                    async with session.begin():
+                        yield session
 
     async def transact(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in one write transaction: committed if it returns, rolled

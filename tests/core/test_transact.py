@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -74,3 +75,39 @@ async def test_a_cancelled_caller_does_not_abandon_a_started_sqlite_transaction(
             "SELECT 1").scalar()) == 1
     finally:
         await db.dispose()
+
+
+async def test_cancelling_callers_mid_statement_leaves_no_stuck_connection(
+    tmp_path: Path,
+) -> None:
+    # An MCP request cancelled while its statement runs (its session closed, the server
+    # stopping) used to make SQLAlchemy terminate the aiosqlite connection with a close
+    # task that could hang the event loop's close: the read and write sessions are shielded.
+    before = asyncio.all_tasks()
+    db = Database(f"sqlite:///{tmp_path / 'cancel-mid.sqlite'}")
+    await db.create_schema()
+    try:
+        for i in range(20):
+            entered = anyio.Event()
+
+            async def write(i: int = i, entered: anyio.Event = entered) -> None:
+                async with db.write() as s:
+                    entered.set()
+                    s.add(Tenant(slug=f"t{i}", name=f"t{i}"))
+                    await s.flush()
+
+            async def read(entered: anyio.Event = entered) -> None:
+                async with db.read() as s:
+                    entered.set()
+                    await s.exec(select(Tenant))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write if i % 2 == 0 else read)
+                await entered.wait()
+                tg.cancel_scope.cancel()  # lands while the statement is in flight
+        # Every write finished whole (shielded), and the database still answers.
+        assert await _names(db) == sorted(f"t{i}" for i in range(0, 20, 2))
+    finally:
+        await db.dispose()
+    left = [t for t in asyncio.all_tasks() - before if not t.done()]
+    assert left == [], [t.get_coro() for t in left]
