@@ -1,14 +1,14 @@
 """Run N concurrent decision attempts on one change from a separate process.
 
-Usage: python -m tests.core.race_worker DATABASE_URL CHANGE_ID TENANT_ID TENANT_SLUG N START_AT
-Prints one JSON object: {"won": [...], "conflicts": {...}}.
+Usage: python -m tests.core.race_worker DATABASE_URL CHANGE_ID TENANT_ID TENANT_SLUG N
+Prints ``ready`` once set up, waits for a line on stdin (the start signal, so that two
+workers start together), then prints one JSON object: {"won": [...], "conflicts": {...}}.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 import anyio
@@ -21,7 +21,7 @@ from colaflow_mcp.db import Database
 from colaflow_mcp.notify import Notifier
 
 
-async def main(url: str, change_id: str, tenant_id: str, slug: str, n: int, start_at: float
+async def main(url: str, change_id: str, tenant_id: str, slug: str, n: int
                ) -> dict[str, Any]:
     db = Database(url)
     changes = ChangeService(db, Notifier(db, MemoryBackplane()), Settings(database_url=url))
@@ -42,7 +42,9 @@ async def main(url: str, change_id: str, tenant_id: str, slug: str, n: int, star
         except Conflict as exc:
             conflicts[exc.status] = conflicts.get(exc.status, 0) + 1
 
-    await anyio.sleep(max(0.0, start_at - time.time()))
+    await db.ping()  # connected and warm
+    print("ready", flush=True)
+    await anyio.to_thread.run_sync(sys.stdin.readline)
     async with anyio.create_task_group() as tg:
         for i in range(n):
             tg.start_soon(attempt, i)
@@ -51,5 +53,5 @@ async def main(url: str, change_id: str, tenant_id: str, slug: str, n: int, star
 
 
 if __name__ == "__main__":
-    url, cid, tid, slug, n, start = sys.argv[1:7]
-    print(json.dumps(anyio.run(main, url, cid, tid, slug, int(n), float(start))))
+    url, cid, tid, slug, n = sys.argv[1:6]
+    print(json.dumps(anyio.run(main, url, cid, tid, slug, int(n))), flush=True)

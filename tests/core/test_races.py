@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from datetime import timedelta
 from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.text import TextReceiveStream
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -69,22 +69,31 @@ async def test_fifty_concurrent_decisions_in_one_process_have_one_winner(
 
 async def test_fifty_attempts_from_two_processes_have_one_winner(harness: Harness) -> None:
     change_id, tenant_id = await _make_due_change(harness)
-    # The deadline lands in the middle of the storm, so expiry races too.
-    await _set_expiry(harness, change_id, 2.55)
-    start_at = time.time() + 2.5
     url = harness.settings.database_url
     results: list[dict[str, Any]] = []
-
-    async def worker() -> None:
-        done = await anyio.run_process(
-            [sys.executable, "-m", "tests.core.race_worker", url, change_id, tenant_id, "acme",
-             "25", str(start_at)])
-        results.append(json.loads(done.stdout))
-
+    cmd = [sys.executable, "-m", "tests.core.race_worker", url, change_id, tenant_id, "acme",
+           "25"]
     with anyio.fail_after(60):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(worker)
-            tg.start_soon(worker)
+        async with await anyio.open_process(cmd) as w1, await anyio.open_process(cmd) as w2:
+            workers = [w1, w2]
+            outputs = [TextReceiveStream(w.stdout) for w in workers]  # type: ignore[arg-type]
+            buffers = ["", ""]
+
+            async def line(i: int) -> str:
+                while "\n" not in buffers[i]:
+                    buffers[i] += await outputs[i].receive()
+                first, buffers[i] = buffers[i].split("\n", 1)
+                return first
+
+            for i in range(2):
+                assert await line(i) == "ready"
+            # Both are set up: start them together, with the deadline in the middle of the
+            # storm, so expiry races too.
+            await _set_expiry(harness, change_id, 0.05)
+            for w in workers:
+                assert w.stdin is not None
+                await w.stdin.send(b"go\n")
+            results.extend([json.loads(await line(0)), json.loads(await line(1))])
     won = [w for r in results for w in r["won"]]
     token = await harness.reviewer_token()
     r = await harness.client.get(f"/api/mcp/pending-changes/{change_id}",
