@@ -160,6 +160,7 @@ async def health(request: Request) -> Response:
         "database": "ok" if db_ok else "unreachable",
         "backplane": bus,
         "loops": loops,
+        "loopPasses": dict(svc.loop_passes),
         "instance": svc.settings.instance_id,
         "subscribers": svc.notifier.subscriber_count(),
     }

@@ -31,6 +31,9 @@ class Services:
     notifier: Notifier
     changes: ChangeService
     loops_alive: dict[str, bool] = field(default_factory=dict)
+    # Completed passes of the recovery loops (in /health): how an operator, or a test, sees
+    # that sweeps and reconciles really run.
+    loop_passes: dict[str, int] = field(default_factory=dict)
     _stopping: anyio.Event = field(default_factory=anyio.Event)
     _periodic_running: int = 0
     _periodic_done: anyio.Event = field(default_factory=anyio.Event)
@@ -144,6 +147,7 @@ class Services:
     async def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
             await self.notifier.sweep_unannounced(self.settings.announce_grace_seconds)
+            self._passed("announce-sweep")
             await self._pause(self.settings.announce_sweep_interval_seconds)
 
     async def _reconcile_loop(self) -> None:
@@ -151,6 +155,10 @@ class Services:
             await self._pause(self.settings.reconcile_interval_seconds)
             if not self._stopping.is_set():
                 await self.notifier.reconcile()
+                self._passed("reconcile")
+
+    def _passed(self, loop: str) -> None:
+        self.loop_passes[loop] = self.loop_passes.get(loop, 0) + 1
 
 
 __all__ = ["Services", "timedelta"]

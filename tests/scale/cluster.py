@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import httpx
 
-from tests.harness import create_pg_database, require_service
+from tests.harness import create_pg_database, eventually, require_service
 from tests.netproxy import TcpProxy
 from tests.procs import AsyncServe, ServerProcess, cli_env
 
@@ -132,3 +132,29 @@ async def cluster(tmp: Path) -> AsyncIterator[Cluster]:
 
 
 __all__ = ["Cluster", "Remote", "cluster", "os"]
+
+
+async def recovery_passes(*instances: Remote, passes: int = 2) -> None:
+    """Wait until every instance has completed ``passes`` more announce sweeps and
+    reconcile passes than now.
+
+    Absence of duplicates can only be observed over a window; this makes the window the
+    one that matters: at least one whole sweep and one whole reconcile, started after the
+    call, on every instance. (Bounded polling of /health: the state is in other processes.)
+    """
+    loops = ("announce-sweep", "reconcile")
+
+    async def counts(x: Remote) -> dict[str, int]:
+        data: dict[str, int] = (await x.client.get("/health")).json()["loopPasses"]
+        return data
+
+    start = [await counts(x) for x in instances]
+
+    async def done() -> bool:
+        for x, before in zip(instances, start, strict=True):
+            now = await counts(x)
+            if any(now.get(k, 0) < before.get(k, 0) + passes for k in loops):
+                return False
+        return True
+
+    await eventually(done, within=20)

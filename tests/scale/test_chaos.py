@@ -14,7 +14,7 @@ import anyio.abc
 import pytest
 
 from tests.scale.agents import HubAgent
-from tests.scale.cluster import Cluster, Remote, cluster
+from tests.scale.cluster import Cluster, Remote, cluster, recovery_passes
 
 pytestmark = pytest.mark.anyio
 
@@ -176,9 +176,8 @@ async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) 
                     pytest.fail(f"{agent.name} never got {len(still)} decision(s): {states}; "
                                 f"connected to {agent.hub.url}; health {health}")
                 agent.totals()
-        # Absence of duplicates is observed over a window in which sweeps and reconciles run:
-        # this wait is the observation, not a synchronisation.
-        await anyio.sleep(2.0)
+        # Absence of duplicates is observed over a window in which sweeps and reconciles run.
+        await recovery_passes(a, b)
 
         lost = sum(len(ag.wanted - set(ag.totals())) for ag in agents)
         duplicates = sum(n - 1 for ag in agents for n in ag.totals().values() if n > 1)

@@ -12,17 +12,9 @@ import pytest
 from tests.harness import eventually
 from tests.mcp.mcpenv import Updates, mcp_client, watching
 from tests.scale.agents import HubAgent
-from tests.scale.cluster import cluster
+from tests.scale.cluster import cluster, recovery_passes
 
 pytestmark = pytest.mark.anyio
-
-QUIET = 1.5  # an observation window: long enough for sweeps and reconciles to repeat
-
-
-async def _quiet_period() -> None:
-    # Absence of duplicates can only be observed over a window; this wait is the test.
-    await anyio.sleep(QUIET)
-
 
 async def test_hub_on_one_instance_and_mcp_on_the_other_get_each_decision_once(
     tmp_path: Path,
@@ -51,7 +43,7 @@ async def test_hub_on_one_instance_and_mcp_on_the_other_get_each_decision_once(
                 for uri in uris:
                     await legacy.wait_for(uri)
                     await modern.wait_for(uri)
-            await _quiet_period()
+            await recovery_passes(a, b)
             assert Counter(legacy.uris) == Counter(dict.fromkeys(uris, 1))
             assert Counter(modern.uris) == Counter(dict.fromkeys(uris, 1))
         assert dict(hub.events) == dict.fromkeys(ids, 1)
@@ -88,7 +80,7 @@ async def test_decision_survives_kill_9_between_commit_and_publish(tmp_path: Pat
         took = anyio.current_time() - started
         assert hub.payloads[cid]["status"] == "Approved"
         assert hub.payloads[cid]["executionResult"]["success"] is True
-        await _quiet_period()
+        await recovery_passes(b)
         assert hub.events[cid] == 1
         assert took < 5, took
         tg.cancel_scope.cancel()
@@ -126,7 +118,7 @@ async def test_redis_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path)
             with anyio.fail_after(20):
                 for uri in uris:
                     await legacy.wait_for(uri)
-            await _quiet_period()
+            await recovery_passes(a, b)
             assert Counter(legacy.uris) == Counter(dict.fromkeys(uris, 1))
         assert dict(hub_a.events) == dict.fromkeys(ids, 1)
         assert dict(hub_b.events) == dict.fromkeys(ids, 1)
@@ -155,7 +147,7 @@ async def test_client_moves_to_the_other_instance_and_gets_what_it_missed(
         assert snapshot["result"]["status"] == "Rejected"
         await agent.wait_for({cid}, within=5)
         assert agent.payloads[cid]["reason"].startswith("no")
-        await _quiet_period()
+        await recovery_passes(b)
         assert agent.events[cid] == 1
         tg.cancel_scope.cancel()
 
@@ -173,7 +165,7 @@ async def test_expiry_races_across_instances_expire_and_announce_once(tmp_path: 
             await hub_b.subscribe(cid)
         await hub_a.wait_for(set(ids), within=10)
         await hub_b.wait_for(set(ids), within=10)
-        await _quiet_period()
+        await recovery_passes(a, b)
         assert dict(hub_a.events) == dict.fromkeys(ids, 1)
         assert dict(hub_b.events) == dict.fromkeys(ids, 1)
         assert {p["status"] for p in hub_a.payloads.values()} == {"Expired"}
