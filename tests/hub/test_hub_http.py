@@ -25,6 +25,15 @@ async def negotiate(http: httpx.AsyncClient, env: HubEnv, t: Tenant, version: in
     return str(r.json()["connectionToken"])
 
 
+async def long_poll_connected(http: httpx.AsyncClient, env: HubEnv, t: Tenant) -> str:
+    """Negotiate, open the long-polling transport and complete the handshake; the poll URL."""
+    url = f"{env.hub_url}?id={await negotiate(http, env, t)}"
+    await http.get(url)
+    await http.post(url, content=HANDSHAKE)
+    assert (await http.get(url)).text == "{}" + RS
+    return url
+
+
 async def test_negotiate_bodies_for_versions_0_and_1(env: HubEnv) -> None:
     t = await env.tenant("acme")
     async with httpx.AsyncClient() as http:
@@ -136,11 +145,7 @@ async def test_long_poll_is_held_then_answers_200_empty(server_factory: ServerFa
     async with server_factory(hub_long_poll_seconds=0.2) as env:
         t = await env.tenant("acme")
         async with httpx.AsyncClient(headers=auth(t)) as http:
-            token = await negotiate(http, env, t)
-            url = f"{env.hub_url}?id={token}"
-            await http.get(url)
-            await http.post(url, content=HANDSHAKE)
-            await http.get(url)
+            url = await long_poll_connected(http, env, t)
             empty = await http.get(url)
             assert empty.status_code == 200 and empty.content == b""
 
@@ -282,11 +287,7 @@ async def test_concurrent_send_is_409_and_the_connection_stays_open(env: HubEnv)
 async def test_garbage_over_long_polling_closes_with_an_error(env: HubEnv) -> None:
     t = await env.tenant("acme")
     async with httpx.AsyncClient(headers=auth(t)) as http:
-        token = await negotiate(http, env, t)
-        url = f"{env.hub_url}?id={token}"
-        await http.get(url)
-        await http.post(url, content=HANDSHAKE)
-        await http.get(url)
+        url = await long_poll_connected(http, env, t)
         assert (await http.post(url, content=b"\x00\x01garbage" + RS.encode())).status_code == 200
         [close] = frames((await http.get(url)).text)
         assert close["type"] == 7 and "error" in close
