@@ -259,10 +259,7 @@ class McpEndpoint:
         while True:
             await anyio.sleep(self.revocation_interval)
             try:
-                # Shielded (and bounded): a database read cancelled half-way at shutdown
-                # leaves the driver a connection to tear down after the loop is gone.
-                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                    await self.subscriptions.drop_revoked(self.services.keys.still_valid)
+                await self.subscriptions.drop_revoked(self.services.keys.still_valid)
             except Exception:
                 logger.exception("MCP revocation check failed; retrying")
 

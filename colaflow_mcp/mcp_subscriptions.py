@@ -176,7 +176,7 @@ class Subscriptions:
 
     async def _register(self, watcher: _Watcher, change_id: str) -> dict[str, Any] | None:
         """``Notifier.subscribe``, shielded: a client leaving (or a session ending) must not
-        cancel its database read half-way, which leaves the driver a connection to kill."""
+        interrupt it between registering and reading."""
         with anyio.CancelScope(shield=True), anyio.fail_after(10):
             snapshot = await self.notifier.subscribe(watcher, change_id)
         return snapshot

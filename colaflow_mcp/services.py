@@ -126,9 +126,7 @@ class Services:
 
     async def _on_bus_connected(self) -> None:
         # Whatever was published while we were not listening is recovered from the rows.
-        # Shielded (and bounded): cancelling a database call half-way breaks the driver.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-            await self.notifier.reconcile()
+        await self.notifier.reconcile()
 
     async def _expiry_loop(self) -> None:
         max_wait = self.settings.expiry_max_wait_seconds

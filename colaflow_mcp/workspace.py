@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from colaflow_mcp.models import Comment, Issue, PendingChange, Project, new_id, utcnow
 
@@ -186,24 +187,30 @@ def make_diff(
 
 # -- lookups --------------------------------------------------------------------------
 
+def _project_by_key(tenant_id: str, key: str) -> SelectOfScalar[Project]:
+    return select(Project).where(Project.tenant_id == tenant_id, Project.key == key)
+
+
+def _issue_by_key(tenant_id: str, key: str) -> SelectOfScalar[Issue]:
+    return select(Issue).where(Issue.tenant_id == tenant_id, Issue.key == key)
+
+
 async def find_project(s: AsyncSession, tenant_id: str, key: str) -> Project | None:
-    q = select(Project).where(Project.tenant_id == tenant_id, Project.key == key)
-    return (await s.exec(q)).first()
+    return (await s.exec(_project_by_key(tenant_id, key))).first()
 
 
 async def find_issue(s: AsyncSession, tenant_id: str, key: str) -> Issue | None:
-    q = select(Issue).where(Issue.tenant_id == tenant_id, Issue.key == key)
-    return (await s.exec(q)).first()
+    return (await s.exec(_issue_by_key(tenant_id, key))).first()
 
+
+# The executors run synchronously (see ``Executor``).
 
 def _find_project_sync(s: Session, tenant_id: str, key: str) -> Project | None:
-    q = select(Project).where(Project.tenant_id == tenant_id, Project.key == key)
-    return s.exec(q).first()
+    return s.exec(_project_by_key(tenant_id, key)).first()
 
 
 def _find_issue_sync(s: Session, tenant_id: str, key: str) -> Issue | None:
-    q = select(Issue).where(Issue.tenant_id == tenant_id, Issue.key == key)
-    return s.exec(q).first()
+    return s.exec(_issue_by_key(tenant_id, key)).first()
 
 
 async def _issue_or_invalid(s: AsyncSession, tenant_id: str, key: str) -> Issue:

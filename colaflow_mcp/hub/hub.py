@@ -51,8 +51,8 @@ class McpHub:
                 f"subscription limit reached ({self.max_subscriptions} per connection); "
                 "unsubscribe from decided changes first"
             )
-        # Shielded: a read cancelled mid-flight (the socket closed) leaves the async SQLite
-        # driver a connection to tear down that can hang the event loop's exit.
+        # Shielded: the registration and the read behind it finish together, so a
+        # cancellation (the socket closed) never strands a registration.
         with anyio.CancelScope(shield=True), anyio.fail_after(DB_CALL_SECONDS):
             snapshot = await self.notifier.subscribe(conn, change_id)
         if snapshot is None:
