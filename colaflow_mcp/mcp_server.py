@@ -56,9 +56,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
-# Sent as Last-Event-ID on a session's first GET stream: replay everything the GET stream
-# was sent before it opened (see SessionEventStore).
-GET_STREAM_START = "g0"
+# Sent as Last-Event-ID on a GET that brings none: resume after the last GET event this
+# session wrote to any earlier GET stream (all of them, on its first). See SessionEventStore.
+GET_STREAM_RESUME = "g-resume"
 
 
 # -- transport security -------------------------------------------------------------------
@@ -113,7 +113,7 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 # -- resumability ---------------------------------------------------------------------------
 
 class SessionEventStore(EventStore):
-    """One session's recent SSE events, so a dropped stream resumes with Last-Event-ID.
+    """One session's recent SSE events; the session's GET stream is served from here.
 
     One store per session (a shared store could not tell sessions apart: every session's
     GET stream has the same stream id). Bounded by count: the GET stream keeps
@@ -121,6 +121,14 @@ class SessionEventStore(EventStore):
     carry whole tool results and are rarely resumed). Event ids are ``g<seq>`` for the GET
     stream and ``r<seq>`` for request streams, so a GET-stream id that already fell off
     still resumes from what is left.
+
+    Every GET arrives here as a replay (the endpoint adds a Last-Event-ID where the client
+    sent none), and the replay does not return: it sends what was stored after that id,
+    then tails the store until the stream ends, a newer GET stream of the session takes
+    over, or the session closes. The SDK's own path registers the live stream only after
+    the replay has returned, and drops (only stores) what the session sends in between; a
+    decision announced in that gap would reach the client on its next reconnect at best.
+    Served from the store, the stream has no gap: whatever is stored is sent, in order.
     """
 
     REQUEST_EVENTS = 32
@@ -131,27 +139,43 @@ class SessionEventStore(EventStore):
         self._requests: deque[tuple[int, StreamId, types.JSONRPCMessage | None]] = deque(
             maxlen=min(max(1, capacity), self.REQUEST_EVENTS))
         self._seq = 0
+        self._written = 0  # the last GET event handed to a GET stream
+        self._stream = 0  # generation of the GET stream being served
+        self._closed = False
+        self._wake = anyio.Event()
+
+    def _notify(self) -> None:
+        self._wake.set()
+        self._wake = anyio.Event()
+
+    def close(self) -> None:
+        """The session ended: its GET stream ends too."""
+        self._closed = True
+        self._notify()
 
     async def store_event(self, stream_id: StreamId, message: types.JSONRPCMessage | None
                           ) -> EventId:
         self._seq += 1
         if stream_id == GET_STREAM_KEY:
             self._get.append((self._seq, message))
+            if message is not None:
+                self._notify()
             return f"g{self._seq}"
         self._requests.append((self._seq, stream_id, message))
         return f"r{self._seq}"
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback
                                   ) -> StreamId | None:
+        if last_event_id == GET_STREAM_RESUME:
+            await self._serve_get_stream(self._written, send_callback)
+            return None
         kind, digits = last_event_id[:1], last_event_id[1:]
         if kind not in ("g", "r") or not digits.isdigit():
             return None
         after = int(digits)
         if kind == "g":
-            for seq, message in list(self._get):
-                if seq > after and message is not None:
-                    await send_callback(EventMessage(message, f"g{seq}"))
-            return GET_STREAM_KEY
+            await self._serve_get_stream(after, send_callback)
+            return None
         stream_id = next((sid for seq, sid, _ in self._requests if seq == after), None)
         if stream_id is None:
             return None
@@ -159,6 +183,22 @@ class SessionEventStore(EventStore):
             if seq > after and sid == stream_id and message is not None:
                 await send_callback(EventMessage(message, f"r{seq}"))
         return stream_id
+
+    async def _serve_get_stream(self, after: int, send: EventCallback) -> None:
+        """Send GET events after ``after``, then each one as it is stored, until replaced."""
+        self._stream += 1
+        me = self._stream
+        self._notify()  # an older GET stream of this session ends
+        while not self._closed and self._stream == me:
+            wake = self._wake
+            for seq, message in [(s, m) for s, m in self._get if s > after]:
+                if self._closed or self._stream != me:
+                    return
+                if message is not None:
+                    await send(EventMessage(message, f"g{seq}"))
+                    self._written = max(self._written, seq)
+                after = seq
+            await wake.wait()
 
 
 class _SessionManager(StreamableHTTPSessionManager):
@@ -183,6 +223,9 @@ class _SessionManager(StreamableHTTPSessionManager):
         # Private hook (mcp 2.3): reached on DELETE, idle timeout, crash and shutdown,
         # possibly more than once per session.
         self._endpoint.session_closed(session_id)
+        store = transport._event_store  # private (mcp 2.3)
+        if isinstance(store, SessionEventStore):
+            store.close()
         await super()._discard_session(session_id, transport)
 
 
@@ -218,7 +261,6 @@ class McpEndpoint:
             security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
             max_request_body_size=settings.max_body_bytes,
         )
-        self._open_get_streams: dict[str, int] = {}
         app: ASGIApp = self._serve
         if self.allowed_origins:
             app = CORSMiddleware(
@@ -305,28 +347,20 @@ class McpEndpoint:
         ))
         session_id = headers.get(MCP_SESSION_ID_HEADER)
         if scope["method"] == "GET" and session_id:
-            await self._serve_get_stream(session_id, headers, scope, receive, send)
+            await self._serve_get_stream(headers, scope, receive, send)
             return
         await self.manager.handle_request(scope, receive, send)
 
-    async def _serve_get_stream(self, session_id: str, headers: Headers, scope: Scope,
-                                receive: Receive, send: Send) -> None:
-        # A notification sent before the client's GET stream is up would be dropped by the
-        # SDK (only stored). A first GET without Last-Event-ID resumes from the session's
-        # start instead, so an update for a change decided in that gap is still delivered.
-        if not headers.get(LAST_EVENT_ID_HEADER) and not self._open_get_streams.get(session_id):
+    async def _serve_get_stream(self, headers: Headers, scope: Scope, receive: Receive,
+                                send: Send) -> None:
+        # Every GET stream is served as a replay from the session's event store (see
+        # SessionEventStore): one without Last-Event-ID resumes after what the session's
+        # earlier GET streams were sent, so what was sent while none was open is not lost.
+        if not headers.get(LAST_EVENT_ID_HEADER):
             raw = [(k, v) for k, v in scope["headers"] if k != LAST_EVENT_ID_HEADER.encode()]
-            raw.append((LAST_EVENT_ID_HEADER.encode(), GET_STREAM_START.encode()))
+            raw.append((LAST_EVENT_ID_HEADER.encode(), GET_STREAM_RESUME.encode()))
             scope["headers"] = raw
-        self._open_get_streams[session_id] = self._open_get_streams.get(session_id, 0) + 1
-        try:
-            await self.manager.handle_request(scope, receive, send)
-        finally:
-            left = self._open_get_streams.get(session_id, 1) - 1
-            if left <= 0:
-                self._open_get_streams.pop(session_id, None)
-            else:
-                self._open_get_streams[session_id] = left
+        await self.manager.handle_request(scope, receive, send)
 
     def status(self) -> dict[str, object]:
         """Counters for ``/health``."""

@@ -217,31 +217,64 @@ async def test_a_dropped_get_stream_resumes_with_last_event_id(server: Harness) 
 
 
 async def test_event_store_replays_only_its_stream_and_forgets_the_oldest() -> None:
-    from mcp.server.streamable_http import GET_STREAM_KEY, EventMessage
+    from mcp.server.streamable_http import EventMessage
 
     store = SessionEventStore(capacity=3)
     note: Any = {"jsonrpc": "2.0", "method": "notifications/resources/updated"}
-    g1 = await store.store_event(GET_STREAM_KEY, note)
-    r2 = await store.store_event("7", note)
-    g3 = await store.store_event(GET_STREAM_KEY, note)
-    g4 = await store.store_event(GET_STREAM_KEY, note)
-    r5 = await store.store_event("7", note)
+    r1 = await store.store_event("7", note)
+    await store.store_event("8", note)
+    r3 = await store.store_event("7", note)
     sent: list[str | None] = []
 
     async def collect(event: EventMessage) -> None:
         sent.append(event.event_id)
 
-    assert await store.replay_events_after(g1, collect) == GET_STREAM_KEY
-    assert sent == [g3, g4]
-    sent.clear()
-    assert await store.replay_events_after(r2, collect) == "7"
-    assert sent == [r5]
-    sent.clear()
-    g6 = await store.store_event(GET_STREAM_KEY, note)
-    # "g0" = from the start of what is kept (3 GET events: g1 fell off).
-    assert await store.replay_events_after("g0", collect) == GET_STREAM_KEY
-    assert sent == [g3, g4, g6]
+    assert await store.replay_events_after(r1, collect) == "7"
+    assert sent == [r3]
     for _ in range(3):
         await store.store_event("8", note)
-    assert await store.replay_events_after(r2, collect) is None  # forgotten
+    assert await store.replay_events_after(r1, collect) is None  # forgotten
     assert await store.replay_events_after("bogus", collect) is None
+
+
+async def test_get_stream_is_served_from_the_store_with_no_gap_and_one_at_a_time() -> None:
+    from mcp.server.streamable_http import GET_STREAM_KEY, EventMessage
+
+    from colaflow_mcp.mcp_server import GET_STREAM_RESUME
+
+    store = SessionEventStore(capacity=3)
+    note: Any = {"jsonrpc": "2.0", "method": "notifications/resources/updated"}
+    g1 = await store.store_event(GET_STREAM_KEY, note)
+    await store.store_event("7", note)
+    g3 = await store.store_event(GET_STREAM_KEY, note)
+    g4 = await store.store_event(GET_STREAM_KEY, note)
+    streams = [anyio.create_memory_object_stream[str | None](10) for _ in range(3)]
+    ended: list[int] = []
+
+    async def serve(n: int, last_event_id: str) -> None:
+        async def send(event: EventMessage) -> None:
+            await streams[n][0].send(event.event_id)
+        assert await store.replay_events_after(last_event_id, send) is None
+        ended.append(n)
+        streams[n][0].close()
+
+    async def received(n: int, count: int) -> list[str | None]:
+        return [await streams[n][1].receive() for _ in range(count)]
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve, 0, g1)
+            assert await received(0, 2) == [g3, g4]
+            g5 = await store.store_event(GET_STREAM_KEY, note)  # stored while it is open
+            assert await received(0, 1) == [g5]
+            # A new GET without Last-Event-ID takes over after what was already written.
+            tg.start_soon(serve, 1, GET_STREAM_RESUME)
+            g6 = await store.store_event(GET_STREAM_KEY, note)
+            assert await received(1, 1) == [g6]
+            # An id that fell off (capacity 3) resumes from what is left.
+            tg.start_soon(serve, 2, "g0")
+            assert await received(2, 3) == [g4, g5, g6]
+            store.close()  # the session ended: so does its stream
+        assert sorted(ended) == [0, 1, 2]
+        assert [event async for event in streams[0][1]] == []  # the replaced one got no g6
+        assert [event async for event in streams[1][1]] == []
