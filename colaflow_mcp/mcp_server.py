@@ -184,6 +184,16 @@ class SessionEventStore(EventStore):
                 await send_callback(EventMessage(message, f"r{seq}"))
         return stream_id
 
+    def _get_events_after(self, after: int) -> list[tuple[int, types.JSONRPCMessage | None]]:
+        """GET events with seq > ``after``, oldest first; walks only those (newest end)."""
+        newer: list[tuple[int, types.JSONRPCMessage | None]] = []
+        for event in reversed(self._get):
+            if event[0] <= after:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
+
     async def _serve_get_stream(self, after: int, send: EventCallback) -> None:
         """Send GET events after ``after``, then each one as it is stored, until replaced."""
         self._stream += 1
@@ -191,7 +201,7 @@ class SessionEventStore(EventStore):
         self._notify()  # an older GET stream of this session ends
         while not self._closed and self._stream == me:
             wake = self._wake
-            for seq, message in [(s, m) for s, m in self._get if s > after]:
+            for seq, message in self._get_events_after(after):
                 if self._closed or self._stream != me:
                     return
                 if message is not None:
