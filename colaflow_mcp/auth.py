@@ -34,6 +34,8 @@ class Principal:
     tenant_slug: str
     api_key_id: str | None = None
     user: str | None = None
+    # A reviewer token's ``exp`` (Unix time): connections that outlive it are closed.
+    token_expires: float | None = None
 
     @property
     def display(self) -> str:
@@ -232,7 +234,7 @@ class TokenIssuer:
             return None
         principal = Principal(
             kind="reviewer", tenant_id=str(claims["tid"]), tenant_slug=str(claims["tenant"]),
-            user=str(claims["sub"]),
+            user=str(claims["sub"]), token_expires=float(claims["exp"]),
         )
         if len(self._verified) >= 10_000:
             self._verified.clear()

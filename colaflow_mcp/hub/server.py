@@ -252,14 +252,23 @@ class HubServer:
             )
 
     async def check_revocations(self, chunk: int = 500) -> None:
-        """Close the connections of keys that were revoked, expired or deleted.
+        """Close the connections of keys that were revoked, expired or deleted, and of
+        reviewer tokens that have expired.
 
         One query per ``chunk`` distinct keys, however many connections share them.
         """
         by_key: dict[str, list[HubConnection]] = {}
+        now_unix = time.time()
         for conn in self.connections.values():
-            if not conn.closed and conn.principal.api_key_id is not None:
+            if conn.closed:
+                continue
+            if conn.principal.api_key_id is not None:
                 by_key.setdefault(conn.principal.api_key_id, []).append(conn)
+            expires = conn.principal.token_expires
+            if expires is not None and expires <= now_unix:
+                # A client whose token factory hands out a fresh token reconnects with it.
+                conn.close("Connection closed: the access token has expired.",
+                           allow_reconnect=True)
         key_ids = list(by_key)
         now = utcnow()
         for i in range(0, len(key_ids), chunk):

@@ -245,6 +245,28 @@ async def test_revoked_key_connections_are_closed_and_others_stay(env: HubEnv) -
     assert info.value.response.status_code == 401
 
 
+async def test_a_reviewer_connection_is_closed_when_its_token_expires(env: HubEnv) -> None:
+    from colaflow_mcp.models import Tenant as TenantRow
+
+    t = await env.tenant("acme")
+    async with env.services.db.read() as s:
+        row = await s.get(TenantRow, t.id)
+    assert row is not None
+    # exp is whole seconds: 3 s from now leaves at least 2 s to connect with it.
+    short = env.services.tokens.issue(row, "rita", ttl_seconds=3)
+    lasting = await open_ws(env.ws_url, t.token)
+    ws = await open_ws(env.ws_url, short)
+    assert "error" not in await ws.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
+    close = await ws.drain_until(lambda m: m.get("type") == 7, within=8)
+    assert "expired" in close["error"] and close.get("allowReconnect") is True
+    await ws.closed_code()
+    assert "error" not in await lasting.invoke("UnsubscribeFromPendingChange",
+                                               str(uuid.uuid4()))
+    with pytest.raises(InvalidStatus) as info:
+        await open_ws(env.ws_url, short, handshake=False)
+    assert info.value.response.status_code == 401
+
+
 async def test_stalled_client_is_closed_when_its_queue_overflows(
     server_factory: ServerFactory,
 ) -> None:
