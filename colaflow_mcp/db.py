@@ -71,6 +71,9 @@ class Database:
             _sqlite_tuning(self.sync_write_engine, immediate=True)
             self._write_lock: anyio.Lock | None = anyio.Lock()
             self._sync_limiter = anyio.CapacityLimiter(1)
+            # The one connection transaction functions run on (they take turns anyway):
+            # no pool checkout, reset and return per transaction.
+            self._sync_conn: Connection | None = None
         else:
             self._write_lock = None
             self.engine = create_async_engine(
@@ -123,8 +126,18 @@ class Database:
         engine = self.sync_write_engine
 
         def run() -> T:
-            with Session(engine, expire_on_commit=False) as session, session.begin():
-                return fn(session)
+            conn = self._sync_conn
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._sync_conn = engine.connect()
+            try:
+                with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+                    return fn(session)
+            except BaseException:
+                # Whatever state a failure left it in, the next transaction starts on a
+                # fresh checkout (closing rolls back and returns it to the pool).
+                self._sync_conn = None
+                conn.close()
+                raise
 
         assert self._write_lock is not None
         async with self._write_lock:
@@ -164,6 +177,9 @@ class Database:
 
     async def dispose(self) -> None:
         if self.sync_write_engine is not None:
+            if self._sync_conn is not None:
+                self._sync_conn.close()
+                self._sync_conn = None
             self.sync_write_engine.dispose()
         await self.engine.dispose()
         if self.write_engine is not self.engine:

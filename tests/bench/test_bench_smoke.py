@@ -101,3 +101,12 @@ def test_instrumented_server_still_delivers(tmp_path: Path) -> None:
                         {"BENCH_INSTRUMENT": "gc-log,gc-tune,tracemalloc"})
     for run in data["runs"]:
         assert_all_delivered(run)
+
+
+def test_transaction_micro_benchmark_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.transact_micro", "--transactions", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "ms per transaction" in proc.stdout

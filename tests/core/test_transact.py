@@ -42,6 +42,19 @@ async def test_commits_on_return_and_rolls_back_on_error(any_database_url: str) 
         with pytest.raises(RuntimeError, match="boom"):
             await db.transact(add_then_fail)
         assert await _names(db) == ["kept"]
+
+        # A failure that leaves the connection out of step with SQLAlchemy (the
+        # transaction ended under it) does not break the transactions after it.
+        def end_under_it_then_fail(s: Session) -> None:
+            s.add(Tenant(slug="lost", name="lost"))
+            s.flush()
+            s.connection().exec_driver_sql("ROLLBACK")
+            raise RuntimeError("broken")
+
+        with pytest.raises(Exception):  # noqa: B017 - the driver's error, or ours
+            await db.transact(end_under_it_then_fail)
+        assert await db.transact(add("after")) == "after"
+        assert await _names(db) == ["after", "kept"]
     finally:
         await db.dispose()
 
@@ -111,3 +124,32 @@ async def test_cancelling_callers_mid_statement_leaves_no_stuck_connection(
         await db.dispose()
     left = [t for t in asyncio.all_tasks() - before if not t.done()]
     assert left == [], [t.get_coro() for t in left]
+
+
+async def test_a_begin_that_fails_does_not_break_the_next_transaction(tmp_path: Path) -> None:
+    # BEGIN IMMEDIATE can fail (another process holds the write lock past the busy
+    # timeout): the transaction functions' connection must not be left unusable.
+    import sqlite3
+
+    path = tmp_path / "locked.sqlite"
+    db = Database(f"sqlite:///{path}")
+    await db.create_schema()
+    try:
+        def shorten_busy_timeout(s: Session) -> None:
+            s.connection().exec_driver_sql("PRAGMA busy_timeout=50")
+        await db.transact(shorten_busy_timeout)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(Exception, match="locked"):
+                await db.transact(lambda s: s.add(Tenant(slug="blocked", name="blocked")))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+
+        def add(s: Session) -> None:
+            s.add(Tenant(slug="next", name="next"))
+        await db.transact(add)
+        assert await _names(db) == ["next"]
+    finally:
+        await db.dispose()
