@@ -278,3 +278,35 @@ async def test_get_stream_is_served_from_the_store_with_no_gap_and_one_at_a_time
         assert sorted(ended) == [0, 1, 2]
         assert [event async for event in streams[0][1]] == []  # the replaced one got no g6
         assert [event async for event in streams[1][1]] == []
+
+
+async def test_a_new_get_stream_replaces_the_old_and_session_end_closes_it(
+    server: Harness,
+) -> None:
+    await server.project()
+    key, token = await server.agent_key(), await server.reviewer_token()
+    session = RawSession(server.client, key)
+    await session.open()
+    x, y = await server.propose(key), await server.propose(key)
+    for change in (x, y):
+        assert "error" not in await session.request("resources/subscribe",
+                                                     {"uri": change["resourceUri"]})
+    with anyio.fail_after(10):
+        assert (await server.approve(token, x["id"])).status_code == 200
+        old = session.get_stream()
+        assert (await _updated_uri(old))[1] == x["resourceUri"]
+        # A second GET of the session (no Last-Event-ID: x was already sent) takes over;
+        # the old one ends when it does.
+        new = session.get_stream()
+        got: list[str] = []
+        async with anyio.create_task_group() as tg:
+            async def read_new() -> None:
+                got.append((await _updated_uri(new))[1])
+
+            tg.start_soon(read_new)
+            assert [message async for _, message in old] == []
+            assert (await server.approve(token, y["id"])).status_code == 200
+        assert got == [y["resourceUri"]]
+        r = await server.client.delete("/mcp", headers=session.headers())
+        assert r.status_code == 200
+        assert [message async for _, message in new] == []  # the session's end ends it
