@@ -11,6 +11,9 @@ Pinned to ``mcp==2.3.*``. Private SDK hooks used (re-check on upgrade):
 - ``StreamableHTTPSessionManager._admit_session`` (give each session its own event store),
   ``._discard_session`` (the one place every session end passes through) and
   ``._server_instances`` (to end the session of a revoked key).
+- ``StreamableHTTPServerTransport._event_store`` (to end the session's GET stream, which
+  the store serves, when the session ends), and the transport's GET handling: a request
+  with ``Last-Event-ID`` is served by ``EventStore.replay_events_after`` alone.
 """
 
 from __future__ import annotations
