@@ -188,7 +188,10 @@ async def test_an_update_sent_before_the_get_stream_opens_is_not_lost(server: Ha
     assert uri == change["resourceUri"]
 
 
-async def test_a_dropped_get_stream_resumes_with_last_event_id(server: Harness) -> None:
+async def _session_subscribed_to_two(
+    server: Harness,
+) -> tuple[RawSession, str, dict[str, Any], dict[str, Any]]:
+    """A legacy session subscribed to two fresh changes; a reviewer token to decide them."""
     await server.project()
     key, token = await server.agent_key(), await server.reviewer_token()
     session = RawSession(server.client, key)
@@ -197,6 +200,11 @@ async def test_a_dropped_get_stream_resumes_with_last_event_id(server: Harness) 
     for change in (x, y):
         assert "error" not in await session.request("resources/subscribe",
                                                      {"uri": change["resourceUri"]})
+    return session, token, x, y
+
+
+async def test_a_dropped_get_stream_resumes_with_last_event_id(server: Harness) -> None:
+    session, token, x, y = await _session_subscribed_to_two(server)
     with anyio.fail_after(10):
         stream = session.get_stream()
         first = anext(stream)
@@ -283,14 +291,7 @@ async def test_get_stream_is_served_from_the_store_with_no_gap_and_one_at_a_time
 async def test_a_new_get_stream_replaces_the_old_and_session_end_closes_it(
     server: Harness,
 ) -> None:
-    await server.project()
-    key, token = await server.agent_key(), await server.reviewer_token()
-    session = RawSession(server.client, key)
-    await session.open()
-    x, y = await server.propose(key), await server.propose(key)
-    for change in (x, y):
-        assert "error" not in await session.request("resources/subscribe",
-                                                     {"uri": change["resourceUri"]})
+    session, token, x, y = await _session_subscribed_to_two(server)
     with anyio.fail_after(10):
         assert (await server.approve(token, x["id"])).status_code == 200
         old = session.get_stream()
