@@ -183,7 +183,7 @@ def _serve(settings: Settings) -> int:
     gc.set_threshold(50_000, 20, 100)
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port,
-        log_level=settings.log_level, log_config=None, lifespan="on",
+        log_level=logs.split_levels(settings.log_level)[0], log_config=None, lifespan="on",
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
         # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
         ws_per_message_deflate=False,

@@ -48,10 +48,26 @@ def install_redaction() -> None:
                 handler.addFilter(flt)
 
 
+def split_levels(spec: str) -> tuple[str, dict[str, str]]:
+    """``"info,colaflow_mcp.services=debug"`` → ``("info", {"colaflow_mcp.services":
+    "DEBUG"})``: the overall level, then levels for named loggers."""
+    root, named = "info", {}
+    for part in spec.split(","):
+        name, sep, level = part.strip().partition("=")
+        if sep:
+            named[name.strip()] = level.strip().upper()
+        elif name:
+            root = name
+    return root.lower(), named
+
+
 def configure(level: str = "info") -> None:
-    """Logs to stderr, secrets redacted."""
+    """Logs to stderr, secrets redacted. ``level`` as in :func:`split_levels`."""
+    root, named = split_levels(level)
     logging.basicConfig(
-        stream=sys.stderr, level=level.upper(),
+        stream=sys.stderr, level=root.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for name, named_level in named.items():
+        logging.getLogger(name).setLevel(named_level)
     install_redaction()

@@ -156,7 +156,8 @@ class Services:
                 self._passed("reconcile")
 
     def _passed(self, loop: str) -> None:
-        self.loop_passes[loop] = self.loop_passes.get(loop, 0) + 1
+        passes = self.loop_passes[loop] = self.loop_passes.get(loop, 0) + 1
+        logger.debug("loop pass: %s #%d", loop, passes)
 
 
 __all__ = ["Services", "timedelta"]

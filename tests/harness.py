@@ -192,17 +192,3 @@ async def live_server(settings: Settings) -> AsyncIterator[Harness]:
                 yield Harness(app=app, settings=settings, client=c, base_url=base)
             finally:
                 server.should_exit = True
-
-
-async def eventually(check: Any, within: float, interval: float = 0.05) -> None:
-    """Poll another process's observable state until ``await check()`` is true.
-
-    For state only visible by asking (a server process's health, a row's status) there is
-    no event to wait on; the poll is bounded by ``within``.
-    """
-    with anyio.fail_after(within):
-        for _ in range(int(within / interval) + 2):
-            if await check():
-                return
-            await anyio.sleep(interval)
-    raise TimeoutError("condition not met")

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,38 @@ class ServerProcess:
     port: int
     log: list[str] = field(default_factory=list)
     pump: threading.Thread | None = None
+    # Notified by the pump on every line (and when the output ends).
+    new_output: threading.Condition = field(default_factory=threading.Condition)
+
+    def _append(self, line: str) -> None:
+        with self.new_output:
+            self.log.append(line)
+            self.new_output.notify_all()
+
+    def _output_ended(self) -> None:
+        with self.new_output:
+            self.new_output.notify_all()
+
+    def mark(self) -> int:
+        """A position in the output, for :meth:`wait_for_output` ``since``."""
+        with self.new_output:
+            return len(self.log)
+
+    async def wait_for_output(self, done: Callable[[list[str]], bool], within: float,
+                              since: int = 0) -> None:
+        """Wait (woken by each new line, bounded by ``within``) until ``done(lines)`` is
+        true of the lines written since ``since``."""
+        import anyio
+
+        def wait() -> bool:
+            with self.new_output:
+                return self.new_output.wait_for(
+                    lambda: done(self.log[since:]) or self.proc.poll() is not None,
+                    timeout=within)
+
+        if not await anyio.to_thread.run_sync(wait) or not done(self.log[since:]):
+            raise TimeoutError(f"server output did not show it within {within}s:\n"
+                               + "".join(self.log[since:])[-3000:])
 
     @property
     def base_url(self) -> str:
@@ -76,9 +108,10 @@ def serve(env: dict[str, str], cwd: Path, port: int | None = None,
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            server.log.append(line)
+            server._append(line)
             if "Uvicorn running on" in line or "Application startup complete" in line:
                 ready.set()
+        server._output_ended()
         ready.set()  # exited: stop waiting
 
     server.pump = threading.Thread(target=pump, daemon=True)

@@ -62,3 +62,11 @@ def test_database_password_is_masked_in_logs(secret: str) -> None:
     from colaflow_mcp.db import redact_url
 
     assert "hunter2" not in redact_url(secret)
+
+
+def test_log_level_names_levels_per_logger() -> None:
+    from colaflow_mcp.logs import split_levels
+
+    assert split_levels("info") == ("info", {})
+    assert split_levels("WARNING, colaflow_mcp.services=debug,uvicorn.access=error") == (
+        "warning", {"colaflow_mcp.services": "DEBUG", "uvicorn.access": "ERROR"})

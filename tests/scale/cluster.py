@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import httpx
 
-from tests.harness import create_pg_database, eventually, require_service
+from tests.harness import create_pg_database, require_service
 from tests.netproxy import TcpProxy
 from tests.procs import AsyncServe, ServerProcess, cli_env
 
@@ -28,7 +28,8 @@ FAST_ENV = {
     "COLAFLOW_API_KEY_CACHE_SECONDS": "0",
     # Short enough that a client without keep-alive pings is closed within a test.
     "COLAFLOW_HUB_CLIENT_TIMEOUT_SECONDS": "10",
-    "COLAFLOW_LOG_LEVEL": "info",
+    # Each recovery-loop pass is logged (recovery_passes waits on those lines).
+    "COLAFLOW_LOG_LEVEL": "info,colaflow_mcp.services=debug",
 }
 
 
@@ -140,21 +141,15 @@ async def recovery_passes(*instances: Remote, passes: int = 2) -> None:
 
     Absence of duplicates can only be observed over a window; this makes the window the
     one that matters: at least one whole sweep and one whole reconcile, started after the
-    call, on every instance. (Bounded polling of /health: the state is in other processes.)
+    call, on every instance. Each pass is a debug line of ``colaflow_mcp.services`` in the
+    instance's output (see ``FAST_ENV``).
     """
     loops = ("announce-sweep", "reconcile")
+    marks = [x.server.mark() for x in instances]
 
-    async def counts(x: Remote) -> dict[str, int]:
-        data: dict[str, int] = (await x.client.get("/health")).json()["loopPasses"]
-        return data
+    def enough(lines: list[str]) -> bool:
+        return all(sum(f"loop pass: {loop} #" in line for line in lines) >= passes
+                   for loop in loops)
 
-    start = [await counts(x) for x in instances]
-
-    async def done() -> bool:
-        for x, before in zip(instances, start, strict=True):
-            now = await counts(x)
-            if any(now.get(k, 0) < before.get(k, 0) + passes for k in loops):
-                return False
-        return True
-
-    await eventually(done, within=20)
+    for x, since in zip(instances, marks, strict=True):
+        await x.server.wait_for_output(enough, within=20, since=since)

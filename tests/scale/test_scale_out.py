@@ -9,7 +9,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.harness import eventually
 from tests.mcp.mcpenv import Updates, mcp_client, watching
 from tests.scale.agents import HubAgent
 from tests.scale.cluster import cluster, recovery_passes
@@ -67,14 +66,15 @@ async def test_decision_survives_kill_9_between_commit_and_publish(tmp_path: Pat
                 except Exception:
                     pass  # the instance dies mid-request
 
+            since = a.server.mark()
             tg.start_soon(approve_and_hang)
-            # Wait for the commit (the row is the truth), then kill without mercy.
-            async def committed() -> bool:
-                return await c.status(cid) == "Approved"
-
-            await eventually(committed, within=15)
+            # Wait for the commit (the hook says so once it has committed), then kill
+            # without mercy.
+            await a.server.wait_for_output(
+                lambda lines: any("pausing" in line for line in lines), within=15,
+                since=since)
+            assert await c.status(cid) == "Approved"
             a.server.kill()
-            assert "pausing" in a.server.output()
         started = anyio.current_time()
         await hub.wait_for({cid}, within=10)
         took = anyio.current_time() - started
@@ -84,6 +84,18 @@ async def test_decision_survives_kill_9_between_commit_and_publish(tmp_path: Pat
         assert hub.events[cid] == 1
         assert took < 5, took
         tg.cancel_scope.cancel()
+
+
+def lost_connection(lines: list[str]) -> bool:
+    return any("redis backplane connection lost" in line for line in lines)
+
+
+def listening(lines: list[str]) -> bool:
+    """The listener is back after a loss (both in the lines given)."""
+    lost = next((i for i, line in enumerate(lines)
+                 if "redis backplane connection lost" in line), None)
+    return lost is not None and any("redis backplane listening" in line
+                                    for line in lines[lost:])
 
 
 async def test_redis_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -100,11 +112,11 @@ async def test_redis_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path)
         uris = [f"colaflow://pending-changes/{i}" for i in ids]
         async with mcp_client(b, c.key, "legacy", legacy) as lc, \
                 watching(lc, "legacy", legacy, uris):
+            since = [a.server.mark(), b.server.mark()]
             c.proxy.cut()
-            async def listener_down() -> bool:
-                return not (await a.client.get("/health")).json()["backplane"]["listening"]
-
-            await eventually(listener_down, within=15)
+            for x, mark in zip((a, b), since, strict=True):
+                await x.server.wait_for_output(lost_connection, within=15, since=mark)
+            assert not (await a.client.get("/health")).json()["backplane"]["listening"]
             health = (await b.client.get("/health")).json()
             assert health["status"] == "degraded"
             # Decisions keep working on both instances while Redis is unreachable.
@@ -122,10 +134,9 @@ async def test_redis_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path)
             assert Counter(legacy.uris) == Counter(dict.fromkeys(uris, 1))
         assert dict(hub_a.events) == dict.fromkeys(ids, 1)
         assert dict(hub_b.events) == dict.fromkeys(ids, 1)
-        async def listener_up() -> bool:
-            return bool((await a.client.get("/health")).json()["backplane"]["listening"])
-
-        await eventually(listener_up, within=15)
+        # (The listener came back: the decisions above crossed Redis after the restore.)
+        await a.server.wait_for_output(listening, within=15, since=since[0])
+        assert (await a.client.get("/health")).json()["backplane"]["listening"]
         tg.cancel_scope.cancel()
 
 
