@@ -1,4 +1,4 @@
-"""Async engine, sessions and schema. SQLite (aiosqlite) by default, PostgreSQL (asyncpg)."""
+"""Async engine and sessions: SQLite (aiosqlite) by default, PostgreSQL (asyncpg)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
 import anyio
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from colaflow_mcp import models
+from colaflow_mcp.store import schema
+from colaflow_mcp.store.tables import Meta
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,8 +146,7 @@ class Database:
 
     async def create_schema(self) -> None:
         """Create missing tables and add missing columns; never drops data."""
-        async with self.write_engine.begin() as conn:
-            await conn.run_sync(_create_and_upgrade)
+        await schema.create_schema(self.write_engine)
 
     async def ping(self) -> bool:
         """True if the database answers."""
@@ -161,21 +161,22 @@ class Database:
     async def meta_get_or_create(self, key: str, make: Any = None) -> str:
         """A stored fact, created (once, race-safe) by ``make()`` if absent."""
         async with self.read() as s:
-            row = await s.get(models.Meta, key)
+            row = await s.get(Meta, key)
             if row is not None:
                 return row.value
         value = make() if make is not None else secrets.token_urlsafe(48)
         try:
             async with self.write() as s:
-                s.add(models.Meta(key=key, value=value))
+                s.add(Meta(key=key, value=value))
         except IntegrityError:
             pass
         async with self.read() as s:
-            row = await s.get(models.Meta, key)
+            row = await s.get(Meta, key)
             assert row is not None
             return row.value
 
     async def dispose(self) -> None:
+        """Close every connection (the last call on a Database)."""
         if self.sync_write_engine is not None:
             if self._sync_conn is not None:
                 self._sync_conn.close()
@@ -202,29 +203,3 @@ def _sqlite_tuning(sync_engine: Engine, *, immediate: bool) -> None:
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-
-def _create_and_upgrade(conn: Connection) -> None:
-    SQLModel.metadata.create_all(conn, checkfirst=True)
-    insp = inspect(conn)
-    for table in SQLModel.metadata.sorted_tables:
-        existing = {c["name"] for c in insp.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in existing:
-                continue
-            logger.info("schema upgrade: adding %s.%s", table.name, column.name)
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {_column_ddl(conn, column)}")
-
-
-def _column_ddl(conn: Connection, column: Any) -> str:
-    """A column definition that existing rows can take: NOT NULL only with a default."""
-    type_sql = column.type.compile(dialect=conn.dialect)
-    ddl = f"{column.name} {type_sql}"
-    default = column.default
-    if default is not None and default.is_scalar and isinstance(default.arg, str | int | float):
-        literal = default.arg
-        if isinstance(literal, str):
-            literal = "'" + literal.replace("'", "''") + "'"
-        ddl += f" DEFAULT {literal}"
-        if not column.nullable:
-            ddl += " NOT NULL"
-    return ddl
