@@ -3,9 +3,16 @@
 A transport feeds received text to :meth:`HubConnection.receive` and drains outbound frames
 with :meth:`HubConnection.wait_outbound` / :meth:`HubConnection.take`. The outbound queue is
 bounded; when a client stops reading and it fills, the connection is closed (the overflow
-policy), so a stalled client can never grow memory. A transport may instead set
-:attr:`HubConnection.on_change`, called synchronously on every change (the WebSocket
-transport starts its writer from it, so an idle socket holds no waiting task).
+policy), so a stalled client can never grow memory.
+
+The connection owns its transport attachment too: a transport reads the state to decide
+what to answer, and changes it only through the methods of the "transport attachment"
+section (``attach_socket`` / ``bind_socket`` / ``detach_socket`` for WebSockets,
+``attach_event_stream`` / ``detach_event_stream`` for SSE, ``start_long_polling`` /
+``begin_poll`` / ``end_poll`` for long polling, ``begin_send`` / ``end_send`` for the POSTs
+of the last two). The WebSocket transport binds an ``on_change`` callback, called
+synchronously on every change, and starts its writer from it, so an idle socket holds no
+waiting task.
 
 Thousands of idle connections are the normal case, so a connection keeps little: slots
 instead of an instance dict, and its events exist only while someone waits on them.
@@ -23,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from colaflow_mcp.events import DecisionEvent
+from colaflow_mcp.delivery.events import DecisionEvent
 from colaflow_mcp.hub import protocol as p
 
 if TYPE_CHECKING:
-    from colaflow_mcp.auth import Principal
+    from colaflow_mcp.domain.auth import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +80,7 @@ class HubConnection:
         "transport", "subscriptions", "handshake_version", "close_error", "too_large",
         "created_at", "last_received", "last_sent", "closed_at", "stream_attached",
         "poll_generation", "poll_active", "detached_since", "posting", "ws_generation",
-        "supersede", "on_change", "_reader", "_outbound", "_changed", "_deferred",
+        "_supersede", "on_change", "_reader", "_outbound", "_changed", "_deferred",
         "stateful_allowed", "stateful", "_out_seq", "_replay", "_in_next", "_in_latest",
         "_in_acked", "_closed_event", "_drained_event", "_drained",
     )
@@ -115,7 +122,7 @@ class HubConnection:
         # WebSockets: which socket owns the connection, and how to end it early when a
         # stateful-reconnect client comes back before the old socket was seen to die.
         self.ws_generation = 0
-        self.supersede: Callable[[], None] | None = None
+        self._supersede: Callable[[], None] | None = None
         # Called on every change (queued, closed, resumed, woken): see the module doc.
         self.on_change: Callable[[], None] | None = None
         self._reader = p.FrameReader(limits.max_message_bytes)
@@ -237,10 +244,6 @@ class HubConnection:
             changed = self._changed = anyio.Event()
         await changed.wait()
 
-    def wake(self) -> None:
-        """Wake every waiter (a superseded long poll re-checks its generation)."""
-        self._notify()
-
     def _notify(self) -> None:
         changed = self._changed
         if changed is not None:
@@ -290,6 +293,97 @@ class HubConnection:
             self._closed_event.set()
         if self._on_closed is not None:
             self._on_closed(self)
+
+    # -- transport attachment -----------------------------------------------------------
+
+    def attach_socket(self) -> tuple[int, bool]:
+        """A WebSocket takes the connection: its generation, and whether it resumes a
+        stateful connection (whose socket dropped, or looks alive but a half-open TCP
+        connection: the new socket wins and the old one is ended)."""
+        if self.stream_attached and self._supersede is not None:
+            self._supersede()
+        resuming = self.transport is Transport.WEBSOCKETS and self.stateful
+        self.attach(Transport.WEBSOCKETS)
+        self.ws_generation += 1
+        self.stream_attached = True
+        self.detached_since = None
+        return self.ws_generation, resuming
+
+    def bind_socket(self, generation: int, on_change: Callable[[], None],
+                    supersede: Callable[[], None]) -> bool:
+        """The accepted socket of ``generation`` starts serving; False if a newer socket
+        took the connection meanwhile."""
+        if generation != self.ws_generation:
+            return False
+        self.on_change = on_change
+        self._supersede = supersede
+        return True
+
+    def detach_socket(self, generation: int, *, may_resume: bool) -> None:
+        """The socket of ``generation`` is gone. A stateful connection waits (up to the
+        disconnect timeout) for its client to come back, if ``may_resume``; any other
+        closes. A superseded socket leaves the connection to the newer one."""
+        if generation != self.ws_generation:
+            return
+        self.stream_attached = False
+        self._supersede = None
+        self.on_change = None
+        if self.stateful and not self.closed and may_resume:
+            self.detached_since = time.monotonic()  # the disconnect timeout starts
+        else:
+            self.close()
+
+    def attach_event_stream(self) -> None:
+        """An SSE stream now carries the connection's messages."""
+        self.attach(Transport.SSE)
+        self.stream_attached = True
+        self.detached_since = None
+
+    def detach_event_stream(self) -> None:
+        """The SSE stream ended: so does the connection."""
+        self.stream_attached = False
+        self.close()
+
+    def start_long_polling(self) -> None:
+        """The first poll: long polling is the transport; the disconnect timeout runs
+        until the next poll arrives."""
+        self.attach(Transport.LONG_POLLING)
+        self.detached_since = time.monotonic()
+
+    def begin_poll(self) -> int:
+        """A poll arrived: it supersedes any poll still held (that one answers 204)."""
+        self.poll_generation += 1
+        self._notify()
+        self.poll_active = True
+        self.detached_since = None
+        self.last_received = time.monotonic()
+        return self.poll_generation
+
+    def poll_superseded(self, generation: int) -> bool:
+        """Whether a newer poll took over from the poll of ``generation``."""
+        return generation != self.poll_generation
+
+    def end_poll(self, generation: int) -> None:
+        """The poll of ``generation`` answered; the disconnect timeout runs again."""
+        if generation == self.poll_generation:
+            self.poll_active = False
+            self.detached_since = time.monotonic()
+
+    def begin_send(self) -> bool:
+        """A send (POST) starts; False while another one is in progress."""
+        if self.posting:
+            return False
+        self.posting = True
+        return True
+
+    def end_send(self) -> None:
+        """The send finished."""
+        self.posting = False
+
+    def close_too_large(self, reason: str) -> None:
+        """Close for an oversize message (WebSocket code 1009, HTTP 413)."""
+        self.too_large = True
+        self.close(f"Connection closed with an error: {reason}")
 
     # -- inbound ----------------------------------------------------------------------
 
