@@ -1,0 +1,104 @@
+"""Every private coupling to the ``mcp`` SDK, in one place (pinned: ``mcp==2.3.*``).
+
+The SDK gives no public way to do these; each is checked by tests/mcp/test_sdk_hooks.py,
+which fails with a clear message if an upgrade renames, re-signs or stops calling one.
+
+1. ``MCPServer._lowlevel_server`` — the low-level server behind ``MCPServer``: the only way
+   to register ``resources/subscribe`` / ``resources/unsubscribe`` (``MCPServer`` does not
+   serve them), to replace the ``subscriptions/listen`` handler (to gate it by tenant) and
+   to add the middleware that exposes the caller's principal.
+2. ``StreamableHTTPSessionManager._admit_session(requestor)`` — called synchronously when
+   a session is created, and builds its transport from ``self.event_store``: overridden so
+   each session gets an event store of its own (a shared store cannot tell sessions apart:
+   every session's GET stream has the same stream id).
+3. ``StreamableHTTPSessionManager._discard_session(session_id, transport)`` — the one
+   place every session end passes through (DELETE, idle timeout, crash, shutdown; possibly
+   more than once per session): overridden to drop the session's subscriptions and end its
+   GET stream.
+4. ``StreamableHTTPSessionManager._server_instances`` — the session table: how the
+   revocation pass ends the session of a revoked key.
+5. ``StreamableHTTPServerTransport._event_store`` — the session's store, closed when the
+   session ends (its GET stream is served from the store and ends with it).
+6. The transport's GET handling: a GET with ``Last-Event-ID`` is served by
+   ``EventStore.replay_events_after`` alone. :func:`serve_get_from_store` adds that header
+   to every GET of a session, so the whole GET stream is served from the store
+   (``event_store.SessionEventStore``), with no gap between replay and live updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.types import Scope
+
+from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME, SessionEventStore
+
+
+def lowlevel_server(server: MCPServer) -> Server[Any]:
+    """Hook 1: the low-level server behind ``server``."""
+    lowlevel: Server[Any] = server._lowlevel_server
+    return lowlevel
+
+
+class SessionManager(StreamableHTTPSessionManager):
+    """The SDK's manager with hooks 2-5: an event store per session, a callback when a
+    session ends, and a way to end a session."""
+
+    def __init__(self, *, make_event_store: Callable[[], SessionEventStore],
+                 on_session_end: Callable[[str], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._make_event_store = make_event_store
+        self._on_session_end = on_session_end
+
+    def _admit_session(self, requestor: AuthorizationContext | None
+                       ) -> StreamableHTTPServerTransport | None:
+        # Hook 2: the transport takes ``self.event_store`` when it is built here.
+        self.event_store = self._make_event_store()
+        try:
+            return super()._admit_session(requestor)
+        finally:
+            self.event_store = None
+
+    async def _discard_session(self, session_id: str,
+                               transport: StreamableHTTPServerTransport) -> None:
+        # Hook 3, reached on DELETE, idle timeout, crash and shutdown.
+        self._on_session_end(session_id)
+        store = session_event_store(transport)
+        if store is not None:
+            store.close()
+        await super()._discard_session(session_id, transport)
+
+    def session_ids(self) -> list[str]:
+        """Hook 4: the ids of the live sessions."""
+        return list(self._server_instances)
+
+    async def terminate(self, session_id: str) -> None:
+        """Hook 4: end a session; its end then passes through ``_discard_session``."""
+        transport = self._server_instances.get(session_id)
+        if transport is not None and not transport.is_terminated:
+            await transport.terminate()
+
+
+def session_event_store(transport: StreamableHTTPServerTransport) -> SessionEventStore | None:
+    """Hook 5: the session's own event store."""
+    store = transport._event_store
+    return store if isinstance(store, SessionEventStore) else None
+
+
+def serve_get_from_store(scope: Scope) -> Scope:
+    """Hook 6: a GET without ``Last-Event-ID`` gets ours, so the store serves it (resuming
+    after what the session's earlier GET streams were sent, so nothing sent while none was
+    open is lost)."""
+    header = LAST_EVENT_ID_HEADER.encode()
+    if any(k == header and v for k, v in scope["headers"]):
+        return scope
+    scope = dict(scope)
+    scope["headers"] = [(k, v) for k, v in scope["headers"] if k != header]
+    scope["headers"].append((header, GET_STREAM_RESUME.encode()))
+    return scope
