@@ -1,12 +1,18 @@
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Harness, database_url_for, fast_settings, in_process, live_server
+from tests.harness import (
+    Harness,
+    database_url_for,
+    default_db_kind,
+    fast_settings,
+    in_process,
+    live_server,
+)
 
 DB_KINDS = ["sqlite", "postgres"]
 
@@ -14,11 +20,6 @@ DB_KINDS = ["sqlite", "postgres"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def default_db_kind() -> str:
-    """COLAFLOW_TEST_DB=postgres runs the whole suite on PostgreSQL."""
-    return os.environ.get("COLAFLOW_TEST_DB", "sqlite")
 
 
 @pytest.fixture

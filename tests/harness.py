@@ -1,4 +1,8 @@
-"""Test harness: an app on its own database, in-process or on a real socket."""
+"""The test harness: an app on its own database, in-process or served on a real socket.
+
+One way to start a server (:func:`live_server`, used by the hub fixtures too) and one
+settings factory (:func:`fast_settings`, with :data:`HUB_TIMINGS` for the hub tests).
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,11 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
-from colaflow_mcp.services import Services
+from colaflow_mcp.domain import admin
+from colaflow_mcp.runtime import Runtime
+from colaflow_mcp.serving import uvicorn_config
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("COLAFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -51,41 +56,69 @@ async def create_pg_database() -> str:
     from sqlalchemy.engine import make_url
 
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    admin = make_url(PG_ADMIN_URL)
+    server = make_url(PG_ADMIN_URL)
     name = f"cola_test_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(
-        host=admin.host, port=admin.port or 5432, user=admin.username, database=admin.database
+        host=server.host, port=server.port or 5432, user=server.username,
+        database=server.database,
     )
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    return admin.set(database=name).render_as_string(hide_password=False)
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def default_db_kind() -> str:
+    """COLAFLOW_TEST_DB=postgres runs the whole suite on PostgreSQL."""
+    return os.environ.get("COLAFLOW_TEST_DB", "sqlite")
 
 
 async def database_url_for(kind: str, tmp_path: Path) -> str:
+    """A fresh database of this kind (``sqlite`` or ``postgres``)."""
     if kind == "postgres":
         return await create_pg_database()
     return f"sqlite:///{tmp_path / 'colaflow-test.db'}"
 
 
+# Test-sized timings: the production shape, fast enough for tests.
+FAST: dict[str, Any] = {
+    "expiry_max_wait_seconds": 0.2,
+    "announce_sweep_interval_seconds": 0.2,
+    "announce_grace_seconds": 0.5,
+    "reconcile_interval_seconds": 1.0,
+    "bus_reconnect_max_backoff_seconds": 0.5,
+    "api_key_cache_seconds": 0.0,
+    "revocation_check_interval_seconds": 0.2,
+    "hub_keep_alive_seconds": 1.0,
+    "hub_client_timeout_seconds": 5.0,
+    "hub_handshake_timeout_seconds": 2.0,
+    "hub_disconnect_timeout_seconds": 2.0,
+    "hub_long_poll_seconds": 5.0,
+}
+
+# The hub tests run real clients whose own keep-alive (15 s) and timeouts are SignalR's
+# defaults: the server keeps those, so only the test's own actions make things happen.
+# The recovery loops stay at their production pace, so a hub test sees the fast path.
+HUB_TIMINGS: dict[str, Any] = {
+    "hub_keep_alive_seconds": 15.0,
+    "hub_client_timeout_seconds": 30.0,
+    "hub_handshake_timeout_seconds": 15.0,
+    "hub_disconnect_timeout_seconds": 5.0,
+    "expiry_max_wait_seconds": 0.05,
+    "announce_sweep_interval_seconds": 1.0,
+    "announce_grace_seconds": 2.0,
+    "reconcile_interval_seconds": 5.0,
+    "bus_reconnect_max_backoff_seconds": 5.0,
+}
+
+
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
-    """Production shape, test-sized timings."""
+    """Production shape, test-sized timings (:data:`FAST`), then ``overrides``."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "jwt_secret": "test-secret-" + uuid.uuid4().hex,
-        "expiry_max_wait_seconds": 0.2,
-        "announce_sweep_interval_seconds": 0.2,
-        "announce_grace_seconds": 0.5,
-        "reconcile_interval_seconds": 1.0,
-        "bus_reconnect_max_backoff_seconds": 0.5,
-        "api_key_cache_seconds": 0.0,
-        "revocation_check_interval_seconds": 0.2,
-        "hub_keep_alive_seconds": 1.0,
-        "hub_client_timeout_seconds": 5.0,
-        "hub_handshake_timeout_seconds": 2.0,
-        "hub_disconnect_timeout_seconds": 2.0,
-        "hub_long_poll_seconds": 5.0,
+        **FAST,
     }
     values.update(overrides)
     return Settings(**values)
@@ -102,23 +135,29 @@ class Harness:
     _keys: dict[str, str] = field(default_factory=dict)
 
     @property
-    def services(self) -> Services:
-        svc: Services = self.app.state.services
-        return svc
+    def runtime(self) -> Runtime:
+        """The running app's object graph."""
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    @property
+    def port(self) -> int:
+        """The port of a live server."""
+        return int(self.base_url.rsplit(":", 1)[1])
 
     async def agent_key(self, tenant: str = "acme", name: str = "agent") -> str:
         """A new API key for the tenant (created if needed)."""
-        t = await auth.get_or_create_tenant(self.services.db, tenant)
-        _, key = await auth.create_api_key(self.services.db, t, name)
+        t = await admin.get_or_create_tenant(self.runtime.db, tenant)
+        _, key = await admin.create_api_key(self.runtime.db, t, name)
         return key
 
     async def reviewer_token(self, tenant: str = "acme", user: str = "alice") -> str:
-        t = await auth.get_or_create_tenant(self.services.db, tenant)
-        return self.services.tokens.issue(t, user)
+        t = await admin.get_or_create_tenant(self.runtime.db, tenant)
+        return self.runtime.tokens.issue(t, user)
 
     async def project(self, tenant: str = "acme", key: str = "WEB", name: str = "Website") -> None:
-        t = await auth.get_or_create_tenant(self.services.db, tenant)
-        await self.services.changes.create_project_direct(t.id, key, name)
+        t = await admin.get_or_create_tenant(self.runtime.db, tenant)
+        await admin.create_project_direct(self.runtime.db, t.id, key, name)
 
     async def propose(self, key: str, tool: str = "create_issue",
                       arguments: dict[str, Any] | None = None,
@@ -158,37 +197,44 @@ async def in_process(settings: Settings) -> AsyncIterator[Harness]:
 
 
 class _ReadyServer(uvicorn.Server):
-    """uvicorn that signals when start-up is over (serving, or failed)."""
+    """uvicorn that says when start-up is over (serving, or failed): no polling, no sleeps."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.ready = anyio.Event()
 
-    async def startup(self, sockets: Any = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         try:
             await super().startup(sockets)
         finally:
             self.ready.set()
 
+    def install_signal_handlers(self) -> None:  # tests own the signals
+        pass
+
 
 @asynccontextmanager
 async def live_server(settings: Settings) -> AsyncIterator[Harness]:
-    """The app served by uvicorn on an ephemeral 127.0.0.1 port in this event loop."""
+    """The app served by uvicorn (configured as ``serve`` does) on an ephemeral 127.0.0.1
+    port, in this event loop."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on", ws_max_size=1 << 20)
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=0, log_level="warning",
+                            timeout_graceful_shutdown=2)
     server = _ReadyServer(config)
     sock = config.bind_socket()
     port = sock.getsockname()[1]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(20):
-            await server.ready.wait()
-        if server.should_exit:
-            raise RuntimeError("server failed to start")
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            try:
-                yield Harness(app=app, settings=settings, client=c, base_url=base)
-            finally:
-                server.should_exit = True
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(20):
+                await server.ready.wait()
+            if server.should_exit:
+                raise RuntimeError("server failed to start")
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+                try:
+                    yield Harness(app=app, settings=settings, client=c, base_url=base)
+                finally:
+                    server.should_exit = True
+    finally:
+        sock.close()

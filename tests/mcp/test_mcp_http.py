@@ -12,7 +12,8 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from colaflow_mcp.mcp_server import SessionEventStore, host_allowed, origin_allowed
+from colaflow_mcp.mcp.endpoint import host_allowed, origin_allowed
+from colaflow_mcp.mcp.event_store import SessionEventStore
 from tests.harness import Harness, fast_settings, live_server
 
 pytestmark = pytest.mark.anyio
@@ -248,7 +249,7 @@ async def test_event_store_replays_only_its_stream_and_forgets_the_oldest() -> N
 async def test_get_stream_is_served_from_the_store_with_no_gap_and_one_at_a_time() -> None:
     from mcp.server.streamable_http import GET_STREAM_KEY, EventMessage
 
-    from colaflow_mcp.mcp_server import GET_STREAM_RESUME
+    from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME
 
     store = SessionEventStore(capacity=3)
     note: Any = {"jsonrpc": "2.0", "method": "notifications/resources/updated"}
