@@ -32,7 +32,7 @@ from mcp.shared.subscriptions import (
 from colaflow_mcp.delivery.events import DecisionEvent
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.domain.auth import Principal
-from colaflow_mcp.domain.uris import change_id_of, is_other_colaflow_uri
+from colaflow_mcp.domain.uris import PENDING_CHANGE_PREFIX, change_id_of, is_other_colaflow_uri
 from colaflow_mcp.mcp.context import require_principal
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class Subscriptions:
             if is_other_colaflow_uri(uri):
                 raise MCPError(
                     types.INVALID_PARAMS,
-                    f"Only colaflow://pending-changes/{{id}} can be subscribed, not {uri}",
+                    f"Only {PENDING_CHANGE_PREFIX}{{id}} can be subscribed, not {uri}",
                     {"uri": uri})
             raise not_found(uri)
         session = self._session_for(ctx, principal)

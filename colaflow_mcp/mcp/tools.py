@@ -35,6 +35,7 @@ from colaflow_mcp.domain.operations import (
 from colaflow_mcp.domain.operations.base import Args
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import change_to_json, proposal_of
+from colaflow_mcp.domain.uris import PENDING_CHANGE_PREFIX
 from colaflow_mcp.mcp.context import require_principal
 from colaflow_mcp.store.tables import PendingChange
 
@@ -53,7 +54,7 @@ def instructions() -> str:
         f"directly: every change tool ({names}) only PROPOSES the change. A human reviewer "
         "approves it (then it is applied) or rejects it with a reason; unreviewed proposals "
         "expire. Each change tool returns a pendingChangeId and a resourceUri "
-        "(colaflow://pending-changes/{id}). To learn the outcome without polling, subscribe "
+        f"({PENDING_CHANGE_PREFIX}{{id}}). To learn the outcome without polling, subscribe "
         "to that resource; you will receive notifications/resources/updated once it is "
         "decided. Then read the resource (or call get_pending_change): status is Approved, "
         "Rejected (see reason) or Expired, and for approved changes executionResult says "
