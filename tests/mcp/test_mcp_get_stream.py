@@ -68,7 +68,7 @@ def _messages(error: BaseException) -> str:
 
 
 @asynccontextmanager
-async def _through_proxy(h: Harness) -> AsyncIterator[tuple[Harness, TcpProxy]]:
+async def through_proxy(h: Harness) -> AsyncIterator[tuple[Harness, TcpProxy]]:
     """The same server, reached through a TCP proxy the test can cut."""
     port = int(h.base_url.rsplit(":", 1)[1])
     proxy = TcpProxy("127.0.0.1", port)
@@ -84,7 +84,7 @@ async def test_the_python_client_rides_out_a_two_second_outage_of_its_get_stream
     await server.project()
     key, token = await server.agent_key(), await server.reviewer_token()
     updates = Updates()
-    async with _through_proxy(server) as (proxied, proxy), \
+    async with through_proxy(server) as (proxied, proxy), \
             mcp_client(proxied, key, "legacy", updates) as client:
         # A change decided before subscribing is reported at once, on the GET stream: once
         # it arrived, the stream is open (and the client has its retry hint).
