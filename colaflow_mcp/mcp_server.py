@@ -332,7 +332,7 @@ class McpEndpoint:
                              f"{MIN_SSE_RETRY_SECONDS:g}, not {settings.mcp_sse_retry_seconds:g}")
         retry_ms = round(settings.mcp_sse_retry_seconds * 1000)
         # Sent first on every GET stream (see ``_serve_get_stream``).
-        self.retry_field = f"retry: {retry_ms}\n\n".encode()
+        self.retry_field = f"retry: {retry_ms}\r\n\r\n".encode()  # sse-starlette's line ends
         self.subscriptions = Subscriptions(services.notifier,
                                            settings.mcp_max_subscriptions_per_session,
                                            self._terminate_session)
