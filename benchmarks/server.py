@@ -59,6 +59,9 @@ def bench_env(database_url: str, jwt_secret: str, extra: dict[str, str] | None =
         "COLAFLOW_DATABASE_URL": database_url,
         "COLAFLOW_JWT_SECRET": jwt_secret,
         "COLAFLOW_LOG_LEVEL": "warning",
+        # Every simulated agent uses the one benchmark key: lift the per-key session cap
+        # (production default 100) to the SDK's overall one.
+        "COLAFLOW_MCP_MAX_SESSIONS_PER_KEY": "10000",
     })
     env.update(extra or {})
     return env
