@@ -175,7 +175,7 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from colaflow_mcp.app import create_app
-    from colaflow_mcp.hub.serving import HubAwareServer
+    from colaflow_mcp.hub.serving import HubAwareServer, HubWebSocketProtocol
 
     logs.install_redaction()
     # Thousands of long-lived connection objects make default-threshold collections
@@ -185,6 +185,7 @@ def _serve(settings: Settings) -> int:
         create_app(settings), host=settings.host, port=settings.port,
         log_level=logs.split_levels(settings.log_level)[0], log_config=None, lifespan="on",
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
+        ws=HubWebSocketProtocol,  # refusals without an ERROR log line (see its docstring)
         # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
         ws_per_message_deflate=False,
         # SignalR has its own keep-alive and client timeout; protocol-level pings from

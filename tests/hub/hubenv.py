@@ -18,6 +18,7 @@ from sqlmodel import col
 from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
+from colaflow_mcp.hub.serving import HubWebSocketProtocol
 from colaflow_mcp.models import PendingChange, utcnow
 from colaflow_mcp.services import Services
 
@@ -140,6 +141,8 @@ async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[HubEnv]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", log_config=None,
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
+        # WebSockets as `colaflow-mcp serve` runs them (cli._serve).
+        ws=HubWebSocketProtocol, ws_per_message_deflate=False, ws_ping_interval=None,
         timeout_graceful_shutdown=2,
     )
     server = _Server(config)
