@@ -9,11 +9,11 @@ an idle socket holds no waiting task).
 What a connection holds for its client is bounded in bytes and messages (the overflow
 policy): frames queued or taken by the transport and not yet written, plus, with stateful
 reconnect, frames kept until acknowledged. A client that stops reading is closed once the
-bound is reached, and what was queued for it is dropped. A client that reads is never closed
-for its own requests: while the transport's backlog is over a high-water mark (a quarter of
-the bytes, half of the messages), its further input waits until the transport drains it
-(flow control); only if it does not drain within ``drain_timeout`` is the client taken to
-be not reading.
+bound is reached, and what was queued for it is dropped. A client that reads is not closed
+for the answers to its own requests: while the transport's backlog is over a high-water
+mark (a quarter of the bytes, half of the messages), its further input waits until the
+transport drains it (flow control); only if it does not drain within ``drain_timeout`` is
+the client taken to be not reading.
 
 Thousands of idle connections are the normal case, so a connection keeps little: slots
 instead of an instance dict, and its events exist only while someone waits on them.
@@ -251,8 +251,8 @@ class HubConnection:
     def _backlog_high(self) -> bool:
         """Whether the transport's backlog is over the flow-control high-water mark."""
         limits = self.limits
-        return (self._out_bytes + self._inflight >= limits.max_queued_bytes // 4
-                or len(self._outbound) >= limits.outbound_queue_size // 2)
+        return (self._out_bytes + self._inflight >= max(1, limits.max_queued_bytes // 4)
+                or len(self._outbound) >= max(1, limits.outbound_queue_size // 2))
 
     def take(self) -> list[str]:
         """All queued frames, in order (the transport sends them next, then calls

@@ -163,3 +163,35 @@ async def test_a_long_polling_client_gets_every_completion_of_a_huge_send(
     assert statuses == [200]
     completions = [m for m in got if m.get("type") == 3]
     assert [m["invocationId"] for m in completions] == [str(i) for i in range(n)]
+
+
+async def test_a_server_sent_events_client_gets_every_completion_of_a_huge_send(
+    env: HubEnv,
+) -> None:
+    t = await env.tenant("acme")
+    n = 1100
+    body = "".join(msg({"type": 1, "invocationId": str(i), "target": "NoSuchMethod",
+                        "arguments": []}) for i in range(n))
+    got: list[dict[str, Any]] = []
+    statuses: list[int] = []
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {t.key}"},
+                                 timeout=20) as http:
+        r = await http.post(f"{env.hub_url}/negotiate?negotiateVersion=1")
+        url = f"{env.hub_url}?id={r.json()['connectionToken']}"
+        async with http.stream("GET", url, headers={"Accept": "text/event-stream"}) as stream:
+            assert (await http.post(url, content=HANDSHAKE)).status_code == 200
+
+            async def send() -> None:  # held while the stream drains what it produces
+                statuses.append((await http.post(url, content=body)).status_code)
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send)
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data: "):
+                            got.extend(frames(line[len("data: "):]))
+                        if sum(1 for m in got if m.get("type") == 3) == n:
+                            break
+    assert statuses == [200]
+    completions = [m for m in got if m.get("type") == 3]
+    assert [m["invocationId"] for m in completions] == [str(i) for i in range(n)]
