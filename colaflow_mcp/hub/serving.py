@@ -10,7 +10,9 @@ through the ASGI ``websocket.http.response`` extension. uvicorn's default WebSoc
 (``websockets-sansio``, chosen whenever ``websockets`` is installed) sends that response but
 never marks the handshake done, so each refusal also logged ``ERROR ASGI callable returned
 without completing handshake`` (uvicorn's wsproto protocol marks it; upstream:
-Kludex/uvicorn#3138). :class:`HubWebSocketProtocol` marks it.
+Kludex/uvicorn#3138). :class:`HubWebSocketProtocol` marks it. It needs uvicorn 0.52.1 or
+later, whose ``websockets-sansio`` waits for the socket to drain before each send: the
+hub's flow control and its bound on what a slow client costs rely on that wait.
 """
 
 from __future__ import annotations
