@@ -26,6 +26,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Column, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
@@ -205,6 +206,9 @@ def _engine(url: str, lock_timeout: float) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy, not the driver, begins transactions
+        # The journal mode the app uses (db.py), set before any write: switching a file to
+        # WAL while another process holds its write lock fails at once, without waiting.
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
         # Batch migrations copy, drop and rename tables: enforcing foreign keys midway
         # would cascade or fail (SQLite's documented procedure turns them off).
         dbapi_conn.execute("PRAGMA foreign_keys=OFF")
@@ -234,7 +238,10 @@ async def _locked(url: str, lock_timeout: float, fn: Callable[[Connection], T]) 
                     f"transaction); try again when it is done ({exc.orig})") from exc
             # Alembic keeps its context in module globals: one migration at a time per
             # process, which the lock above guarantees (the transaction ends after this).
-            result = await conn.run_sync(fn)
+            try:
+                result = await conn.run_sync(fn)
+            except CommandError as exc:  # e.g. an unknown revision asked for
+                raise SchemaError(str(exc)) from None
             await conn.commit()
             return result
     finally:
