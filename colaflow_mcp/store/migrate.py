@@ -268,6 +268,8 @@ def _check_known(state: SchemaState) -> None:
 def _upgrade(conn: Connection, to: str) -> Moved:
     before = _state(conn)
     _check_known(before)
+    if before.at_head and to == "head":
+        return Moved(before, before.revision)  # the usual start-up: nothing to load or run
     if before.state == "unversioned":
         _adopt_release_0_1(conn)
         command.stamp(alembic_config(conn), BASELINE)
