@@ -201,15 +201,15 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
                                   f", {r.description.splitlines()[0] if r.description else ''}"
                                   for r in revs)}
     url = async_url(settings.database_url)
+    timeout = settings.schema_lock_timeout_seconds
     if args.db_command == "revision":
         path = await migrate.new_revision(url, args.message, autogenerate=not args.empty)
         return {"json": {"path": path}, "text": path}
     if args.db_command == "current":
-        state = await migrate.current(url)
+        state = await migrate.current(url, timeout)
         return {"json": {"revision": state.revision, "head": state.head, "state": state.state,
                          "atHead": state.at_head},
                 "text": state.describe()}
-    timeout = settings.schema_lock_timeout_seconds
     if args.db_command == "upgrade":
         moved = await migrate.upgrade(url, args.to, timeout)
     else:

@@ -30,7 +30,7 @@ from alembic.util import CommandError
 from sqlalchemy import Column, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from colaflow_mcp.store.migrations import baseline
@@ -136,9 +136,9 @@ def history() -> list[Revision]:
     return out
 
 
-async def current(url: str) -> SchemaState:
-    """Where the database is (read only, no lock)."""
-    engine = _engine(url, lock_timeout=30.0)
+async def current(url: str, lock_timeout: float = 600.0) -> SchemaState:
+    """Where the database is (read only, no lock; SQLite may wait for a writer)."""
+    engine = _engine(url, lock_timeout)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(_state)
@@ -186,7 +186,7 @@ async def ensure(url: str, mode: str = "auto", lock_timeout: float = 600.0) -> N
             logger.info("database schema upgraded: %s -> %s", moved.before.describe(),
                         moved.after)
         return
-    state = await current(url)
+    state = await current(url, lock_timeout)
     _check_known(state)
     if not state.at_head:
         raise SchemaError(
@@ -224,28 +224,52 @@ def _engine(url: str, lock_timeout: float) -> AsyncEngine:
 async def _locked(url: str, lock_timeout: float, fn: Callable[[Connection], T]) -> T:
     engine = _engine(url, lock_timeout)
     try:
-        async with engine.connect() as conn:
-            try:
-                await conn.begin()
-                if conn.dialect.name == "postgresql":
-                    await conn.execute(text("SELECT set_config('lock_timeout', :t, true)"),
-                                       {"t": f"{max(1, int(lock_timeout * 1000))}ms"})
-                    await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_ID})
-            except DBAPIError as exc:
-                raise SchemaError(
-                    f"waited {lock_timeout:g}s for the schema migration lock without getting "
-                    "it: another process is migrating this database (or holds a long "
-                    f"transaction); try again when it is done ({exc.orig})") from exc
+        conn = await _lock(engine, lock_timeout)
+        try:
             # Alembic keeps its context in module globals: one migration at a time per
-            # process, which the lock above guarantees (the transaction ends after this).
+            # process, which the lock guarantees (the transaction ends after this).
             try:
                 result = await conn.run_sync(fn)
             except CommandError as exc:  # e.g. an unknown revision asked for
                 raise SchemaError(str(exc)) from None
             await conn.commit()
             return result
+        finally:
+            await conn.close()  # rolls back whatever was not committed
     finally:
         await engine.dispose()
+
+
+async def _lock(engine: AsyncEngine, lock_timeout: float) -> AsyncConnection:
+    """A connection in a transaction that holds the migration lock."""
+    try:
+        conn = await engine.connect()  # SQLite: may wait on the journal-mode switch
+    except DBAPIError as exc:
+        raise _lock_error(exc, lock_timeout) from None
+    try:
+        await conn.begin()  # SQLite: BEGIN IMMEDIATE waits for the write lock
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT set_config('lock_timeout', :t, true)"),
+                               {"t": f"{max(1, int(lock_timeout * 1000))}ms"})
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_ID})
+        return conn
+    except BaseException as exc:
+        await conn.close()
+        if isinstance(exc, DBAPIError):
+            raise _lock_error(exc, lock_timeout) from None
+        raise
+
+
+def _lock_error(exc: DBAPIError, lock_timeout: float) -> Exception:
+    """A lock wait that timed out, said plainly; any other error as it was."""
+    orig = exc.orig
+    if not (getattr(orig, "sqlstate", None) == "55P03"  # PostgreSQL: lock_timeout
+            or "database is locked" in str(orig)):  # SQLite: busy timeout
+        return exc
+    return SchemaError(
+        f"no schema migration lock within {lock_timeout:g}s: another process is migrating "
+        f"this database (or holds a long write transaction); try again when it is done "
+        f"({orig})")
 
 
 def _state(conn: Connection) -> SchemaState:
