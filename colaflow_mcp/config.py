@@ -76,6 +76,12 @@ class Settings:
     # REST.
     max_body_bytes: int = 256 * 1024
 
+    # Schema migrations at start-up (serve and the CLI, except `db`): "auto" upgrades to the
+    # latest revision under a lock; "check" refuses an older schema (run `db upgrade`).
+    schema_upgrade: str = "auto"
+    # How long start-up waits for another process's migration (the lock) before failing.
+    schema_lock_timeout_seconds: float = 600.0
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``COLAFLOW_*`` variables, then explicit overrides (flags)."""
