@@ -84,7 +84,9 @@ def running_server(workdir: Path) -> Iterator[Server]:
     """``colaflow-mcp serve`` on a free loopback port, with a tenant, key, project, token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLAFLOW_")}
     env.update(COLAFLOW_DATABASE_URL=f"sqlite:///{workdir / 'bench.db'}",
-               COLAFLOW_JWT_SECRET="bench-" + uuid.uuid4().hex, COLAFLOW_LOG_LEVEL="warning")
+               COLAFLOW_JWT_SECRET="bench-" + uuid.uuid4().hex, COLAFLOW_LOG_LEVEL="warning",
+               # All sessions (--idle-sessions too) use one key: lift the per-key cap.
+               COLAFLOW_MCP_MAX_SESSIONS_PER_KEY="10000")
     cli = [sys.executable, "-m", "colaflow_mcp.cli"]
 
     def run(*args: str) -> str:

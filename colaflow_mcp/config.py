@@ -69,9 +69,26 @@ class Settings:
     # MCP.
     mcp_max_subscriptions_per_session: int = 1000
     mcp_event_history_per_session: int = 1000
+    # Live legacy sessions (Mcp-Session-Id) one API key may hold, so that one key cannot
+    # use up ``mcp_max_sessions`` (shared by every tenant); 2026-07-28 requests are
+    # sessionless and not counted.
+    mcp_max_sessions_per_key: int = 100
+    mcp_max_sessions: int = 10_000
+    # A session with no request in flight and no open GET stream for this long ends.
+    mcp_session_idle_timeout_seconds: float = 1800.0
+    # SSE ``retry:`` hint on every session stream (at least 2 s): how long a client waits
+    # before reconnecting a dropped stream. The Python SDK makes one attempt after it and
+    # gives up if that fails, so this is also the longest outage it rides out.
+    mcp_sse_retry_seconds: float = 3.0
 
     # REST.
     max_body_bytes: int = 256 * 1024
+
+    # Schema migrations at start-up (serve and the CLI, except `db`): "auto" upgrades to the
+    # latest revision under a lock; "check" refuses an older schema (run `db upgrade`).
+    schema_upgrade: str = "auto"
+    # How long start-up waits for another process's migration (the lock) before failing.
+    schema_lock_timeout_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

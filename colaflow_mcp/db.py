@@ -9,14 +9,15 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
 import anyio
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from colaflow_mcp import models
+from colaflow_mcp.store import migrate
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,10 +144,10 @@ class Database:
         async with self._write_lock:
             return await anyio.to_thread.run_sync(run, limiter=self._sync_limiter)
 
-    async def create_schema(self) -> None:
-        """Create missing tables and add missing columns; never drops data."""
-        async with self.write_engine.begin() as conn:
-            await conn.run_sync(_create_and_upgrade)
+    async def create_schema(self, mode: str = "auto", lock_timeout: float = 600.0) -> None:
+        """Bring the schema to the latest revision (``auto``) or refuse an older one
+        (``check``); several processes at once take turns (see store/migrate.py)."""
+        await migrate.ensure(self.url, mode, lock_timeout)
 
     async def ping(self) -> bool:
         """True if the database answers."""
@@ -201,30 +202,3 @@ def _sqlite_tuning(sync_engine: Engine, *, immediate: bool) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def _create_and_upgrade(conn: Connection) -> None:
-    SQLModel.metadata.create_all(conn, checkfirst=True)
-    insp = inspect(conn)
-    for table in SQLModel.metadata.sorted_tables:
-        existing = {c["name"] for c in insp.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in existing:
-                continue
-            logger.info("schema upgrade: adding %s.%s", table.name, column.name)
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {_column_ddl(conn, column)}")
-
-
-def _column_ddl(conn: Connection, column: Any) -> str:
-    """A column definition that existing rows can take: NOT NULL only with a default."""
-    type_sql = column.type.compile(dialect=conn.dialect)
-    ddl = f"{column.name} {type_sql}"
-    default = column.default
-    if default is not None and default.is_scalar and isinstance(default.arg, str | int | float):
-        literal = default.arg
-        if isinstance(literal, str):
-            literal = "'" + literal.replace("'", "''") + "'"
-        ddl += f" DEFAULT {literal}"
-        if not column.nullable:
-            ddl += " NOT NULL"
-    return ddl

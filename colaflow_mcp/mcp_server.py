@@ -8,9 +8,11 @@ stream; modern (2026-07-28) requests are single exchanges. Tools and resources l
 Pinned to ``mcp==2.3.*``. Private SDK hooks used (re-check on upgrade):
 - ``MCPServer._lowlevel_server``: the only way to register ``resources/subscribe`` and a
   replacement ``subscriptions/listen`` handler.
-- ``StreamableHTTPSessionManager._admit_session`` (give each session its own event store),
-  ``._discard_session`` (the one place every session end passes through) and
-  ``._server_instances`` (to end the session of a revoked key).
+- ``StreamableHTTPSessionManager._admit_session`` (give each session its own event store;
+  refuse a key over its session limit by raising, which reaches ``McpEndpoint._serve``
+  before anything is sent), ``._discard_session`` (the one place every session end passes
+  through) and ``._server_instances`` (to count a key's live sessions and to end the
+  sessions of a revoked key).
 - ``StreamableHTTPServerTransport._event_store`` (to end the session's GET stream, which
   the store serves, when the session ends), and the transport's GET handling: a request
   with ``Last-Event-ID`` is served by ``EventStore.replay_events_after`` alone.
@@ -22,6 +24,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -45,10 +48,10 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from colaflow_mcp.auth import KEY_PREFIX, bearer
+from colaflow_mcp.auth import KEY_PREFIX, Principal, bearer
 from colaflow_mcp.mcp_context import SCOPE_KEY, PrincipalMiddleware
 from colaflow_mcp.mcp_subscriptions import Subscriptions
 from colaflow_mcp.mcp_tools import build_server
@@ -62,6 +65,10 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 # Sent as Last-Event-ID on a GET that brings none: resume after the last GET event this
 # session wrote to any earlier GET stream (all of them, on its first). See SessionEventStore.
 GET_STREAM_RESUME = "g-resume"
+# Who is opening a session: set by the endpoint around the request, read at admission
+# (the SDK hands ``_admit_session`` only the credential's identity, not our principal).
+_OPENING: ContextVar[Principal | None] = ContextVar("colaflow_mcp_opening", default=None)
+MIN_SSE_RETRY_SECONDS = 2.0
 
 
 # -- transport security -------------------------------------------------------------------
@@ -111,6 +118,27 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
            ) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status,
                         headers=headers)
+
+
+def _jsonrpc_error(status: int, message: str, data: dict[str, object]) -> Response:
+    """A JSON-RPC error (no request id) at an HTTP status, as the SDK answers its own refusals.
+
+    Used where an MCP client meets the refusal: the Python SDK raises the JSON-RPC error's
+    message as ``MCPError`` (any other body becomes "Server returned an error response"),
+    and the TypeScript SDK puts the status and the whole body in its error.
+    """
+    body = types.JSONRPCError(jsonrpc="2.0", id=None, error=types.ErrorData(
+        code=types.INVALID_REQUEST, message=message, data=data))
+    return Response(body.model_dump_json(by_alias=True, exclude_unset=True),
+                    status_code=status, media_type="application/json")
+
+
+class SessionLimitReached(Exception):
+    """A key asked for one more session than ``mcp_max_sessions_per_key`` allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"session limit {limit} reached")
+        self.limit = limit
 
 
 # -- resumability ---------------------------------------------------------------------------
@@ -215,26 +243,69 @@ class SessionEventStore(EventStore):
 
 
 class _SessionManager(StreamableHTTPSessionManager):
-    """The SDK's manager, plus a per-session event store and a hook when a session ends."""
+    """The SDK's manager, plus a per-session event store, a cap on each API key's live
+    sessions, and a hook when a session ends."""
 
-    def __init__(self, endpoint: McpEndpoint, **kwargs: Any) -> None:
+    def __init__(self, endpoint: McpEndpoint, max_per_key: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._endpoint = endpoint
+        self.max_per_key = max_per_key
+        self._key_of: dict[str, str] = {}  # session id -> API key id
+        self._sessions_of: dict[str, set[str]] = {}  # API key id -> its session ids
+        self._principals: dict[str, Principal] = {}  # API key id -> who opened them
+
+    def live_sessions(self, key_id: str) -> int:
+        """Sessions of the key not yet ended (a DELETE or revocation ends one at once)."""
+        live = 0
+        for session_id in self._sessions_of.get(key_id, ()):
+            transport = self._server_instances.get(session_id)
+            if transport is not None and not transport.is_terminated:
+                live += 1
+        return live
+
+    def keys_with_sessions(self) -> list[tuple[Principal, list[str]]]:
+        """Each API key holding sessions, with their ids (for the revocation check)."""
+        return [(self._principals[key_id], list(ids))
+                for key_id, ids in self._sessions_of.items()]
 
     def _admit_session(self, requestor: AuthorizationContext | None
                        ) -> StreamableHTTPServerTransport | None:
-        # Private hook (mcp 2.3): the transport takes ``self.event_store`` when it is built
-        # here, synchronously, so each session gets a store of its own.
+        # Private hook (mcp 2.3), called under the manager's creation lock with no await
+        # between the count and the registration, so concurrent opens cannot overshoot.
+        principal = _OPENING.get()
+        key_id = principal.api_key_id if principal is not None else None
+        if key_id is not None and self.live_sessions(key_id) >= self.max_per_key:
+            raise SessionLimitReached(self.max_per_key)
+        # The transport takes ``self.event_store`` when it is built here, synchronously,
+        # so each session gets a store of its own.
         self.event_store = SessionEventStore(self._endpoint.event_history)
         try:
-            return super()._admit_session(requestor)
+            transport = super()._admit_session(requestor)
         finally:
             self.event_store = None
+        if transport is not None and principal is not None and key_id is not None:
+            session_id = transport.mcp_session_id
+            assert session_id is not None
+            self._key_of[session_id] = key_id
+            self._sessions_of.setdefault(key_id, set()).add(session_id)
+            self._principals.setdefault(key_id, principal)
+        return transport
+
+    def _forget(self, session_id: str) -> None:
+        key_id = self._key_of.pop(session_id, None)
+        ids = self._sessions_of.get(key_id or "")
+        if key_id is None or ids is None:
+            return
+        ids.discard(session_id)
+        if not ids:
+            del self._sessions_of[key_id]
+            self._principals.pop(key_id, None)
 
     async def _discard_session(self, session_id: str,
                                transport: StreamableHTTPServerTransport) -> None:
         # Private hook (mcp 2.3): reached on DELETE, idle timeout, crash and shutdown,
         # possibly more than once per session.
+        self._forget(session_id)
         self._endpoint.session_closed(session_id)
         store = transport._event_store  # private (mcp 2.3)
         if isinstance(store, SessionEventStore):
@@ -254,6 +325,14 @@ class McpEndpoint:
         self.allowed_origins = tuple(settings.allowed_origins)
         self.event_history = settings.mcp_event_history_per_session
         self.revocation_interval = settings.revocation_check_interval_seconds
+        if settings.mcp_sse_retry_seconds < MIN_SSE_RETRY_SECONDS:
+            # Below this the Python SDK's one reconnection attempt comes too soon to ride
+            # out an ordinary network blip.
+            raise ValueError(f"COLAFLOW_MCP_SSE_RETRY_SECONDS must be at least "
+                             f"{MIN_SSE_RETRY_SECONDS:g}, not {settings.mcp_sse_retry_seconds:g}")
+        retry_ms = round(settings.mcp_sse_retry_seconds * 1000)
+        # Sent first on every GET stream (see ``_serve_get_stream``).
+        self.retry_field = f"retry: {retry_ms}\r\n\r\n".encode()  # sse-starlette's line ends
         self.subscriptions = Subscriptions(services.notifier,
                                            settings.mcp_max_subscriptions_per_session,
                                            self._terminate_session)
@@ -268,11 +347,17 @@ class McpEndpoint:
                                      types.SubscriptionsListenRequestParams,
                                      self.subscriptions.listen)
         self.manager = _SessionManager(
-            self, app=lowlevel, json_response=False, stateless=False,
+            self, settings.mcp_max_sessions_per_key, app=lowlevel, json_response=False,
+            stateless=False,
             # Host/Origin are checked here first (with "*" support); the SDK still checks
             # Content-Type.
             security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
             max_request_body_size=settings.max_body_bytes,
+            max_sessions=settings.mcp_max_sessions,
+            session_idle_timeout=settings.mcp_session_idle_timeout_seconds,
+            # The SDK puts this in the priming event of each request stream; the GET
+            # stream, which the SDK does not prime, gets it from ``_serve_get_stream``.
+            retry_interval=retry_ms,
         )
         app: ASGIApp = self._serve
         if self.allowed_origins:
@@ -302,21 +387,44 @@ class McpEndpoint:
     def session_closed(self, session_id: str) -> None:
         self.subscriptions.session_closed(session_id)
 
-    async def _terminate_session(self, session_id: str) -> None:
+    async def _terminate_session(self, session_id: str) -> int:
         # Private (mcp 2.3): the manager's session table. Terminating the transport ends
         # the session's loop, which then passes through ``_discard_session``.
         transport = self.manager._server_instances.get(session_id)
         if transport is not None and not transport.is_terminated:
             await transport.terminate()
+            return 1
+        return 0
 
     async def _revocation_loop(self) -> None:
-        """Close subscriptions of revoked keys; never dies silently."""
+        """Close subscriptions and sessions of revoked keys; never dies silently."""
         while True:
             await anyio.sleep(self.revocation_interval)
             try:
-                await self.subscriptions.drop_revoked(self.services.keys.still_valid)
+                await self.revocation_pass()
             except Exception:
                 logger.exception("MCP revocation check failed; retrying")
+
+    async def revocation_pass(self) -> None:
+        """End the listen streams and the sessions (subscribed or not, which frees their
+        slots) of every key that was revoked or expired; one lookup per key."""
+        verdicts: dict[str | None, bool] = {}
+
+        async def still_valid(principal: Principal) -> bool:
+            key_id = principal.api_key_id
+            if key_id not in verdicts:
+                verdicts[key_id] = await self.services.keys.still_valid(principal)
+            return verdicts[key_id]
+
+        await self.subscriptions.drop_revoked(still_valid)
+        ended = 0
+        for principal, session_ids in self.manager.keys_with_sessions():
+            if await still_valid(principal):
+                continue
+            for session_id in session_ids:
+                ended += await self._terminate_session(session_id)
+        if ended:
+            logger.info("ended %d MCP session(s) of revoked or expired keys", ended)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -362,7 +470,31 @@ class McpEndpoint:
         if scope["method"] == "GET" and session_id:
             await self._serve_get_stream(headers, scope, receive, send)
             return
-        await self.manager.handle_request(scope, receive, send)
+        if session_id:
+            await self.manager.handle_request(scope, receive, send)
+            return
+        opening = _OPENING.set(principal)
+        try:
+            await self.manager.handle_request(scope, receive, send)
+        except SessionLimitReached as exc:
+            await self._session_limit_response(principal, exc.limit)(scope, receive, send)
+        finally:
+            _OPENING.reset(opening)
+
+    def _session_limit_response(self, principal: Principal, limit: int) -> Response:
+        logger.warning("refused a new MCP session: API key %s already has %d open",
+                       principal.api_key_id, limit)
+        # 429, not the 503 of the SDK's global cap: this key is over its own quota, the
+        # server is not overloaded and other keys are served. The body is a JSON-RPC error
+        # because that is what both SDKs show the caller (see ``_jsonrpc_error``).
+        return _jsonrpc_error(
+            429,
+            f"Too many open MCP sessions for this API key (limit {limit}). End sessions you "
+            "no longer use (DELETE /mcp with their Mcp-Session-Id; SDK clients do this when "
+            "closed) or wait for idle ones to expire; the server's limit is "
+            "COLAFLOW_MCP_MAX_SESSIONS_PER_KEY.",
+            {"maxSessionsPerKey": limit},
+        )
 
     async def _serve_get_stream(self, headers: Headers, scope: Scope, receive: Receive,
                                 send: Send) -> None:
@@ -373,7 +505,24 @@ class McpEndpoint:
             raw = [(k, v) for k, v in scope["headers"] if k != LAST_EVENT_ID_HEADER.encode()]
             raw.append((LAST_EVENT_ID_HEADER.encode(), GET_STREAM_RESUME.encode()))
             scope["headers"] = raw
-        await self.manager.handle_request(scope, receive, send)
+        await self.manager.handle_request(scope, receive, self._with_retry_hint(send))
+
+    def _with_retry_hint(self, send: Send) -> Send:
+        """``send`` that opens an SSE response with a ``retry:`` field.
+
+        Without it a client falls back to its own default (the Python SDK: 1 s, one attempt,
+        then silence for the rest of the session). Sent at once, not with the first event,
+        because the stream may drop before any event was due.
+        """
+        async def send_with_hint(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.start" and message["status"] == 200 and any(
+                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                    for name, value in message.get("headers", ())):
+                await send({"type": "http.response.body", "body": self.retry_field,
+                            "more_body": True})
+
+        return send_with_hint
 
     def status(self) -> dict[str, object]:
         """Counters for ``/health``."""

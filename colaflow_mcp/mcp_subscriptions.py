@@ -114,7 +114,7 @@ class Subscriptions:
     """Request handlers for both eras and the registry of legacy sessions."""
 
     def __init__(self, notifier: Notifier, max_per_session: int,
-                 terminate_session: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 terminate_session: Callable[[str], Awaitable[object]] | None = None) -> None:
         self.notifier = notifier
         self.max_per_session = max_per_session
         self.sessions: dict[str, LegacySession] = {}

@@ -42,7 +42,7 @@ class Services:
     async def create(cls, settings: Settings) -> Services:
         """Open the database (creating/upgrading the schema) and wire everything."""
         db = Database(settings.database_url)
-        await db.create_schema()
+        await db.create_schema(settings.schema_upgrade, settings.schema_lock_timeout_seconds)
         secret = await jwt_secret(db, settings.jwt_secret)
         keys = KeyVerifier(db, cache_seconds=settings.api_key_cache_seconds)
         tokens = TokenIssuer(secret, settings.reviewer_token_ttl_seconds)

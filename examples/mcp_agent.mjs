@@ -10,6 +10,12 @@
 //
 // Then approve or reject it as a reviewer (REST, see docs/mcp.md); the agent prints the
 // outcome the moment it is decided.
+//
+// It does not rely on the GET stream alone: the SDK reconnects a dropped stream twice (after
+// the server's retry: hint, 3 s each) and then gives up for the rest of the session, reporting
+// "Maximum reconnection attempts (2) exceeded." to client.onerror. So the agent reads the
+// change itself when that happens and whenever --recheck seconds (default 60) pass without an
+// update; a read that fails (the network is still down) is tried again 3 s later.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -22,6 +28,7 @@ const { values: args } = parseArgs({
     project: { type: "string", default: "WEB" },
     title: { type: "string", default: "Fix the login page" },
     expires: { type: "string" },
+    recheck: { type: "string", default: "60" },
   },
 });
 const apiKey = process.env.COLAFLOW_API_KEY;
@@ -36,13 +43,33 @@ const transport = new StreamableHTTPClientTransport(new URL(args.url), {
 const client = new Client({ name: "colaflow-example-agent", version: "1.0.0" });
 
 // Register the handler before subscribing, so an update for an already-decided change
-// (sent at once) is not missed.
+// (sent at once) is not missed. Every wake-up (an update, the stream given up, a recheck
+// timer) leads to reading the change, which is the truth.
 let uri;
-const decided = new Promise((resolve) => {
-  client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => {
-    if (n.params.uri === uri) resolve();
-  });
+let wake = () => {};
+client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => {
+  if (n.params.uri === uri) wake();
 });
+client.onerror = (error) => {
+  if (String(error?.message).includes("Maximum reconnection attempts")) {
+    console.log("GET stream given up by the SDK; reading the change instead");
+    wake();
+  }
+};
+const recheckMs = Number(args.recheck) * 1000;
+const nextWakeUp = (ms = recheckMs) =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    wake = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+
+async function readChange() {
+  const read = await client.readResource({ uri });
+  return JSON.parse(read.contents[0].text);
+}
 
 await client.connect(transport);
 const result = await client.callTool({
@@ -62,12 +89,23 @@ uri = proposal.resourceUri;
 console.log(`proposed: ${proposal.summary}`);
 console.log(`pending change: ${proposal.pendingChangeId}  (${uri})`);
 
+let wokenUp = nextWakeUp(); // armed before subscribing: a decided change is reported at once
 await client.subscribeResource({ uri });
 console.log("waiting for a reviewer (resources/subscribe) ...");
-await decided;
-
-const read = await client.readResource({ uri });
-const change = JSON.parse(read.contents[0].text);
+let change;
+for (;;) {
+  await wokenUp;
+  wokenUp = nextWakeUp();
+  try {
+    change = await readChange();
+  } catch (error) {
+    // Most likely the network is still down: try again soon rather than at the next recheck.
+    console.log(`could not read the change (${error.message}); trying again in 3 s`);
+    wokenUp = nextWakeUp(Math.min(recheckMs, 3000));
+    continue;
+  }
+  if (change.status !== "Pending") break;
+}
 if (change.status === "Approved") {
   const r = change.executionResult ?? {};
   console.log(

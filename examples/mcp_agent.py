@@ -1,8 +1,8 @@
 """An agent that proposes a ColaFlow change over MCP and waits for the human decision.
 
 Uses the official MCP Python SDK (``pip install "mcp==2.3.*"``). It proposes an issue,
-subscribes to the pending change and prints the outcome as soon as a reviewer decides; no
-polling.
+subscribes to the pending change and prints the outcome as soon as a reviewer decides
+(reading the change itself only as the fallback described below).
 
     export COLAFLOW_API_KEY=cola_...            # colaflow-mcp keys create --tenant acme
     python examples/mcp_agent.py --project WEB --title "Fix the login page"
@@ -13,6 +13,13 @@ polling.
 ``--legacy`` uses the 2025 protocol era (``resources/subscribe`` and the session's GET
 stream, as the TypeScript SDK and Claude Desktop do) instead of 2026-07-28's
 ``subscriptions/listen``.
+
+The agent does not rely on the stream alone. The Python SDK reconnects a dropped GET
+stream once (after the server's ``retry:`` hint, 3 s) and then gives up for the rest of
+the session without telling anyone, and a request that fails on a broken connection ends
+the whole client. So whenever ``--recheck`` seconds pass without an update the agent reads
+the change itself, and after a lost connection it connects again and subscribes again
+(which reports an already-decided change at once).
 """
 
 from __future__ import annotations
@@ -22,14 +29,20 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx2
 import mcp_types as types
+from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp import Client
+from mcp.client.session import MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.subscriptions import ResourceUpdated
+
+RECONNECT_DELAY = 2.0
 
 
 def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
@@ -41,51 +54,119 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def run(url: str, key: str, project: str, title: str, legacy: bool,
-              expires: float | None) -> int:
-    decided = anyio.Event()
+def reason(exc: BaseException) -> str:
+    """The first underlying error of what the SDK raised (often nested task-group errors)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+@asynccontextmanager
+async def connect(url: str, key: str, legacy: bool,
+                  on_message: MessageHandlerFnT | None = None) -> AsyncIterator[Client]:
+    """An MCP session with the API key; ``legacy`` picks the 2025 protocol era."""
+    async with http_client({"Authorization": f"Bearer {key}"}) as http:
+        client = Client(streamable_http_client(url, http_client=http),
+                        mode="legacy" if legacy else "auto", message_handler=on_message)
+        async with client:
+            yield client
+
+
+async def read_change(client: Client, uri: str) -> dict[str, Any]:
+    read = await client.read_resource(uri)
+    content = read.contents[0]
+    assert isinstance(content, types.TextResourceContents)
+    change: dict[str, Any] = json.loads(content.text)
+    return change
+
+
+async def until_decided(client: Client, uri: str, updates: MemoryObjectReceiveStream[str],
+                        recheck: float) -> dict[str, Any]:
+    """Read the change now, then after each update or ``recheck`` s without one."""
+    while True:
+        change = await read_change(client, uri)
+        if change["status"] != "Pending":
+            return change
+        with anyio.move_on_after(recheck):
+            await updates.receive()
+
+
+async def watch(url: str, key: str, uri: str, legacy: bool, recheck: float,
+                announce: Callable[[str], None]) -> dict[str, Any]:
+    """One session: subscribe to the change and wait until it is decided."""
+    send, updates = anyio.create_memory_object_stream[str](16)
+
+    def updated(updated_uri: str) -> None:
+        if updated_uri == uri:
+            try:
+                send.send_nowait(updated_uri)
+            except anyio.WouldBlock:
+                pass  # enough wake-ups are queued already
 
     async def on_message(message: Any) -> None:
         # Legacy era: updates arrive as notifications on the session's GET stream.
         if isinstance(message, types.ResourceUpdatedNotification):
-            decided.set()
+            updated(str(message.params.uri))
 
-    async with http_client({"Authorization": f"Bearer {key}"}) as http:
-        client = Client(streamable_http_client(url, http_client=http),
-                        mode="legacy" if legacy else "auto",
-                        message_handler=on_message if legacy else None)
-        async with client:
-            arguments: dict[str, Any] = {"project_key": project, "title": title}
-            if expires is not None:
-                arguments["expires_in_seconds"] = expires
-            result = await client.call_tool("create_issue", arguments)
-            if result.is_error or result.structured_content is None:
-                block = result.content[0] if result.content else None
-                say("proposal refused: "
-                    + (block.text if isinstance(block, types.TextContent) else str(result)))
-                return 2
-            proposal = result.structured_content
-            uri = proposal["resourceUri"]
-            say(f"proposed: {proposal['summary']}")
-            say(f"pending change: {proposal['pendingChangeId']}  ({uri})")
-
+    with send, updates:
+        async with connect(url, key, legacy, on_message if legacy else None) as client:
             if legacy:
                 with warnings.catch_warnings():  # deprecated only for 2026-era servers
                     warnings.simplefilter("ignore")
                     await client.session.subscribe_resource(uri)
-                say("waiting for a reviewer (resources/subscribe) ...")
-                await decided.wait()
+                announce("waiting for a reviewer (resources/subscribe) ...")
+                change = await until_decided(client, uri, updates, recheck)
             else:
-                async with client.listen(resource_subscriptions=[uri]) as subscription:
-                    say("waiting for a reviewer (subscriptions/listen) ...")
-                    async for event in subscription:
-                        if isinstance(event, ResourceUpdated) and event.uri == uri:
-                            break
+                async with client.listen(resource_subscriptions=[uri]) as subscription, \
+                        anyio.create_task_group() as tg:
+                    async def pump() -> None:
+                        async for event in subscription:
+                            if isinstance(event, ResourceUpdated):
+                                updated(event.uri)
 
-            read = await client.read_resource(uri)
-            content = read.contents[0]
-            assert isinstance(content, types.TextResourceContents)
-            change = json.loads(content.text)
+                    tg.start_soon(pump)
+                    announce("waiting for a reviewer (subscriptions/listen) ...")
+                    change = await until_decided(client, uri, updates, recheck)
+                    tg.cancel_scope.cancel()
+    return change
+
+
+async def wait_for_decision(url: str, key: str, uri: str, legacy: bool, recheck: float
+                            ) -> dict[str, Any]:
+    """Watch the change, connecting again (and subscribing again) after a lost connection."""
+    announced = False
+
+    def announce(text: str) -> None:
+        nonlocal announced
+        if not announced:
+            announced = True
+            say(text)
+
+    while True:
+        try:
+            return await watch(url, key, uri, legacy, recheck, announce)
+        except Exception as exc:  # the SDK ends the whole client when a request fails
+            say(f"connection lost ({reason(exc)}); connecting again in {RECONNECT_DELAY:g} s")
+            await anyio.sleep(RECONNECT_DELAY)
+
+
+async def run(url: str, key: str, project: str, title: str, legacy: bool,
+              expires: float | None, recheck: float) -> int:
+    async with connect(url, key, legacy) as client:
+        arguments: dict[str, Any] = {"project_key": project, "title": title}
+        if expires is not None:
+            arguments["expires_in_seconds"] = expires
+        result = await client.call_tool("create_issue", arguments)
+    if result.is_error or result.structured_content is None:
+        block = result.content[0] if result.content else None
+        say("proposal refused: "
+            + (block.text if isinstance(block, types.TextContent) else str(result)))
+        return 2
+    proposal = result.structured_content
+    uri = proposal["resourceUri"]
+    say(f"proposed: {proposal['summary']}")
+    say(f"pending change: {proposal['pendingChangeId']}  ({uri})")
+    change = await wait_for_decision(url, key, uri, legacy, recheck)
 
     status = change["status"]
     if status == "Approved":
@@ -109,11 +190,14 @@ def main() -> int:
     parser.add_argument("--expires", type=float, help="seconds before the proposal expires")
     parser.add_argument("--legacy", action="store_true",
                         help="use resources/subscribe (2025 protocol era)")
+    parser.add_argument("--recheck", type=float, default=60.0,
+                        help="read the change after this many seconds without an update")
     args = parser.parse_args()
     key = os.environ.get("COLAFLOW_API_KEY")
     if not key:
         parser.error("set COLAFLOW_API_KEY (colaflow-mcp keys create --tenant SLUG)")
-    return anyio.run(run, args.url, key, args.project, args.title, args.legacy, args.expires)
+    return anyio.run(run, args.url, key, args.project, args.title, args.legacy,
+                     args.expires, args.recheck)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.harness import Harness
+from tests.harness import Harness, fast_settings, live_server
 from tests.mcp.nodeproc import ROOT, NodeProcess, require_node_package, run_node, run_process
+from tests.mcp.test_mcp_get_stream import through_proxy
+from tests.netproxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 EXAMPLES = ROOT / "examples"
@@ -46,4 +49,56 @@ async def test_typescript_example_agent_reports_the_approval(server: Harness) ->
                         {"COLAFLOW_API_KEY": key}) as proc:
         with anyio.fail_after(30):
             decision = await _approve_when_proposed(server, proc, token)
+    assert decision.startswith("Approved by alice; executed, issue ")
+
+
+async def _decided_during_an_outage(h: Harness, proc: NodeProcess, token: str,
+                                    proxy: TcpProxy, outage: float) -> str:
+    """Cut the agent's network once it waits, decide meanwhile, restore; its decision line."""
+    change_id = (await proc.line_starting("pending change:")).split()[0]
+    await proc.line_starting("waiting for a reviewer")
+    proxy.cut()
+    assert (await h.approve(token, change_id)).status_code == 200
+    await anyio.sleep(outage)  # the outage itself: longer than the SDK's reconnection rides out
+    proxy.restore()
+    return await proc.line_starting("decision:")
+
+
+@pytest.mark.parametrize("era", ["modern", "legacy"])
+async def test_python_example_agent_learns_the_decision_after_its_client_gave_up(
+    tmp_path: Path, era: str,
+) -> None:
+    # Retry hint 2 s: the legacy GET stream tries once after 2 s (refused) and gives up
+    # silently; the modern listen stream is lost at once. The agent's fallback (read the
+    # change every --recheck s, connect again after a lost connection) still reports it.
+    settings = fast_settings(f"sqlite:///{tmp_path / 'examples.db'}", mcp_sse_retry_seconds=2)
+    async with live_server(settings) as h, through_proxy(h) as (proxied, proxy):
+        await h.project()
+        key, token = await h.agent_key(), await h.reviewer_token()
+        argv = [sys.executable, str(EXAMPLES / "mcp_agent.py"), "--url",
+                f"{proxied.base_url}/mcp", "--recheck", "4"]
+        if era == "legacy":
+            argv.append("--legacy")
+        async with run_process(argv, ROOT, {"COLAFLOW_API_KEY": key}) as proc:
+            with anyio.fail_after(40):
+                decision = await _decided_during_an_outage(h, proc, token, proxy, 3.0)
+    assert decision.startswith("Approved by alice; executed, issue ")
+
+
+@pytest.mark.node
+async def test_typescript_example_agent_learns_the_decision_after_its_client_gave_up(
+    tmp_path: Path,
+) -> None:
+    # Retry hint 2 s: the SDK tries after 2 s and 4 s, then reports that it gave up; the
+    # agent then reads the change (again 3 s later while the network is still down).
+    node = require_node_package(EXAMPLES, "@modelcontextprotocol/sdk")
+    settings = fast_settings(f"sqlite:///{tmp_path / 'examples.db'}", mcp_sse_retry_seconds=2)
+    async with live_server(settings) as h, through_proxy(h) as (proxied, proxy):
+        await h.project()
+        key, token = await h.agent_key(), await h.reviewer_token()
+        args = ["--url", f"{proxied.base_url}/mcp", "--title", "From the TS example"]
+        async with run_node(node, EXAMPLES / "mcp_agent.mjs", args, EXAMPLES,
+                            {"COLAFLOW_API_KEY": key}) as proc:
+            with anyio.fail_after(40):
+                decision = await _decided_during_an_outage(h, proc, token, proxy, 5.0)
     assert decision.startswith("Approved by alice; executed, issue ")

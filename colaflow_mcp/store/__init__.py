@@ -1,0 +1,1 @@
+"""Storage: the database schema, its versioned migrations and (later) engine and tables."""

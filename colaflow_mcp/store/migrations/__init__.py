@@ -1,0 +1,1 @@
+"""Alembic migrations of the colaflow-mcp schema; run them through ``store.migrate``."""
