@@ -89,7 +89,8 @@ def tick_cost(connections: int = 10_000) -> str:
     import time
 
     from colaflow_mcp.domain.auth import Principal
-    from colaflow_mcp.hub.connection import ConnectionState, HubConnection, Limits
+    from colaflow_mcp.hub.connection import ConnectionState, HubConnection
+    from colaflow_mcp.hub.outbound import Limits
 
     class NoHub:
         async def invoke(self, conn: HubConnection, target: str, arguments: list[object]

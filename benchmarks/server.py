@@ -59,6 +59,8 @@ def bench_env(database_url: str, jwt_secret: str, extra: dict[str, str] | None =
         "COLAFLOW_DATABASE_URL": database_url,
         "COLAFLOW_JWT_SECRET": jwt_secret,
         "COLAFLOW_LOG_LEVEL": "warning",
+        # One key plays every agent here (up to 10,000 connections): lift the per-key cap.
+        "COLAFLOW_HUB_MAX_CONNECTIONS_PER_KEY": "1000000",
         # Every simulated agent uses the one benchmark key: lift the per-key session cap
         # (production default 100) to the SDK's overall one.
         "COLAFLOW_MCP_MAX_SESSIONS_PER_KEY": "10000",

@@ -1,4 +1,4 @@
-"""``colaflow-mcp serve | keys | token | projects``: results on stdout, logs on stderr."""
+"""``colaflow-mcp serve | keys | token | projects | db``: results on stdout, logs on stderr."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from colaflow_mcp.domain import admin
 from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import iso
-from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store import migrate
+from colaflow_mcp.store.engine import Database, async_url
 from colaflow_mcp.store.tables import utcnow
 
 logger = logging.getLogger("colaflow_mcp.cli")
@@ -67,6 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     pl = psub.add_parser("list", help="list a tenant's projects")
     pl.add_argument("--tenant", required=True)
     pl.add_argument("--json", action="store_true")
+
+    db = sub.add_parser("db", help="schema migrations (operators)")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    du = dsub.add_parser("upgrade", help="upgrade the schema (to the latest revision)")
+    du.add_argument("--to", default="head", help="a revision id (default: head)")
+    dd = dsub.add_parser("downgrade", help="downgrade the schema to a revision")
+    dd.add_argument("revision", help="a revision id, -1 for one back, base for no tables")
+    dc = dsub.add_parser("current", help="the database's revision")
+    dh = dsub.add_parser("history", help="every revision this release knows, newest first")
+    dr = dsub.add_parser("revision", help="(developers) write a new revision from the "
+                         "models' difference with the database, which must be at head")
+    dr.add_argument("-m", "--message", required=True)
+    dr.add_argument("--empty", action="store_true", help="no autogenerate: an empty revision")
+    for cmd in (du, dd, dc, dh, dr):
+        cmd.add_argument("--json", action="store_true")
     return p
 
 
@@ -87,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         "keys": _keys, "token": _token, "projects": _projects,
     }
     try:
-        result = anyio.run(_with_db, handlers[args.command], settings, args)
-    except (ValueError, LookupError) as exc:
+        if args.command == "db":
+            result = anyio.run(_db, settings, args)
+        else:
+            result = anyio.run(_with_db, handlers[args.command], settings, args)
+    except (ValueError, LookupError, migrate.SchemaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _print(result, args)
@@ -99,7 +118,7 @@ async def _with_db(fn: Callable[[Database, Settings, Any], Awaitable[Any]],
                    settings: Settings, args: Any) -> Any:
     db = Database(settings.database_url)
     try:
-        await db.create_schema()
+        await db.create_schema(settings.schema_upgrade, settings.schema_lock_timeout_seconds)
         return await fn(db, settings, args)
     finally:
         await db.dispose()
@@ -166,6 +185,38 @@ async def _projects(db: Database, settings: Settings, args: Any) -> dict[str, An
     return {"json": {"tenant": tenant.slug, "projects": items},
             "text": "\n".join(f"{i['key']}  {i['name']}  ({i['issueCount']} issues)"
                               for i in items) or "(no projects)"}
+
+
+async def _db(settings: Settings, args: Any) -> dict[str, Any]:
+    """``db upgrade | downgrade | current | history``."""
+    if args.db_command == "history":
+        revs = migrate.history()
+        return {"json": {"head": migrate.head(), "revisions": [
+                    {"id": r.id, "down": r.down, "description": r.description, "head": r.is_head}
+                    for r in revs]},
+                "text": "\n".join(f"{r.down or '<base>'} -> {r.id}{' (head)' if r.is_head else ''}"
+                                  f", {r.description.splitlines()[0] if r.description else ''}"
+                                  for r in revs)}
+    url = async_url(settings.database_url)
+    timeout = settings.schema_lock_timeout_seconds
+    if args.db_command == "revision":
+        path = await migrate.new_revision(url, args.message, autogenerate=not args.empty)
+        return {"json": {"path": path}, "text": path}
+    if args.db_command == "current":
+        state = await migrate.current(url, timeout)
+        return {"json": {"revision": state.revision, "head": state.head, "state": state.state,
+                         "atHead": state.at_head},
+                "text": state.describe()}
+    if args.db_command == "upgrade":
+        moved = await migrate.upgrade(url, args.to, timeout)
+    else:
+        moved = await migrate.downgrade(url, args.revision, timeout)
+    after = moved.after or "base (no tables)"
+    text = (f"{args.db_command}d: {moved.before.describe()} -> {after}" if moved.changed
+            else f"already at {after}")
+    return {"json": {"from": moved.before.revision, "fromState": moved.before.state,
+                     "to": moved.after, "head": moved.before.head, "changed": moved.changed},
+            "text": text}
 
 
 def _serve(settings: Settings) -> int:

@@ -57,6 +57,14 @@ class Settings:
     hub_max_message_bytes: int = 32 * 1024
     hub_outbound_queue_size: int = 1024
     hub_max_subscriptions_per_connection: int = 1000
+    # Slow readers: the most bytes one connection may hold for its client (queued for the
+    # transport plus, with stateful reconnect, kept unacknowledged for replay); past a
+    # quarter of it the client's further input waits until the transport drains, for at
+    # most ``hub_drain_timeout_seconds``.
+    hub_max_queued_bytes: int = 4 * 1024 * 1024
+    hub_drain_timeout_seconds: float = 30.0
+    # Live hub connections per API key (or per reviewer): one key cannot exhaust a server.
+    hub_max_connections_per_key: int = 100
 
     # MCP.
     mcp_max_subscriptions_per_session: int = 1000
@@ -75,6 +83,12 @@ class Settings:
 
     # REST.
     max_body_bytes: int = 256 * 1024
+
+    # Schema migrations at start-up (serve and the CLI, except `db`): "auto" upgrades to the
+    # latest revision under a lock; "check" refuses an older schema (run `db upgrade`).
+    schema_upgrade: str = "auto"
+    # How long start-up waits for another process's migration (the lock) before failing.
+    schema_lock_timeout_seconds: float = 600.0
 
     # Background work and shutdown (the supervisor's loops; see runtime.py).
     loop_max_backoff_seconds: float = 5.0  # a failing loop restarts after 0.1 s, doubling

@@ -68,7 +68,7 @@ class Runtime:
         """Open the database (creating/upgrading the schema) and wire everything."""
         s = settings
         db = Database(s.database_url)
-        await db.create_schema()
+        await db.create_schema(s.schema_upgrade, s.schema_lock_timeout_seconds)
         keys = KeyVerifier(db, cache_seconds=s.api_key_cache_seconds,
                            cache_entries=s.auth_cache_entries)
         tokens = TokenIssuer(await jwt_secret(db, s.jwt_secret), s.reviewer_token_ttl_seconds,

@@ -1,9 +1,19 @@
-"""uvicorn glue: let the hub close its connections before uvicorn cuts them on shutdown.
+"""uvicorn glue: a graceful hub shutdown, WebSocket refusals that are not errors, and the
+one uvicorn configuration (:func:`uvicorn_config`, used by ``serve`` and the tests).
 
 On shutdown uvicorn closes every WebSocket with code 1012 and waits for streaming responses
 (SSE, held long polls) before the app's lifespan ends, so ``HubServer.shutdown`` would run
 too late for anyone to hear the Close message with ``allowReconnect``. This server runs it
-first. :func:`uvicorn_config` is the one uvicorn configuration (``serve`` and the tests).
+first.
+
+The hub refuses a WebSocket upgrade (401, 404, 409, 429, 503) with a plain HTTP response,
+through the ASGI ``websocket.http.response`` extension. uvicorn's default WebSocket protocol
+(``websockets-sansio``, chosen whenever ``websockets`` is installed) sends that response but
+never marks the handshake done, so each refusal also logged ``ERROR ASGI callable returned
+without completing handshake`` (uvicorn's wsproto protocol marks it; upstream:
+Kludex/uvicorn#3138). :class:`HubWebSocketProtocol` marks it. It needs uvicorn 0.52.1 or
+later, whose ``websockets-sansio`` waits for the socket to drain before each send: the
+hub's flow control and its bound on what a slow client costs rely on that wait.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ from typing import Any
 
 import anyio
 import uvicorn
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from colaflow_mcp import logs
 from colaflow_mcp.config import Settings
@@ -27,6 +39,7 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "host": settings.host, "port": settings.port, "lifespan": "on", "log_config": None,
         "log_level": logs.split_levels(settings.log_level)[0],
         "ws_max_size": max(settings.hub_max_message_bytes * 4, 1 << 20),
+        "ws": HubWebSocketProtocol,  # refusals without an ERROR log line (see its docstring)
         # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
         "ws_per_message_deflate": False,
         # SignalR has its own keep-alive and client timeout; protocol-level pings from
@@ -55,3 +68,16 @@ class HubAwareServer(uvicorn.Server):
             except Exception:
                 logger.exception("hub shutdown failed; connections are cut instead")
         await super().shutdown(sockets)
+
+
+class HubWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's default WebSocket protocol, minus the ERROR it logs after every refusal."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        """Send, and count a finished refusal as a finished handshake."""
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get(
+            "more_body", False
+        ):
+            # The refusal is on the wire and the socket closing: the handshake is over.
+            self.handshake_complete = True

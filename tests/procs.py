@@ -29,6 +29,7 @@ class ServerProcess:
     port: int
     log: list[str] = field(default_factory=list)
     pump: threading.Thread | None = None
+    listening: bool = False  # uvicorn said so (the process may have exited since)
     # Notified by the pump on every line (and when the output ends).
     new_output: threading.Condition = field(default_factory=threading.Condition)
 
@@ -93,10 +94,10 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def serve(env: dict[str, str], cwd: Path, port: int | None = None,
-          ready_timeout: float = 30.0) -> Iterator[ServerProcess]:
-    """Start `colaflow-mcp serve`; yields once uvicorn reports the socket is listening."""
+def _spawn(env: dict[str, str], cwd: Path, port: int | None = None
+           ) -> tuple[ServerProcess, threading.Event]:
+    """Start `colaflow-mcp serve`; the event is set once uvicorn reports the socket is
+    listening (or the process has exited)."""
     port = port or free_port()
     proc = subprocess.Popen(
         [os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", str(port)],
@@ -110,18 +111,47 @@ def serve(env: dict[str, str], cwd: Path, port: int | None = None,
         for line in proc.stdout:
             server._append(line)
             if "Uvicorn running on" in line or "Application startup complete" in line:
+                server.listening = True
                 ready.set()
         server._output_ended()
         ready.set()  # exited: stop waiting
 
     server.pump = threading.Thread(target=pump, daemon=True)
     server.pump.start()
+    return server, ready
+
+
+@contextmanager
+def serve(env: dict[str, str], cwd: Path, port: int | None = None,
+          ready_timeout: float = 30.0) -> Iterator[ServerProcess]:
+    """Start `colaflow-mcp serve`; yields once uvicorn reports the socket is listening."""
+    server, ready = _spawn(env, cwd, port)
     try:
-        if not ready.wait(ready_timeout) or proc.poll() is not None:
+        if not ready.wait(ready_timeout) or server.proc.poll() is not None:
             raise RuntimeError(f"server did not start:\n{server.output()}")
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def serve_together(env: dict[str, str], cwd: Path, count: int,
+                   ready_timeout: float = 60.0) -> Iterator[list[ServerProcess]]:
+    """Start ``count`` servers at the same moment (all spawned before any is waited on);
+    yields them once every one is listening, or raises with the output of those that
+    did not start."""
+    started = [_spawn(env, cwd) for _ in range(count)]
+    try:
+        failed = [s for s, ready in started
+                  if not ready.wait(ready_timeout) or not s.listening
+                  or s.proc.poll() is not None]
+        if failed:
+            raise RuntimeError("servers did not start:\n" + "\n---\n".join(
+                s.output()[-3000:] for s in failed))
+        yield [s for s, _ in started]
+    finally:
+        for s, _ in started:
+            s.stop()
 
 
 class AsyncServe:

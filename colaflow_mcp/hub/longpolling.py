@@ -38,6 +38,7 @@ class LongPollingTransport:
                     if conn.poll_superseded(generation):
                         return Response(status_code=204, headers=NO_STORE)
                     frames = conn.take()
+                    conn.written()  # the response is the transport's buffer now
                     if frames:
                         return Response("".join(frames), status_code=200, media_type=TEXT,
                                         headers=NO_STORE)
@@ -57,6 +58,7 @@ class LongPollingTransport:
                                      status_code=400)
         conn.close(send_close=False)
         conn.take()
+        conn.written()
         if not conn.poll_active:
             self.registry.forget(conn)
         return PlainTextResponse("", status_code=202)

@@ -7,7 +7,8 @@ import secrets
 from collections.abc import Iterator
 
 from colaflow_mcp.domain.auth import Principal
-from colaflow_mcp.hub.connection import Hub, HubConnection, Limits, Transport
+from colaflow_mcp.hub.connection import Hub, HubConnection, Transport
+from colaflow_mcp.hub.outbound import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +25,13 @@ class NoConnection(Exception):
 class Connections:
     """Token → connection; a closed connection stays until its transport is told."""
 
-    def __init__(self, hub: Hub, limits: Limits) -> None:
+    def __init__(self, hub: Hub, limits: Limits, max_per_owner: int = 100) -> None:
         self.hub = hub
         self.limits = limits
+        self.max_per_owner = max_per_owner
         self.by_token: dict[str, HubConnection] = {}
+        # Live (not closed) connections per owner (API key, or reviewer): see admit().
+        self._live_per_owner: dict[tuple[str, str | None, str | None], int] = {}
         self.closing = False  # shutting down: no new connections
 
     def __iter__(self) -> Iterator[HubConnection]:
@@ -36,8 +40,18 @@ class Connections:
     def __len__(self) -> int:
         return len(self.by_token)
 
+    def admit(self, principal: Principal) -> str | None:
+        """Why ``principal`` may not open another connection (at its cap), else None."""
+        limit = self.max_per_owner
+        if self._live_per_owner.get(_owner(principal), 0) < limit:
+            return None
+        who = "API key" if principal.api_key_id is not None else "reviewer"
+        return (f"Too many hub connections for this {who} (limit {limit}): close connections "
+                "you no longer use, or reuse one for several subscriptions.")
+
     def create(self, principal: Principal, negotiate_version: int) -> HubConnection:
-        """A new connection for ``principal``; its token is the secret of every request."""
+        """A new connection for ``principal`` (the caller checked :meth:`admit`); its
+        token is the secret of every request."""
         connection_id = secrets.token_urlsafe(16)
         # Version 0 clients use the connection id as the request id, so it is the secret.
         token = secrets.token_urlsafe(32) if negotiate_version >= 1 else connection_id
@@ -46,6 +60,8 @@ class Connections:
             limits=self.limits, on_closed=self._closed,
         )
         self.by_token[token] = conn
+        owner = _owner(principal)
+        self._live_per_owner[owner] = self._live_per_owner.get(owner, 0) + 1
         return conn
 
     def get(self, token: str) -> HubConnection | None:
@@ -70,6 +86,12 @@ class Connections:
         self.by_token.pop(conn.token, None)
 
     def _closed(self, conn: HubConnection) -> None:
+        owner = _owner(conn.principal)
+        left = self._live_per_owner.get(owner, 0) - 1
+        if left > 0:
+            self._live_per_owner[owner] = left
+        else:
+            self._live_per_owner.pop(owner, None)
         if conn.close_error:
             logger.info("hub connection %s closed: %s", conn.connection_id, conn.close_error)
         else:
@@ -78,3 +100,8 @@ class Connections:
         # the Close message, then 204); other transports are done with it.
         if conn.transport is not Transport.LONG_POLLING:
             self.forget(conn)
+
+
+def _owner(principal: Principal) -> tuple[str, str | None, str | None]:
+    """What the per-key connection cap counts by: the API key, or the reviewer."""
+    return (principal.tenant_id, principal.api_key_id, principal.user)

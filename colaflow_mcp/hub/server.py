@@ -21,9 +21,10 @@ from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.domain.auth import Authenticator, Principal, credential_from
 from colaflow_mcp.http import NO_STORE
 from colaflow_mcp.hub import protocol as p
-from colaflow_mcp.hub.connection import HubConnection, Limits, Transport
+from colaflow_mcp.hub.connection import HubConnection, Transport
 from colaflow_mcp.hub.longpolling import LongPollingTransport
 from colaflow_mcp.hub.methods import McpHub
+from colaflow_mcp.hub.outbound import Limits
 from colaflow_mcp.hub.registry import Connections, NoConnection
 from colaflow_mcp.hub.sse import SseTransport
 from colaflow_mcp.hub.websockets import WebSocketTransport, deny
@@ -41,7 +42,9 @@ class HubServer:
         self.registry = Connections(self.hub, Limits(
             max_message_bytes=settings.hub_max_message_bytes,
             outbound_queue_size=settings.hub_outbound_queue_size,
-        ))
+            max_queued_bytes=settings.hub_max_queued_bytes,
+            drain_timeout=settings.hub_drain_timeout_seconds,
+        ), max_per_owner=settings.hub_max_connections_per_key)
         self.websockets = WebSocketTransport(self.registry, settings.hub_flush_grace_seconds)
         self.sse = SseTransport(settings.hub_flush_grace_seconds)
         self.long_polling = LongPollingTransport(self.registry, settings.hub_long_poll_seconds)
@@ -86,6 +89,9 @@ class HubServer:
             version = p.negotiate_version(request.query_params.get("negotiateVersion"))
         except p.ProtocolError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        refusal = self.registry.admit(principal)
+        if refusal is not None:
+            return PlainTextResponse(refusal, status_code=429, headers=NO_STORE)
         conn = self.registry.create(principal, version)
         # Stateful reconnect only where the client asks for it (WebSockets, version 1+).
         conn.stateful_allowed = version >= 1 and (
@@ -115,14 +121,16 @@ class HubServer:
         return await self.long_polling.poll(conn)
 
     async def post(self, request: Request, conn: HubConnection) -> Response:
-        """The send half of SSE and long polling."""
+        """The send half of SSE and long polling.
+
+        A send before the first poll is accepted, as ASP.NET Core does (signalrcore's long
+        polling sends its handshake first): what it produces waits for the transport.
+        """
         if conn.transport is Transport.WEBSOCKETS:
             return PlainTextResponse("POST requests are not allowed for WebSocket "
                                      "connections.", status_code=405)
         if conn.closed:
             return PlainTextResponse("No Connection with that ID", status_code=404)
-        if conn.transport is None:
-            return PlainTextResponse("Start a transport (GET) before sending", status_code=400)
         if not conn.begin_send():
             return PlainTextResponse("Another send request is in progress.", status_code=409)
         try:
@@ -146,7 +154,8 @@ class HubServer:
         return Response(status_code=200)
 
     async def websocket_endpoint(self, websocket: WebSocket) -> None:
-        """``/`` upgraded: admit the socket (401/404/409/503 before the upgrade), serve it."""
+        """``/`` upgraded: admit the socket (401/404/409/429/503 before the upgrade), serve
+        it."""
         principal = await self.authenticate(websocket)
         if principal is None:
             await deny(websocket, 401, "Unauthorized")
@@ -165,6 +174,10 @@ class HubServer:
         else:
             if self.closing:
                 await deny(websocket, 503, "Server is shutting down")
+                return
+            refusal = self.registry.admit(principal)
+            if refusal is not None:
+                await deny(websocket, 429, refusal)
                 return
             conn = self.registry.create(principal, 1)  # skip-negotiation
         await self.websockets.serve(websocket, conn)
@@ -271,6 +284,11 @@ class HubServer:
             subscriptions += len(conn.subscriptions)
         return {"connections": states, "transports": transports,
                 "subscriptions": subscriptions, "closing": self.closing}
+
+
+def _owner(principal: Principal) -> tuple[str, str | None, str | None]:
+    """What the per-key connection cap counts by: the API key, or the reviewer."""
+    return (principal.tenant_id, principal.api_key_id, principal.user)
 
 
 def _unauthorized() -> Response:

@@ -149,9 +149,13 @@ class _Socket:
             while conn.ws_generation == self.generation:
                 frames = conn.take()
                 if frames:
+                    taken_after_drop = conn.slow  # then this batch is just the Close
                     for text in frames:
+                        if conn.slow and not taken_after_drop:
+                            break  # closed for not reading: its Close goes next
                         await websocket.send_text(text)
                     del frames, text
+                    conn.written()
                     continue
                 if not conn.closed:
                     return  # idle: the next change starts a new writer

@@ -1,5 +1,4 @@
-"""The store: engine and sessions, tables, prebuilt statements, schema.
+"""The store: engine and sessions, tables, prebuilt statements, versioned schema migrations.
 
-Imports nothing else of the package except ``config``; everything above reads and writes
-through it.
+Imports nothing else of the package; everything above reads and writes through it.
 """

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from colaflow_mcp.store import schema
+from colaflow_mcp.store import migrate
 from colaflow_mcp.store.tables import Meta
 
 logger = logging.getLogger(__name__)
@@ -144,9 +144,10 @@ class Database:
         async with self._write_lock:
             return await anyio.to_thread.run_sync(run, limiter=self._sync_limiter)
 
-    async def create_schema(self) -> None:
-        """Create missing tables and add missing columns; never drops data."""
-        await schema.create_schema(self.write_engine)
+    async def create_schema(self, mode: str = "auto", lock_timeout: float = 600.0) -> None:
+        """Bring the schema to the latest revision (``auto``) or refuse an older one
+        (``check``); several processes at once take turns (see store/migrate.py)."""
+        await migrate.ensure(self.url, mode, lock_timeout)
 
     async def ping(self) -> bool:
         """True if the database answers."""
@@ -202,4 +203,3 @@ def _sqlite_tuning(sync_engine: Engine, *, immediate: bool) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-

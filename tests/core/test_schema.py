@@ -1,16 +1,18 @@
-"""Schema creation on start keeps existing data and adds what is missing."""
+"""Start-up brings any earlier schema to head, keeping existing data."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import inspect, text
 
+from colaflow_mcp.store import migrate
 from colaflow_mcp.store.engine import Database, async_url
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_upgrade_adds_missing_columns_and_keeps_rows(any_database_url: str) -> None:
+async def test_a_build_older_than_the_release_is_completed_and_stamped(
+        any_database_url: str) -> None:
     db = Database(any_database_url)
     try:
         async with db.write_engine.begin() as conn:
@@ -31,6 +33,7 @@ async def test_upgrade_adds_missing_columns_and_keeps_rows(any_database_url: str
         assert "name" in cols
         assert {"pending_change", "api_key", "project", "issue", "comment"} <= tables
         assert [tuple(r) for r in rows] == [("t1", "acme")]
+        assert (await migrate.current(db.url)).at_head
     finally:
         await db.dispose()
 

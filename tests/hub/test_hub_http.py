@@ -184,7 +184,6 @@ async def test_post_limits_and_wrong_transport(server_factory: ServerFactory) ->
         async with httpx.AsyncClient(headers=auth(t)) as http:
             token = await negotiate(http, env, t)
             url = f"{env.hub_url}?id={token}"
-            assert (await http.post(url, content=HANDSHAKE)).status_code == 400  # no GET yet
             await http.get(url)
             await http.post(url, content=HANDSHAKE)
             await http.get(url)
@@ -200,6 +199,25 @@ async def test_post_limits_and_wrong_transport(server_factory: ServerFactory) ->
             await http.get(url2)
             sse = await http.get(url2, headers={"Accept": "text/event-stream"})
             assert sse.status_code == 400
+
+
+async def test_long_polling_send_before_the_first_poll_waits_for_the_polls(
+    env: HubEnv,
+) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    async with httpx.AsyncClient(headers=auth(t)) as http:
+        url = f"{env.hub_url}?id={await negotiate(http, env, t)}"
+        # As signalrcore does: the handshake first, then the polls (ASP.NET Core buffers it).
+        assert (await http.post(url, content=HANDSHAKE)).status_code == 200
+        first = await http.get(url)
+        assert first.status_code == 200 and first.content == b""  # the first poll: at once
+        assert (await http.get(url)).text == "{}" + RS
+        await http.post(url, content=msg({"type": 1, "invocationId": "1",
+                                          "target": "SubscribeToPendingChange",
+                                          "arguments": [cid]}))
+        [done] = frames((await http.get(url)).text)
+        assert done["result"]["status"] == "Pending"
 
 
 async def test_server_sent_events_round_trip(env: HubEnv) -> None:

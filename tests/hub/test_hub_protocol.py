@@ -13,12 +13,8 @@ import pytest
 from colaflow_mcp.delivery.events import DecisionEvent
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.hub import protocol as p
-from colaflow_mcp.hub.connection import (
-    ConnectionState,
-    HubConnection,
-    HubError,
-    Limits,
-)
+from colaflow_mcp.hub.connection import ConnectionState, HubConnection, HubError
+from colaflow_mcp.hub.outbound import Limits
 
 RS = p.RS
 
@@ -264,8 +260,10 @@ async def test_full_queue_closes_the_connection() -> None:
     for _ in range(5):
         conn.send(p.PING)
     assert conn.closed and hub.closed_conns == [conn]
-    frames = sent(conn)
-    assert len(frames) == 4 and frames[-1]["type"] == 7 and frames[-1]["allowReconnect"]
+    # The client is not reading: what was queued is dropped, the Close says why.
+    [close] = sent(conn)
+    assert close["type"] == 7 and close["allowReconnect"]
+    assert "more than 3 messages queued" in close["error"]
 
 
 @pytest.mark.anyio

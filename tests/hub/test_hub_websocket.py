@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 import uuid
 
 import httpx
@@ -10,6 +12,8 @@ import pytest
 from hubenv import HubEnv, ServerFactory
 from hubwire import HANDSHAKE, RS, RawWs, msg, open_ws
 from websockets.exceptions import InvalidStatus
+
+from colaflow_mcp.hub.connection import HubConnection
 
 pytestmark = pytest.mark.anyio
 
@@ -394,3 +398,48 @@ async def test_connections_of_an_expired_key_are_closed(env: HubEnv) -> None:
                      .values(expires_at=utcnow() - timedelta(seconds=1)))
     close = await ws.drain_until(lambda m: m.get("type") == 7, within=5)
     assert "revoked" in close["error"]
+
+
+def expire_reviewer_tokens(env: HubEnv) -> list[HubConnection]:
+    """Make every live reviewer connection's token look expired (its ``exp`` has passed)."""
+    conns = [c for c in env.hub.connections.values()
+             if c.principal.kind == "reviewer" and not c.closed]
+    for conn in conns:
+        conn.principal = dataclasses.replace(conn.principal, token_expires=time.time() - 1)
+    return conns
+
+
+async def test_one_revocation_pass_closes_a_revoked_key_as_reviewer_tokens_expire(
+    server_factory: ServerFactory,
+) -> None:
+    # The background pass is far away: this test runs the pass itself, once.
+    async with server_factory(revocation_check_interval_seconds=3600) as env:
+        t = await env.tenant("acme")
+        reviewers = [await open_ws(env.ws_url, t.token) for _ in range(3)]
+        agent = await open_ws(env.ws_url, t.key)
+        await env.revoke(t)
+        expired = expire_reviewer_tokens(env)
+        assert len(expired) == 3
+        await env.runtime.revocation_pass()  # closing the expired ones must not end the pass
+        close = await agent.drain_until(lambda m: m.get("type") == 7)
+        assert "revoked" in close["error"]
+        for ws in reviewers:
+            close = await ws.drain_until(lambda m: m.get("type") == 7)
+            assert "expired" in close["error"] and close["allowReconnect"] is True
+
+
+async def test_a_revoked_key_is_closed_within_the_interval_while_tokens_expire(
+    server_factory: ServerFactory,
+) -> None:
+    interval = 0.25
+    async with server_factory(revocation_check_interval_seconds=interval) as env:
+        t = await env.tenant("acme")
+        for _ in range(12):
+            await open_ws(env.ws_url, t.token)
+        agent = await open_ws(env.ws_url, t.key)
+        await env.revoke(t)
+        expire_reviewer_tokens(env)
+        # The next pass closes all of them (slack: three more intervals). A pass that ended
+        # at the first connection it closed needed one pass per reviewer: 13 intervals.
+        close = await agent.drain_until(lambda m: m.get("type") == 7, within=4 * interval)
+        assert "revoked" in close["error"]

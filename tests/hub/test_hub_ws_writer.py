@@ -12,7 +12,8 @@ from starlette.websockets import WebSocketState
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.hub import protocol as p
 from colaflow_mcp.hub import websockets as ws
-from colaflow_mcp.hub.connection import HubConnection, Limits
+from colaflow_mcp.hub.connection import HubConnection
+from colaflow_mcp.hub.outbound import Limits
 
 RS = "\x1e"
 
