@@ -193,6 +193,7 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from colaflow_mcp.app import create_app
+    from colaflow_mcp.http_protocols import http_protocol
     from colaflow_mcp.hub.serving import HubAwareServer
 
     logs.install_redaction()
@@ -202,6 +203,8 @@ def _serve(settings: Settings) -> int:
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=logs.split_levels(settings.log_level)[0], log_config=None, lifespan="on",
+        # Closes connections that never complete a request head (uvicorn has no bound).
+        http=http_protocol(settings),
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
         # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
         ws_per_message_deflate=False,

@@ -65,6 +65,11 @@ class Settings:
     # REST.
     max_body_bytes: int = 256 * 1024
 
+    # HTTP server: a connection that has not sent a complete request head (request line
+    # and headers) this long after it opened, or after its first byte of a later request,
+    # is closed (uvicorn has no such bound: bare and slowloris connections would stay).
+    http_header_timeout_seconds: float = 20.0
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``COLAFLOW_*`` variables, then explicit overrides (flags)."""

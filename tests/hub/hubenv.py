@@ -18,6 +18,7 @@ from sqlmodel import col
 from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
+from colaflow_mcp.http_protocols import http_protocol
 from colaflow_mcp.models import PendingChange, utcnow
 from colaflow_mcp.services import Services
 
@@ -141,6 +142,7 @@ async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[HubEnv]:
         app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", log_config=None,
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
         timeout_graceful_shutdown=2,
+        http=http_protocol(settings),  # as `colaflow-mcp serve` does
     )
     server = _Server(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
