@@ -47,7 +47,8 @@ def _not_bool(value: object) -> object:
     return value
 
 
-ExpiresIn = Annotated[float | None, BeforeValidator(_not_bool), _EXPIRES]
+# The validator after the Field, so the constraint stays on the number (null still allowed).
+ExpiresIn = Annotated[float | None, _EXPIRES, BeforeValidator(_not_bool)]
 
 ISSUE_TYPES = ["Epic", "Story", "Task", "Bug"]
 ISSUE_STATUSES = ["ToDo", "InProgress", "InReview", "Done", "Blocked"]

@@ -101,14 +101,21 @@ async def test_mcp_list_pending_changes_with_a_huge_page_is_a_clear_tool_error(
     no_errors_logged(caplog)
 
 
-async def test_mcp_boolean_expiry_is_refused(server: Harness) -> None:
+async def test_mcp_boolean_expiry_is_refused_and_null_means_not_given(server: Harness) -> None:
     await server.project()
     async with mcp_client(server, await server.agent_key()) as client:
         result = await client.call_tool("create_issue", {
             "project_key": "WEB", "title": "x", "expires_in_seconds": True})
         assert result.is_error
         listed = await client.call_tool("list_pending_changes", {})
-    assert listed.structured_content is not None and listed.structured_content["total"] == 0
+        assert listed.structured_content is not None
+        assert listed.structured_content["total"] == 0
+        result = await client.call_tool("create_issue", {
+            "project_key": "WEB", "title": "x", "expires_in_seconds": None})
+        assert not result.is_error, result.content
+        schema = {t.name: t for t in (await client.list_tools()).tools}[
+            "create_issue"].input_schema["properties"]["expires_in_seconds"]
+    assert {"type": "number", "exclusiveMinimum": 0} in schema["anyOf"]
 
 
 @pytest.mark.parametrize("chunked", [False, True])
