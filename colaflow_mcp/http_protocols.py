@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import h11
@@ -44,7 +45,7 @@ class _HeadDeadline:
         self.handle: asyncio.TimerHandle | None = None
 
     def arm(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport,
-            head_started: Any) -> None:
+            head_started: Callable[[], bool]) -> None:
         """Start the clock unless it already runs (trickled bytes never extend it)."""
         if self.handle is None:
             self.handle = loop.call_later(self.seconds, self._expired, transport, head_started)
@@ -54,11 +55,12 @@ class _HeadDeadline:
             self.handle.cancel()
             self.handle = None
 
-    def _expired(self, transport: asyncio.Transport, head_started: Any) -> None:
+    def _expired(self, transport: asyncio.Transport, head_started: Callable[[], bool]
+                 ) -> None:
         self.handle = None
         if transport.is_closing():
             return
-        started = bool(head_started())
+        started = head_started()
         logger.debug("closing a connection without a complete request head after %.1fs "
                      "(%s)", self.seconds, "partial head" if started else "nothing sent")
         if started:
