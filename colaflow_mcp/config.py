@@ -89,6 +89,10 @@ class Settings:
     schema_upgrade: str = "auto"
     # How long start-up waits for another process's migration (the lock) before failing.
     schema_lock_timeout_seconds: float = 600.0
+    # HTTP server: a connection that has not sent a complete request head (request line
+    # and headers) this long after it opened, or after its first byte of a later request,
+    # is closed (uvicorn has no such bound: bare and slowloris connections would stay).
+    http_header_timeout_seconds: float = 20.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
+from colaflow_mcp.http_protocols import http_protocol
 from colaflow_mcp.services import Services
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -176,7 +177,8 @@ async def live_server(settings: Settings) -> AsyncIterator[Harness]:
     """The app served by uvicorn on an ephemeral 127.0.0.1 port in this event loop."""
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on", ws_max_size=1 << 20)
+                            lifespan="on", ws_max_size=1 << 20,
+                            http=http_protocol(settings))  # as `colaflow-mcp serve` does
     server = _ReadyServer(config)
     sock = config.bind_socket()
     port = sock.getsockname()[1]

@@ -18,6 +18,7 @@ from sqlmodel import col
 from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
+from colaflow_mcp.http_protocols import http_protocol
 from colaflow_mcp.hub.serving import HubWebSocketProtocol
 from colaflow_mcp.models import PendingChange, utcnow
 from colaflow_mcp.services import Services
@@ -144,6 +145,7 @@ async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[HubEnv]:
         # WebSockets as `colaflow-mcp serve` runs them (cli._serve).
         ws=HubWebSocketProtocol, ws_per_message_deflate=False, ws_ping_interval=None,
         timeout_graceful_shutdown=2,
+        http=http_protocol(settings),  # as `colaflow-mcp serve` does
     )
     server = _Server(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
