@@ -6,6 +6,7 @@ import argparse
 import gc
 import json
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -25,6 +26,21 @@ from colaflow_mcp.store.tables import utcnow
 
 logger = logging.getLogger("colaflow_mcp.cli")
 
+# A century: beyond it a lifetime is a typo, and larger values overflow dates.
+MAX_DAYS = 36_500.0
+
+
+def positive_days(raw: str) -> float:
+    """argparse type: a positive, finite number of days up to ``MAX_DAYS``."""
+    try:
+        days = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not math.isfinite(days) or not 0 < days <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of days up to {MAX_DAYS:.0f}, not {raw!r}")
+    return days
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="colaflow-mcp", description=__doc__)
@@ -42,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     kc = ksub.add_parser("create", help="create a key (printed once)")
     kc.add_argument("--tenant", required=True)
     kc.add_argument("--name", default="")
-    kc.add_argument("--expires-in-days", type=float)
+    kc.add_argument("--expires-in-days", type=positive_days,
+                    help="omit for a key that never expires")
     kc.add_argument("--json", action="store_true")
     kl = ksub.add_parser("list", help="list a tenant's keys")
     kl.add_argument("--tenant", required=True)
@@ -54,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", help="print a reviewer token (JWT)")
     tok.add_argument("--tenant", required=True)
     tok.add_argument("--user", required=True)
-    tok.add_argument("--ttl-days", type=float)
+    tok.add_argument("--ttl-days", type=positive_days,
+                     help="default: COLAFLOW_REVIEWER_TOKEN_TTL_SECONDS (30 days)")
     tok.add_argument("--json", action="store_true")
 
     proj = sub.add_parser("projects", help="manage projects directly (operators)")
@@ -135,7 +153,7 @@ async def _keys(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
     if args.keys_command == "create":
         tenant = await admin.get_or_create_tenant(db, args.tenant)
         expires = (utcnow() + timedelta(days=args.expires_in_days)
-                   if args.expires_in_days else None)
+                   if args.expires_in_days is not None else None)
         row, key = await admin.create_api_key(db, tenant, args.name, expires)
         data = {"id": row.id, "key": key, "tenant": tenant.slug, "tenantId": tenant.id,
                 "name": row.name, "prefix": row.prefix, "createdAt": iso(row.created_at),
@@ -167,7 +185,7 @@ async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
     tenant = await admin.get_or_create_tenant(db, args.tenant)
     secret = await jwt_secret(db, settings.jwt_secret)
     issuer = TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
-    ttl = args.ttl_days * 86400 if args.ttl_days else None
+    ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
     token = issuer.issue(tenant, args.user, ttl)
     return {"json": {"token": token, "tenant": tenant.slug, "user": args.user},
             "text": token}

@@ -89,6 +89,10 @@ class Settings:
     schema_upgrade: str = "auto"
     # How long start-up waits for another process's migration (the lock) before failing.
     schema_lock_timeout_seconds: float = 600.0
+    # HTTP server: a connection that has not sent a complete request head (request line
+    # and headers) this long after it opened, or after its first byte of a later request,
+    # is closed (uvicorn has no such bound: bare and slowloris connections would stay).
+    http_header_timeout_seconds: float = 20.0
 
     # Background work and shutdown (the supervisor's loops; see runtime.py).
     loop_max_backoff_seconds: float = 5.0  # a failing loop restarts after 0.1 s, doubling

@@ -29,6 +29,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from colaflow_mcp import logs
 from colaflow_mcp.config import Settings
+from colaflow_mcp.http_protocols import http_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
     options: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "lifespan": "on", "log_config": None,
         "log_level": logs.split_levels(settings.log_level)[0],
+        # Closes connections that never complete a request head (uvicorn has no bound).
+        "http": http_protocol(settings),
         "ws_max_size": max(settings.hub_max_message_bytes * 4, 1 << 20),
         "ws": HubWebSocketProtocol,  # refusals without an ERROR log line (see its docstring)
         # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.

@@ -236,13 +236,17 @@ def bearer(authorization: str | None) -> str | None:
 
 def credential_from(headers: Mapping[str, str], query: Mapping[str, str] | None = None
                     ) -> str | None:
-    """The credential a request presents: ``Authorization: Bearer …``, else ``X-API-Key``,
-    else (only where the edge passes ``query``: browsers cannot set headers on WebSocket or
-    EventSource) the ``access_token`` query parameter.
+    """The credential a request presents: ``Authorization: Bearer …`` (an API key or a
+    reviewer token), else ``X-API-Key`` (API keys only: a reviewer token there is no
+    credential), else (only where the edge passes ``query``: browsers cannot set headers on
+    WebSocket or EventSource) the ``access_token`` query parameter.
 
     The one place every edge (REST, MCP, hub) reads credentials from.
     """
-    credential = bearer(headers.get("authorization")) or headers.get("x-api-key")
+    credential = bearer(headers.get("authorization"))
+    if not credential:
+        key = (headers.get("x-api-key") or "").strip()
+        credential = key if key.startswith(KEY_PREFIX) else None
     if not credential and query is not None:
         credential = query.get("access_token")
     return credential or None

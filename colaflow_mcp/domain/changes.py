@@ -9,6 +9,7 @@ row goes on to announce it. Announcing is delivery's job, reached through the
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -34,6 +35,20 @@ from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
+
+
+def positive_seconds(value: object) -> float:
+    """A positive, finite number of seconds (``true`` is not 1), or InvalidArguments."""
+    message = "expires_in_seconds must be a positive, finite number of seconds"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArguments(message)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise InvalidArguments(message) from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidArguments(message)
+    return seconds
 
 
 class Announcer(Protocol):
@@ -73,9 +88,7 @@ class ChangeService:
             raise InvalidArguments(format_validation_error(exc)) from None
         ttl = self.settings.pending_change_ttl_seconds
         if expires_in_seconds is not None:
-            if not isinstance(expires_in_seconds, int | float) or expires_in_seconds <= 0:
-                raise InvalidArguments("expires_in_seconds must be a positive number")
-            ttl = min(float(expires_in_seconds), ttl)
+            ttl = min(positive_seconds(expires_in_seconds), ttl)
         async with self.db.write() as s:
             plan = await spec.plan(s, principal.tenant_id, args)
             now = utcnow()

@@ -17,6 +17,12 @@ from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import Comment, Issue, PendingChange, Project, Status
 
 MAX_PAGE_SIZE = 100
+# Far past any real queue, and keeps OFFSET inside the databases' 64-bit integers.
+MAX_PAGE = 1_000_000
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -57,9 +63,9 @@ class Queries:
         if status is not None and status not in {s.value for s in Status}:
             raise InvalidArguments(
                 f"status must be one of {', '.join(s.value for s in Status)}")
-        if page < 1:
-            raise InvalidArguments("page must be >= 1")
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
+        if not _is_int(page) or not 1 <= page <= MAX_PAGE:
+            raise InvalidArguments(f"page must be an integer between 1 and {MAX_PAGE}")
+        if not _is_int(page_size) or not 1 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidArguments(f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
         where = [col(PendingChange.tenant_id) == principal.tenant_id]
         if status is not None:

@@ -39,6 +39,10 @@ class RestApi:
 Handler = Callable[[Request, Principal, RestApi], Awaitable[Response]]
 
 
+class PayloadTooLarge(Exception):
+    """The request body is over ``max_body_bytes``."""
+
+
 def api_of(request: Request) -> RestApi:
     """The app's REST dependencies."""
     api: RestApi = request.app.state.rest
@@ -54,11 +58,13 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         if principal is None:
             return json_error(401, "unauthorized",
                               "missing or invalid credentials: send 'Authorization: Bearer "
-                              "<API key or reviewer token>'")
+                              "<API key or reviewer token>' or 'X-API-Key: <API key>'")
         try:
             return await handler(request, principal, api)
         except InvalidArguments as exc:
             return json_error(400, "invalid_request", str(exc))
+        except PayloadTooLarge as exc:
+            return json_error(413, "payload_too_large", str(exc))
         except Forbidden as exc:
             return json_error(403, "forbidden", str(exc))
         except NotFound as exc:
@@ -73,21 +79,30 @@ async def json_body(request: Request, limit: int) -> dict[str, Any]:
     """The request body as a JSON object, within the size limit."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidArguments(f"body too large (limit {limit} bytes)")
+        raise PayloadTooLarge(f"body too large (limit {limit} bytes)")
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise InvalidArguments(f"body too large (limit {limit} bytes)")
+            raise PayloadTooLarge(f"body too large (limit {limit} bytes)")
     if not body.strip():
         return {}
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
+    except InvalidArguments:
+        raise
+    except RecursionError:
+        raise InvalidArguments("body is nested too deeply to be read as JSON") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidArguments("body must be JSON") from None
     if not isinstance(data, dict):
         raise InvalidArguments("body must be a JSON object")
     return data
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json module reads NaN and Infinity; JSON has neither.
+    raise InvalidArguments(f"body must be JSON: {constant} is not a JSON value")
 
 
 def _int_param(request: Request, name: str, default: int) -> int:

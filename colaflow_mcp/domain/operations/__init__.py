@@ -7,17 +7,26 @@ accepts and the tool tables in docs/mcp.md are all generated from ``OPERATIONS``
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
 
 from colaflow_mcp.domain.operations import comments, issues, projects, reads
 from colaflow_mcp.domain.operations.base import Args, Operation, Read
 from colaflow_mcp.domain.representation import Proposal
 
 
+def _not_bool(value: object) -> object:
+    # Lax float validation reads ``true`` as 1.0: a one-second review window nobody meant.
+    if isinstance(value, bool):
+        raise ValueError("expires_in_seconds must be a number of seconds, not a boolean")
+    return value
+
+
 class ProposalOptions(Args):
     """Arguments every proposing tool takes besides its own."""
 
-    expires_in_seconds: float | None = Field(
+    expires_in_seconds: Annotated[float | None, BeforeValidator(_not_bool)] = Field(
         default=None, gt=0,
         description="Optional: seconds the proposal stays open for review before it expires "
                     "(capped by the server's maximum review window).",
