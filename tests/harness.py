@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import httpx
@@ -22,7 +22,17 @@ from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
 from colaflow_mcp.services import Services
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+def in_ci(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this run is CI (``CI`` is 1, true or yes, any case): the one definition.
+
+    In CI a missing service or client is a failure, never a skip.
+    """
+    value = (os.environ if env is None else env).get("CI", "")
+    return value.strip().lower() in ("1", "true", "yes")
+
+
+IN_CI = in_ci()
 PG_ADMIN_URL = os.environ.get("COLAFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("COLAFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -35,14 +45,17 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def absent(reason: str) -> NoReturn:
+    """Something the test needs is missing: skip, or fail in CI (see :func:`in_ci`)."""
+    if in_ci():
+        pytest.fail(f"{reason} (in CI this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
 def require_service(name: str, host: str, port: int) -> None:
     """Skip with a reason when a service is absent; in CI a missing service fails."""
-    if _reachable(host, port):
-        return
-    message = f"{name} is not reachable at {host}:{port}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: a missing service is a failure)")
-    pytest.skip(message)
+    if not _reachable(host, port):
+        absent(f"{name} is not reachable at {host}:{port}")
 
 
 async def create_pg_database() -> str:
