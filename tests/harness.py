@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -21,6 +22,7 @@ from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
 from colaflow_mcp.services import Services
+from tests import pgdb
 
 
 def in_ci(env: Mapping[str, str] | None = None) -> bool:
@@ -33,8 +35,22 @@ def in_ci(env: Mapping[str, str] | None = None) -> bool:
 
 
 IN_CI = in_ci()
-PG_ADMIN_URL = os.environ.get("COLAFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("COLAFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_address(url: str = REDIS_URL) -> tuple[str, int]:
+    """Host and port of the Redis the tests use."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+def redis_url_at(host: str, port: int, url: str = REDIS_URL) -> str:
+    """The tests' Redis URL (credentials, database number) pointed at ``host:port``: a
+    proxy in front of it."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -59,21 +75,10 @@ def require_service(name: str, host: str, port: int) -> None:
 
 
 async def create_pg_database() -> str:
-    """A fresh, empty PostgreSQL database; returns its plain URL."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    admin = make_url(PG_ADMIN_URL)
-    name = f"cola_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(
-        host=admin.host, port=admin.port or 5432, user=admin.username, database=admin.database
-    )
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin.set(database=name).render_as_string(hide_password=False)
+    """A fresh, empty PostgreSQL database; its plain URL. Dropped when the test ends (by
+    the autouse fixture of tests/conftest.py), or earlier with ``pgdb.drop_database``."""
+    require_service("PostgreSQL", *pgdb.admin_address())
+    return await pgdb.create_database()
 
 
 async def database_url_for(kind: str, tmp_path: Path) -> str:
