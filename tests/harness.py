@@ -87,15 +87,46 @@ async def database_url_for(kind: str, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'colaflow-test.db'}"
 
 
+# The recovery loops (announce sweep, reconcile) a test runs with unless it asks for them:
+# far beyond any test's wait, so a decision a test sees delivered came by the fast path
+# (the dispatch after commit, the backplane, the catch-up at subscribe), never by a safety
+# net that would hide a broken fast path a few seconds later.
+SAFETY_NETS_FAR_AWAY: dict[str, Any] = {
+    "announce_sweep_interval_seconds": 3600.0,
+    "reconcile_interval_seconds": 3600.0,
+}
+# For tests of the safety nets themselves, and of exactly-once across them.
+SAFETY_NETS_ON: dict[str, Any] = {
+    "announce_sweep_interval_seconds": 0.2,
+    "announce_grace_seconds": 0.5,
+    "reconcile_interval_seconds": 0.3,
+}
+RECOVERY_LOOPS = ("announce-sweep", "reconcile")
+
+
+async def recovery_passes(services: Services, passes: int = 2, within: float = 20.0,
+                          loops: tuple[str, ...] = RECOVERY_LOOPS) -> None:
+    """Wait until the announce sweep and the reconcile loop (or ``loops``) have each
+    completed ``passes`` more passes than now.
+
+    Absence of a duplicate can only be observed over a window; this makes it the window
+    that matters: with ``passes=2``, at least one whole sweep and one whole reconcile,
+    started after the call.
+    """
+    start = {loop: services.loop_passes.get(loop, 0) for loop in loops}
+    with anyio.fail_after(within):
+        while any(services.loop_passes.get(loop, 0) - start[loop] < passes for loop in loops):
+            await services.pass_completed.wait()
+
+
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
-    """Production shape, test-sized timings."""
+    """Production shape, test-sized timings, safety nets far away (see above)."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "jwt_secret": "test-secret-" + uuid.uuid4().hex,
         "expiry_max_wait_seconds": 0.2,
-        "announce_sweep_interval_seconds": 0.2,
+        **SAFETY_NETS_FAR_AWAY,
         "announce_grace_seconds": 0.5,
-        "reconcile_interval_seconds": 1.0,
         "bus_reconnect_max_backoff_seconds": 0.5,
         "api_key_cache_seconds": 0.0,
         "revocation_check_interval_seconds": 0.2,
