@@ -22,9 +22,12 @@ from colaflow_mcp.http_protocols import http_protocol
 from colaflow_mcp.hub.serving import HubWebSocketProtocol
 from colaflow_mcp.models import PendingChange, utcnow
 from colaflow_mcp.services import Services
+from tests.harness import SAFETY_NETS_FAR_AWAY
 
-# Small, fast values; each test may override.
+# Small, fast values; each test may override. The safety nets are far away: what a hub
+# test sees delivered came by the fast path (see tests/harness.py).
 FAST = {
+    **SAFETY_NETS_FAR_AWAY,
     "hub_keep_alive_seconds": 15.0,
     "hub_client_timeout_seconds": 30.0,
     "hub_handshake_timeout_seconds": 15.0,
