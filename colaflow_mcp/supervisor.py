@@ -68,6 +68,8 @@ class Supervisor:
         # Completed passes of the periodic loops (in /health): how an operator, or a test,
         # sees that sweeps and reconciles really run.
         self.passes: dict[str, int] = {}
+        # Set, then replaced, after every completed pass: wait on it to see passes happen.
+        self.pass_completed = anyio.Event()
         self._loops: list[_Loop] = []
         self._services: list[_Service] = []
         self._stop_hooks: list[Callable[[], None]] = []
@@ -161,6 +163,8 @@ class Supervisor:
         """Count one completed pass of a periodic loop (and log it at debug level)."""
         passes = self.passes[name] = self.passes.get(name, 0) + 1
         logger.debug("loop pass: %s #%d", name, passes)
+        self.pass_completed.set()
+        self.pass_completed = anyio.Event()
 
     def status(self) -> dict[str, Any]:
         """``{"loops": {name: alive}, "loopPasses": {name: n}}`` for ``/health``."""

@@ -1,10 +1,11 @@
-"""Server processes for tests: `colaflow-mcp serve` on a free port, ready when it says so."""
+"""Server processes for tests: `colaflow-mcp serve` on a port the OS picks, ready (and its
+port known) when uvicorn says where it listens."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +17,8 @@ from pathlib import Path
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+# uvicorn's start-up line (logged at info, the default level) names the bound port.
+_LISTENING = re.compile(r"Uvicorn running on http://[^\s:]+:(\d+)")
 
 
 @dataclass
@@ -94,23 +92,27 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _spawn(env: dict[str, str], cwd: Path, port: int | None = None
-           ) -> tuple[ServerProcess, threading.Event]:
-    """Start `colaflow-mcp serve`; the event is set once uvicorn reports the socket is
-    listening (or the process has exited)."""
-    port = port or free_port()
+def _spawn(env: dict[str, str], cwd: Path) -> tuple[ServerProcess, threading.Event]:
+    """Start `colaflow-mcp serve` on port 0; the event is set once uvicorn reports the port
+    it bound (or the process has exited).
+
+    (Binding a free port here and handing its number over would leave a window in which
+    another process takes it.)
+    """
     proc = subprocess.Popen(
-        [os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", str(port)],
+        [os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", "0"],
         cwd=cwd, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    server = ServerProcess(proc, port)
+    server = ServerProcess(proc, 0)
     ready = threading.Event()
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             server._append(line)
-            if "Uvicorn running on" in line or "Application startup complete" in line:
+            listening = _LISTENING.search(line)
+            if listening is not None:
+                server.port = int(listening.group(1))
                 server.listening = True
                 ready.set()
         server._output_ended()
@@ -122,13 +124,14 @@ def _spawn(env: dict[str, str], cwd: Path, port: int | None = None
 
 
 @contextmanager
-def serve(env: dict[str, str], cwd: Path, port: int | None = None,
-          ready_timeout: float = 30.0) -> Iterator[ServerProcess]:
-    """Start `colaflow-mcp serve`; yields once uvicorn reports the socket is listening."""
-    server, ready = _spawn(env, cwd, port)
+def serve(env: dict[str, str], cwd: Path, ready_timeout: float = 30.0
+          ) -> Iterator[ServerProcess]:
+    """Start `colaflow-mcp serve` on port 0; yields once uvicorn reports the port it bound."""
+    server, ready = _spawn(env, cwd)
     try:
-        if not ready.wait(ready_timeout) or server.proc.poll() is not None:
-            raise RuntimeError(f"server did not start:\n{server.output()}")
+        if not ready.wait(ready_timeout) or server.proc.poll() is not None or not server.port:
+            raise RuntimeError("server did not start (or did not log where it listens, "
+                               f"which needs log level info):\n{server.output()}")
         yield server
     finally:
         server.stop()
@@ -157,8 +160,8 @@ def serve_together(env: dict[str, str], cwd: Path, count: int,
 class AsyncServe:
     """`serve()` for async tests: start/stop off the event loop thread."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, port: int | None = None) -> None:
-        self._cm = serve(env, cwd, port)
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self._cm = serve(env, cwd)
         self.server: ServerProcess | None = None
 
     async def __aenter__(self) -> ServerProcess:

@@ -7,10 +7,11 @@ import json
 import time
 import uuid
 
+import anyio
 import httpx
 import pytest
 from hubenv import HubEnv, ServerFactory
-from hubwire import HANDSHAKE, RS, RawWs, msg, open_ws
+from hubwire import HANDSHAKE, RS, msg, open_ws
 from websockets.exceptions import InvalidStatus
 
 from colaflow_mcp.hub.connection import HubConnection
@@ -315,12 +316,26 @@ async def test_tenants_never_receive_each_others_events(env: HubEnv) -> None:
         assert ws.pending == []
 
 
-async def test_skip_negotiation_and_raw_ws_are_independent_connections(env: HubEnv) -> None:
+async def test_skip_negotiation_sockets_are_independent_connections(env: HubEnv) -> None:
     t = await env.tenant("acme")
+    cid = await env.propose(t)
     one, two = await open_ws(env.ws_url, t.key), await open_ws(env.ws_url, t.key)
-    assert isinstance(one, RawWs) and isinstance(two, RawWs)
     live = [c for c in env.hub.connections.values() if not c.closed]
-    assert len(live) == 2
+    assert len(live) == 2 and live[0].connection_id != live[1].connection_id
+    assert (await one.invoke("SubscribeToPendingChange", cid))["result"]["status"] == "Pending"
+    [conn_one] = [c for c in live if c.subscriptions == {cid}]
+    await env.approve(t, cid)
+    assert (await one.next())["target"] == "PendingChangeApproved"
+    # The other socket of the same key subscribed to nothing and hears nothing: its
+    # round trip comes back with no event before it.
+    assert "error" not in await two.invoke("UnsubscribeFromPendingChange", cid)
+    assert two.pending == []
+    # Closing one leaves the other working.
+    await one.ws.close()
+    with anyio.fail_after(5):
+        await conn_one.closed_event.wait()
+    assert "error" not in await two.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()),
+                                           invocation_id="2")
 
 
 async def test_stateful_reconnect_replays_unacked_and_supersedes_a_half_open_socket(

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from colaflow_mcp.domain import admin
 from colaflow_mcp.mcp.endpoint import host_allowed, origin_allowed
 from colaflow_mcp.mcp.event_store import SessionEventStore
 from tests.harness import Harness, fast_settings, live_server
@@ -96,7 +97,13 @@ async def test_missing_key_is_a_clear_401(server: Harness) -> None:
 
 async def test_bad_revoked_or_reviewer_credentials_are_refused(server: Harness) -> None:
     token = await server.reviewer_token()
-    for credential in ("cola_" + "x" * 43, token, "nonsense"):
+    tenant = await admin.get_or_create_tenant(server.runtime.db, "acme")
+    row, revoked = await admin.create_api_key(server.runtime.db, tenant, "retired")
+    accepted = await server.client.post("/mcp", json=_init_body(), headers={
+        "Accept": ACCEPT, "Authorization": f"Bearer {revoked}"})
+    assert accepted.status_code == 200, accepted.text  # a good key, until revoked
+    await admin.revoke_api_key(server.runtime.db, row.id)
+    for credential in ("cola_" + "x" * 43, token, "nonsense", revoked):
         for headers in ({"Authorization": f"Bearer {credential}"}, {"X-API-Key": credential}):
             r = await server.client.post("/mcp", json=_init_body(),
                                          headers={"Accept": ACCEPT, **headers})
