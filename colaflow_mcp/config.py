@@ -112,6 +112,12 @@ class Settings:
     hub_timer_slices: int = 10  # one timer pass over all connections, spread over this many
     mcp_request_event_history: int = 32  # events kept per session for request streams
 
+    # Review queue (hub, reviewers): the snapshot's size (the newest pending changes) and
+    # how many pending and recently decided change ids one subscriber remembers, so each
+    # creation and decision reaches it once.
+    review_queue_size: int = 500
+    review_queue_recent_decisions: int = 1000
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``COLAFLOW_*`` variables, then explicit overrides (flags)."""

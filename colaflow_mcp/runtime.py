@@ -75,7 +75,8 @@ class Runtime:
                              cache_entries=s.auth_cache_entries)
         auth = Authenticator(keys, tokens)
         bus = make_backplane(s)
-        notifier = Notifier(db, s.db_call_seconds)
+        notifier = Notifier(db, s.db_call_seconds, s.review_queue_size,
+                            s.review_queue_recent_decisions)
         outbox = Outbox(db, notifier, bus, s.outbox_size, s.announce_marker_linger_seconds)
         changes = ChangeService(db, outbox, s)
         queries = Queries(db)
@@ -127,6 +128,7 @@ class Runtime:
             **work,
             "instance": self.settings.instance_id,
             "subscribers": self.notifier.subscriber_count(),
+            "reviewQueues": self.notifier.queue_subscriber_count(),
             "hub": self.hub.status(),
             "mcp": self.mcp.status(),
         }
@@ -154,6 +156,7 @@ class Runtime:
 
     async def _reconcile_once(self) -> None:
         await self.recovery.reconcile(self.settings.recovery_batch_size)
+        await self.recovery.reconcile_queues(self.settings.recovery_batch_size)
 
     async def _expire(self) -> None:
         s, sv = self.settings, self.supervisor

@@ -2,6 +2,9 @@
 
 The bus is a doorbell, not the truth: a lost message is recovered from the database by the
 announce sweep and by each instance's reconcile pass (run after every Redis reconnect).
+
+Creations (for review queues) travel on a channel of their own, ``<channel>:created``:
+an instance of an older release, which knows only decisions, never sees one.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "colaflow:decisions"
 
+
+def created_channel(channel: str) -> str:
+    """The channel of creation events beside a decision channel."""
+    return channel + ":created"
+
 EventHandler = Callable[[DecisionEvent], object]
 ReconnectHandler = Callable[[], Awaitable[None]]
 
 
 class Backplane(Protocol):
-    """Fan-out of decision events to all instances (including this one)."""
+    """Fan-out of change events to all instances (including this one)."""
 
     name: str
 
@@ -86,6 +94,7 @@ class RedisBackplane:
 
         self.url = url
         self.channel = channel
+        self.created_channel = created_channel(channel)
         # A link silent this long (pings unanswered) is treated as dead and reconnected.
         self.liveness_seconds = liveness_seconds
         self.max_backoff = max_backoff
@@ -105,14 +114,15 @@ class RedisBackplane:
         return self._listening
 
     async def publish(self, event: DecisionEvent) -> None:
-        await self._pub.publish(self.channel, event.to_json())
+        channel = self.created_channel if event.created else self.channel
+        await self._pub.publish(channel, event.to_json())
 
     async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
         backoff = 0.1
         while True:
             try:
                 async with self._client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
+                    await pubsub.subscribe(self.channel, self.created_channel)
                     self._listening = True
                     self._connected_since = time.time()
                     self._last_error = None

@@ -1,4 +1,5 @@
-"""Decision events: derived from a decided pending-change row, identical on every path."""
+"""Change events, derived from a pending-change row and identical on every path: the
+decision of a decided change, and the creation of a new one (for review queues only)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from colaflow_mcp.domain.representation import iso
+from colaflow_mcp.domain.representation import change_to_json, iso
 from colaflow_mcp.domain.uris import pending_change_uri
 from colaflow_mcp.store.tables import PendingChange, Status
 
+CREATED_TARGET = "PendingChangeCreated"
 HUB_TARGETS = {
+    Status.PENDING.value: CREATED_TARGET,
     Status.APPROVED.value: "PendingChangeApproved",
     Status.REJECTED.value: "PendingChangeRejected",
     Status.EXPIRED.value: "PendingChangeExpired",
@@ -19,7 +22,8 @@ HUB_TARGETS = {
 
 @dataclass(frozen=True)
 class DecisionEvent:
-    """One decided change, as announced to subscribers."""
+    """One decided change, as announced to subscribers; or, with status ``Pending``, one
+    new change, announced to review queues only (its payload is the change JSON)."""
 
     change_id: str
     tenant_id: str
@@ -27,8 +31,14 @@ class DecisionEvent:
     payload: dict[str, Any]
 
     @property
+    def created(self) -> bool:
+        """A creation (``PendingChangeCreated``), not a decision."""
+        return self.status == Status.PENDING.value
+
+    @property
     def target(self) -> str:
-        """The hub method name: ``PendingChangeApproved`` / ``…Rejected`` / ``…Expired``."""
+        """The hub method name: ``PendingChangeApproved`` / ``…Rejected`` / ``…Expired``,
+        or ``PendingChangeCreated``."""
         return HUB_TARGETS[self.status]
 
     @property
@@ -54,9 +64,15 @@ class DecisionEvent:
         )
 
 
+def created_event(change: PendingChange) -> DecisionEvent:
+    """The creation event of a pending change: its whole JSON, as the review queue shows it."""
+    return DecisionEvent(change_id=change.id, tenant_id=change.tenant_id,
+                         status=Status.PENDING.value, payload=change_to_json(change))
+
+
 def event_from_change(change: PendingChange) -> DecisionEvent:
     """The decision event of a decided change (the contract's camelCase payload)."""
-    if change.status not in HUB_TARGETS:
+    if change.status not in HUB_TARGETS or change.status == Status.PENDING.value:
         raise ValueError(f"change {change.id} is not decided ({change.status})")
     payload: dict[str, Any] = {
         "pendingChangeId": change.id,

@@ -5,6 +5,10 @@ ids it waits for. A decision reaches it by whichever path comes first — the lo
 path after commit (``outbox``), the backplane, the announce sweep or a reconcile pass
 (``recovery``), or the catch-up read at subscribe time — and is delivered once per
 (subscriber, change).
+
+A *queue subscriber* (a reviewer's hub connection on the review queue) waits for every
+change of its tenant instead: each creation and each decision, once per (subscriber,
+change, kind). What it remembers for that is bounded (:class:`QueueState`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import anyio
+from sqlmodel import col, select
 
 from colaflow_mcp.delivery.events import DecisionEvent, event_from_change
 from colaflow_mcp.domain.representation import change_to_json
@@ -33,14 +38,64 @@ class Subscriber(Protocol):
         """Hand over one event; must not block (enqueue, or close a stalled client)."""
 
 
+class QueueState:
+    """What one queue subscriber has been told: the pending changes (at most ``size``, the
+    oldest forgotten first) and the latest decisions (at most ``recent``).
+
+    A creation is delivered unless its change is known or recently decided (a creation
+    that arrives after its decision, from another instance, stays untold); a decision
+    unless recently decided. Past those bounds a very late duplicate could pass: the
+    price of bounded memory per subscriber.
+    """
+
+    __slots__ = ("size", "recent", "pending", "decided", "priming")
+
+    def __init__(self, size: int, recent: int) -> None:
+        self.size = size
+        self.recent = recent
+        self.pending: dict[str, None] = {}  # insertion-ordered: the oldest first
+        self.decided: dict[str, None] = {}
+        # Creations delivered while the snapshot is read (left out of the snapshot).
+        self.priming: set[str] | None = set()
+
+    def take(self, event: DecisionEvent) -> bool:
+        """Whether ``event`` is news to this subscriber (and remember it if so)."""
+        cid = event.change_id
+        if cid in self.decided:
+            return False
+        if event.created:
+            if cid in self.pending:
+                return False
+            self.know(cid)
+            if self.priming is not None:
+                self.priming.add(cid)
+            return True
+        self.pending.pop(cid, None)
+        self.decided[cid] = None
+        if len(self.decided) > self.recent:
+            del self.decided[next(iter(self.decided))]
+        return True
+
+    def know(self, change_id: str) -> None:
+        """Remember a pending change as told (in a snapshot or an event)."""
+        self.pending[change_id] = None
+        if len(self.pending) > self.size:
+            del self.pending[next(iter(self.pending))]
+
+
 class Notifier:
     """The registry of local subscribers, and delivery of decisions to them."""
 
-    def __init__(self, db: Database, db_call_seconds: float = 10.0) -> None:
+    def __init__(self, db: Database, db_call_seconds: float = 10.0,
+                 queue_size: int = 500, queue_recent: int = 1000) -> None:
         self.db = db
         self.db_call_seconds = db_call_seconds
+        self.queue_size = queue_size
+        self.queue_recent = queue_recent
         # change id -> {subscriber: delivered?}
         self._subs: dict[str, dict[Subscriber, bool]] = {}
+        # tenant id -> {queue subscriber: what it has been told}
+        self._queues: dict[str, dict[Subscriber, QueueState]] = {}
         self.delivered_count = 0
 
     # -- registry ---------------------------------------------------------------------
@@ -97,22 +152,89 @@ class Notifier:
             self.dispatch(event_from_change(change))
         return change_to_json(change)
 
+    # -- review queues ----------------------------------------------------------------
+
+    async def subscribe_queue(self, subscriber: Subscriber) -> list[dict[str, Any]]:
+        """Register for every creation and decision of the subscriber's tenant, then read
+        its pending changes (newest first, at most ``queue_size``): their JSON.
+
+        Registering first closes the gap where a change is created or decided during the
+        read; a change whose creation was delivered meanwhile is left out of the snapshot
+        (its event follows it). Subscribing again starts afresh with a new snapshot.
+        Shielded and bounded, as :meth:`subscribe`.
+        """
+        state = QueueState(self.queue_size, self.queue_recent)
+        with anyio.CancelScope(shield=True), anyio.fail_after(self.db_call_seconds):
+            self._queues.setdefault(subscriber.tenant_id, {})[subscriber] = state
+            try:
+                rows = await self.pending_changes(subscriber.tenant_id)
+            except BaseException:
+                self.unregister_queue(subscriber)
+                raise
+        told, state.priming = state.priming or set(), None
+        snapshot = [c for c in rows if c.id not in told]
+        for change in reversed(snapshot):  # oldest first: the first forgotten
+            if change.id not in state.decided:
+                state.know(change.id)
+        return [change_to_json(c) for c in snapshot]
+
+    async def pending_changes(self, tenant_id: str, ids_only: bool = False) -> list[Any]:
+        """The tenant's pending changes, newest first, at most ``queue_size`` (rows, or
+        ids only)."""
+        what: Any = PendingChange.id if ids_only else PendingChange
+        async with self.db.read() as s:
+            return list((await s.exec(
+                select(what)
+                .where(col(PendingChange.tenant_id) == tenant_id)
+                .where(col(PendingChange.status) == Status.PENDING.value)
+                .order_by(col(PendingChange.created_at).desc(), col(PendingChange.id))
+                .limit(self.queue_size))).all())
+
+    def unregister_queue(self, subscriber: Subscriber) -> None:
+        """Stop sending the tenant's changes to ``subscriber``."""
+        queues = self._queues.get(subscriber.tenant_id)
+        if queues is None:
+            return
+        queues.pop(subscriber, None)
+        if not queues:
+            del self._queues[subscriber.tenant_id]
+
+    def queue_subscribers(self) -> dict[str, dict[Subscriber, QueueState]]:
+        """Tenant id -> its queue subscribers and their state (for reconcile; read-only)."""
+        return self._queues
+
+    def queue_subscriber_count(self) -> int:
+        """Queue subscribers held."""
+        return sum(len(q) for q in self._queues.values())
+
     # -- delivery ---------------------------------------------------------------------
 
     def dispatch(self, event: DecisionEvent) -> int:
-        """Deliver to each local subscriber of the change that has not had it yet."""
+        """Deliver to each local subscriber of the change that has not had it yet, and to
+        the tenant's queue subscribers (a creation goes to those only)."""
+        sent = self._dispatch_queues(event) if event.tenant_id in self._queues else 0
         subs = self._subs.get(event.change_id)
-        if not subs:
-            return 0
-        sent = 0
-        for subscriber, delivered in list(subs.items()):
-            if delivered or subscriber.tenant_id != event.tenant_id:
-                continue
-            subs[subscriber] = True
-            try:
-                subscriber.deliver(event)
-                sent += 1
-            except Exception:
-                logger.exception("delivery to a subscriber failed")
+        if subs and not event.created:
+            for subscriber, delivered in list(subs.items()):
+                if delivered or subscriber.tenant_id != event.tenant_id:
+                    continue
+                subs[subscriber] = True
+                sent += self._deliver(subscriber, event)
         self.delivered_count += sent
         return sent
+
+    def _dispatch_queues(self, event: DecisionEvent) -> int:
+        sent = 0
+        for subscriber, state in list(self._queues[event.tenant_id].items()):
+            if state.take(event):
+                sent += self._deliver(subscriber, event)
+        return sent
+
+    @staticmethod
+    def _deliver(subscriber: Subscriber, event: DecisionEvent) -> int:
+        try:
+            subscriber.deliver(event)
+            return 1
+        except Exception:
+            logger.exception("delivery to a subscriber failed")
+            return 0

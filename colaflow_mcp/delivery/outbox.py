@@ -4,6 +4,10 @@
 local subscribers and queues the event. The publisher task hands queued events to the
 backplane and the marker task records ``announced_at`` for what was published, in batches.
 Whatever cannot be queued or published is left to the announce sweep (``recovery``).
+
+A new proposal is announced the same way (``PendingChangeCreated``, for review queues),
+but never marked: ``announced_at`` is about the decision. A creation that is not
+published is made up for by the reconcile pass of every instance with a review queue.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import logging
 import anyio
 
 from colaflow_mcp.delivery.backplane import Backplane
-from colaflow_mcp.delivery.events import DecisionEvent, event_from_change
+from colaflow_mcp.delivery.events import DecisionEvent, created_event, event_from_change
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
-from colaflow_mcp.store.tables import PendingChange, utcnow
+from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +47,16 @@ class Outbox:
         Publishing happens on the publisher task, so a slow or absent Redis never delays the
         reviewer's request; what cannot be queued or published is left to the sweep.
         """
-        event = event_from_change(change)
+        created = change.status == Status.PENDING.value
+        event = created_event(change) if created else event_from_change(change)
         self.notifier.dispatch(event)
+        net = "reconcile" if created else "the announce sweep"
         try:
             self._outbox_send.send_nowait(event)
         except anyio.WouldBlock:
-            logger.warning("publish queue full; %s left to the announce sweep", change.id)
+            logger.warning("publish queue full; %s left to %s", change.id, net)
         except anyio.ClosedResourceError:
-            logger.info("shutting down; %s left to the announce sweep", change.id)
+            logger.info("shutting down; %s left to %s", change.id, net)
 
     def close(self) -> None:
         """Stop taking decisions to publish; the publisher and marker drain and return."""
@@ -81,15 +87,16 @@ class Outbox:
 
     async def _publish(self, events: list[DecisionEvent]) -> list[str]:
         published: list[str] = []
-        for event in events:
+        for done, event in enumerate(events):
             try:
                 await self.bus.publish(event)
-                published.append(event.change_id)
             except Exception as exc:
                 # The backplane is down: the rest of the batch would fail the same way.
-                logger.warning("publish failed (%s); %d decision(s) left to the announce "
-                               "sweep", type(exc).__name__, len(events) - len(published))
+                logger.warning("publish failed (%s); %d event(s) left to the announce "
+                               "sweep and reconcile", type(exc).__name__, len(events) - done)
                 break
+            if not event.created:  # only decisions are marked (and swept)
+                published.append(event.change_id)
         return published
 
     async def run_marker(self, batch: int = 512) -> None:

@@ -1,5 +1,6 @@
 """The safety nets: re-announce what was committed but never published, and deliver to
-local subscribers, from the database, whatever they are still owed.
+local subscribers, from the database, whatever they are still owed (review queues
+included: creations and decisions they missed).
 
 The database is the truth, the bus a doorbell: these passes recover from a crash between
 commit and publish, a backplane outage and a missed message. The runtime's supervisor
@@ -15,10 +16,10 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from colaflow_mcp.delivery.backplane import Backplane
-from colaflow_mcp.delivery.events import event_from_change
+from colaflow_mcp.delivery.events import created_event, event_from_change
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.store.engine import Database
-from colaflow_mcp.store.tables import TERMINAL, PendingChange, utcnow
+from colaflow_mcp.store.tables import TERMINAL, PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -83,4 +84,35 @@ class Recovery:
                 delivered += self.notifier.dispatch(event_from_change(change))
         if delivered:
             logger.info("reconcile delivered %d missed decision(s)", delivered)
+        return delivered
+
+    async def reconcile_queues(self, chunk: int = 500) -> int:
+        """Bring every local review queue in line with the database: a pending change it
+        was not told of is delivered as created, one it knows as pending that is no longer
+        pending as its decision."""
+        delivered = 0
+        for tenant_id, queues in list(self.notifier.queue_subscribers().items()):
+            pending = set(await self.notifier.pending_changes(tenant_id, ids_only=True))
+            unknown: set[str] = set()
+            gone: set[str] = set()
+            for state in list(queues.values()):
+                unknown.update(cid for cid in pending
+                               if cid not in state.pending and cid not in state.decided)
+                gone.update(cid for cid in state.pending if cid not in pending)
+            wanted = sorted(unknown | gone)
+            for i in range(0, len(wanted), chunk):
+                async with self.db.read() as s:
+                    rows = (await s.exec(
+                        select(PendingChange)
+                        .where(col(PendingChange.id).in_(wanted[i:i + chunk]))
+                        .where(col(PendingChange.tenant_id) == tenant_id))).all()
+                # Oldest first, so a queue that must forget some forgets the oldest.
+                for change in sorted(rows, key=lambda c: (c.created_at, c.id)):
+                    if change.status == Status.PENDING.value:
+                        if change.id in unknown:  # still pending, beyond the window: keep
+                            delivered += self.notifier.dispatch(created_event(change))
+                    else:
+                        delivered += self.notifier.dispatch(event_from_change(change))
+        if delivered:
+            logger.info("reconcile delivered %d missed review-queue event(s)", delivered)
         return delivered

@@ -52,7 +52,8 @@ def positive_seconds(value: object) -> float:
 
 
 class Announcer(Protocol):
-    """Where a decided change goes once its transaction committed (delivery's outbox)."""
+    """Where a new or decided change goes once its transaction committed (delivery's
+    outbox): a new one to review queues, a decided one to its subscribers too."""
 
     async def announce(self, change: PendingChange) -> None:
         """Deliver locally and queue for the backplane; must not wait on the network."""
@@ -100,6 +101,7 @@ class ChangeService:
                 expires_at=now + timedelta(seconds=ttl),
             )
             s.add(change)
+        await self.announcer.announce(change)  # committed: reviewers' queues learn of it
         # Wake the expiry loop only if this deadline comes before its planned wake-up
         # (with the default TTL it never does: no extra work per proposal).
         planned = self.expiry_planned_at

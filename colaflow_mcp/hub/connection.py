@@ -78,7 +78,8 @@ class HubConnection:
 
     __slots__ = (
         "connection_id", "token", "principal", "hub", "limits", "_on_closed", "state",
-        "transport", "subscriptions", "handshake_version", "close_error", "too_large",
+        "transport", "subscriptions", "review_queue", "handshake_version", "close_error",
+        "too_large",
         "created_at", "last_received", "last_sent", "closed_at", "stream_attached",
         "poll_generation", "poll_active", "detached_since", "posting", "ws_generation",
         "_supersede", "on_change", "_reader", "_out", "_changed", "_deferred",
@@ -105,6 +106,7 @@ class HubConnection:
         self.state = ConnectionState.NEGOTIATED
         self.transport: Transport | None = None
         self.subscriptions: set[str] = set()
+        self.review_queue = False  # subscribed to its tenant's review queue (reviewers)
         self.handshake_version: int | None = None
         self.close_error: str | None = None
         self.too_large = False  # closed for an oversize message (WebSocket code 1009, 413)
@@ -154,7 +156,8 @@ class HubConnection:
         return self.principal.tenant_id
 
     def deliver(self, event: DecisionEvent) -> None:
-        """Queue a decision event as a non-blocking invocation of its target."""
+        """Queue a decision (or, on the review queue, creation) event as a non-blocking
+        invocation of its target."""
         self.send(p.invocation(event.target, [event.payload]))
 
     def owned_by(self, principal: Principal) -> bool:

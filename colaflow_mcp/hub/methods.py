@@ -1,4 +1,4 @@
-"""McpHub: the methods agents invoke on ``/hubs/mcp``."""
+"""McpHub: the methods agents and reviewers invoke on ``/hubs/mcp``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from colaflow_mcp.hub.connection import HubConnection, HubError
 
 NOT_FOUND = "pending change not found"
 INVALID_ID = "invalid pendingChangeId: must be a UUID"
+REVIEWERS_ONLY = ("the review queue is for reviewers: connect with a reviewer token "
+                  "(colaflow-mcp token), not an API key")
 
 
 class McpHub:
-    """SubscribeToPendingChange / UnsubscribeFromPendingChange over the notifier."""
+    """SubscribeToPendingChange / UnsubscribeFromPendingChange (anyone) and
+    SubscribeToReviewQueue / UnsubscribeFromReviewQueue (reviewers), over the notifier."""
 
     def __init__(self, notifier: Notifier, max_subscriptions: int) -> None:
         self.notifier = notifier
@@ -28,6 +31,14 @@ class McpHub:
         if target == "UnsubscribeFromPendingChange":
             _arity(arguments, 1)
             self.unsubscribe(conn, _change_id(arguments[0]))
+            return None
+        if target == "SubscribeToReviewQueue":
+            _arity(arguments, 0)
+            return {"pending": await self.subscribe_queue(conn)}
+        if target == "UnsubscribeFromReviewQueue":
+            _arity(arguments, 0)
+            _reviewer(conn)
+            self.unsubscribe_queue(conn)
             return None
         raise HubError(f"Unknown hub method '{target}'")
 
@@ -54,10 +65,33 @@ class McpHub:
         conn.subscriptions.discard(change_id)
         self.notifier.unregister(conn, change_id)
 
+    async def subscribe_queue(self, conn: HubConnection) -> list[dict[str, Any]]:
+        """Register ``conn`` for its tenant's creations and decisions; the pending changes,
+        newest first."""
+        _reviewer(conn)
+        pending = await self.notifier.subscribe_queue(conn)
+        if conn.closed:  # closed while we read: leave nothing registered
+            self.notifier.unregister_queue(conn)
+        else:
+            conn.review_queue = True
+        return pending
+
+    def unsubscribe_queue(self, conn: HubConnection) -> None:
+        """Stop sending the tenant's creations and decisions to ``conn``."""
+        conn.review_queue = False
+        self.notifier.unregister_queue(conn)
+
     def closed(self, conn: HubConnection) -> None:
         """The connection closed: drop its registrations."""
         self.notifier.unregister_all(conn, conn.subscriptions)
         conn.subscriptions.clear()
+        if conn.review_queue:
+            self.unsubscribe_queue(conn)
+
+
+def _reviewer(conn: HubConnection) -> None:
+    if conn.principal.kind != "reviewer":
+        raise HubError(REVIEWERS_ONLY)
 
 
 def _change_id(value: Any) -> str:

@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 
 class HubServer:
-    """The SignalR endpoint for agents: ``/negotiate`` and ``/`` (all three transports)."""
+    """The SignalR endpoint for agents and reviewers: ``/negotiate`` and ``/`` (all three
+    transports)."""
 
     def __init__(self, settings: Settings, auth: Authenticator, notifier: Notifier) -> None:
         self.settings = settings
@@ -275,15 +276,17 @@ class HubServer:
         """Connections by state and transport, subscriptions held (for ``/health``)."""
         states: dict[str, int] = {}
         transports: dict[str, int] = {}
-        subscriptions = 0
+        subscriptions = queues = 0
         for conn in self.registry:
             states[conn.state.value] = states.get(conn.state.value, 0) + 1
             if conn.transport is not None and not conn.closed:
                 name = conn.transport.value
                 transports[name] = transports.get(name, 0) + 1
             subscriptions += len(conn.subscriptions)
+            queues += conn.review_queue
         return {"connections": states, "transports": transports,
-                "subscriptions": subscriptions, "closing": self.closing}
+                "subscriptions": subscriptions, "reviewQueues": queues,
+                "closing": self.closing}
 
 
 def _owner(principal: Principal) -> tuple[str, str | None, str | None]:
