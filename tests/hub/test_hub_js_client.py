@@ -14,6 +14,7 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 from hubenv import HubEnv, ServerFactory, Tenant
 
+from colaflow_mcp.hub.methods import REVIEWERS_ONLY
 from tests.harness import SAFETY_NETS_ON, recovery_passes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
@@ -47,11 +48,10 @@ class NodeClient:
                 chunk = await self._stdout.receive()
                 self._buffer += chunk
                 *complete, self._buffer = self._buffer.split("\n")
-                for raw in complete:
-                    if not raw.strip():
-                        continue
-                    line = json.loads(raw)
-                    self.lines.append(line)
+                # Keep every line of the chunk, also those after the one that matches.
+                new = [json.loads(raw) for raw in complete if raw.strip()]
+                self.lines.extend(new)
+                for line in new:
                     if pred(line):
                         return line
 
@@ -70,10 +70,12 @@ class NodeClient:
 
 
 @asynccontextmanager
-async def node_client(env: HubEnv, t: Tenant, transport: str,
-                      mode: str = "") -> AsyncIterator[NodeClient]:
+async def node_client(env: HubEnv, t: Tenant, transport: str, mode: str = "",
+                      credential: str | None = None) -> AsyncIterator[NodeClient]:
+    """The driver connected with ``credential`` (default: the tenant's API key)."""
     process = await anyio.open_process(
-        ["node", str(JS_DIR / "hub_client.mjs"), env.hub_url, t.key, transport, mode],
+        ["node", str(JS_DIR / "hub_client.mjs"), env.hub_url, credential or t.key, transport,
+         mode],
         cwd=JS_DIR, stderr=None,
     )
     client = NodeClient(process)
@@ -120,6 +122,38 @@ async def test_official_js_client_receives_its_decisions_only(
     no = events["PendingChangeRejected"]
     assert no["pendingChangeId"] == rejected and no["reason"] == "needs a test plan"
     assert events["PendingChangeExpired"]["pendingChangeId"] == expired
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_official_js_client_as_a_reviewer_watches_the_review_queue(
+    env: HubEnv, transport: str, node_ready: None
+) -> None:
+    a, b = await env.tenant("acme"), await env.tenant("bolt")
+    waiting = await env.propose(a, "waiting")
+    async with node_client(env, a, transport, credential=a.token) as js:
+        await js.command(cmd="queue")
+        assert await js.expect(lambda x: "queue" in x or "queueError" in x) == {
+            "queue": [waiting]}
+        fresh, expiring = await env.propose(a, "fresh"), await env.propose(a, "expiring")
+        await env.propose(b, "another tenant's")
+        created = await js.expect(lambda x: x.get("event") == "PendingChangeCreated")
+        r = await env.harness.client.get(f"/api/mcp/pending-changes/{fresh}",
+                                         headers={"Authorization": f"Bearer {a.token}"})
+        assert created["payload"] == r.json()
+        await env.approve(a, fresh)
+        await env.reject(a, waiting, "needs a test plan")
+        await env.expire_now(expiring)
+        await js.expect(lambda x: x.get("event") == "PendingChangeExpired")
+        await js.roundtrip(1)
+    assert [(e["event"], e["payload"]["pendingChangeId"]) for e in js.events()] == [
+        ("PendingChangeCreated", fresh), ("PendingChangeCreated", expiring),
+        ("PendingChangeApproved", fresh), ("PendingChangeRejected", waiting),
+        ("PendingChangeExpired", expiring)]
+    assert js.events(waiting)[0]["payload"]["reason"] == "needs a test plan"
+    async with node_client(env, a, transport) as agent:
+        await agent.command(cmd="queue")
+        refused = await agent.expect(lambda x: "queue" in x or "queueError" in x)
+        assert REVIEWERS_ONLY in refused["queueError"]
 
 
 async def test_js_client_killed_mid_wait_gets_the_decision_exactly_once(

@@ -1,12 +1,15 @@
 // Test driver for the official @microsoft/signalr client against /hubs/mcp.
 //
-// argv: HUB_URL API_KEY TRANSPORT (WebSockets|ServerSentEvents|LongPolling) [stateful]
+// argv: HUB_URL CREDENTIAL TRANSPORT (WebSockets|ServerSentEvents|LongPolling) [stateful]
+// (CREDENTIAL: an agent's API key, or a reviewer token for the review queue)
 // Prints one JSON object per line on stdout; reads commands, one JSON object per line:
 //   {"cmd":"subscribe","id":…}     -> {"subscribed":id,"status":…} or {"subscribeError":id,"error":…}
+//   {"cmd":"queue"}                -> {"queue":[id…]} or {"queueError":…}  (SubscribeToReviewQueue)
 //   {"cmd":"roundtrip","n":…}      -> {"roundtrip":n}   (an invocation, to order the stream)
 //   {"cmd":"kill"}                 -> drops the socket abruptly (automatic reconnect follows)
 //   {"cmd":"stop"}                 -> stops the connection and exits
-// Events: {"event":"PendingChangeApproved","payload":{…},"at":ms}; lifecycle: {"state":…}.
+// Events: {"event":"PendingChangeApproved","payload":{…},"at":ms} (and PendingChangeCreated on
+// the review queue); lifecycle: {"state":…}.
 // ("at" is the receipt time, epoch milliseconds, for benchmarks/hub_latency.py.)
 import * as signalR from "@microsoft/signalr";
 import * as readline from "node:readline";
@@ -23,10 +26,11 @@ if (mode === "stateful") builder = builder.withStatefulReconnect();
 const connection = builder.build();
 
 const waiting = new Set();
-for (const name of ["PendingChangeApproved", "PendingChangeRejected", "PendingChangeExpired"]) {
+for (const name of ["PendingChangeApproved", "PendingChangeRejected", "PendingChangeExpired",
+                    "PendingChangeCreated"]) {
   connection.on(name, (n) => {
     const at = performance.timeOrigin + performance.now();  // wall clock, sub-ms
-    waiting.delete(n.pendingChangeId);
+    if (name !== "PendingChangeCreated") waiting.delete(n.pendingChangeId);
     out({ event: name, payload: n, at });
   });
 }
@@ -58,6 +62,13 @@ for await (const line of rl) {
   const msg = JSON.parse(line);
   if (msg.cmd === "subscribe") {
     await subscribe(msg.id);
+  } else if (msg.cmd === "queue") {
+    try {
+      const { pending } = await connection.invoke("SubscribeToReviewQueue");
+      out({ queue: pending.map((c) => c.id) });
+    } catch (err) {
+      out({ queueError: String(err.message || err) });
+    }
   } else if (msg.cmd === "roundtrip") {
     await connection.invoke("UnsubscribeFromPendingChange", "00000000-0000-4000-8000-000000000000");
     out({ roundtrip: msg.n });
