@@ -55,8 +55,9 @@ class QueueState:
         self.recent = recent
         self.pending: dict[str, None] = {}  # insertion-ordered: the oldest first
         self.decided: dict[str, None] = {}
-        # Creations delivered while the snapshot is read (left out of the snapshot).
-        self.priming: set[str] | None = set()
+        # While the snapshot is read: the events for this subscriber, held back in order
+        # (at most what arrives during one read), so none repeats the snapshot.
+        self.priming: list[DecisionEvent] | None = []
 
     def take(self, event: DecisionEvent) -> bool:
         """Whether ``event`` is news to this subscriber (and remember it if so)."""
@@ -67,8 +68,6 @@ class QueueState:
             if cid in self.pending:
                 return False
             self.know(cid)
-            if self.priming is not None:
-                self.priming.add(cid)
             return True
         self.pending.pop(cid, None)
         self.decided[cid] = None
@@ -159,9 +158,9 @@ class Notifier:
         its pending changes (newest first, at most ``queue_size``): their JSON.
 
         Registering first closes the gap where a change is created or decided during the
-        read; a change whose creation was delivered meanwhile is left out of the snapshot
-        (its event follows it). Subscribing again starts afresh with a new snapshot.
-        Shielded and bounded, as :meth:`subscribe`.
+        read: what arrives meanwhile is held back and delivered after the snapshot, except
+        the creation of a change the snapshot holds. Subscribing again starts afresh with a
+        new snapshot. Shielded and bounded, as :meth:`subscribe`.
         """
         state = QueueState(self.queue_size, self.queue_recent)
         with anyio.CancelScope(shield=True), anyio.fail_after(self.db_call_seconds):
@@ -171,12 +170,15 @@ class Notifier:
             except BaseException:
                 self.unregister_queue(subscriber)
                 raise
-        told, state.priming = state.priming or set(), None
-        snapshot = [c for c in rows if c.id not in told]
-        for change in reversed(snapshot):  # oldest first: the first forgotten
+        held, state.priming = state.priming or [], None
+        for change in reversed(rows):  # oldest first: the first forgotten
             if change.id not in state.decided:
                 state.know(change.id)
-        return [change_to_json(c) for c in snapshot]
+        in_snapshot = {c.id for c in rows}
+        sent = sum(self._deliver(subscriber, event) for event in held
+                   if not (event.created and event.change_id in in_snapshot))
+        self.delivered_count += sent
+        return [change_to_json(c) for c in rows]
 
     async def pending_changes(self, tenant_id: str, ids_only: bool = False) -> list[Any]:
         """The tenant's pending changes, newest first, at most ``queue_size`` (rows, or
@@ -227,7 +229,10 @@ class Notifier:
         sent = 0
         for subscriber, state in list(self._queues[event.tenant_id].items()):
             if state.take(event):
-                sent += self._deliver(subscriber, event)
+                if state.priming is not None:
+                    state.priming.append(event)
+                else:
+                    sent += self._deliver(subscriber, event)
         return sent
 
     @staticmethod

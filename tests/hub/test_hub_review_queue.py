@@ -13,7 +13,8 @@ from hubenv import HubEnv, ServerFactory, Tenant
 from hubwire import RawWs, open_ws
 
 from colaflow_mcp.hub.methods import REVIEWERS_ONLY
-from colaflow_mcp.store.tables import PendingChange, Status, Tenant as TenantRow, utcnow
+from colaflow_mcp.store.tables import PendingChange, Status, utcnow
+from colaflow_mcp.store.tables import Tenant as TenantRow
 from tests.harness import SAFETY_NETS_FAR_AWAY, SAFETY_NETS_ON, recovery_passes
 
 pytestmark = pytest.mark.anyio

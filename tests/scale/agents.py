@@ -104,6 +104,10 @@ class HubAgent:
 
     async def subscribe(self, change_id: str) -> dict[str, Any]:
         """Invoke SubscribeToPendingChange and return its completion."""
+        return await self.invoke("SubscribeToPendingChange", change_id)
+
+    async def invoke(self, target: str, *arguments: Any) -> dict[str, Any]:
+        """Invoke a hub method and return its completion."""
         assert self.ws is not None
         inv = str(next(self._ids))
         event, box = anyio.Event(), []
@@ -111,8 +115,8 @@ class HubAgent:
         try:
             try:
                 await self.ws.send(json.dumps({"type": 1, "invocationId": inv,
-                                               "target": "SubscribeToPendingChange",
-                                               "arguments": [change_id]}) + RS)
+                                               "target": target,
+                                               "arguments": list(arguments)}) + RS)
             except Exception as exc:
                 raise ConnectionError(f"send failed: {exc}") from exc
             with anyio.fail_after(10):
@@ -130,6 +134,33 @@ class HubAgent:
         """
         with anyio.fail_after(within):
             while not change_ids <= set(self.events):
+                if self.closed.is_set():
+                    raise ConnectionError("connection closed while waiting")
+                await self._changed.wait()
+
+
+class QueueReviewer(HubAgent):
+    """A reviewer on the review queue: every event it receives, in order."""
+
+    def __init__(self, name: str = "reviewer") -> None:
+        super().__init__(name)
+        self.seen: list[tuple[str, str]] = []  # (target, change id)
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == 1 and str(msg.get("target", "")).startswith("PendingChange"):
+            self.seen.append((msg["target"], msg["arguments"][0]["pendingChangeId"]))
+        super()._on_message(msg)
+
+    async def subscribe_queue(self) -> list[str]:
+        """Invoke SubscribeToReviewQueue; the ids of the pending changes it returns."""
+        done = await self.invoke("SubscribeToReviewQueue")
+        assert "error" not in done, done
+        return [c["id"] for c in done["result"]["pending"]]
+
+    async def wait_for_events(self, wanted: set[tuple[str, str]], within: float) -> None:
+        """Until every (target, change id) of ``wanted`` has arrived."""
+        with anyio.fail_after(within):
+            while not wanted <= set(self.seen):
                 if self.closed.is_set():
                     raise ConnectionError("connection closed while waiting")
                 await self._changed.wait()
