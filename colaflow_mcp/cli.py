@@ -1,4 +1,5 @@
-"""``colaflow-mcp serve | keys | token | projects | db``: results on stdout, logs on stderr."""
+"""``colaflow-mcp serve | keys | token | projects | db | changes``: results on stdout, logs on
+stderr."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from colaflow_mcp import logs
+from colaflow_mcp import logs, reviewer_cli
 from colaflow_mcp.config import Settings
 from colaflow_mcp.domain import admin
 from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret
@@ -101,11 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     dr.add_argument("--empty", action="store_true", help="no autogenerate: an empty revision")
     for cmd in (du, dd, dc, dh, dr):
         cmd.add_argument("--json", action="store_true")
+
+    reviewer_cli.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; the exit status (0 ok, 1 failed, 2 bad settings)."""
+    """Run one command; the exit status (0 ok, 1 failed, 2 bad settings or usage; 3 for a
+    ``changes`` decision on a change already decided)."""
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(database_url=args.database_url)
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logs.configure(getattr(args, "log_level", None) or settings.log_level)
+    if args.command == "changes":
+        return reviewer_cli.run(args, settings)
     if args.command == "serve":
         return _serve(settings.replace(
             **{k: v for k, v in {"host": args.host, "port": args.port,

@@ -118,6 +118,13 @@ class Settings:
     review_queue_size: int = 500
     review_queue_recent_decisions: int = 1000
 
+    # The reviewer CLI (`colaflow-mcp changes …`, a client of a running server).
+    reviewer_cli_timeout_seconds: float = 30.0  # one HTTP request, or opening the hub
+    reviewer_cli_max_backoff_seconds: float = 10.0  # watch reconnects after 0.5 s, doubling
+    reviewer_cli_ping_seconds: float = 15.0  # watch's keep-alive pings to the hub
+    # A hub that sends nothing (it pings every 15 s) this long is gone: watch reconnects.
+    reviewer_cli_silence_seconds: float = 30.0
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``COLAFLOW_*`` variables, then explicit overrides (flags)."""

@@ -92,15 +92,16 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _spawn(env: dict[str, str], cwd: Path) -> tuple[ServerProcess, threading.Event]:
-    """Start `colaflow-mcp serve` on port 0; the event is set once uvicorn reports the port
-    it bound (or the process has exited).
+def _spawn(env: dict[str, str], cwd: Path, port: int = 0
+           ) -> tuple[ServerProcess, threading.Event]:
+    """Start `colaflow-mcp serve` on ``port`` (0: the OS picks); the event is set once
+    uvicorn reports the port it bound (or the process has exited).
 
     (Binding a free port here and handing its number over would leave a window in which
     another process takes it.)
     """
     proc = subprocess.Popen(
-        [os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", "0"],
+        [os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", str(port)],
         cwd=cwd, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     server = ServerProcess(proc, 0)
@@ -124,10 +125,11 @@ def _spawn(env: dict[str, str], cwd: Path) -> tuple[ServerProcess, threading.Eve
 
 
 @contextmanager
-def serve(env: dict[str, str], cwd: Path, ready_timeout: float = 30.0
+def serve(env: dict[str, str], cwd: Path, ready_timeout: float = 30.0, port: int = 0
           ) -> Iterator[ServerProcess]:
-    """Start `colaflow-mcp serve` on port 0; yields once uvicorn reports the port it bound."""
-    server, ready = _spawn(env, cwd)
+    """Start `colaflow-mcp serve` on port 0 (or ``port``: a restart where clients expect
+    it); yields once uvicorn reports the port it bound."""
+    server, ready = _spawn(env, cwd, port)
     try:
         if not ready.wait(ready_timeout) or server.proc.poll() is not None or not server.port:
             raise RuntimeError("server did not start (or did not log where it listens, "
@@ -160,8 +162,8 @@ def serve_together(env: dict[str, str], cwd: Path, count: int,
 class AsyncServe:
     """`serve()` for async tests: start/stop off the event loop thread."""
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self._cm = serve(env, cwd)
+    def __init__(self, env: dict[str, str], cwd: Path, port: int = 0) -> None:
+        self._cm = serve(env, cwd, port=port)
         self.server: ServerProcess | None = None
 
     async def __aenter__(self) -> ServerProcess:

@@ -139,6 +139,23 @@ def handshake_response(error: str | None = None) -> str:
     return frame({"error": error} if error else {})
 
 
+# Client side (the reviewer CLI's ``changes watch``).
+
+
+def handshake_request(version: int = 1) -> str:
+    """The client's first message: the JSON protocol, with the separator."""
+    return frame({"protocol": SUPPORTED_PROTOCOL, "version": version})
+
+
+def parse_handshake_response(text: str) -> str | None:
+    """The server's answer to the handshake: None if accepted, else its error."""
+    data = _load(text)
+    if "type" in data:
+        raise ProtocolError("expected a handshake response, got a hub message")
+    error = data.get("error")
+    return None if error is None else str(error)
+
+
 # -- messages ---------------------------------------------------------------------------
 
 
