@@ -73,6 +73,20 @@ class Hub(Protocol):
         """The connection closed: drop what it held."""
 
 
+# One dispatch hands the same event to every subscriber (a creation to every reviewer of
+# the tenant): frame it once, not once per connection.
+_last_framed: tuple[DecisionEvent | None, str] = (None, "")
+
+
+def _framed(event: DecisionEvent) -> str:
+    global _last_framed
+    last, text = _last_framed
+    if last is not event:
+        text = p.invocation(event.target, [event.payload])
+        _last_framed = (event, text)
+    return text
+
+
 class HubConnection:
     """State, buffers and timers of one logical SignalR connection."""
 
@@ -158,7 +172,7 @@ class HubConnection:
     def deliver(self, event: DecisionEvent) -> None:
         """Queue a decision (or, on the review queue, creation) event as a non-blocking
         invocation of its target."""
-        self.send(p.invocation(event.target, [event.payload]))
+        self.send(_framed(event))
 
     def owned_by(self, principal: Principal) -> bool:
         """Whether a request by ``principal`` may use this connection (same key/user)."""
