@@ -13,6 +13,8 @@ Pinned to ``mcp==2.3.*``. Private SDK hooks used (re-check on upgrade):
   before anything is sent), ``._discard_session`` (the one place every session end passes
   through) and ``._server_instances`` (to count a key's live sessions and to end the
   sessions of a revoked key).
+- ``StreamableHTTPSessionManager._server_instances`` and ``._session_owners`` renamed to
+  the tagged session id in ``_admit_session`` (the SDK makes the id itself, a plain uuid).
 - ``StreamableHTTPServerTransport._event_store`` (to end the session's GET stream, which
   the store serves, when the session ends), and the transport's GET handling: a request
   with ``Last-Event-ID`` is served by ``EventStore.replay_events_after`` alone.
@@ -283,6 +285,8 @@ class _SessionManager(StreamableHTTPSessionManager):
             transport = super()._admit_session(requestor)
         finally:
             self.event_store = None
+        if transport is not None:
+            self._tag_session(transport)
         if transport is not None and principal is not None and key_id is not None:
             session_id = transport.mcp_session_id
             assert session_id is not None
@@ -290,6 +294,18 @@ class _SessionManager(StreamableHTTPSessionManager):
             self._sessions_of.setdefault(key_id, set()).add(session_id)
             self._principals.setdefault(key_id, principal)
         return transport
+
+    def _tag_session(self, transport: StreamableHTTPServerTransport) -> None:
+        """Rename the new session ``<instance tag>.<SDK's id>`` (docs/scale-out.md: a load
+        balancer routes the session's requests by the tag). Private (mcp 2.3): the SDK's
+        session tables, renamed before the session's task starts or its id is sent."""
+        old = transport.mcp_session_id
+        assert old is not None
+        new = self._endpoint.services.settings.tagged(old)
+        transport.mcp_session_id = new
+        self._server_instances[new] = self._server_instances.pop(old)
+        if old in self._session_owners:
+            self._session_owners[new] = self._session_owners.pop(old)
 
     def _forget(self, session_id: str) -> None:
         key_id = self._key_of.pop(session_id, None)

@@ -94,15 +94,13 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _spawn(env: dict[str, str], cwd: Path, port: int | None = None
-           ) -> tuple[ServerProcess, threading.Event]:
-    """Start `colaflow-mcp serve`; the event is set once uvicorn reports the socket is
-    listening (or the process has exited)."""
-    port = port or free_port()
-    proc = subprocess.Popen(
-        [os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", str(port)],
-        cwd=cwd, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+def spawn(argv: list[str], cwd: Path, env: dict[str, str], port: int,
+          is_ready: Callable[[str], bool], new_session: bool = False
+          ) -> tuple[ServerProcess, threading.Event]:
+    """Start a process whose output (stdout and stderr) is collected line by line; the event
+    is set at the first line ``is_ready`` accepts (or when the process has exited)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
     server = ServerProcess(proc, port)
     ready = threading.Event()
 
@@ -110,7 +108,7 @@ def _spawn(env: dict[str, str], cwd: Path, port: int | None = None
         assert proc.stdout is not None
         for line in proc.stdout:
             server._append(line)
-            if "Uvicorn running on" in line or "Application startup complete" in line:
+            if not server.listening and is_ready(line):
                 server.listening = True
                 ready.set()
         server._output_ended()
@@ -119,6 +117,17 @@ def _spawn(env: dict[str, str], cwd: Path, port: int | None = None
     server.pump = threading.Thread(target=pump, daemon=True)
     server.pump.start()
     return server, ready
+
+
+def _spawn(env: dict[str, str], cwd: Path, port: int | None = None
+           ) -> tuple[ServerProcess, threading.Event]:
+    """Start `colaflow-mcp serve`; the event is set once uvicorn reports the socket is
+    listening (or the process has exited)."""
+    port = port or free_port()
+    return spawn([os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", str(port)],
+                 cwd, cli_env(env), port,
+                 lambda line: "Uvicorn running on" in line
+                 or "Application startup complete" in line)
 
 
 @contextmanager
@@ -140,7 +149,15 @@ def serve_together(env: dict[str, str], cwd: Path, count: int,
     """Start ``count`` servers at the same moment (all spawned before any is waited on);
     yields them once every one is listening, or raises with the output of those that
     did not start."""
-    started = [_spawn(env, cwd) for _ in range(count)]
+    with serve_each([(env, free_port()) for _ in range(count)], cwd, ready_timeout) as servers:
+        yield servers
+
+
+@contextmanager
+def serve_each(instances: list[tuple[dict[str, str], int]], cwd: Path,
+               ready_timeout: float = 60.0) -> Iterator[list[ServerProcess]]:
+    """:func:`serve_together` with an environment and a port of its own for each server."""
+    started = [_spawn(env, cwd, port) for env, port in instances]
     try:
         failed = [s for s, ready in started
                   if not ready.wait(ready_timeout) or not s.listening

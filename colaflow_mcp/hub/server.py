@@ -92,9 +92,11 @@ class HubServer:
         return principal
 
     def create_connection(self, principal: Principal, negotiate_version: int) -> HubConnection:
-        connection_id = secrets.token_urlsafe(16)
-        # Version 0 clients use the connection id as the request id, so it is the secret.
-        token = secrets.token_urlsafe(32) if negotiate_version >= 1 else connection_id
+        # Both carry the instance's routing tag (the token is the ``id`` of every later
+        # request; version 0 clients use the connection id, which is then the secret).
+        connection_id = self.settings.tagged(secrets.token_urlsafe(16))
+        token = (self.settings.tagged(secrets.token_urlsafe(32)) if negotiate_version >= 1
+                 else connection_id)
         conn = HubConnection(
             connection_id=connection_id, token=token, principal=principal, hub=self.hub,
             limits=self.limits, on_closed=self._closed,
