@@ -57,6 +57,8 @@ class Fleet:
             self.events.setdefault(name, Counter())[m["id"]] += 1
         elif "state" in m:
             self.states.setdefault(name, []).append(m["state"])
+            if m.get("error"):
+                self.errors.append(m)
             if m.get("connectionId"):
                 self.where[name] = m["connectionId"]
         elif "subscribed" in m:

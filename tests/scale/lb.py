@@ -137,19 +137,21 @@ class Balanced:
 
 
 @asynccontextmanager
-async def balanced(tmp: Path, keys: int = 1, release: bool = False, **extra_env: str
+async def balanced(tmp: Path, keys: int = 1, release: bool = False,
+                   first_start: dict[str, dict[str, str]] | None = None
                    ) -> AsyncIterator[Balanced]:
     """Instances a and b started together on an empty database (``release``: on release
-    0.1.0's database, to upgrade), nginx in front of them; the database is dropped after."""
+    0.1.0's database, to upgrade), nginx in front of them; the database is dropped after.
+    ``first_start``: extra variables of an instance (by tag) until it is restarted."""
     require_service("Redis", "127.0.0.1", 6379)
     async with pg_database(release) as db_url:
-        async with _balanced(tmp, db_url, keys, release, extra_env) as b:
+        async with _balanced(tmp, db_url, keys, release, first_start or {}) as b:
             yield b
 
 
 @asynccontextmanager
-async def _balanced(tmp: Path, db_url: str, keys: int, release: bool, extra_env: dict[str, str]
-                    ) -> AsyncIterator[Balanced]:
+async def _balanced(tmp: Path, db_url: str, keys: int, release: bool,
+                    first_start: dict[str, dict[str, str]]) -> AsyncIterator[Balanced]:
     env = {
         **FAST_ENV,
         "COLAFLOW_DATABASE_URL": db_url,
@@ -158,12 +160,12 @@ async def _balanced(tmp: Path, db_url: str, keys: int, release: bool, extra_env:
         "COLAFLOW_JWT_SECRET": "nginx-secret-" + uuid.uuid4().hex,
         # What the docs say to set: the public host name nginx forwards (MCP checks Host).
         "COLAFLOW_ALLOWED_HOSTS": "127.0.0.1",
-        **extra_env,
+        # The default: the JS client pings every 15 s (FAST_ENV's 10 s would close it).
+        "COLAFLOW_HUB_CLIENT_TIMEOUT_SECONDS": "30",
     }
     ports = {tag: free_port() for tag in TAGS}
-    tmp.mkdir(parents=True, exist_ok=True)
-    start = serve_each([({**env, "COLAFLOW_INSTANCE_TAG": tag, "COLAFLOW_INSTANCE_ID": tag},
-                         ports[tag]) for tag in TAGS], tmp)
+    start = serve_each([({**env, "COLAFLOW_INSTANCE_TAG": tag, "COLAFLOW_INSTANCE_ID": tag,
+                          **first_start.get(tag, {})}, ports[tag]) for tag in TAGS], tmp)
     servers = await anyio.to_thread.run_sync(start.__enter__)
     try:
         front = running_nginx(tmp / "nginx", ports)
