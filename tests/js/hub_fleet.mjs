@@ -7,9 +7,11 @@
 //       "factory": accessTokenFactory, as documented (node sends the key as a header on
 //       negotiate, sends and WebSockets; the SSE GET carries it as ?access_token=);
 //       "query": the key only in the hub URL's query string, on every request.
+//       Optional "stateful": true (WebSockets): .withStatefulReconnect().
 //       -> {"name":N,"state":"connected","connectionId":…}
 //   {"cmd":"subscribe","name":N,"id":ID}  -> {"name":N,"subscribed":ID,"status":…}
 //   {"cmd":"where"}  -> {"where":{name: connectionId, …}}
+//   {"cmd":"drop","name":N}  drops N's WebSocket abruptly (no close handshake) -> {"name":N,"dropped":true}
 //   {"cmd":"stop"}   stops every connection and exits
 // Events: {"name":N,"event":"PendingChangeApproved","id":ID}; lifecycle:
 //   {"name":N,"state":"reconnecting"|"reconnected"|"closed", …}; every connection token a
@@ -38,7 +40,7 @@ class RecordingHttpClient extends signalR.DefaultHttpClient {
 
 const connections = new Map(); // name -> {connection, waiting}
 
-async function open({ name, key, transport, spelling }) {
+async function open({ name, key, transport, spelling, stateful }) {
   const options = {
     transport: signalR.HttpTransportType[transport],
     httpClient: new RecordingHttpClient(signalR.NullLogger.instance),
@@ -46,11 +48,12 @@ async function open({ name, key, transport, spelling }) {
   let url = hubUrl;
   if (spelling === "query") url += `?access_token=${encodeURIComponent(key)}`;
   else options.accessTokenFactory = () => key;
-  const connection = new signalR.HubConnectionBuilder()
+  let builder = new signalR.HubConnectionBuilder()
     .withUrl(url, options)
     .withAutomaticReconnect() // the default policy: 0, 2, 10, 30 s
-    .configureLogging(signalR.LogLevel.None)
-    .build();
+    .configureLogging(signalR.LogLevel.None);
+  if (stateful) builder = builder.withStatefulReconnect();
+  const connection = builder.build();
   const entry = { connection, waiting: new Set() };
   connections.set(name, entry);
   for (const event of ["PendingChangeApproved", "PendingChangeRejected", "PendingChangeExpired"]) {
@@ -91,6 +94,11 @@ for await (const line of rl) {
       const where = {};
       for (const [name, { connection }] of connections) where[name] = connection.connectionId;
       out({ where });
+    } else if (msg.cmd === "drop") {
+      // What a network failure does: the socket is gone, no close handshake.
+      const ws = connections.get(msg.name).connection.connection.transport._webSocket;
+      ws.terminate ? ws.terminate() : ws.close();
+      out({ name: msg.name, dropped: true });
     } else if (msg.cmd === "stop") {
       await Promise.all([...connections.values()].map(({ connection }) => connection.stop()));
       break;

@@ -37,6 +37,7 @@ class Fleet:
     subscribed: dict[str, dict[str, str]] = field(default_factory=dict)
     tokens: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
     async def pump(self) -> None:
@@ -63,6 +64,8 @@ class Fleet:
                 self.where[name] = m["connectionId"]
         elif "subscribed" in m:
             self.subscribed.setdefault(name, {})[m["subscribed"]] = m["status"]
+        elif "dropped" in m:
+            self.dropped.add(name)
         elif "subscribeError" in m or "error" in m:
             self.errors.append(m)
 
@@ -79,8 +82,10 @@ class Fleet:
     async def send(self, **command: Any) -> None:
         await self.proc.send_line(json.dumps(command))
 
-    async def open(self, name: str, key: str, transport: str, spelling: str) -> None:
-        await self.send(cmd="open", name=name, key=key, transport=transport, spelling=spelling)
+    async def open(self, name: str, key: str, transport: str, spelling: str,
+                   stateful: bool = False) -> None:
+        await self.send(cmd="open", name=name, key=key, transport=transport, spelling=spelling,
+                        stateful=stateful)
         await self.until(lambda: name in self.where or any(
             e.get("name") == name for e in self.errors), 30, f"{name} connected")
         assert name in self.where, self.errors
@@ -89,6 +94,11 @@ class Fleet:
         await self.send(cmd="subscribe", name=name, id=change_id)
         await self.until(lambda: change_id in self.subscribed.get(name, {}), 30,
                          f"{name} subscribed")
+
+    async def drop(self, name: str) -> None:
+        """Drop the connection's WebSocket abruptly."""
+        await self.send(cmd="drop", name=name)
+        await self.until(lambda: name in self.dropped, 10, f"{name} dropped")
 
     def count(self, name: str, change_id: str) -> int:
         return self.events.get(name, Counter())[change_id]

@@ -13,7 +13,7 @@ import pytest
 
 from tests.mcp.nodeproc import require_node_package, run_node
 from tests.scale.cluster import server_passes
-from tests.scale.fleet import JS, TRANSPORTS, BrowserStyleAgent, fleet, tag_of
+from tests.scale.fleet import JS, TRANSPORTS, BrowserStyleAgent, Fleet, fleet, tag_of
 from tests.scale.lb import Balanced, balanced
 from tests.scale.nginx import access_entries
 
@@ -84,6 +84,46 @@ async def test_hub_connections_keep_their_instance_whatever_the_transport_and_sp
         tg.cancel_scope.cancel()
     b.assert_no_secret_logged([*b.keys, b.token, *f.tokens,
                                *(agent.token for agent in browsers)])
+
+
+async def test_stateful_reconnect_resumes_on_the_instance_holding_the_connection(
+    tmp_path: Path,
+) -> None:
+    # A dropped WebSocket with stateful reconnect comes back with the same id: the tag
+    # sends it to the instance that still holds the connection, which replays what the
+    # client missed; the application sees nothing.
+    async with balanced(tmp_path, keys=2) as b:
+        async with fleet(b.url + "/hubs/mcp") as f:
+            await stateful_round(b, f)
+        # Each connection opened its socket twice (by negotiate's id), both times on its own
+        # instance; nginx logs a WebSocket when it ends.
+        sockets = [e for e in access_entries(b.nginx.logs()["colaflow.access.log"])
+                   if e.method == "GET" and e.uri == "/hubs/mcp" and e.status == 101]
+        assert len(sockets) == 8 and all(e.tag for e in sockets), sockets
+        assert_routed_by_tag(b, "/hubs/mcp")
+    b.assert_no_secret_logged([*b.keys, b.token, *f.tokens])
+
+
+async def stateful_round(b: Balanced, f: Fleet) -> None:
+    """Four stateful connections get a decision, lose their sockets, get another one."""
+    names = [f"stateful{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        await f.open(name, b.keys[i % 2], "WebSockets", "factory", stateful=True)
+    assert {tag_of(f.where[n]) for n in names} == {"a", "b"}
+    first, second = await b.propose("one"), await b.propose("two")
+    for name in names:
+        await f.subscribe(name, first)
+        await f.subscribe(name, second)
+    assert (await b.decide(first)).status_code == 200
+    await f.until(lambda: all(f.count(n, first) for n in names), 20, "first delivered")
+    for name in names:
+        await f.drop(name)
+    assert (await b.decide(second, "reject")).status_code == 200
+    await f.until(lambda: all(f.count(n, second) for n in names), 20, "second delivered")
+    await server_passes(*b.instances.values())
+    assert all(f.count(n, c) == 1 for n in names for c in (first, second))
+    assert all(states == ["connected"] for states in f.states.values()), f.states
+    assert not f.errors
 
 
 async def test_typescript_mcp_sessions_keep_their_instance(tmp_path: Path) -> None:
