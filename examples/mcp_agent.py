@@ -156,27 +156,27 @@ async def wait_for_decision(url: str, key: str, uri: str, legacy: bool, recheck:
                             ) -> dict[str, Any]:
     """Watch the change, connecting again (and subscribing again) after a lost connection."""
     announced = False
+    quick = False  # the next attempt is made at once (see below)
 
-    def announce(text: str) -> None:
-        nonlocal announced
+    def watching(text: str) -> None:
+        nonlocal announced, quick
+        # Once a session watched, the first attempt after losing it is made at once: behind
+        # a load balancer another instance is most likely up. Later ones wait (a server
+        # that is down, or a proxy that misroutes sessions, must not make a busy loop).
+        quick = True
         if not announced:
             announced = True
             say(text)
 
-    last_quick = -RECONNECT_DELAY * 10
     while True:
         try:
-            return await watch(url, key, uri, legacy, recheck, announce)
+            return await watch(url, key, uri, legacy, recheck, watching)
         except Exception as exc:  # the SDK ends the whole client when a request fails
-            now = anyio.current_time()
-            if "Session not found" in reason(exc) and now - last_quick > RECONNECT_DELAY * 10:
-                # The server that held the session is gone or restarted; others are up.
-                # (Only once in a while at once: a misrouting proxy must not make a loop.)
-                last_quick = now
-                say("session ended by the server; starting a new one")
-                continue
-            say(f"connection lost ({reason(exc)}); connecting again in {RECONNECT_DELAY:g} s")
-            await anyio.sleep(RECONNECT_DELAY)
+            delay = 0.0 if quick else RECONNECT_DELAY
+            quick = False
+            say(f"connection lost ({reason(exc)}); connecting again"
+                + (f" in {delay:g} s" if delay else ""))
+            await anyio.sleep(delay)
 
 
 async def run(url: str, key: str, project: str, title: str, legacy: bool,
