@@ -64,6 +64,11 @@ async function openSession() {
   client.onerror = (error) => {
     if (error?.code === 404) {
       wake(); // the server no longer knows the session: the read fails, and we start anew
+    } else if (String(error?.message).startsWith("SSE stream disconnected")) {
+      // The SDK reopens the stream after the server's retry: hint (3 s); reading now finds
+      // out at once whether the session is still there (if its server went away, the read
+      // is answered 404 and we start anew).
+      wake();
     } else if (String(error?.message).includes("Maximum reconnection attempts")) {
       console.log("GET stream given up by the SDK; reading the change instead");
       wake();
