@@ -12,12 +12,19 @@ import anyio
 import pytest
 
 from tests.mcp.nodeproc import require_node_package, run_node
+from tests.scale.agents import HubAgent
 from tests.scale.cluster import server_passes
 from tests.scale.fleet import JS, TRANSPORTS, BrowserStyleAgent, Fleet, fleet, tag_of
 from tests.scale.lb import Balanced, balanced
 from tests.scale.nginx import access_entries
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.redis, pytest.mark.node]
+
+
+async def websockets_per_instance(b: Balanced) -> dict[str, int]:
+    """Open hub WebSockets on each instance (its /health)."""
+    return {tag: (await b.health(tag))["hub"]["transports"].get("WebSockets", 0)
+            for tag in b.instances}
 
 
 def assert_routed_by_tag(b: Balanced, path: str) -> Counter[str]:
@@ -47,19 +54,27 @@ async def test_hub_connections_keep_their_instance_whatever_the_transport_and_sp
                     names.append(name := f"key{i}/{transport}/{spelling}")
                     await f.open(name, key, transport, spelling)
         browsers = [BrowserStyleAgent(f"browser{i}") for i in range(2)]
-        for agent, key in zip(browsers, b.keys, strict=False):
-            await agent.connect_negotiated(b.url, key, tg)
+        for browser, key in zip(browsers, b.keys, strict=False):
+            await browser.connect_negotiated(b.url, key, tg)
         # One key's connections spread over both instances (negotiate is balanced).
         for i in range(len(b.keys)):
             mine = {tag_of(f.where[n]) for n in names if n.startswith(f"key{i}/")}
             assert mine == {"a", "b"}, (i, f.where)
-        assert {tag_of(agent.token) for agent in browsers} == {"a", "b"}
+        assert {tag_of(browser.token) for browser in browsers} == {"a", "b"}
+        # WebSockets without negotiate (no id, no tag) are balanced too.
+        before = await websockets_per_instance(b)
+        skipping = [HubAgent(f"skip{i}") for i in range(2)]
+        for agent, key in zip(skipping, b.keys, strict=False):
+            await agent.connect(b.url.replace("http://", "ws://") + "/hubs/mcp", key, tg)
+        after = await websockets_per_instance(b)
+        assert {t: after[t] - before[t] for t in after} == {"a": 1, "b": 1}
+        agents = [*browsers, *skipping]
 
         changes = [await b.propose(f"change {i}", key) for i, key in enumerate(b.keys)]
         for name in names:
             for change in changes:
                 await f.subscribe(name, change)
-        for agent in browsers:
+        for agent in agents:
             for change in changes:
                 assert "error" not in await agent.subscribe(change)
         for i, change in enumerate(changes):
@@ -68,12 +83,12 @@ async def test_hub_connections_keep_their_instance_whatever_the_transport_and_sp
 
         await f.until(lambda: all(f.count(n, c) for n in names for c in changes), 30,
                       "every connection got every decision")
-        for agent in browsers:
+        for agent in agents:
             await agent.wait_for(set(changes), within=30)
         await server_passes(*b.instances.values())
         assert {(n, c): f.count(n, c) for n in names for c in changes} == dict.fromkeys(
             ((n, c) for n in names for c in changes), 1)
-        for agent in browsers:
+        for agent in agents:
             assert dict(agent.events) == dict.fromkeys(changes, 1)
         # No connection was lost or sent to the wrong instance on the way.
         assert not f.errors
@@ -83,7 +98,7 @@ async def test_hub_connections_keep_their_instance_whatever_the_transport_and_sp
 
         tg.cancel_scope.cancel()
     b.assert_no_secret_logged([*b.keys, b.token, *f.tokens,
-                               *(agent.token for agent in browsers)])
+                               *(browser.token for browser in browsers)])
 
 
 async def test_stateful_reconnect_resumes_on_the_instance_holding_the_connection(
