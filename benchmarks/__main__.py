@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, help="decisions per second")
     parser.add_argument("--rates", help="throughput: comma-separated rate ladder")
     parser.add_argument("--transports", help="latency: comma-separated hub-ws,hub-sse,hub-lp")
+    parser.add_argument("--repeats", type=int,
+                        help="peer: rounds, alternating which server runs first (default 3)")
+    parser.add_argument("--redis-url", help="redis: the Redis to use")
+    parser.add_argument("--postgres-url", help="redis: PostgreSQL admin URL (creates a db)")
     args = parser.parse_args(argv)
     raise_fd_limit()
     kwargs: dict[str, object] = {"smoke": args.smoke}
@@ -41,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["rates"] = [float(r) for r in args.rates.split(",")]
     if args.transports:
         kwargs["transports"] = args.transports.split(",")
+    if args.repeats:
+        kwargs["repeats"] = args.repeats
+    if args.redis_url:
+        kwargs["redis_url"] = args.redis_url
+    if args.postgres_url:
+        kwargs["pg_admin_url"] = args.postgres_url
     t0 = time.monotonic()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="colaflow-bench-") as tmp:

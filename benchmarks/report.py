@@ -193,30 +193,47 @@ def push_vs_poll(data: dict[str, Any], out: Path) -> str:
 
 
 def peer(data: dict[str, Any], out: Path) -> str:
-    ours, sio = data["ours"], data["socketio"]
+    # Results from before the repeats were one round, ours first.
+    runs = data.get("repeats") or [{**data, "order": ["ours", "socketio"]}]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
     names = ["colaflow hub", "python-socketio"]
-    for i, q in enumerate(("p50", "p99")):
-        axes[0].bar([x + 0.4 * i for x in range(2)],
-                    [ours["latency_ms"][q], sio["latency_ms"][q]], 0.4, label=q)
-    axes[0].set_xticks([0.2, 1.2], names)
-    axes[0].set_title("decide returned → event (ms)", fontsize=9)
+    width = 0.8 / len(runs)
+    for i, run in enumerate(runs):
+        xs = [x + width * i for x in range(2)]
+        axes[0].bar(xs, [run["ours"]["latency_ms"]["p99"], run["socketio"]["latency_ms"]["p99"]],
+                    width, label=f"round {i + 1}")
+        axes[1].bar(xs, [run["ours"]["push_cpu_ms_per_event"] or 0.0,
+                         run["socketio"]["push_cpu_ms_per_event"] or 0.0], width)
+    for ax in axes:
+        ax.set_xticks([0.4 - width / 2 + x for x in range(2)], names)
+    axes[0].set_title("decide returned → event, p99 (ms)", fontsize=9)
     axes[0].legend(fontsize=7)
-    axes[1].bar(names, [ours["push_cpu_ms_per_event"], sio["push_cpu_ms_per_event"]])
     axes[1].set_title("server CPU ms per delivered event\n(net of deciding)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "peer.png", dpi=110)
     plt.close(fig)
-    lines = ["| server | after return p50 / p90 / p99 / max (ms) | from send p50 / p99 (ms) | "
-             "CPU ms/decision with subscribers | deciding alone | push CPU ms/event | "
-             "KiB/conn |", "|" + "---|" * 7]
-    for name, r, base in (("colaflow hub", ours, data["ours_decide_only"]),
-                          ("python-socketio", sio, data["socketio_decide_only"])):
-        lines.append(f"| {name} | {_lat(r)} | {_fmt(r['since_call_ms']['p50'])} / "
-                     f"{_fmt(r['since_call_ms']['p99'])} | {_fmt(r['cpu_ms_per_delivered'])} | "
-                     f"{_fmt(base['cpu_ms_per_decision'])} | "
-                     f"{_fmt(r['push_cpu_ms_per_event'])} | "
-                     f"{_fmt(r['rss_per_connection_kib'])} |")
+    lines = ["| round (first) | server | after return p50 / p90 / p99 / max (ms) | "
+             "from send p50 / p99 (ms) | CPU ms/decision with subscribers | deciding alone | "
+             "push CPU ms/event | KiB/conn | load avg |", "|" + "---|" * 9]
+    for i, run in enumerate(runs, 1):
+        for name, key in (("colaflow hub", "ours"), ("python-socketio", "socketio")):
+            r, base = run[key], run[f"{key}_decide_only"]
+            lines.append(
+                f"| {i} ({run['order'][0]}) | {name} | {_lat(r)} | "
+                f"{_fmt(r['since_call_ms']['p50'])} / {_fmt(r['since_call_ms']['p99'])} | "
+                f"{_fmt(r['cpu_ms_per_delivered'])} | {_fmt(base['cpu_ms_per_decision'])} | "
+                f"{_fmt(r['push_cpu_ms_per_event'])} | {_fmt(r['rss_per_connection_kib'])} | "
+                f"{r.get('loadavg_1m', '–')} |")
+    if "cpu_ratio_all_in" in data:
+        lines.append("")
+        lines.append("| CPU, colaflow ÷ python-socketio | median | min – max | per round |")
+        lines.append("|---|---|---|---|")
+        for label, key in (("all-in (per delivered decision)", "cpu_ratio_all_in"),
+                           ("net of deciding (push only)", "cpu_ratio_net_of_deciding")):
+            v = data[key]
+            times = "×" if v["median"] is not None else ""
+            lines.append(f"| {label} | {_fmt(v['median'])}{times} | {_fmt(v['min'])} – "
+                         f"{_fmt(v['max'])} | {' / '.join(_fmt(x) for x in v['runs'])} |")
     return "\n".join(lines)
 
 

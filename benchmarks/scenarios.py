@@ -21,7 +21,8 @@ from benchmarks.server import (
     HOST,
     Credentials,
     ServerUnderTest,
-    free_port,
+    bench_env,
+    listening_port,
     running_server,
     seed_changes,
     summary_cpu,
@@ -187,17 +188,20 @@ async def push_vs_poll(root: Path, smoke: bool = False, agents: int = 1000,
 
 @contextmanager
 def socketio_peer(workdir: Path, creds: Credentials) -> Iterator[ServerUnderTest]:
-    """The peer (benchmarks/sio_peer.py) under uvicorn, as its own process."""
+    """The peer (benchmarks/sio_peer.py) as its own process, served like ours (same
+    environment: warning-level logs; same serve code: see sio_peer.main)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     log_path = workdir / "sio_peer.log"
+    env = bench_env(f"sqlite:///{workdir / 'unused.db'}", "unused-" + uuid.uuid4().hex)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.sio_peer", "--port", str(port),
+            [sys.executable, "-m", "benchmarks.sio_peer", "--port", "0",
              "--db", str(workdir / "peer.db"), "--key", creds.api_key,
              "--token", creds.reviewer_token],
-            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent)
     try:
+        port = listening_port(proc, log_path)
         wait_healthy(port, proc, log_path)
         yield ServerUnderTest(proc, port, creds, "", workdir, log_path)
     finally:
@@ -220,34 +224,82 @@ async def peer_seed(server: ServerUnderTest, count: int) -> list[str]:
 PEER_PATH = "/decide/{id}/{verb}"
 
 
-async def peer(root: Path, smoke: bool = False, agents: int = 1000,
-               rate: float = 100.0) -> dict[str, Any]:
-    """Our hub and a minimal python-socketio server: same agents, same trigger, same rate."""
-    if smoke:
-        agents, rate = 5, 20.0
-    out: dict[str, Any] = {"scenario": "peer", "agents": agents, "rate": rate}
-    with running_server(root / "peer-ours") as ours:
+async def _peer_ours(workdir: Path, agents: int, rate: float, smoke: bool
+                     ) -> dict[str, Any]:
+    with running_server(workdir) as ours:
         await warm_up(ours, 10 if smoke else 60)
         ids = await seed_changes(ours, agents)
-        out["ours"] = await run_load(ours, kind="hub-ws", change_ids=ids, agents=agents,
-                                     rate=rate)
-        _progress("peer", out["ours"])
-        out["ours_decide_only"] = await baseline(ours, agents, rate)
-        creds = ours.creds
-    with socketio_peer(root / "peer-sio", creds) as sio:
-        warm = await peer_seed(sio, 60)
+        loaded = await run_load(ours, kind="hub-ws", change_ids=ids, agents=agents, rate=rate)
+        _progress("peer ours", loaded)
+        alone = await baseline(ours, agents, rate)
+    return {"ours": loaded, "ours_decide_only": alone}
+
+
+async def _peer_socketio(workdir: Path, agents: int, rate: float, smoke: bool
+                         ) -> dict[str, Any]:
+    creds = Credentials(api_key="cola_" + uuid.uuid4().hex,
+                        reviewer_token="peer-" + uuid.uuid4().hex, tenant="bench")
+    with socketio_peer(workdir, creds) as sio:
+        warm = await peer_seed(sio, 10 if smoke else 60)
         await decide(sio.port, creds.reviewer_token, warm, 1000, 4, 0.5, PEER_PATH)
         ids = await peer_seed(sio, agents)
-        out["socketio"] = await run_load(sio, kind="sio", change_ids=ids, agents=agents,
-                                         rate=rate, decide_path=PEER_PATH)
-        _progress("peer", out["socketio"])
-        out["socketio_decide_only"] = await baseline(
-            sio, agents, rate, PEER_PATH, ids=await peer_seed(sio, agents))
-    for name in ("ours", "socketio"):
-        total = out[name]["cpu_ms_per_delivered"] or 0.0
-        alone = out[f"{name}_decide_only"]["cpu_ms_per_decision"] or 0.0
-        out[name]["push_cpu_ms_per_event"] = round(total - alone, 4)
-    return out
+        loaded = await run_load(sio, kind="sio", change_ids=ids, agents=agents, rate=rate,
+                                decide_path=PEER_PATH)
+        _progress("peer socketio", loaded)
+        alone = await baseline(sio, agents, rate, PEER_PATH, ids=await peer_seed(sio, agents))
+    return {"socketio": loaded, "socketio_decide_only": alone}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def _spread(values: list[float | None]) -> dict[str, Any]:
+    """Median and range over the repeats (None where a repeat had no value)."""
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return {"median": None, "min": None, "max": None, "runs": values}
+    mid = len(known) // 2
+    median = known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2
+    return {"median": round(median, 2), "min": known[0], "max": known[-1], "runs": values}
+
+
+async def peer(root: Path, smoke: bool = False, agents: int = 1000, rate: float = 100.0,
+               repeats: int = 3) -> dict[str, Any]:
+    """Our hub and a minimal python-socketio server: same agents, same trigger, same rate,
+    same server settings; ``repeats`` rounds, alternating which server runs first."""
+    if smoke:
+        agents, rate, repeats = 5, 20.0, 2
+    runs: list[dict[str, Any]] = []
+    for i in range(repeats):
+        # Whatever the machine does meanwhile (other work, a warming cache) should not
+        # always favour the same server.
+        order = ["ours", "socketio"] if i % 2 == 0 else ["socketio", "ours"]
+        run: dict[str, Any] = {"order": order}
+        for name in order:
+            measure = _peer_ours if name == "ours" else _peer_socketio
+            run.update(await measure(root / f"peer-{i}-{name}", agents, rate, smoke))
+        for name in ("ours", "socketio"):
+            total = run[name]["cpu_ms_per_delivered"]
+            alone = run[f"{name}_decide_only"]["cpu_ms_per_decision"]
+            run[name]["push_cpu_ms_per_event"] = (
+                round(total - alone, 4) if total is not None and alone is not None else None)
+        # Ours ÷ theirs. Net of deciding is a difference of two noisy runs on each side
+        # (and psutil counts 10 ms ticks), hence its spread over the repeats.
+        run["cpu_ratio_all_in"] = _ratio(run["ours"]["cpu_ms_per_delivered"],
+                                         run["socketio"]["cpu_ms_per_delivered"])
+        theirs_net = run["socketio"]["push_cpu_ms_per_event"]
+        run["cpu_ratio_net_of_deciding"] = _ratio(
+            run["ours"]["push_cpu_ms_per_event"],
+            theirs_net if theirs_net is not None and theirs_net > 0 else None)
+        runs.append(run)
+    return {"scenario": "peer", "agents": agents, "rate": rate, "repeats": runs,
+            "cpu_ratio_all_in": _spread([r["cpu_ratio_all_in"] for r in runs]),
+            "cpu_ratio_net_of_deciding": _spread(
+                [r["cpu_ratio_net_of_deciding"] for r in runs]),
+            "push_cpu_ms_per_event": {
+                name: _spread([r[name]["push_cpu_ms_per_event"] for r in runs])
+                for name in ("ours", "socketio")}}
 
 
 # -- 6: two instances with a Redis backplane --------------------------------------------------

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,13 +29,6 @@ VENV_BIN = Path(sys.executable).parent
 COLAFLOW = str(VENV_BIN / "colaflow-mcp")
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:
@@ -59,6 +51,8 @@ def bench_env(database_url: str, jwt_secret: str, extra: dict[str, str] | None =
         "COLAFLOW_DATABASE_URL": database_url,
         "COLAFLOW_JWT_SECRET": jwt_secret,
         "COLAFLOW_LOG_LEVEL": "warning",
+        # One key plays every agent here (up to 10,000 connections): lift the per-key cap.
+        "COLAFLOW_HUB_MAX_CONNECTIONS_PER_KEY": "1000000",
         # Every simulated agent uses the one benchmark key: lift the per-key session cap
         # (production default 100) to the SDK's overall one.
         "COLAFLOW_MCP_MAX_SESSIONS_PER_KEY": "10000",
@@ -172,6 +166,27 @@ class ServerUnderTest:
                     print(f"{self.log_path.stem}: {line}", file=sys.stderr)
 
 
+def listening_port(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0
+                   ) -> int:
+    """The TCP port a server started with ``--port 0`` listens on, read from the OS.
+
+    (Picking a free port here and passing it would leave a window for another process to
+    take it; the servers log at warning level, so uvicorn's start-up line is not there.)
+    """
+    deadline = time.monotonic() + timeout
+    process = psutil.Process(proc.pid)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log_path.read_text()[-4000:]}")
+        ports = [c.laddr.port for c in process.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN]
+        if ports:
+            return int(ports[0])
+        time.sleep(0.05)
+    raise RuntimeError(f"server not listening after {timeout}s:\n"
+                       f"{log_path.read_text()[-4000:]}")
+
+
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path,
                  timeout: float = 60.0) -> None:
     """Poll /health until it answers 200 (the server's start-up, bounded)."""
@@ -194,9 +209,8 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], log_path: Path,
     raise RuntimeError(f"server not healthy after {timeout}s:\n{log_path.read_text()[-4000:]}")
 
 
-def start_instance(env: dict[str, str], workdir: Path, name: str = "server",
-                   port: int | None = None) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port = port or free_port()
+def start_instance(env: dict[str, str], workdir: Path, name: str = "server"
+                   ) -> tuple[subprocess.Popen[bytes], int, Path]:
     log_path = workdir / f"{name}.log"
     command = [COLAFLOW]
     if os.environ.get("BENCH_INSTRUMENT"):  # see benchmarks/instrumented.py
@@ -204,9 +218,10 @@ def start_instance(env: dict[str, str], workdir: Path, name: str = "server",
         env = {**env, "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*command, "serve", "--host", HOST, "--port", str(port)],
+            [*command, "serve", "--host", HOST, "--port", "0"],
             env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
         )
+    port = listening_port(proc, log_path)
     wait_healthy(port, proc, log_path)
     return proc, port, log_path
 

@@ -3,23 +3,29 @@
 Rooms per change; ``subscribe`` joins the room (and answers at once if already decided); a
 REST decision (``POST /decide/{id}/approve|reject``, reviewer bearer token) does one
 conditional ``UPDATE … WHERE status = 'Pending'`` in SQLite and emits to the room, so the
-trigger matches ours. Run: ``python -m benchmarks.sio_peer --port P --db F --key K --token T``.
+trigger matches ours. It is served by our own ``colaflow-mcp serve`` code with only the app
+swapped, so both servers run with the same settings (GC thresholds, uvicorn options — no
+WebSocket protocol pings, no per-message deflate — and logging).
+Run: ``python -m benchmarks.sio_peer --port P --db F --key K --token T`` (port 0: any).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import patch
 
 import aiosqlite
 import socketio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from colaflow_mcp import cli
 
 TARGETS = {"Approved": "PendingChangeApproved", "Rejected": "PendingChangeRejected"}
 
@@ -114,16 +120,21 @@ def build(db_path: str, api_key: str, reviewer_token: str) -> Any:
     return socketio.ASGIApp(sio, other_asgi_app=app)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--token", required=True)
     args = parser.parse_args()
-    uvicorn.run(build(args.db, args.key, args.token), host="127.0.0.1", port=args.port,
-                log_level="warning", ws_max_size=1 << 20)
+    app = build(args.db, args.key, args.token)
+    # `colaflow-mcp serve` builds its app with colaflow_mcp.app.create_app at call time:
+    # swap in the peer and let our serve path do everything else exactly as for ours. (If
+    # that ever stops working, our hub would be served here and the peer's Socket.IO agents
+    # could not connect: tests/bench would fail.)
+    with patch("colaflow_mcp.app.create_app", lambda settings: app):
+        return cli.main(["serve", "--host", "127.0.0.1", "--port", str(args.port)])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

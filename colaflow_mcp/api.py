@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from colaflow_mcp.auth import Principal, bearer
+from colaflow_mcp.auth import KEY_PREFIX, Principal, bearer
 from colaflow_mcp.changes import Conflict, Forbidden, NotFound
 from colaflow_mcp.events import change_to_json
 from colaflow_mcp.services import Services
@@ -33,9 +33,18 @@ def services_of(request: Request) -> Services:
 
 
 async def principal_of(request: Request, svc: Services) -> Principal | None:
-    """API key (``Authorization: Bearer cola_…`` or ``X-API-Key``) or reviewer JWT."""
-    credential = bearer(request.headers.get("authorization")) or request.headers.get("x-api-key")
-    return await svc.auth.authenticate(credential)
+    """``Authorization: Bearer`` (API key or reviewer JWT), else ``X-API-Key`` (API keys only)."""
+    credential = bearer(request.headers.get("authorization"))
+    if credential:
+        return await svc.auth.authenticate(credential)
+    key = (request.headers.get("x-api-key") or "").strip()
+    if not key.startswith(KEY_PREFIX):  # a reviewer token is not an API key
+        return None
+    return await svc.auth.keys.verify(key)
+
+
+class PayloadTooLarge(Exception):
+    """The request body is over ``max_body_bytes``."""
 
 
 def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -47,11 +56,13 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         if principal is None:
             return error(401, "unauthorized",
                          "missing or invalid credentials: send 'Authorization: Bearer <API key "
-                         "or reviewer token>'", )
+                         "or reviewer token>' or 'X-API-Key: <API key>'")
         try:
             return await handler(request, principal, svc)
         except InvalidArguments as exc:
             return error(400, "invalid_request", str(exc))
+        except PayloadTooLarge as exc:
+            return error(413, "payload_too_large", str(exc))
         except Forbidden as exc:
             return error(403, "forbidden", str(exc))
         except NotFound as exc:
@@ -67,21 +78,30 @@ async def json_body(request: Request, svc: Services) -> dict[str, Any]:
     limit = svc.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidArguments(f"body too large (limit {limit} bytes)")
+        raise PayloadTooLarge(f"body too large (limit {limit} bytes)")
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise InvalidArguments(f"body too large (limit {limit} bytes)")
+            raise PayloadTooLarge(f"body too large (limit {limit} bytes)")
     if not body.strip():
         return {}
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
+    except InvalidArguments:
+        raise
+    except RecursionError:
+        raise InvalidArguments("body is nested too deeply to be read as JSON") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidArguments("body must be JSON") from None
     if not isinstance(data, dict):
         raise InvalidArguments("body must be a JSON object")
     return data
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json module reads NaN and Infinity; JSON has neither.
+    raise InvalidArguments(f"body must be JSON: {constant} is not a JSON value")
 
 
 def _int_param(request: Request, name: str, default: int) -> int:

@@ -7,6 +7,7 @@ Exactly one decision wins: every decision is a conditional UPDATE ``WHERE status
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +35,8 @@ from colaflow_mcp.workspace import (
 
 logger = logging.getLogger(__name__)
 MAX_PAGE_SIZE = 100
+# Far past any real queue, and keeps OFFSET inside the databases' 64-bit integers.
+MAX_PAGE = 1_000_000
 _PC: Table = PendingChange.__table__  # type: ignore[attr-defined]
 
 
@@ -93,6 +96,24 @@ def format_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_seconds(value: object) -> float:
+    """A positive, finite number of seconds (``true`` is not 1), or InvalidArguments."""
+    message = "expires_in_seconds must be a positive, finite number of seconds"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArguments(message)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise InvalidArguments(message) from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidArguments(message)
+    return seconds
+
+
 @dataclass
 class Page:
     items: list[PendingChange]
@@ -131,9 +152,7 @@ class ChangeService:
             raise InvalidArguments(format_validation_error(exc)) from None
         ttl = self.settings.pending_change_ttl_seconds
         if expires_in_seconds is not None:
-            if not isinstance(expires_in_seconds, int | float) or expires_in_seconds <= 0:
-                raise InvalidArguments("expires_in_seconds must be a positive number")
-            ttl = min(float(expires_in_seconds), ttl)
+            ttl = min(positive_seconds(expires_in_seconds), ttl)
         async with self.db.write() as s:
             plan = await spec.plan(s, principal.tenant_id, args)
             now = utcnow()
@@ -170,9 +189,9 @@ class ChangeService:
         if status is not None and status not in {s.value for s in Status}:
             raise InvalidArguments(
                 f"status must be one of {', '.join(s.value for s in Status)}")
-        if page < 1:
-            raise InvalidArguments("page must be >= 1")
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
+        if not _is_int(page) or not 1 <= page <= MAX_PAGE:
+            raise InvalidArguments(f"page must be an integer between 1 and {MAX_PAGE}")
+        if not _is_int(page_size) or not 1 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidArguments(f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
         where = [col(PendingChange.tenant_id) == principal.tenant_id]
         if status is not None:

@@ -6,6 +6,7 @@ import argparse
 import gc
 import json
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +20,21 @@ from colaflow_mcp.events import iso
 from colaflow_mcp.store import migrate
 
 logger = logging.getLogger("colaflow_mcp.cli")
+
+# A century: beyond it a lifetime is a typo, and larger values overflow dates.
+MAX_DAYS = 36_500.0
+
+
+def positive_days(raw: str) -> float:
+    """argparse type: a positive, finite number of days up to ``MAX_DAYS``."""
+    try:
+        days = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not math.isfinite(days) or not 0 < days <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of days up to {MAX_DAYS:.0f}, not {raw!r}")
+    return days
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     kc = ksub.add_parser("create", help="create a key (printed once)")
     kc.add_argument("--tenant", required=True)
     kc.add_argument("--name", default="")
-    kc.add_argument("--expires-in-days", type=float)
+    kc.add_argument("--expires-in-days", type=positive_days,
+                    help="omit for a key that never expires")
     kc.add_argument("--json", action="store_true")
     kl = ksub.add_parser("list", help="list a tenant's keys")
     kl.add_argument("--tenant", required=True)
@@ -49,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("token", help="print a reviewer token (JWT)")
     tok.add_argument("--tenant", required=True)
     tok.add_argument("--user", required=True)
-    tok.add_argument("--ttl-days", type=float)
+    tok.add_argument("--ttl-days", type=positive_days,
+                     help="default: COLAFLOW_REVIEWER_TOKEN_TTL_SECONDS (30 days)")
     tok.add_argument("--json", action="store_true")
 
     proj = sub.add_parser("projects", help="manage projects directly (operators)")
@@ -133,7 +151,7 @@ async def _keys(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
 
         tenant = await auth.get_or_create_tenant(db, args.tenant)
         expires = (utcnow() + timedelta(days=args.expires_in_days)
-                   if args.expires_in_days else None)
+                   if args.expires_in_days is not None else None)
         row, key = await auth.create_api_key(db, tenant, args.name, expires)
         data = {"id": row.id, "key": key, "tenant": tenant.slug, "tenantId": tenant.id,
                 "name": row.name, "prefix": row.prefix, "createdAt": iso(row.created_at),
@@ -165,7 +183,7 @@ async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
     tenant = await auth.get_or_create_tenant(db, args.tenant)
     secret = await auth.jwt_secret(db, settings.jwt_secret)
     issuer = auth.TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
-    ttl = args.ttl_days * 86400 if args.ttl_days else None
+    ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
     token = issuer.issue(tenant, args.user, ttl)
     return {"json": {"token": token, "tenant": tenant.slug, "user": args.user},
             "text": token}
@@ -226,7 +244,8 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from colaflow_mcp.app import create_app
-    from colaflow_mcp.hub.serving import HubAwareServer
+    from colaflow_mcp.http_protocols import http_protocol
+    from colaflow_mcp.hub.serving import HubAwareServer, HubWebSocketProtocol
 
     logs.install_redaction()
     # Thousands of long-lived connection objects make default-threshold collections
@@ -235,7 +254,10 @@ def _serve(settings: Settings) -> int:
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=logs.split_levels(settings.log_level)[0], log_config=None, lifespan="on",
+        # Closes connections that never complete a request head (uvicorn has no bound).
+        http=http_protocol(settings),
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
+        ws=HubWebSocketProtocol,  # refusals without an ERROR log line (see its docstring)
         # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
         ws_per_message_deflate=False,
         # SignalR has its own keep-alive and client timeout; protocol-level pings from

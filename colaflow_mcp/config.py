@@ -61,6 +61,14 @@ class Settings:
     hub_max_message_bytes: int = 32 * 1024
     hub_outbound_queue_size: int = 1024
     hub_max_subscriptions_per_connection: int = 1000
+    # Slow readers: the most bytes one connection may hold for its client (queued for the
+    # transport plus, with stateful reconnect, kept unacknowledged for replay); past a
+    # quarter of it the client's further input waits until the transport drains, for at
+    # most ``hub_drain_timeout_seconds``.
+    hub_max_queued_bytes: int = 4 * 1024 * 1024
+    hub_drain_timeout_seconds: float = 30.0
+    # Live hub connections per API key (or per reviewer): one key cannot exhaust a server.
+    hub_max_connections_per_key: int = 100
 
     # MCP.
     mcp_max_subscriptions_per_session: int = 1000
@@ -90,6 +98,10 @@ class Settings:
     schema_upgrade: str = "auto"
     # How long start-up waits for another process's migration (the lock) before failing.
     schema_lock_timeout_seconds: float = 600.0
+    # HTTP server: a connection that has not sent a complete request head (request line
+    # and headers) this long after it opened, or after its first byte of a later request,
+    # is closed (uvicorn has no such bound: bare and slowloris connections would stay).
+    http_header_timeout_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         if self.instance_tag and not INSTANCE_TAG.fullmatch(self.instance_tag):

@@ -13,7 +13,7 @@ import mcp_types as types
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.mcpserver.resources import FunctionResource
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, Field, JsonValue
 
 from colaflow_mcp.changes import ChangeService, Forbidden, NotFound
 from colaflow_mcp.events import change_to_json, iso, resource_uri
@@ -38,7 +38,17 @@ _EXPIRES = Field(
     description="Optional: seconds the proposal stays open for review before it expires "
                 "(capped by the server's maximum review window).",
 )
-ExpiresIn = Annotated[float | None, _EXPIRES]
+
+
+def _not_bool(value: object) -> object:
+    # Lax float validation reads ``true`` as 1.0: a one-second review window nobody meant.
+    if isinstance(value, bool):
+        raise ValueError("expires_in_seconds must be a number of seconds, not a boolean")
+    return value
+
+
+# The validator after the Field, so the constraint stays on the number (null still allowed).
+ExpiresIn = Annotated[float | None, _EXPIRES, BeforeValidator(_not_bool)]
 
 ISSUE_TYPES = ["Epic", "Story", "Task", "Bug"]
 ISSUE_STATUSES = ["ToDo", "InProgress", "InReview", "Done", "Blocked"]

@@ -34,6 +34,8 @@ class Services:
     # Completed passes of the recovery loops (in /health): how an operator, or a test, sees
     # that sweeps and reconciles really run.
     loop_passes: dict[str, int] = field(default_factory=dict)
+    # Set, then replaced, after every completed pass: wait on it to see passes happen.
+    pass_completed: anyio.Event = field(default_factory=anyio.Event)
     _stopping: anyio.Event = field(default_factory=anyio.Event)
     _periodic_running: int = 0
     _periodic_done: anyio.Event = field(default_factory=anyio.Event)
@@ -158,6 +160,8 @@ class Services:
     def _passed(self, loop: str) -> None:
         passes = self.loop_passes[loop] = self.loop_passes.get(loop, 0) + 1
         logger.debug("loop pass: %s #%d", loop, passes)
+        self.pass_completed.set()
+        self.pass_completed = anyio.Event()
 
 
 __all__ = ["Services", "timedelta"]

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Harness, database_url_for, fast_settings, in_process, live_server
+from tests import pgdb
+from tests.harness import (
+    Harness,
+    _reachable,
+    database_url_for,
+    fast_settings,
+    in_process,
+    live_server,
+)
 
 DB_KINDS = ["sqlite", "postgres"]
 
@@ -14,6 +23,26 @@ DB_KINDS = ["sqlite", "postgres"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Drop PostgreSQL test databases earlier runs left behind (never one in use)."""
+    if not _reachable(*pgdb.admin_address()):
+        return
+    try:
+        pgdb.run_in_thread(pgdb.sweep_stale)
+    except Exception as exc:  # a sweep that fails must not stop the tests
+        warnings.warn(f"sweeping stale test databases failed: {exc!r}", stacklevel=1)
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    """Every PostgreSQL database made during a test is dropped when the test ends."""
+    before = set(pgdb.created)
+    yield
+    made = pgdb.created - before
+    if made:
+        pgdb.run_in_thread(lambda: pgdb.drop_names(made))
 
 
 def default_db_kind() -> str:

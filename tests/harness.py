@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -20,11 +21,37 @@ from starlette.applications import Starlette
 from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
+from colaflow_mcp.http_protocols import http_protocol
 from colaflow_mcp.services import Services
+from tests import pgdb
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PG_ADMIN_URL = os.environ.get("COLAFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+def in_ci(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this run is CI (``CI`` is 1, true or yes, any case): the one definition.
+
+    In CI a missing service or client is a failure, never a skip.
+    """
+    value = (os.environ if env is None else env).get("CI", "")
+    return value.strip().lower() in ("1", "true", "yes")
+
+
+IN_CI = in_ci()
 REDIS_URL = os.environ.get("COLAFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_address(url: str = REDIS_URL) -> tuple[str, int]:
+    """Host and port of the Redis the tests use."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+def redis_url_at(host: str, port: int, url: str = REDIS_URL) -> str:
+    """The tests' Redis URL (credentials, database number) pointed at ``host:port``: a
+    proxy in front of it."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -35,32 +62,24 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def absent(reason: str) -> NoReturn:
+    """Something the test needs is missing: skip, or fail in CI (see :func:`in_ci`)."""
+    if in_ci():
+        pytest.fail(f"{reason} (in CI this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
 def require_service(name: str, host: str, port: int) -> None:
     """Skip with a reason when a service is absent; in CI a missing service fails."""
-    if _reachable(host, port):
-        return
-    message = f"{name} is not reachable at {host}:{port}"
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: a missing service is a failure)")
-    pytest.skip(message)
+    if not _reachable(host, port):
+        absent(f"{name} is not reachable at {host}:{port}")
 
 
 async def create_pg_database() -> str:
-    """A fresh, empty PostgreSQL database; returns its plain URL."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    admin = make_url(PG_ADMIN_URL)
-    name = f"cola_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(
-        host=admin.host, port=admin.port or 5432, user=admin.username, database=admin.database
-    )
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return admin.set(database=name).render_as_string(hide_password=False)
+    """A fresh, empty PostgreSQL database; its plain URL. Dropped when the test ends (by
+    the autouse fixture of tests/conftest.py), or earlier with ``pgdb.drop_database``."""
+    require_service("PostgreSQL", *pgdb.admin_address())
+    return await pgdb.create_database()
 
 
 async def database_url_for(kind: str, tmp_path: Path) -> str:
@@ -69,15 +88,46 @@ async def database_url_for(kind: str, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'colaflow-test.db'}"
 
 
+# The recovery loops (announce sweep, reconcile) a test runs with unless it asks for them:
+# far beyond any test's wait, so a decision a test sees delivered came by the fast path
+# (the dispatch after commit, the backplane, the catch-up at subscribe), never by a safety
+# net that would hide a broken fast path a few seconds later.
+SAFETY_NETS_FAR_AWAY: dict[str, Any] = {
+    "announce_sweep_interval_seconds": 3600.0,
+    "reconcile_interval_seconds": 3600.0,
+}
+# For tests of the safety nets themselves, and of exactly-once across them.
+SAFETY_NETS_ON: dict[str, Any] = {
+    "announce_sweep_interval_seconds": 0.2,
+    "announce_grace_seconds": 0.5,
+    "reconcile_interval_seconds": 0.3,
+}
+RECOVERY_LOOPS = ("announce-sweep", "reconcile")
+
+
+async def recovery_passes(services: Services, passes: int = 2, within: float = 20.0,
+                          loops: tuple[str, ...] = RECOVERY_LOOPS) -> None:
+    """Wait until the announce sweep and the reconcile loop (or ``loops``) have each
+    completed ``passes`` more passes than now.
+
+    Absence of a duplicate can only be observed over a window; this makes it the window
+    that matters: with ``passes=2``, at least one whole sweep and one whole reconcile,
+    started after the call.
+    """
+    start = {loop: services.loop_passes.get(loop, 0) for loop in loops}
+    with anyio.fail_after(within):
+        while any(services.loop_passes.get(loop, 0) - start[loop] < passes for loop in loops):
+            await services.pass_completed.wait()
+
+
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
-    """Production shape, test-sized timings."""
+    """Production shape, test-sized timings, safety nets far away (see above)."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "jwt_secret": "test-secret-" + uuid.uuid4().hex,
         "expiry_max_wait_seconds": 0.2,
-        "announce_sweep_interval_seconds": 0.2,
+        **SAFETY_NETS_FAR_AWAY,
         "announce_grace_seconds": 0.5,
-        "reconcile_interval_seconds": 1.0,
         "bus_reconnect_max_backoff_seconds": 0.5,
         "api_key_cache_seconds": 0.0,
         "revocation_check_interval_seconds": 0.2,
@@ -176,7 +226,8 @@ async def live_server(settings: Settings) -> AsyncIterator[Harness]:
     """The app served by uvicorn on an ephemeral 127.0.0.1 port in this event loop."""
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on", ws_max_size=1 << 20)
+                            lifespan="on", ws_max_size=1 << 20,
+                            http=http_protocol(settings))  # as `colaflow-mcp serve` does
     server = _ReadyServer(config)
     sock = config.bind_socket()
     port = sock.getsockname()[1]

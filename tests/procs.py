@@ -1,10 +1,11 @@
-"""Server processes for tests: `colaflow-mcp serve` on a free port, ready when it says so."""
+"""Server processes for tests: `colaflow-mcp serve` on a port the OS picks, ready (and its
+port known) when uvicorn says where it listens."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +17,8 @@ from pathlib import Path
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+# uvicorn's start-up line (logged at info, the default level) names the bound port.
+_LISTENING = re.compile(r"Uvicorn running on http://[^\s:]+:(\d+)")
 
 
 @dataclass
@@ -94,21 +92,24 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def spawn(argv: list[str], cwd: Path, env: dict[str, str], port: int,
-          is_ready: Callable[[str], bool], new_session: bool = False
+def spawn(argv: list[str], cwd: Path, env: dict[str, str],
+          ready_port: Callable[[str], int | None], new_session: bool = False
           ) -> tuple[ServerProcess, threading.Event]:
     """Start a process whose output (stdout and stderr) is collected line by line; the event
-    is set at the first line ``is_ready`` accepts (or when the process has exited)."""
+    is set at the first line for which ``ready_port`` returns the port it listens on (or
+    when the process has exited)."""
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
-    server = ServerProcess(proc, port)
+    server = ServerProcess(proc, 0)
     ready = threading.Event()
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             server._append(line)
-            if not server.listening and is_ready(line):
+            port = None if server.listening else ready_port(line)
+            if port is not None:
+                server.port = port
                 server.listening = True
                 ready.set()
         server._output_ended()
@@ -119,25 +120,34 @@ def spawn(argv: list[str], cwd: Path, env: dict[str, str], port: int,
     return server, ready
 
 
-def _spawn(env: dict[str, str], cwd: Path, port: int | None = None
+def _uvicorn_port(line: str) -> int | None:
+    listening = _LISTENING.search(line)
+    return int(listening.group(1)) if listening is not None else None
+
+
+def _spawn(env: dict[str, str], cwd: Path, port: int = 0
            ) -> tuple[ServerProcess, threading.Event]:
-    """Start `colaflow-mcp serve`; the event is set once uvicorn reports the socket is
-    listening (or the process has exited)."""
-    port = port or free_port()
+    """Start `colaflow-mcp serve` on port 0 (or ``port``, to start one again where it
+    was); the event is set once uvicorn reports the port it bound (or the process has
+    exited).
+
+    (Binding a free port here and handing its number over would leave a window in which
+    another process takes it.)
+    """
     return spawn([os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", str(port)],
-                 cwd, cli_env(env), port,
-                 lambda line: "Uvicorn running on" in line
-                 or "Application startup complete" in line)
+                 cwd, cli_env(env), _uvicorn_port)
 
 
 @contextmanager
-def serve(env: dict[str, str], cwd: Path, port: int | None = None,
-          ready_timeout: float = 30.0) -> Iterator[ServerProcess]:
-    """Start `colaflow-mcp serve`; yields once uvicorn reports the socket is listening."""
+def serve(env: dict[str, str], cwd: Path, ready_timeout: float = 30.0, port: int = 0
+          ) -> Iterator[ServerProcess]:
+    """Start `colaflow-mcp serve` on port 0 (or ``port``); yields once uvicorn reports the
+    port it bound."""
     server, ready = _spawn(env, cwd, port)
     try:
-        if not ready.wait(ready_timeout) or server.proc.poll() is not None:
-            raise RuntimeError(f"server did not start:\n{server.output()}")
+        if not ready.wait(ready_timeout) or server.proc.poll() is not None or not server.port:
+            raise RuntimeError("server did not start (or did not log where it listens, "
+                               f"which needs log level info):\n{server.output()}")
         yield server
     finally:
         server.stop()
@@ -149,15 +159,15 @@ def serve_together(env: dict[str, str], cwd: Path, count: int,
     """Start ``count`` servers at the same moment (all spawned before any is waited on);
     yields them once every one is listening, or raises with the output of those that
     did not start."""
-    with serve_each([(env, free_port()) for _ in range(count)], cwd, ready_timeout) as servers:
+    with serve_each([env] * count, cwd, ready_timeout) as servers:
         yield servers
 
 
 @contextmanager
-def serve_each(instances: list[tuple[dict[str, str], int]], cwd: Path,
-               ready_timeout: float = 60.0) -> Iterator[list[ServerProcess]]:
-    """:func:`serve_together` with an environment and a port of its own for each server."""
-    started = [_spawn(env, cwd, port) for env, port in instances]
+def serve_each(envs: list[dict[str, str]], cwd: Path, ready_timeout: float = 60.0
+               ) -> Iterator[list[ServerProcess]]:
+    """:func:`serve_together` with an environment of its own for each server."""
+    started = [_spawn(env, cwd) for env in envs]
     try:
         failed = [s for s, ready in started
                   if not ready.wait(ready_timeout) or not s.listening
@@ -174,8 +184,8 @@ def serve_each(instances: list[tuple[dict[str, str], int]], cwd: Path,
 class AsyncServe:
     """`serve()` for async tests: start/stop off the event loop thread."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, port: int | None = None) -> None:
-        self._cm = serve(env, cwd, port)
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self._cm = serve(env, cwd)
         self.server: ServerProcess | None = None
 
     async def __aenter__(self) -> ServerProcess:

@@ -1,11 +1,19 @@
 """One hub connection: an explicit state machine that the transports drive.
 
 A transport feeds received text to :meth:`HubConnection.receive` and drains outbound frames
-with :meth:`HubConnection.wait_outbound` / :meth:`HubConnection.take`. The outbound queue is
-bounded; when a client stops reading and it fills, the connection is closed (the overflow
-policy), so a stalled client can never grow memory. A transport may instead set
-:attr:`HubConnection.on_change`, called synchronously on every change (the WebSocket
-transport starts its writer from it, so an idle socket holds no waiting task).
+with :meth:`HubConnection.wait_outbound` / :meth:`HubConnection.take`, then reports
+:meth:`HubConnection.written`. A transport may instead set :attr:`HubConnection.on_change`,
+called synchronously on every change (the WebSocket transport starts its writer from it, so
+an idle socket holds no waiting task).
+
+What a connection holds for its client is bounded in bytes and messages (the overflow
+policy): frames queued or taken by the transport and not yet written, plus, with stateful
+reconnect, frames kept until acknowledged. A client that stops reading is closed once the
+bound is reached, and what was queued for it is dropped. A client that reads is not closed
+for the answers to its own requests: while the transport's backlog is over a high-water
+mark (a quarter of the bytes, half of the messages), its further input waits until the
+transport drains it (flow control); only if it does not drain within ``drain_timeout`` is
+the client taken to be not reading.
 
 Thousands of idle connections are the normal case, so a connection keeps little: slots
 instead of an instance dict, and its events exist only while someone waits on them.
@@ -62,7 +70,9 @@ class Hub(Protocol):
 @dataclass(frozen=True)
 class Limits:
     max_message_bytes: int
-    outbound_queue_size: int
+    outbound_queue_size: int  # messages queued or in flight to the transport
+    max_queued_bytes: int = 4 * 1024 * 1024  # held for the client, replay included
+    drain_timeout: float = 30.0  # how long input may wait for the transport to drain
 
 
 class HubConnection:
@@ -75,7 +85,8 @@ class HubConnection:
         "poll_generation", "poll_active", "detached_since", "posting", "ws_generation",
         "supersede", "on_change", "_reader", "_outbound", "_changed", "_deferred",
         "stateful_allowed", "stateful", "_out_seq", "_replay", "_in_next", "_in_latest",
-        "_in_acked", "_closed_event", "_drained_event", "_drained",
+        "_in_acked", "_closed_event", "_drained_event", "_drained", "_out_bytes",
+        "_inflight", "_replay_bytes", "_room", "slow",
     )
 
     def __init__(
@@ -100,6 +111,7 @@ class HubConnection:
         self.handshake_version: int | None = None
         self.close_error: str | None = None
         self.too_large = False  # closed for an oversize message (WebSocket code 1009, 413)
+        self.slow = False  # closed for not reading: what was queued is dropped
         now = time.monotonic()
         self.created_at = now
         self.last_received = now
@@ -120,7 +132,10 @@ class HubConnection:
         self.on_change: Callable[[], None] | None = None
         self._reader = p.FrameReader(limits.max_message_bytes)
         self._outbound: list[str] = []
+        self._out_bytes = 0  # bytes in _outbound
+        self._inflight = 0  # bytes taken by the transport and not yet written
         self._changed: anyio.Event | None = None  # only while someone waits
+        self._room: anyio.Event | None = None  # only while input waits for the transport
         self._deferred: list[str] | None = None
         # Stateful reconnect (negotiated, then handshake version 2; WebSockets only): every
         # trackable message carries an implicit sequence id and is kept until acked.
@@ -128,6 +143,7 @@ class HubConnection:
         self.stateful = False
         self._out_seq = 0
         self._replay: deque[tuple[int, str]] | None = None  # once stateful
+        self._replay_bytes = 0
         self._in_next = 1
         self._in_latest = 0
         self._in_acked = 0
@@ -185,9 +201,14 @@ class HubConnection:
     def queued(self) -> int:
         return len(self._outbound)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes held for the client: queued, in flight to the transport, kept for replay."""
+        return self._out_bytes + self._inflight + self._replay_bytes
+
     def send(self, text: str) -> None:
         """Queue one framed hub message (an invocation or completion); closes the
-        connection when the queue is full."""
+        connection when it would hold more than its limits."""
         if self.closed:
             return
         if self._deferred is not None:
@@ -196,37 +217,62 @@ class HubConnection:
         self._enqueue(text, trackable=True)
 
     def _enqueue(self, text: str, trackable: bool = False) -> None:
-        if self.stateful and trackable:
+        size = p.wire_size(text)
+        tracked = self.stateful and trackable
+        limits = self.limits
+        # A tracked frame is held twice until written: queued and kept for replay.
+        if self.queued_bytes + (2 * size if tracked else size) > limits.max_queued_bytes:
+            self._overflow(f"more than {limits.max_queued_bytes} bytes queued")
+            return
+        if len(self._outbound) >= limits.outbound_queue_size:
+            self._overflow(f"more than {limits.outbound_queue_size} messages queued")
+            return
+        if tracked:
             replay = self._replay
             if replay is None:
                 replay = self._replay = deque()
-            if len(replay) >= self.limits.outbound_queue_size:
-                logger.warning("hub connection %s: %d messages unacknowledged; closing",
-                               self.connection_id, len(replay))
-                self.close("Connection closed: too many unacknowledged messages.",
-                           allow_reconnect=True)
-                return
             self._out_seq += 1
             replay.append((self._out_seq, text))
-        if len(self._outbound) >= self.limits.outbound_queue_size:
-            logger.warning("hub connection %s: outbound queue full (%d); closing the slow "
-                           "client", self.connection_id, len(self._outbound))
-            self.close("Connection closed: the client did not read its messages in time.",
-                       allow_reconnect=True)
-            return
+            self._replay_bytes += size
         self._outbound.append(text)
+        self._out_bytes += size
         self.last_sent = time.monotonic()
         self._notify()
 
+    def _overflow(self, detail: str) -> None:
+        """Close a client that is not reading (or, stateful, not acknowledging)."""
+        # A small transport backlog means the client reads but does not acknowledge.
+        what = "read" if self._backlog_high() or not self.stateful else "acknowledge"
+        logger.warning("hub connection %s: the client did not %s its messages (%s, %d bytes "
+                       "held); closing it", self.connection_id, what, detail, self.queued_bytes)
+        self.close(f"Connection closed: the client did not {what} its messages in time "
+                   f"({detail}).", allow_reconnect=True, discard=True)
+
+    def _backlog_high(self) -> bool:
+        """Whether the transport's backlog is over the flow-control high-water mark."""
+        limits = self.limits
+        return (self._out_bytes + self._inflight >= max(1, limits.max_queued_bytes // 4)
+                or len(self._outbound) >= max(1, limits.outbound_queue_size // 2))
+
     def take(self) -> list[str]:
-        """All queued frames, in order (the transport sends them next)."""
+        """All queued frames, in order (the transport sends them next, then calls
+        :meth:`written`)."""
         frames = self._outbound
         self._outbound = []
+        self._inflight += self._out_bytes
+        self._out_bytes = 0
         if self.closed and not self._drained:
             self._drained = True
             if self._drained_event is not None:
                 self._drained_event.set()
         return frames
+
+    def written(self) -> None:
+        """The transport wrote everything it took: input held back for it may go on."""
+        self._inflight = 0
+        room = self._room
+        if room is not None and not self._backlog_high():
+            room.set()
 
     async def wait_outbound(self) -> None:
         """Return once something is queued, the connection closed, or the state changed."""
@@ -253,8 +299,12 @@ class HubConnection:
         """A WebSocket came back for a stateful connection: Sequence, then replay."""
         replay = self._replay or ()
         first = replay[0][0] if replay else self._out_seq + 1
-        self._outbound = [p.sequence_message(first)]
+        sequence = p.sequence_message(first)
+        self._outbound = [sequence]
         self._outbound.extend(text for _, text in replay)
+        # The replayed frames are already counted once, as kept for replay.
+        self._out_bytes = p.wire_size(sequence)
+        self._inflight = 0
         self._reader = p.FrameReader(self.limits.max_message_bytes)
         self.last_received = self.last_sent = time.monotonic()
         self._notify()
@@ -270,11 +320,22 @@ class HubConnection:
             self.created_at = time.monotonic()  # the handshake timeout starts now
 
     def close(
-        self, error: str | None = None, *, allow_reconnect: bool = False, send_close: bool = True
+        self, error: str | None = None, *, allow_reconnect: bool = False,
+        send_close: bool = True, discard: bool = False,
     ) -> None:
-        """Close once: queue a Close message (after a handshake), wake the transport."""
+        """Close once: queue a Close message (after a handshake), wake the transport.
+
+        ``discard`` (a client that is not reading): drop what is queued, so the Close is
+        the next thing the client gets and the memory is freed now.
+        """
         if self.closed:
             return
+        if discard:
+            self.slow = True
+            self._outbound = []
+            self._out_bytes = self._inflight = 0
+        self._replay = None  # a closed connection is never resumed
+        self._replay_bytes = 0
         if send_close and self.state is ConnectionState.CONNECTED:
             self._deferred = None
             self._outbound.append(p.close_message(error, allow_reconnect))
@@ -286,6 +347,8 @@ class HubConnection:
         except Exception:
             logger.exception("hub cleanup of %s failed", self.connection_id)
         self._notify()
+        if self._room is not None:
+            self._room.set()
         if self._closed_event is not None:
             self._closed_event.set()
         if self._on_closed is not None:
@@ -313,12 +376,28 @@ class HubConnection:
             if self.state is not ConnectionState.CONNECTED:
                 self._handshake(raw)
                 continue
+            if self._backlog_high():
+                await self._wait_for_room()
+                if self.closed:
+                    return
             try:
                 message = p.parse_message(raw)
             except p.ProtocolError as exc:
                 self._protocol_error(str(exc))
                 return
             await self._dispatch(message)
+
+    async def _wait_for_room(self) -> None:
+        """Flow control: hold this client's input until the transport has drained what is
+        queued for it; a client that does not drain it in time is not reading."""
+        room = self._room = anyio.Event()
+        try:
+            with anyio.move_on_after(self.limits.drain_timeout):
+                await room.wait()
+        finally:
+            self._room = None
+        if not self.closed and self._backlog_high():
+            self._overflow(f"the backlog did not drain within {self.limits.drain_timeout:g} s")
 
     def _protocol_error(self, reason: str) -> None:
         logger.info("hub connection %s: protocol error: %s", self.connection_id, reason)
@@ -348,8 +427,9 @@ class HubConnection:
     async def _dispatch(self, message: p.Message) -> None:
         if self.stateful:
             if isinstance(message, p.Ack):
-                while self._replay and self._replay[0][0] <= message.sequence_id:
-                    self._replay.popleft()
+                replay = self._replay
+                while replay and replay[0][0] <= message.sequence_id:
+                    self._replay_bytes -= p.wire_size(replay.popleft()[1])
                 return
             if isinstance(message, p.Sequence):
                 if message.sequence_id > self._in_next:
@@ -421,9 +501,9 @@ class HubConnection:
             ):
                 self._protocol_error("handshake was not received in time")
                 return
-        if self.state is ConnectionState.NEGOTIATED or self.transport in (
-            Transport.SSE, Transport.LONG_POLLING
-        ) or (self.stateful and not self.stream_attached):
+        if self.transport in (None, Transport.SSE, Transport.LONG_POLLING) or (
+            self.stateful and not self.stream_attached
+        ):
             if self.detached_since is not None and now - self.detached_since >= (
                 disconnect_timeout
             ):
@@ -431,7 +511,9 @@ class HubConnection:
                 return
         if self.state is not ConnectionState.CONNECTED:
             return
-        if now - self.last_received >= client_timeout:
+        # While input waits for the transport (flow control) the server is not reading,
+        # so silence is not the client's: the drain timeout is in charge.
+        if self._room is None and now - self.last_received >= client_timeout:
             self.close("Server timeout elapsed without receiving a message from the client.")
             return
         if self.stateful and self.stream_attached and self._in_latest > self._in_acked:

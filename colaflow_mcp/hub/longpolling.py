@@ -46,6 +46,7 @@ class LongPollingTransport:
                     if generation != conn.poll_generation:
                         return Response(status_code=204, headers=NO_STORE)
                     frames = conn.take()
+                    conn.written()  # the response is the transport's buffer now
                     if frames:
                         return Response("".join(frames), status_code=200, media_type=TEXT,
                                         headers=NO_STORE)
@@ -67,6 +68,7 @@ class LongPollingTransport:
                                      status_code=400)
         conn.close(send_close=False)
         conn.take()
+        conn.written()
         if not conn.poll_active:
             self.server.forget(conn)
         return PlainTextResponse("", status_code=202)

@@ -87,6 +87,11 @@ def frame(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False) + RS
 
 
+def wire_size(text: str) -> int:
+    """Bytes ``text`` takes as UTF-8 (``isascii`` is O(1): the common case encodes nothing)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 def _load(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)

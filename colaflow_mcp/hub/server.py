@@ -62,9 +62,13 @@ class HubServer:
         self.limits = Limits(
             max_message_bytes=self.settings.hub_max_message_bytes,
             outbound_queue_size=self.settings.hub_outbound_queue_size,
+            max_queued_bytes=self.settings.hub_max_queued_bytes,
+            drain_timeout=self.settings.hub_drain_timeout_seconds,
         )
         # token -> connection; a closed connection stays until its transport is told
         self.connections: dict[str, HubConnection] = {}
+        # Live (not closed) connections per owner (API key, or reviewer): see admit().
+        self._live_per_owner: dict[tuple[str, str | None, str | None], int] = {}
         self.closing = False
         ws = websockets.WebSocketTransport(self)
         self.sse = sse.SseTransport(self)
@@ -91,7 +95,17 @@ class HubServer:
             logger.exception("hub authentication failed")
         return principal
 
+    def admit(self, principal: Principal) -> str | None:
+        """Why ``principal`` may not open another connection (at its cap), else None."""
+        limit = self.settings.hub_max_connections_per_key
+        if self._live_per_owner.get(_owner(principal), 0) < limit:
+            return None
+        who = "API key" if principal.api_key_id is not None else "reviewer"
+        return (f"Too many hub connections for this {who} (limit {limit}): close connections "
+                "you no longer use, or reuse one for several subscriptions.")
+
     def create_connection(self, principal: Principal, negotiate_version: int) -> HubConnection:
+        """A new connection (the caller checked :meth:`admit`)."""
         # Both carry the instance's routing tag (the token is the ``id`` of every later
         # request; version 0 clients use the connection id, which is then the secret).
         connection_id = self.settings.tagged(secrets.token_urlsafe(16))
@@ -102,9 +116,17 @@ class HubServer:
             limits=self.limits, on_closed=self._closed,
         )
         self.connections[token] = conn
+        owner = _owner(principal)
+        self._live_per_owner[owner] = self._live_per_owner.get(owner, 0) + 1
         return conn
 
     def _closed(self, conn: HubConnection) -> None:
+        owner = _owner(conn.principal)
+        left = self._live_per_owner.get(owner, 0) - 1
+        if left > 0:
+            self._live_per_owner[owner] = left
+        else:
+            self._live_per_owner.pop(owner, None)
         if conn.close_error:
             logger.info("hub connection %s closed: %s", conn.connection_id, conn.close_error)
         else:
@@ -139,6 +161,9 @@ class HubServer:
             version = p.negotiate_version(request.query_params.get("negotiateVersion"))
         except p.ProtocolError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        refusal = self.admit(principal)
+        if refusal is not None:
+            return PlainTextResponse(refusal, status_code=429, headers=NO_STORE)
         conn = self.create_connection(principal, version)
         # Stateful reconnect only where the client asks for it (WebSockets, version 1+).
         conn.stateful_allowed = version >= 1 and (
@@ -167,14 +192,16 @@ class HubServer:
         return await self.long_polling.poll(request, conn)
 
     async def post(self, request: Request, conn: HubConnection) -> Response:
-        """The send half of SSE and long polling."""
+        """The send half of SSE and long polling.
+
+        A send before the first poll is accepted, as ASP.NET Core does (signalrcore's long
+        polling sends its handshake first): what it produces waits for the transport.
+        """
         if conn.transport is Transport.WEBSOCKETS:
             return PlainTextResponse("POST requests are not allowed for WebSocket "
                                      "connections.", status_code=405)
         if conn.closed:
             return PlainTextResponse("No Connection with that ID", status_code=404)
-        if conn.transport is None:
-            return PlainTextResponse("Start a transport (GET) before sending", status_code=400)
         if conn.posting:
             return PlainTextResponse("Another send request is in progress.", status_code=409)
         conn.posting = True
@@ -261,7 +288,8 @@ class HubServer:
         """
         by_key: dict[str, list[HubConnection]] = {}
         now_unix = time.time()
-        for conn in self.connections.values():
+        # A copy: closing a connection removes it from ``self.connections``.
+        for conn in list(self.connections.values()):
             if conn.closed:
                 continue
             if conn.principal.api_key_id is not None:
@@ -318,6 +346,11 @@ class HubServer:
             subscriptions += len(conn.subscriptions)
         return {"connections": states, "transports": transports,
                 "subscriptions": subscriptions, "closing": self.closing}
+
+
+def _owner(principal: Principal) -> tuple[str, str | None, str | None]:
+    """What the per-key connection cap counts by: the API key, or the reviewer."""
+    return (principal.tenant_id, principal.api_key_id, principal.user)
 
 
 def _unauthorized() -> Response:

@@ -66,8 +66,16 @@ class _EventStream(Response):
                     frames = conn.take()
                     if frames:
                         body = b"".join(sse_event(f.rstrip("\n")) for f in frames)
+                        del frames
                         await send({"type": "http.response.body", "body": body,
                                     "more_body": True})
+                        del body
+                        # An empty chunk writes nothing but waits, as every send does,
+                        # until the server's buffer is below its high-water mark: only
+                        # then is the batch written for flow control's purposes.
+                        await send({"type": "http.response.body", "body": b"",
+                                    "more_body": True})
+                        conn.written()
                     if conn.closed and not conn.queued:
                         break
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

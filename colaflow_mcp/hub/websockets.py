@@ -53,6 +53,10 @@ class WebSocketTransport:
             if server.closing:
                 await _deny(websocket, 503, "Server is shutting down")
                 return
+            refusal = server.admit(principal)
+            if refusal is not None:
+                await _deny(websocket, 429, refusal)
+                return
             conn = server.create_connection(principal, 1)  # skip-negotiation
         # Only a stateful-reconnect connection outlives its socket and may come back.
         resuming = conn.transport is Transport.WEBSOCKETS and conn.stateful
@@ -180,9 +184,13 @@ class _Socket:
             while conn.ws_generation == self.generation:
                 frames = conn.take()
                 if frames:
+                    taken_after_drop = conn.slow  # then this batch is just the Close
                     for text in frames:
+                        if conn.slow and not taken_after_drop:
+                            break  # closed for not reading: its Close goes next
                         await websocket.send_text(text)
                     del frames, text
+                    conn.written()
                     continue
                 if not conn.closed:
                     return  # idle: the next change starts a new writer

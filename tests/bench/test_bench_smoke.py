@@ -15,19 +15,20 @@ from typing import Any
 
 import pytest
 
-from tests.harness import require_service
+from tests.harness import REDIS_URL, redis_address, require_service
+from tests.pgdb import PG_ADMIN_URL, admin_address
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.bench
 
 
-def run_scenario(name: str, out: Path, extra_env: dict[str, str] | None = None
-                 ) -> dict[str, Any]:
+def run_scenario(name: str, out: Path, extra_env: dict[str, str] | None = None,
+                 *args: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("COLAFLOW_") and k != "BENCH_INSTRUMENT"}
     env.update(extra_env or {})
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", name, "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", name, "--smoke", "--out", str(out), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -75,16 +76,24 @@ def test_push_vs_poll_smoke_measures_bytes_and_cpu_of_both(tmp_path: Path) -> No
 
 def test_peer_smoke_runs_socketio_and_our_hub_side_by_side(tmp_path: Path) -> None:
     data = run_scenario("peer", tmp_path)
-    assert_all_delivered(data["ours"])
-    assert_all_delivered(data["socketio"])
+    runs = data["repeats"]
+    # Each server goes first in turn.
+    assert [r["order"] for r in runs] == [["ours", "socketio"], ["socketio", "ours"]]
+    for run in runs:
+        assert_all_delivered(run["ours"])
+        assert_all_delivered(run["socketio"])
+    # (At smoke size the CPU figures are a few 10 ms ticks: ratios may well be None.)
+    assert len(data["cpu_ratio_all_in"]["runs"]) == 2
+    assert len(data["cpu_ratio_net_of_deciding"]["runs"]) == 2
 
 
 @pytest.mark.redis
 @pytest.mark.postgres
 def test_redis_smoke_delivers_across_two_instances(tmp_path: Path) -> None:
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    require_service("Redis", "127.0.0.1", 6379)
-    data = run_scenario("redis", tmp_path)
+    require_service("PostgreSQL", *admin_address())
+    require_service("Redis", *redis_address())
+    data = run_scenario("redis", tmp_path, None, "--redis-url", REDIS_URL,
+                        "--postgres-url", PG_ADMIN_URL)
     assert_all_delivered(data["same_instance"])
     assert_all_delivered(data["other_instance"])
 

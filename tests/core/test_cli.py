@@ -95,3 +95,44 @@ def test_database_url_forms(tmp_path: Path, url: str) -> None:
         assert r.returncode == 1 and "unsupported database" in r.stderr
     else:
         assert r.returncode == 0
+
+
+@pytest.mark.parametrize("args", [
+    ["token", "--tenant", "acme", "--user", "alice", "--ttl-days", "0"],
+    ["token", "--tenant", "acme", "--user", "alice", "--ttl-days", "-1"],
+    ["token", "--tenant", "acme", "--user", "alice", "--ttl-days", "nan"],
+    ["token", "--tenant", "acme", "--user", "alice", "--ttl-days", "inf"],
+    ["token", "--tenant", "acme", "--user", "alice", "--ttl-days", "1e308"],
+    ["keys", "create", "--tenant", "acme", "--expires-in-days", "0"],
+    ["keys", "create", "--tenant", "acme", "--expires-in-days", "-3"],
+    ["keys", "create", "--tenant", "acme", "--expires-in-days", "NaN"],
+    ["keys", "create", "--tenant", "acme", "--expires-in-days", "Infinity"],
+    ["keys", "create", "--tenant", "acme", "--expires-in-days", "1e9"],
+], ids=lambda a: "-".join([a[0], a[-1]]))
+def test_nonsense_lifetimes_are_refused_with_exit_2(tmp_path: Path, args: list[str]) -> None:
+    r = cli(tmp_path, *args, check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    flag = args[-2]
+    assert f"argument {flag}" in r.stderr and "positive" in r.stderr
+    assert "cola_" not in r.stderr  # nothing was issued
+    if args[0] == "keys":  # and nothing was stored
+        listed = cli(tmp_path, "keys", "list", "--tenant", "acme", check=False)
+        assert listed.returncode == 1 and "no tenant" in listed.stderr
+
+
+def test_lifetimes_in_days_are_honoured(tmp_path: Path) -> None:
+    import time
+
+    import jwt
+
+    token = cli(tmp_path, "token", "--tenant", "acme", "--user", "alice", "--ttl-days",
+                "0.5").stdout.strip()
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert abs(exp - (time.time() + 43_200)) < 60
+    data = json.loads(cli(tmp_path, "keys", "create", "--tenant", "acme", "--expires-in-days",
+                          "2", "--json").stdout)
+    from datetime import UTC, datetime, timedelta
+
+    expires = datetime.fromisoformat(data["expiresAt"].replace("Z", "+00:00"))
+    assert abs(expires - (datetime.now(UTC) + timedelta(days=2))) < timedelta(minutes=1)

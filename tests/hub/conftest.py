@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -12,6 +11,8 @@ from typing import Any
 
 import pytest
 from hubenv import HubEnv, ServerFactory, run_server
+
+from tests.harness import absent
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
@@ -55,8 +56,5 @@ def _node_ready() -> str | None:
 @pytest.fixture(scope="session")
 def node_ready() -> None:
     reason = _node_ready()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the @microsoft/signalr interop tests: {reason}")
-    pytest.skip(reason)
+    if reason is not None:
+        absent(f"the @microsoft/signalr interop tests cannot run: {reason}")

@@ -18,11 +18,16 @@ from sqlmodel import col
 from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
+from colaflow_mcp.http_protocols import http_protocol
+from colaflow_mcp.hub.serving import HubWebSocketProtocol
 from colaflow_mcp.models import PendingChange, utcnow
 from colaflow_mcp.services import Services
+from tests.harness import SAFETY_NETS_FAR_AWAY
 
-# Small, fast values; each test may override.
+# Small, fast values; each test may override. The safety nets are far away: what a hub
+# test sees delivered came by the fast path (see tests/harness.py).
 FAST = {
+    **SAFETY_NETS_FAR_AWAY,
     "hub_keep_alive_seconds": 15.0,
     "hub_client_timeout_seconds": 30.0,
     "hub_handshake_timeout_seconds": 15.0,
@@ -140,7 +145,10 @@ async def run_server(tmp_path: Path, **overrides: Any) -> AsyncIterator[HubEnv]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", log_config=None,
         ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
+        # WebSockets as `colaflow-mcp serve` runs them (cli._serve).
+        ws=HubWebSocketProtocol, ws_per_message_deflate=False, ws_ping_interval=None,
         timeout_graceful_shutdown=2,
+        http=http_protocol(settings),  # as `colaflow-mcp serve` does
     )
     server = _Server(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -141,7 +141,53 @@ async def test_long_polling_status_codes(env: HubEnv) -> None:
         assert (await http.post(url, content=HANDSHAKE)).status_code == 404
 
 
-async def test_long_poll_is_held_then_answers_200_empty(server_factory: ServerFactory) -> None:
+async def test_an_idle_long_poll_is_held_and_answered_the_moment_an_event_arrives(
+    server_factory: ServerFactory,
+) -> None:
+    from hubwire import open_ws
+
+    async with server_factory(hub_long_poll_seconds=30.0) as env:
+        t = await env.tenant("acme")
+        cid = await env.propose(t, "watched")
+        async with httpx.AsyncClient(headers=auth(t), timeout=60) as http:
+            url = await long_poll_connected(http, env, t)
+            conn = env.hub.connections[url.split("id=", 1)[1]]
+            await http.post(url, content=msg({"type": 1, "invocationId": "1",
+                                              "target": "SubscribeToPendingChange",
+                                              "arguments": [cid]}))
+            [done] = frames((await http.get(url)).text)
+            assert done["result"]["status"] == "Pending"
+            # The clock: another client's change that expires half a second after the poll
+            # is held; its expiry event arriving proves the poll stayed unanswered that long.
+            other_client = await open_ws(env.ws_url, t.key)
+            answer: list[httpx.Response] = []
+            answered = anyio.Event()
+
+            async def idle_poll() -> None:
+                answer.append(await http.get(url))
+                answered.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(idle_poll)
+                with anyio.fail_after(5):
+                    while not conn.poll_active:  # the poll has reached the server
+                        await anyio.wait_all_tasks_blocked()
+                expiring = await env.propose(t, "expiring", expires_in=0.5)
+                await other_client.invoke("SubscribeToPendingChange", expiring)
+                await other_client.drain_until(
+                    lambda m: m.get("target") == "PendingChangeExpired", within=10)
+                assert not answered.is_set(), answer[0].text
+                # An event for the held poll answers it at once, far inside the hold.
+                await env.approve(t, cid)
+                with anyio.fail_after(5):
+                    await answered.wait()
+            [event] = frames(answer[0].text)
+            assert event["target"] == "PendingChangeApproved"
+
+
+async def test_an_idle_long_poll_answers_200_empty_when_its_hold_ends(
+    server_factory: ServerFactory,
+) -> None:
     async with server_factory(hub_long_poll_seconds=0.2) as env:
         t = await env.tenant("acme")
         async with httpx.AsyncClient(headers=auth(t)) as http:
@@ -184,7 +230,6 @@ async def test_post_limits_and_wrong_transport(server_factory: ServerFactory) ->
         async with httpx.AsyncClient(headers=auth(t)) as http:
             token = await negotiate(http, env, t)
             url = f"{env.hub_url}?id={token}"
-            assert (await http.post(url, content=HANDSHAKE)).status_code == 400  # no GET yet
             await http.get(url)
             await http.post(url, content=HANDSHAKE)
             await http.get(url)
@@ -200,6 +245,25 @@ async def test_post_limits_and_wrong_transport(server_factory: ServerFactory) ->
             await http.get(url2)
             sse = await http.get(url2, headers={"Accept": "text/event-stream"})
             assert sse.status_code == 400
+
+
+async def test_long_polling_send_before_the_first_poll_waits_for_the_polls(
+    env: HubEnv,
+) -> None:
+    t = await env.tenant("acme")
+    cid = await env.propose(t)
+    async with httpx.AsyncClient(headers=auth(t)) as http:
+        url = f"{env.hub_url}?id={await negotiate(http, env, t)}"
+        # As signalrcore does: the handshake first, then the polls (ASP.NET Core buffers it).
+        assert (await http.post(url, content=HANDSHAKE)).status_code == 200
+        first = await http.get(url)
+        assert first.status_code == 200 and first.content == b""  # the first poll: at once
+        assert (await http.get(url)).text == "{}" + RS
+        await http.post(url, content=msg({"type": 1, "invocationId": "1",
+                                          "target": "SubscribeToPendingChange",
+                                          "arguments": [cid]}))
+        [done] = frames((await http.get(url)).text)
+        assert done["result"]["status"] == "Pending"
 
 
 async def test_server_sent_events_round_trip(env: HubEnv) -> None:

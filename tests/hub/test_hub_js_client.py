@@ -12,7 +12,9 @@ import anyio
 import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
-from hubenv import HubEnv, Tenant
+from hubenv import HubEnv, ServerFactory, Tenant
+
+from tests.harness import SAFETY_NETS_ON, recovery_passes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -121,66 +123,76 @@ async def test_official_js_client_receives_its_decisions_only(
 
 
 async def test_js_client_killed_mid_wait_gets_the_decision_exactly_once(
-    env: HubEnv, node_ready: None
+    server_factory: ServerFactory, node_ready: None
 ) -> None:
-    t = await env.tenant("acme")
-    cid = await env.propose(t)
-    async with node_client(env, t, "WebSockets") as js:
-        await js.subscribe(cid)
-        [old] = [c for c in env.hub.connections.values() if not c.closed]
-        await js.command(cmd="kill")
-        await js.expect(lambda x: x.get("state") == "reconnecting")
-        with anyio.fail_after(5):
-            await old.closed_event.wait()
-        # Decided while the client is away: no live connection could receive it.
-        assert not [c for c in env.hub.connections.values() if not c.closed]
-        await env.approve(t, cid)
-        await js.expect(lambda x: x.get("state") == "reconnected")
-        await js.expect(lambda x: x.get("event") == "PendingChangeApproved")
-        await js.roundtrip(1)
-        await js.roundtrip(2)
-    assert len(js.events(cid)) == 1
+    # Safety nets on: exactly once must hold across them too.
+    async with server_factory(**SAFETY_NETS_ON) as env:
+        t = await env.tenant("acme")
+        cid = await env.propose(t)
+        async with node_client(env, t, "WebSockets") as js:
+            await js.subscribe(cid)
+            [old] = [c for c in env.hub.connections.values() if not c.closed]
+            await js.command(cmd="kill")
+            await js.expect(lambda x: x.get("state") == "reconnecting")
+            with anyio.fail_after(5):
+                await old.closed_event.wait()
+            # Decided while the client is away: no live connection could receive it.
+            assert not [c for c in env.hub.connections.values() if not c.closed]
+            await env.approve(t, cid)
+            await js.expect(lambda x: x.get("state") == "reconnected")
+            await js.expect(lambda x: x.get("event") == "PendingChangeApproved")
+            await settled(env, js)
+        assert len(js.events(cid)) == 1
+
+
+async def settled(env: HubEnv, js: NodeClient) -> None:
+    """Past the point where a second delivery would show: whole sweep and reconcile passes
+    after the event, then a round trip behind anything they sent."""
+    await recovery_passes(env.services)
+    await js.roundtrip(99)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_js_client_reconnects_after_server_close_with_allow_reconnect(
-    env: HubEnv, node_ready: None, transport: str
+    server_factory: ServerFactory, node_ready: None, transport: str
 ) -> None:
-    t = await env.tenant("acme")
-    cid = await env.propose(t)
-    async with node_client(env, t, transport) as js:
-        await js.subscribe(cid)
-        for conn in list(env.hub.connections.values()):
-            conn.close("maintenance", allow_reconnect=True)
-        await js.expect(lambda x: x.get("state") == "reconnecting")
-        await js.expect(lambda x: x.get("state") == "reconnected")
-        await js.expect(lambda x: x.get("subscribed") == cid and len(
-            [y for y in js.lines if y.get("subscribed") == cid]) == 2)
-        await env.reject(t, cid, "later")
-        await js.expect(lambda x: x.get("event") == "PendingChangeRejected")
-        await js.roundtrip(1)
-    assert len(js.events(cid)) == 1
+    async with server_factory(**SAFETY_NETS_ON) as env:
+        t = await env.tenant("acme")
+        cid = await env.propose(t)
+        async with node_client(env, t, transport) as js:
+            await js.subscribe(cid)
+            for conn in list(env.hub.connections.values()):
+                conn.close("maintenance", allow_reconnect=True)
+            await js.expect(lambda x: x.get("state") == "reconnecting")
+            await js.expect(lambda x: x.get("state") == "reconnected")
+            await js.expect(lambda x: x.get("subscribed") == cid and len(
+                [y for y in js.lines if y.get("subscribed") == cid]) == 2)
+            await env.reject(t, cid, "later")
+            await js.expect(lambda x: x.get("event") == "PendingChangeRejected")
+            await settled(env, js)
+        assert len(js.events(cid)) == 1
 
 
 async def test_stateful_reconnect_is_transparent_and_exactly_once(
-    env: HubEnv, node_ready: None
+    server_factory: ServerFactory, node_ready: None
 ) -> None:
-    t = await env.tenant("acme")
-    first, second = await env.propose(t, "one"), await env.propose(t, "two")
-    async with node_client(env, t, "WebSockets", "stateful") as js:
-        await js.subscribe(first)
-        await js.subscribe(second)
-        [conn] = [c for c in env.hub.connections.values() if not c.closed]
-        assert conn.stateful
-        await env.approve(t, first)
-        await js.expect(lambda x: x.get("event") == "PendingChangeApproved")
-        # Drop the socket at once, most likely before the client acknowledged the event:
-        # the server replays it and the client discards the duplicate.
-        await js.command(cmd="kill")
-        await js.expect(lambda x: x.get("killed") is True)
-        await env.reject(t, second, "while away")
-        await js.expect(lambda x: x.get("event") == "PendingChangeRejected")
-        await js.roundtrip(1)
-        assert [c for c in env.hub.connections.values() if not c.closed] == [conn]
-    assert len(js.events(first)) == 1 and len(js.events(second)) == 1
-    assert not [x for x in js.lines if x.get("state") == "reconnecting"]
+    async with server_factory(**SAFETY_NETS_ON) as env:
+        t = await env.tenant("acme")
+        first, second = await env.propose(t, "one"), await env.propose(t, "two")
+        async with node_client(env, t, "WebSockets", "stateful") as js:
+            await js.subscribe(first)
+            await js.subscribe(second)
+            [conn] = [c for c in env.hub.connections.values() if not c.closed]
+            assert conn.stateful
+            await env.approve(t, first)
+            await js.expect(lambda x: x.get("event") == "PendingChangeApproved")
+            # Drop the socket at once, most likely before the client acknowledged the
+            # event: the server replays it and the client discards the duplicate.
+            await js.command(cmd="kill")
+            await js.expect(lambda x: x.get("killed") is True)
+            await env.reject(t, second, "while away")
+            await js.expect(lambda x: x.get("event") == "PendingChangeRejected")
+            await settled(env, js)
+            assert [c for c in env.hub.connections.values() if not c.closed] == [conn]
+        assert len(js.events(first)) == 1 and len(js.events(second)) == 1
+        assert not [x for x in js.lines if x.get("state") == "reconnecting"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from typing import Any
 
@@ -143,19 +142,6 @@ def test_server_messages_encode_as_the_spec_shows() -> None:
         "type": 7, "error": "bye", "allowReconnect": True}
 
 
-def test_random_garbage_never_escapes_as_anything_but_protocol_error() -> None:
-    rng = random.Random(1234)
-    alphabet = '{}[]":,0123456789abcdeftrunl \\' + RS + "\x00\xff"
-    for _ in range(3000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-        reader = p.FrameReader(64)
-        try:
-            for part in reader.feed(text):
-                p.parse_message(part)
-        except p.ProtocolError:
-            pass
-
-
 # -- negotiate -------------------------------------------------------------------------
 
 
@@ -265,8 +251,10 @@ async def test_full_queue_closes_the_connection() -> None:
     for _ in range(5):
         conn.send(p.PING)
     assert conn.closed and hub.closed_conns == [conn]
-    frames = sent(conn)
-    assert len(frames) == 4 and frames[-1]["type"] == 7 and frames[-1]["allowReconnect"]
+    # The client is not reading: what was queued is dropped, the Close says why.
+    [close] = sent(conn)
+    assert close["type"] == 7 and close["allowReconnect"]
+    assert "more than 3 messages queued" in close["error"]
 
 
 @pytest.mark.anyio

@@ -1,4 +1,5 @@
-"""Interop: the ``pysignalr`` (asyncio) and ``signalrcore`` (threads) clients over WebSockets."""
+"""Interop: the ``pysignalr`` (asyncio) and ``signalrcore`` (threads) clients, over WebSockets
+(and signalrcore's Long Polling)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hubenv import HubEnv, ServerFactory
 from pysignalr.client import SignalRClient
 from pysignalr.messages import CompletionMessage
 from signalrcore.hub_connection_builder import HubConnectionBuilder
+from signalrcore.types import HttpTransportType
 
 pytestmark = pytest.mark.anyio
 
@@ -86,15 +88,26 @@ async def test_signalrcore_subscribes_and_receives_expired(
         await _signalrcore_round_trip(env)
 
 
-async def _signalrcore_round_trip(env: HubEnv) -> None:
+async def test_signalrcore_long_polling_sends_its_handshake_before_polling(
+    server_factory: ServerFactory,
+) -> None:
+    async with server_factory(hub_keep_alive_seconds=0.3, hub_long_poll_seconds=0.5) as env:
+        await _signalrcore_round_trip(env, long_polling=True)
+
+
+async def _signalrcore_round_trip(env: HubEnv, long_polling: bool = False) -> None:
     t = await env.tenant("acme")
     cid = await env.propose(t)
     opened, subscribed, got = threading.Event(), threading.Event(), threading.Event()
     received: list[dict[str, Any]] = []
     results: list[Any] = []
-    hub = (HubConnectionBuilder()
-           .with_url(env.hub_url, options={"access_token_factory": lambda: t.key})
-           .build())
+    url = env.hub_url
+    options: dict[str, Any] = {"access_token_factory": lambda: t.key}
+    if long_polling:
+        # Its polls carry no Authorization header: the key must be in the URL as well.
+        url += f"?access_token={t.key}"
+        options["transport"] = HttpTransportType.long_polling
+    hub = HubConnectionBuilder().with_url(url, options=options).build()
     hub.on_open(opened.set)
 
     def on_expired(args: list[dict[str, Any]]) -> None:
@@ -110,7 +123,9 @@ async def _signalrcore_round_trip(env: HubEnv) -> None:
     try:
         await anyio.to_thread.run_sync(hub.start)
         assert await anyio.to_thread.run_sync(opened.wait, 10)
-        hub.send("SubscribeToPendingChange", [cid], on_invocation=on_subscribed)
+        # A long-polling send is a blocking HTTP request: not on the server's event loop.
+        await anyio.to_thread.run_sync(
+            lambda: hub.send("SubscribeToPendingChange", [cid], on_invocation=on_subscribed))
         assert await anyio.to_thread.run_sync(subscribed.wait, 10)
         await env.expire_now(cid)
         assert await anyio.to_thread.run_sync(got.wait, 10)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 import uuid
 
+import anyio
 import httpx
 import pytest
 from hubenv import HubEnv, ServerFactory
-from hubwire import HANDSHAKE, RS, RawWs, msg, open_ws
+from hubwire import HANDSHAKE, RS, msg, open_ws
 from websockets.exceptions import InvalidStatus
+
+from colaflow_mcp.hub.connection import HubConnection
 
 pytestmark = pytest.mark.anyio
 
@@ -311,12 +316,26 @@ async def test_tenants_never_receive_each_others_events(env: HubEnv) -> None:
         assert ws.pending == []
 
 
-async def test_skip_negotiation_and_raw_ws_are_independent_connections(env: HubEnv) -> None:
+async def test_skip_negotiation_sockets_are_independent_connections(env: HubEnv) -> None:
     t = await env.tenant("acme")
+    cid = await env.propose(t)
     one, two = await open_ws(env.ws_url, t.key), await open_ws(env.ws_url, t.key)
-    assert isinstance(one, RawWs) and isinstance(two, RawWs)
     live = [c for c in env.hub.connections.values() if not c.closed]
-    assert len(live) == 2
+    assert len(live) == 2 and live[0].connection_id != live[1].connection_id
+    assert (await one.invoke("SubscribeToPendingChange", cid))["result"]["status"] == "Pending"
+    [conn_one] = [c for c in live if c.subscriptions == {cid}]
+    await env.approve(t, cid)
+    assert (await one.next())["target"] == "PendingChangeApproved"
+    # The other socket of the same key subscribed to nothing and hears nothing: its
+    # round trip comes back with no event before it.
+    assert "error" not in await two.invoke("UnsubscribeFromPendingChange", cid)
+    assert two.pending == []
+    # Closing one leaves the other working.
+    await one.ws.close()
+    with anyio.fail_after(5):
+        await conn_one.closed_event.wait()
+    assert "error" not in await two.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()),
+                                           invocation_id="2")
 
 
 async def test_stateful_reconnect_replays_unacked_and_supersedes_a_half_open_socket(
@@ -394,3 +413,48 @@ async def test_connections_of_an_expired_key_are_closed(env: HubEnv) -> None:
                      .values(expires_at=utcnow() - timedelta(seconds=1)))
     close = await ws.drain_until(lambda m: m.get("type") == 7, within=5)
     assert "revoked" in close["error"]
+
+
+def expire_reviewer_tokens(env: HubEnv) -> list[HubConnection]:
+    """Make every live reviewer connection's token look expired (its ``exp`` has passed)."""
+    conns = [c for c in env.hub.connections.values()
+             if c.principal.kind == "reviewer" and not c.closed]
+    for conn in conns:
+        conn.principal = dataclasses.replace(conn.principal, token_expires=time.time() - 1)
+    return conns
+
+
+async def test_one_revocation_pass_closes_a_revoked_key_as_reviewer_tokens_expire(
+    server_factory: ServerFactory,
+) -> None:
+    # The background pass is far away: this test runs the pass itself, once.
+    async with server_factory(revocation_check_interval_seconds=3600) as env:
+        t = await env.tenant("acme")
+        reviewers = [await open_ws(env.ws_url, t.token) for _ in range(3)]
+        agent = await open_ws(env.ws_url, t.key)
+        await env.revoke(t)
+        expired = expire_reviewer_tokens(env)
+        assert len(expired) == 3
+        await env.hub.check_revocations()  # closing the expired ones must not end the pass
+        close = await agent.drain_until(lambda m: m.get("type") == 7)
+        assert "revoked" in close["error"]
+        for ws in reviewers:
+            close = await ws.drain_until(lambda m: m.get("type") == 7)
+            assert "expired" in close["error"] and close["allowReconnect"] is True
+
+
+async def test_a_revoked_key_is_closed_within_the_interval_while_tokens_expire(
+    server_factory: ServerFactory,
+) -> None:
+    interval = 0.25
+    async with server_factory(revocation_check_interval_seconds=interval) as env:
+        t = await env.tenant("acme")
+        for _ in range(12):
+            await open_ws(env.ws_url, t.token)
+        agent = await open_ws(env.ws_url, t.key)
+        await env.revoke(t)
+        expire_reviewer_tokens(env)
+        # The next pass closes all of them (slack: three more intervals). A pass that ended
+        # at the first connection it closed needed one pass per reviewer: 13 intervals.
+        close = await agent.drain_until(lambda m: m.get("type") == 7, within=4 * interval)
+        assert "revoked" in close["error"]

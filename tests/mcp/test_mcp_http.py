@@ -12,6 +12,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from colaflow_mcp import auth
 from colaflow_mcp.mcp_server import SessionEventStore, host_allowed, origin_allowed
 from tests.harness import Harness, fast_settings, live_server
 
@@ -95,7 +96,13 @@ async def test_missing_key_is_a_clear_401(server: Harness) -> None:
 
 async def test_bad_revoked_or_reviewer_credentials_are_refused(server: Harness) -> None:
     token = await server.reviewer_token()
-    for credential in ("cola_" + "x" * 43, token, "nonsense"):
+    tenant = await auth.get_or_create_tenant(server.services.db, "acme")
+    row, revoked = await auth.create_api_key(server.services.db, tenant, "retired")
+    accepted = await server.client.post("/mcp", json=_init_body(), headers={
+        "Accept": ACCEPT, "Authorization": f"Bearer {revoked}"})
+    assert accepted.status_code == 200, accepted.text  # a good key, until revoked
+    await auth.revoke_api_key(server.services.db, row.id)
+    for credential in ("cola_" + "x" * 43, token, "nonsense", revoked):
         for headers in ({"Authorization": f"Bearer {credential}"}, {"X-API-Key": credential}):
             r = await server.client.post("/mcp", json=_init_body(),
                                          headers={"Accept": ACCEPT, **headers})

@@ -15,8 +15,10 @@ from typing import Any
 import anyio
 import httpx
 
-from tests.harness import create_pg_database, require_service
+from tests import pgdb
+from tests.harness import REDIS_URL, redis_address, redis_url_at, require_service
 from tests.netproxy import TcpProxy
+from tests.pgdb import pg_database
 from tests.procs import AsyncServe, ServerProcess, cli_env
 
 FAST_ENV = {
@@ -106,15 +108,15 @@ class Cluster:
 @asynccontextmanager
 async def cluster(tmp: Path) -> AsyncIterator[Cluster]:
     """Database, Redis (through a cuttable proxy), a tenant with a key, token and project."""
-    require_service("Redis", "127.0.0.1", 6379)
-    db_url = await create_pg_database()
-    async with anyio.create_task_group() as tg:
-        proxy = TcpProxy("127.0.0.1", 6379)
+    require_service("Redis", *redis_address())
+    require_service("PostgreSQL", *pgdb.admin_address())
+    async with pg_database() as db_url, anyio.create_task_group() as tg:
+        proxy = TcpProxy(*redis_address())
         port = await tg.start(proxy.run)
         env = {
             **FAST_ENV,
             "COLAFLOW_DATABASE_URL": db_url,
-            "COLAFLOW_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "COLAFLOW_REDIS_URL": redis_url_at("127.0.0.1", port, REDIS_URL),
             "COLAFLOW_REDIS_CHANNEL": f"colaflow-test:{uuid.uuid4().hex}",
             "COLAFLOW_JWT_SECRET": "cluster-secret-" + uuid.uuid4().hex,
         }

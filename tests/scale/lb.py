@@ -21,7 +21,7 @@ import httpx
 
 from tests.core.releasedb import pg_database
 from tests.harness import require_service
-from tests.procs import ServerProcess, cli_env, free_port, serve, serve_each
+from tests.procs import ServerProcess, cli_env, serve, serve_each
 from tests.scale.cluster import FAST_ENV
 from tests.scale.nginx import Nginx, running_nginx
 
@@ -104,7 +104,7 @@ class Balanced:
     @asynccontextmanager
     async def restart(self, tag: str) -> AsyncIterator[ServerProcess]:
         """Start the instance again, same port and tag."""
-        cm = serve(self.instance_env(tag), self.tmp, self.ports[tag])
+        cm = serve(self.instance_env(tag), self.tmp, port=self.ports[tag])
         server = await anyio.to_thread.run_sync(cm.__enter__)
         self.instances[tag] = server
         try:
@@ -163,10 +163,11 @@ async def _balanced(tmp: Path, db_url: str, keys: int, release: bool,
         # The default: the JS client pings every 15 s (FAST_ENV's 10 s would close it).
         "COLAFLOW_HUB_CLIENT_TIMEOUT_SECONDS": "30",
     }
-    ports = {tag: free_port() for tag in TAGS}
-    start = serve_each([({**env, "COLAFLOW_INSTANCE_TAG": tag, "COLAFLOW_INSTANCE_ID": tag,
-                          **first_start.get(tag, {})}, ports[tag]) for tag in TAGS], tmp)
+    start = serve_each([{**env, "COLAFLOW_INSTANCE_TAG": tag, "COLAFLOW_INSTANCE_ID": tag,
+                         **first_start.get(tag, {})} for tag in TAGS], tmp)
     servers = await anyio.to_thread.run_sync(start.__enter__)
+    # nginx is configured once the instances know their ports (the OS picked them).
+    ports = {tag: server.port for tag, server in zip(TAGS, servers, strict=True)}
     try:
         front = running_nginx(tmp / "nginx", ports)
         nginx = await anyio.to_thread.run_sync(front.__enter__)

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import IN_CI
-from tests.procs import ServerProcess, free_port, spawn
+from tests.procs import ServerProcess, spawn
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "deploy" / "nginx" / "colaflow.conf"
@@ -29,6 +30,15 @@ SHIPPED = REPO / "deploy" / "nginx" / "colaflow.conf"
 SHIPPED_INSTANCES = {"a": "10.0.0.11:8000", "b": "10.0.0.12:8000"}
 SHIPPED_CERT = "/etc/letsencrypt/live/colaflow.example.com/fullchain.pem"
 SHIPPED_CERT_KEY = "/etc/letsencrypt/live/colaflow.example.com/privkey.pem"
+
+
+def free_port() -> int:
+    """A port free now (nginx cannot tell which port it bound for port 0; a port taken in
+    between makes it fail to start, and it is started again on others)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def nginx_binary() -> str:
@@ -155,16 +165,21 @@ def running_nginx(prefix: Path, instances: dict[str, int]) -> Iterator[Nginx]:
     """nginx (master and two workers) with the shipped site in front of ``instances``
     (tag -> port on 127.0.0.1); stopped (SIGTERM to its process group) on exit."""
     binary = nginx_binary()
-    conf, ports, cert = prepare(prefix, instances)
-    tested = check(binary, prefix, conf)
-    if tested.returncode != 0:
-        raise AssertionError(f"nginx -t failed:\n{tested.stderr}")
-    process, ready = spawn([binary, "-p", str(prefix), "-c", str(conf), "-e", "stderr"],
-                           prefix, dict(os.environ), ports.plain,
-                           lambda line: "start worker process" in line, new_session=True)
-    try:
-        if not ready.wait(30) or process.proc.poll() is not None:
+    for attempt in range(3):
+        conf, ports, cert = prepare(prefix, instances)
+        tested = check(binary, prefix, conf)
+        if tested.returncode != 0:
+            raise AssertionError(f"nginx -t failed:\n{tested.stderr}")
+        process, ready = spawn([binary, "-p", str(prefix), "-c", str(conf), "-e", "stderr"],
+                               prefix, dict(os.environ),
+                               lambda line, port=ports.plain: port
+                               if "start worker process" in line else None, new_session=True)
+        if ready.wait(30) and process.proc.poll() is None:
+            break
+        _stop(process)
+        if "Address already in use" not in process.output() or attempt == 2:
             raise RuntimeError(f"nginx did not start:\n{process.output()}")
+    try:
         yield Nginx(process, prefix, ports, cert)
     finally:
         _stop(process)

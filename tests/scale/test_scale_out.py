@@ -52,6 +52,35 @@ async def test_hub_on_one_instance_and_mcp_on_the_other_get_each_decision_once(
         tg.cancel_scope.cancel()
 
 
+# The recovery loops far away: what crosses from one instance to the other came over Redis.
+NETS_FAR_AWAY = {"COLAFLOW_ANNOUNCE_SWEEP_INTERVAL_SECONDS": "3600",
+                 "COLAFLOW_RECONCILE_INTERVAL_SECONDS": "3600"}
+
+
+async def test_a_decision_crosses_the_backplane_with_the_safety_nets_far_away(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c, c.instance(**NETS_FAR_AWAY) as a, \
+            c.instance(**NETS_FAR_AWAY) as b, anyio.create_task_group() as tg:
+        ids = [await c.propose(a, f"across {i}") for i in range(2)]
+        hub = HubAgent()
+        await hub.connect(b.hub_url, c.key, tg)
+        for cid in ids:
+            assert "error" not in await hub.subscribe(cid)
+        legacy = Updates()
+        uris = [f"colaflow://pending-changes/{i}" for i in ids]
+        async with mcp_client(b, c.key, "legacy", legacy) as lc, \
+                watching(lc, "legacy", legacy, uris):
+            assert (await c.decide(a, ids[0], "approve")).status_code == 200
+            assert (await c.decide(a, ids[1], "reject")).status_code == 200
+            await hub.wait_for(set(ids), within=10)
+            with anyio.fail_after(10):
+                for uri in uris:
+                    await legacy.wait_for(uri)
+        assert [hub.payloads[i]["status"] for i in ids] == ["Approved", "Rejected"]
+        tg.cancel_scope.cancel()
+
+
 async def test_decision_survives_kill_9_between_commit_and_publish(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c, c.instance() as b, anyio.create_task_group() as tg:
         hub = HubAgent()
