@@ -12,7 +12,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from tests.harness import PG_ADMIN_URL, create_pg_database
+from tests.harness import create_pg_database
+from tests.pgdb import PG_ADMIN_URL
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "release-0.1.0"
 MANIFEST: dict[str, Any] = json.loads((FIXTURE / "manifest.json").read_text())
