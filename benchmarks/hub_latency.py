@@ -139,7 +139,7 @@ class ThreadServer:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.01)
-        notifier = self.app.state.services.notifier
+        notifier = self.app.state.runtime.notifier
         original = notifier.dispatch
 
         def stamped(event: Any) -> int:

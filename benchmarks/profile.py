@@ -88,8 +88,9 @@ def tick_cost(connections: int = 10_000) -> str:
     """Time the hub's once-a-second timer pass over ``connections`` idle connections."""
     import time
 
-    from colaflow_mcp.auth import Principal
-    from colaflow_mcp.hub.connection import ConnectionState, HubConnection, Limits, Transport
+    from colaflow_mcp.domain.auth import Principal
+    from colaflow_mcp.hub.connection import ConnectionState, HubConnection
+    from colaflow_mcp.hub.outbound import Limits
 
     class NoHub:
         async def invoke(self, conn: HubConnection, target: str, arguments: list[object]
@@ -104,8 +105,8 @@ def tick_cost(connections: int = 10_000) -> str:
     for i in range(connections):
         conn = HubConnection(connection_id=str(i), token=str(i), principal=principal,
                              hub=NoHub(), limits=Limits(32768, 1024))
-        conn.state, conn.transport = ConnectionState.CONNECTED, Transport.WEBSOCKETS
-        conn.detached_since = None
+        conn.attach_socket()
+        conn.state = ConnectionState.CONNECTED  # as after a handshake
         conns[conn.token] = conn
     now = time.monotonic()
     lines = []

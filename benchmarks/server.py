@@ -260,8 +260,8 @@ async def seed_changes(server: ServerUnderTest, count: int) -> list[str]:
     from sqlalchemy import text
 
     from benchmarks.miniclient import MiniHttp
-    from colaflow_mcp.db import Database
-    from colaflow_mcp.models import PendingChange
+    from colaflow_mcp.store.engine import Database
+    from colaflow_mcp.store.tables import PendingChange
 
     http = MiniHttp(HOST, server.port, {"Authorization": f"Bearer {server.creds.api_key}"})
     template = await http.json("POST", "/api/mcp/pending-changes", {

@@ -16,8 +16,8 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 import colaflow_mcp
-from colaflow_mcp.db import Database
-from colaflow_mcp.models import Tenant
+from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.tables import Tenant
 
 UPDATE = text("UPDATE tenant SET name = :name WHERE slug = 'bench'")
 

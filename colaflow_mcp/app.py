@@ -1,24 +1,25 @@
-"""The Starlette app: REST, the MCP endpoint and the hub, under one lifespan and task group."""
+"""The Starlette app: REST, the MCP endpoint and the hub, under one lifespan.
+
+The lifespan builds the :class:`~colaflow_mcp.runtime.Runtime` and runs it; the runtime's
+supervisor owns every background task.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
-from colaflow_mcp import api
 from colaflow_mcp.config import Settings
-from colaflow_mcp.db import redact_url
-from colaflow_mcp.hub.server import HubServer
-from colaflow_mcp.mcp_server import McpEndpoint
-from colaflow_mcp.services import Services
+from colaflow_mcp.rest.routes import routes as rest_routes
+from colaflow_mcp.runtime import Runtime
+from colaflow_mcp.store.engine import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -72,38 +73,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services = await Services.create(settings)
-        app.state.services = services
+        runtime = await Runtime.create(settings)
         logger.info(
             "colaflow-mcp instance %s: database %s, backplane %s",
-            settings.instance_id, redact_url(settings.database_url), services.bus.name,
+            settings.instance_id, redact_url(settings.database_url), runtime.bus.name,
         )
-        hub = HubServer(services)
-        mcp = McpEndpoint(services)
-        hub_router.target = Starlette(routes=hub.routes)
-        mcp_app.target = mcp.app
-        app.state.hub = hub
-        app.state.mcp = mcp
-        try:
-            async with AsyncExitStack() as stack:
-                await stack.enter_async_context(mcp.lifespan())
-                async with anyio.create_task_group() as tg:
-                    await services.run_background(tg)
-                    tg.start_soon(hub.run)
-                    try:
-                        yield
-                    finally:
-                        # Tell hub clients to reconnect (elsewhere) before we go.
-                        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                            await hub.shutdown()
-                        with anyio.CancelScope(shield=True):
-                            await services.stop_background()
-                        tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await services.aclose()
+        app.state.runtime = runtime
+        app.state.rest = runtime.rest
+        app.state.health = runtime.health
+        app.state.hub = runtime.hub  # serving.HubAwareServer shuts it down first
+        hub_router.target = Starlette(routes=runtime.hub.routes)
+        mcp_app.target = runtime.mcp.app
+        async with runtime.running():
+            yield
 
-    routes: list[BaseRoute] = [*api.routes()]
+    routes: list[BaseRoute] = [*rest_routes()]
     prefixes: dict[str, Any] = {HUB_PATH: hub_router, MCP_PATH: mcp_app}
     middleware = []
     if settings.allowed_origins:  # outermost, so the hub and MCP answer preflights too

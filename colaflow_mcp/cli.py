@@ -9,15 +9,20 @@ import logging
 import math
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import anyio
 
-from colaflow_mcp import auth, logs
+from colaflow_mcp import logs
 from colaflow_mcp.config import Settings
-from colaflow_mcp.db import Database, async_url
-from colaflow_mcp.events import iso
+from colaflow_mcp.domain import admin
+from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret
+from colaflow_mcp.domain.queries import Queries
+from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import migrate
+from colaflow_mcp.store.engine import Database, async_url
+from colaflow_mcp.store.tables import utcnow
 
 logger = logging.getLogger("colaflow_mcp.cli")
 
@@ -100,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status (0 ok, 1 failed, 2 bad settings)."""
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(database_url=args.database_url)
@@ -145,24 +151,20 @@ def _print(result: Any, args: Any) -> None:
 
 async def _keys(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
     if args.keys_command == "create":
-        from datetime import timedelta
-
-        from colaflow_mcp.models import utcnow
-
-        tenant = await auth.get_or_create_tenant(db, args.tenant)
+        tenant = await admin.get_or_create_tenant(db, args.tenant)
         expires = (utcnow() + timedelta(days=args.expires_in_days)
                    if args.expires_in_days is not None else None)
-        row, key = await auth.create_api_key(db, tenant, args.name, expires)
+        row, key = await admin.create_api_key(db, tenant, args.name, expires)
         data = {"id": row.id, "key": key, "tenant": tenant.slug, "tenantId": tenant.id,
                 "name": row.name, "prefix": row.prefix, "createdAt": iso(row.created_at),
                 "expiresAt": iso(row.expires_at)}
         logger.info("created API key %s for tenant %s", row.id, tenant.slug)
         return {"json": data, "text": key}
     if args.keys_command == "list":
-        found = await auth.get_tenant(db, args.tenant)
+        found = await admin.get_tenant(db, args.tenant)
         if found is None:
             raise LookupError(f"no tenant {args.tenant!r}")
-        rows = await auth.list_api_keys(db, found)
+        rows = await admin.list_api_keys(db, found)
         items = [{"id": r.id, "name": r.name, "prefix": r.prefix,
                   "createdAt": iso(r.created_at), "expiresAt": iso(r.expires_at),
                   "revokedAt": iso(r.revoked_at), "lastUsedAt": iso(r.last_used_at)}
@@ -172,7 +174,7 @@ async def _keys(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
                  for i in items]
         return {"json": {"tenant": found.slug, "keys": items},
                 "text": "\n".join(lines) or "(no keys)"}
-    revoked = await auth.revoke_api_key(db, args.id)
+    revoked = await admin.revoke_api_key(db, args.id)
     if revoked is None:
         raise LookupError(f"no API key {args.id!r}")
     return {"json": {"id": revoked.id, "revokedAt": iso(revoked.revoked_at)},
@@ -180,9 +182,9 @@ async def _keys(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
 
 
 async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
-    tenant = await auth.get_or_create_tenant(db, args.tenant)
-    secret = await auth.jwt_secret(db, settings.jwt_secret)
-    issuer = auth.TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
+    tenant = await admin.get_or_create_tenant(db, args.tenant)
+    secret = await jwt_secret(db, settings.jwt_secret)
+    issuer = TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
     ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
     token = issuer.issue(tenant, args.user, ttl)
     return {"json": {"token": token, "tenant": tenant.slug, "user": args.user},
@@ -190,19 +192,14 @@ async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
 
 
 async def _projects(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
-    from colaflow_mcp.bus import MemoryBackplane
-    from colaflow_mcp.changes import ChangeService
-    from colaflow_mcp.notify import Notifier
-
-    tenant = await auth.get_or_create_tenant(db, args.tenant)
-    changes = ChangeService(db, Notifier(db, MemoryBackplane()), settings)
+    tenant = await admin.get_or_create_tenant(db, args.tenant)
     if args.projects_command == "create":
-        p = await changes.create_project_direct(tenant.id, args.key, args.name,
-                                                args.description)
+        p = await admin.create_project_direct(db, tenant.id, args.key, args.name,
+                                              args.description)
         return {"json": {"id": p.id, "key": p.key, "name": p.name, "tenant": tenant.slug},
                 "text": f"created project {p.key} ({p.id})"}
-    principal = auth.Principal(kind="reviewer", tenant_id=tenant.id, tenant_slug=tenant.slug)
-    items = await changes.list_projects(principal)
+    principal = Principal(kind="reviewer", tenant_id=tenant.id, tenant_slug=tenant.slug)
+    items = await Queries(db).list_projects(principal)
     return {"json": {"tenant": tenant.slug, "projects": items},
             "text": "\n".join(f"{i['key']}  {i['name']}  ({i['issueCount']} issues)"
                               for i in items) or "(no projects)"}
@@ -241,31 +238,15 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from colaflow_mcp.app import create_app
-    from colaflow_mcp.http_protocols import http_protocol
-    from colaflow_mcp.hub.serving import HubAwareServer, HubWebSocketProtocol
+    from colaflow_mcp.serving import HubAwareServer, uvicorn_config
 
     logs.install_redaction()
     # Thousands of long-lived connection objects make default-threshold collections
     # frequent and slow (measured: 5-53 ms pauses twice a second at 10,000 connections).
     gc.set_threshold(50_000, 20, 100)
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port,
-        log_level=logs.split_levels(settings.log_level)[0], log_config=None, lifespan="on",
-        # Closes connections that never complete a request head (uvicorn has no bound).
-        http=http_protocol(settings),
-        ws_max_size=max(settings.hub_max_message_bytes * 4, 1 << 20),
-        ws=HubWebSocketProtocol,  # refusals without an ERROR log line (see its docstring)
-        # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
-        ws_per_message_deflate=False,
-        # SignalR has its own keep-alive and client timeout; protocol-level pings from
-        # uvicorn on top would be a third kind of ping per idle connection.
-        ws_ping_interval=None,
-        timeout_graceful_shutdown=10,
-    )
-    server = HubAwareServer(config)
+    server = HubAwareServer(uvicorn_config(create_app(settings), settings),
+                            settings.hub_shutdown_seconds)
     logger.info("serving on http://%s:%d", settings.host, settings.port)
     server.run()
     return 0

@@ -103,6 +103,24 @@ class Settings:
     # is closed (uvicorn has no such bound: bare and slowloris connections would stay).
     http_header_timeout_seconds: float = 20.0
 
+    # Background work and shutdown (the supervisor's loops; see runtime.py).
+    loop_max_backoff_seconds: float = 5.0  # a failing loop restarts after 0.1 s, doubling
+    shutdown_grace_seconds: float = 5.0  # loops finish their pass and drain before cancel
+    hub_shutdown_seconds: float = 5.0  # hub clients get Close (allowReconnect) within this
+    http_graceful_shutdown_seconds: float = 10.0  # then uvicorn waits this for requests
+    db_call_seconds: float = 10.0  # bound on one subscribe's registration and read
+    recovery_batch_size: int = 500  # rows per expiry, sweep, reconcile or revocation query
+    outbox_size: int = 10_000  # decisions queued for publishing (beyond: left to the sweep)
+    publish_batch_size: int = 256
+    marker_batch_size: int = 512
+    announce_marker_linger_seconds: float = 0.05  # gather marks into one write
+    redis_liveness_seconds: float = 6.0  # a silent backplane link is reconnected after this
+    redis_connect_timeout_seconds: float = 2.0
+    auth_cache_entries: int = 10_000  # verified keys and tokens kept
+    hub_flush_grace_seconds: float = 1.0  # a closing hub connection may take to send Close
+    hub_timer_slices: int = 10  # one timer pass over all connections, spread over this many
+    mcp_request_event_history: int = 32  # events kept per session for request streams
+
     def __post_init__(self) -> None:
         if self.instance_tag and not INSTANCE_TAG.fullmatch(self.instance_tag):
             raise ValueError(f"{ENV_PREFIX}INSTANCE_TAG: {self.instance_tag[:40]!r} must be 1-32 "

@@ -49,7 +49,7 @@ def install_redaction() -> None:
 
 
 def split_levels(spec: str) -> tuple[str, dict[str, str]]:
-    """``"info,colaflow_mcp.services=debug"`` → ``("info", {"colaflow_mcp.services":
+    """``"info,colaflow_mcp.supervisor=debug"`` → ``("info", {"colaflow_mcp.supervisor":
     "DEBUG"})``: the overall level, then levels for named loggers."""
     root, named = "info", {}
     for part in spec.split(","):

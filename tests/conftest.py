@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from tests.harness import (
     Harness,
     _reachable,
     database_url_for,
+    default_db_kind,
     fast_settings,
     in_process,
     live_server,
@@ -43,11 +43,6 @@ def _drop_test_databases() -> Iterator[None]:
     made = pgdb.created - before
     if made:
         pgdb.run_in_thread(lambda: pgdb.drop_names(made))
-
-
-def default_db_kind() -> str:
-    """COLAFLOW_TEST_DB=postgres runs the whole suite on PostgreSQL."""
-    return os.environ.get("COLAFLOW_TEST_DB", "sqlite")
 
 
 @pytest.fixture

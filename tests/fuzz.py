@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from colaflow_mcp import auth
-from colaflow_mcp.models import PendingChange, Status, utcnow
-from colaflow_mcp.services import Services
-from colaflow_mcp.workspace import TOOLS
+from colaflow_mcp.domain import admin
+from colaflow_mcp.domain.auth import Principal
+from colaflow_mcp.domain.operations import OPERATIONS as TOOLS
+from colaflow_mcp.runtime import Runtime
+from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 SCALE = max(1, int(os.environ.get("COLAFLOW_TEST_FUZZ_SCALE", "1")))
 
@@ -98,24 +99,24 @@ class Seed:
         return [self.agent_key, self.reviewer_token, self.foreign_key, self.foreign_token]
 
 
-async def seed(svc: Services) -> Seed:
+async def seed(svc: Runtime) -> Seed:
     """acme: project WEB, issue WEB-1, one change of each decided status, three pending;
     other: one approved and one pending change."""
     db, changes = svc.db, svc.changes
     tenants = {}
     for slug in ("acme", "other"):
-        t = tenants[slug] = await auth.get_or_create_tenant(db, slug)
-        await changes.create_project_direct(t.id, "WEB", "Website")
-    row, agent_key = await auth.create_api_key(db, tenants["acme"], "fuzz")
-    frow, foreign_key = await auth.create_api_key(db, tenants["other"], "fuzz")
-    agent = auth.Principal("agent", tenants["acme"].id, "acme", api_key_id=row.id)
-    reviewer = auth.Principal("reviewer", tenants["acme"].id, "acme", user="rita")
-    foreign_agent = auth.Principal("agent", tenants["other"].id, "other", api_key_id=frow.id)
-    foreign_reviewer = auth.Principal("reviewer", tenants["other"].id, "other", user="olga")
+        t = tenants[slug] = await admin.get_or_create_tenant(db, slug)
+        await admin.create_project_direct(db, t.id, "WEB", "Website")
+    row, agent_key = await admin.create_api_key(db, tenants["acme"], "fuzz")
+    frow, foreign_key = await admin.create_api_key(db, tenants["other"], "fuzz")
+    agent = Principal("agent", tenants["acme"].id, "acme", api_key_id=row.id)
+    reviewer = Principal("reviewer", tenants["acme"].id, "acme", user="rita")
+    foreign_agent = Principal("agent", tenants["other"].id, "other", api_key_id=frow.id)
+    foreign_reviewer = Principal("reviewer", tenants["other"].id, "other", user="olga")
     s = Seed(agent_key, svc.tokens.issue(tenants["acme"], "rita"), foreign_key,
              svc.tokens.issue(tenants["other"], "olga"))
 
-    async def propose(who: auth.Principal, title: str) -> str:
+    async def propose(who: Principal, title: str) -> str:
         c = await changes.propose(who, "create_issue", {"project_key": "WEB", "title": title})
         return c.id
 
@@ -142,7 +143,7 @@ async def seed(svc: Services) -> Seed:
 Decision = tuple[str, Any, Any, Any, Any, Any]
 
 
-async def decisions(svc: Services) -> dict[str, Decision]:
+async def decisions(svc: Runtime) -> dict[str, Decision]:
     """Every decided change, as stored: status, when, by whom, reason, result, entity."""
     async with svc.db.read() as s:
         rows = (await s.exec(select(PendingChange).where(
@@ -156,7 +157,7 @@ def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert not bad, [r.getMessage() for r in bad]
 
 
-async def assert_sound(client: httpx.AsyncClient, svc: Services, before: dict[str, Decision],
+async def assert_sound(client: httpx.AsyncClient, svc: Runtime, before: dict[str, Decision],
                        caplog: pytest.LogCaptureFixture) -> None:
     """Healthy, nothing logged as an error, and every earlier decision exactly as it was."""
     health = await client.get("/health")

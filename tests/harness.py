@@ -1,4 +1,8 @@
-"""Test harness: an app on its own database, in-process or on a real socket."""
+"""The test harness: an app on its own database, in-process or served on a real socket.
+
+One way to start a server (:func:`live_server`, used by the hub fixtures too) and one
+settings factory (:func:`fast_settings`, with :data:`HUB_TIMINGS` for the hub tests).
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,11 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from colaflow_mcp import auth
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
-from colaflow_mcp.http_protocols import http_protocol
-from colaflow_mcp.services import Services
+from colaflow_mcp.domain import admin
+from colaflow_mcp.runtime import Runtime
+from colaflow_mcp.serving import uvicorn_config
 from tests import pgdb
 
 
@@ -82,7 +86,13 @@ async def create_pg_database() -> str:
     return await pgdb.create_database()
 
 
+def default_db_kind() -> str:
+    """COLAFLOW_TEST_DB=postgres runs the whole suite on PostgreSQL."""
+    return os.environ.get("COLAFLOW_TEST_DB", "sqlite")
+
+
 async def database_url_for(kind: str, tmp_path: Path) -> str:
+    """A fresh database of this kind (``sqlite`` or ``postgres``)."""
     if kind == "postgres":
         return await create_pg_database()
     return f"sqlite:///{tmp_path / 'colaflow-test.db'}"
@@ -105,7 +115,7 @@ SAFETY_NETS_ON: dict[str, Any] = {
 RECOVERY_LOOPS = ("announce-sweep", "reconcile")
 
 
-async def recovery_passes(services: Services, passes: int = 2, within: float = 20.0,
+async def recovery_passes(runtime: Runtime, passes: int = 2, within: float = 20.0,
                           loops: tuple[str, ...] = RECOVERY_LOOPS) -> None:
     """Wait until the announce sweep and the reconcile loop (or ``loops``) have each
     completed ``passes`` more passes than now.
@@ -114,28 +124,47 @@ async def recovery_passes(services: Services, passes: int = 2, within: float = 2
     that matters: with ``passes=2``, at least one whole sweep and one whole reconcile,
     started after the call.
     """
-    start = {loop: services.loop_passes.get(loop, 0) for loop in loops}
+    supervisor = runtime.supervisor
+    start = {loop: supervisor.passes.get(loop, 0) for loop in loops}
     with anyio.fail_after(within):
-        while any(services.loop_passes.get(loop, 0) - start[loop] < passes for loop in loops):
-            await services.pass_completed.wait()
+        while any(supervisor.passes.get(loop, 0) - start[loop] < passes for loop in loops):
+            await supervisor.pass_completed.wait()
+
+
+# Test-sized timings: the production shape, fast enough for tests; safety nets far away.
+FAST: dict[str, Any] = {
+    "expiry_max_wait_seconds": 0.2,
+    **SAFETY_NETS_FAR_AWAY,
+    "announce_grace_seconds": 0.5,
+    "bus_reconnect_max_backoff_seconds": 0.5,
+    "api_key_cache_seconds": 0.0,
+    "revocation_check_interval_seconds": 0.2,
+    "hub_keep_alive_seconds": 1.0,
+    "hub_client_timeout_seconds": 5.0,
+    "hub_handshake_timeout_seconds": 2.0,
+    "hub_disconnect_timeout_seconds": 2.0,
+    "hub_long_poll_seconds": 5.0,
+}
+
+# The hub tests run real clients whose own keep-alive (15 s) and timeouts are SignalR's
+# defaults: the server keeps those, so only the test's own actions make things happen.
+HUB_TIMINGS: dict[str, Any] = {
+    "hub_keep_alive_seconds": 15.0,
+    "hub_client_timeout_seconds": 30.0,
+    "hub_handshake_timeout_seconds": 15.0,
+    "hub_disconnect_timeout_seconds": 5.0,
+    "expiry_max_wait_seconds": 0.05,
+    "announce_grace_seconds": 2.0,
+    "bus_reconnect_max_backoff_seconds": 5.0,
+}
 
 
 def fast_settings(database_url: str, **overrides: Any) -> Settings:
-    """Production shape, test-sized timings, safety nets far away (see above)."""
+    """Production shape, test-sized timings (:data:`FAST`), then ``overrides``."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "jwt_secret": "test-secret-" + uuid.uuid4().hex,
-        "expiry_max_wait_seconds": 0.2,
-        **SAFETY_NETS_FAR_AWAY,
-        "announce_grace_seconds": 0.5,
-        "bus_reconnect_max_backoff_seconds": 0.5,
-        "api_key_cache_seconds": 0.0,
-        "revocation_check_interval_seconds": 0.2,
-        "hub_keep_alive_seconds": 1.0,
-        "hub_client_timeout_seconds": 5.0,
-        "hub_handshake_timeout_seconds": 2.0,
-        "hub_disconnect_timeout_seconds": 2.0,
-        "hub_long_poll_seconds": 5.0,
+        **FAST,
     }
     values.update(overrides)
     return Settings(**values)
@@ -152,23 +181,29 @@ class Harness:
     _keys: dict[str, str] = field(default_factory=dict)
 
     @property
-    def services(self) -> Services:
-        svc: Services = self.app.state.services
-        return svc
+    def runtime(self) -> Runtime:
+        """The running app's object graph."""
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    @property
+    def port(self) -> int:
+        """The port of a live server."""
+        return int(self.base_url.rsplit(":", 1)[1])
 
     async def agent_key(self, tenant: str = "acme", name: str = "agent") -> str:
         """A new API key for the tenant (created if needed)."""
-        t = await auth.get_or_create_tenant(self.services.db, tenant)
-        _, key = await auth.create_api_key(self.services.db, t, name)
+        t = await admin.get_or_create_tenant(self.runtime.db, tenant)
+        _, key = await admin.create_api_key(self.runtime.db, t, name)
         return key
 
     async def reviewer_token(self, tenant: str = "acme", user: str = "alice") -> str:
-        t = await auth.get_or_create_tenant(self.services.db, tenant)
-        return self.services.tokens.issue(t, user)
+        t = await admin.get_or_create_tenant(self.runtime.db, tenant)
+        return self.runtime.tokens.issue(t, user)
 
     async def project(self, tenant: str = "acme", key: str = "WEB", name: str = "Website") -> None:
-        t = await auth.get_or_create_tenant(self.services.db, tenant)
-        await self.services.changes.create_project_direct(t.id, key, name)
+        t = await admin.get_or_create_tenant(self.runtime.db, tenant)
+        await admin.create_project_direct(self.runtime.db, t.id, key, name)
 
     async def propose(self, key: str, tool: str = "create_issue",
                       arguments: dict[str, Any] | None = None,
@@ -208,38 +243,44 @@ async def in_process(settings: Settings) -> AsyncIterator[Harness]:
 
 
 class _ReadyServer(uvicorn.Server):
-    """uvicorn that signals when start-up is over (serving, or failed)."""
+    """uvicorn that says when start-up is over (serving, or failed): no polling, no sleeps."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.ready = anyio.Event()
 
-    async def startup(self, sockets: Any = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         try:
             await super().startup(sockets)
         finally:
             self.ready.set()
 
+    def install_signal_handlers(self) -> None:  # tests own the signals
+        pass
+
 
 @asynccontextmanager
 async def live_server(settings: Settings) -> AsyncIterator[Harness]:
-    """The app served by uvicorn on an ephemeral 127.0.0.1 port in this event loop."""
+    """The app served by uvicorn (configured as ``serve`` does) on an ephemeral 127.0.0.1
+    port, in this event loop."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on", ws_max_size=1 << 20,
-                            http=http_protocol(settings))  # as `colaflow-mcp serve` does
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=0, log_level="warning",
+                            timeout_graceful_shutdown=2)
     server = _ReadyServer(config)
     sock = config.bind_socket()
     port = sock.getsockname()[1]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(20):
-            await server.ready.wait()
-        if server.should_exit:
-            raise RuntimeError("server failed to start")
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            try:
-                yield Harness(app=app, settings=settings, client=c, base_url=base)
-            finally:
-                server.should_exit = True
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            with anyio.fail_after(20):
+                await server.ready.wait()
+            if server.should_exit:
+                raise RuntimeError("server failed to start")
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+                try:
+                    yield Harness(app=app, settings=settings, client=c, base_url=base)
+                finally:
+                    server.should_exit = True
+    finally:
+        sock.close()

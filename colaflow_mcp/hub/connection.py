@@ -2,9 +2,7 @@
 
 A transport feeds received text to :meth:`HubConnection.receive` and drains outbound frames
 with :meth:`HubConnection.wait_outbound` / :meth:`HubConnection.take`, then reports
-:meth:`HubConnection.written`. A transport may instead set :attr:`HubConnection.on_change`,
-called synchronously on every change (the WebSocket transport starts its writer from it, so
-an idle socket holds no waiting task).
+:meth:`HubConnection.written`.
 
 What a connection holds for its client is bounded in bytes and messages (the overflow
 policy): frames queued or taken by the transport and not yet written, plus, with stateful
@@ -15,6 +13,15 @@ mark (a quarter of the bytes, half of the messages), its further input waits unt
 transport drains it (flow control); only if it does not drain within ``drain_timeout`` is
 the client taken to be not reading.
 
+The connection owns its transport attachment too: a transport reads the state to decide
+what to answer, and changes it only through the methods of the "transport attachment"
+section (``attach_socket`` / ``bind_socket`` / ``detach_socket`` for WebSockets,
+``attach_event_stream`` / ``detach_event_stream`` for SSE, ``start_long_polling`` /
+``begin_poll`` / ``end_poll`` for long polling, ``begin_send`` / ``end_send`` for the POSTs
+of the last two). The WebSocket transport binds an ``on_change`` callback, called
+synchronously on every change, and starts its writer from it, so an idle socket holds no
+waiting task.
+
 Thousands of idle connections are the normal case, so a connection keeps little: slots
 instead of an instance dict, and its events exist only while someone waits on them.
 """
@@ -23,19 +30,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from colaflow_mcp.events import DecisionEvent
+from colaflow_mcp.delivery.events import DecisionEvent
 from colaflow_mcp.hub import protocol as p
+from colaflow_mcp.hub.outbound import Limits, Outbound
 
 if TYPE_CHECKING:
-    from colaflow_mcp.auth import Principal
+    from colaflow_mcp.domain.auth import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +73,6 @@ class Hub(Protocol):
         """The connection closed: drop what it held."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_message_bytes: int
-    outbound_queue_size: int  # messages queued or in flight to the transport
-    max_queued_bytes: int = 4 * 1024 * 1024  # held for the client, replay included
-    drain_timeout: float = 30.0  # how long input may wait for the transport to drain
-
-
 class HubConnection:
     """State, buffers and timers of one logical SignalR connection."""
 
@@ -83,10 +81,9 @@ class HubConnection:
         "transport", "subscriptions", "handshake_version", "close_error", "too_large",
         "created_at", "last_received", "last_sent", "closed_at", "stream_attached",
         "poll_generation", "poll_active", "detached_since", "posting", "ws_generation",
-        "supersede", "on_change", "_reader", "_outbound", "_changed", "_deferred",
-        "stateful_allowed", "stateful", "_out_seq", "_replay", "_in_next", "_in_latest",
-        "_in_acked", "_closed_event", "_drained_event", "_drained", "_out_bytes",
-        "_inflight", "_replay_bytes", "_room", "slow",
+        "_supersede", "on_change", "_reader", "_out", "_changed", "_deferred",
+        "stateful_allowed", "stateful", "_in_next", "_in_latest", "_in_acked",
+        "_closed_event", "_drained_event", "_drained", "_room", "slow",
     )
 
     def __init__(
@@ -127,13 +124,11 @@ class HubConnection:
         # WebSockets: which socket owns the connection, and how to end it early when a
         # stateful-reconnect client comes back before the old socket was seen to die.
         self.ws_generation = 0
-        self.supersede: Callable[[], None] | None = None
+        self._supersede: Callable[[], None] | None = None
         # Called on every change (queued, closed, resumed, woken): see the module doc.
         self.on_change: Callable[[], None] | None = None
         self._reader = p.FrameReader(limits.max_message_bytes)
-        self._outbound: list[str] = []
-        self._out_bytes = 0  # bytes in _outbound
-        self._inflight = 0  # bytes taken by the transport and not yet written
+        self._out = Outbound(limits)  # queued, in flight, kept for replay: bounded
         self._changed: anyio.Event | None = None  # only while someone waits
         self._room: anyio.Event | None = None  # only while input waits for the transport
         self._deferred: list[str] | None = None
@@ -141,9 +136,6 @@ class HubConnection:
         # trackable message carries an implicit sequence id and is kept until acked.
         self.stateful_allowed = False
         self.stateful = False
-        self._out_seq = 0
-        self._replay: deque[tuple[int, str]] | None = None  # once stateful
-        self._replay_bytes = 0
         self._in_next = 1
         self._in_latest = 0
         self._in_acked = 0
@@ -199,12 +191,12 @@ class HubConnection:
 
     @property
     def queued(self) -> int:
-        return len(self._outbound)
+        return len(self._out.frames)
 
     @property
     def queued_bytes(self) -> int:
         """Bytes held for the client: queued, in flight to the transport, kept for replay."""
-        return self._out_bytes + self._inflight + self._replay_bytes
+        return self._out.held
 
     def send(self, text: str) -> None:
         """Queue one framed hub message (an invocation or completion); closes the
@@ -219,48 +211,27 @@ class HubConnection:
     def _enqueue(self, text: str, trackable: bool = False) -> None:
         size = p.wire_size(text)
         tracked = self.stateful and trackable
-        limits = self.limits
-        # A tracked frame is held twice until written: queued and kept for replay.
-        if self.queued_bytes + (2 * size if tracked else size) > limits.max_queued_bytes:
-            self._overflow(f"more than {limits.max_queued_bytes} bytes queued")
+        refusal = self._out.refusal(size, tracked)
+        if refusal is not None:
+            self._overflow(refusal)
             return
-        if len(self._outbound) >= limits.outbound_queue_size:
-            self._overflow(f"more than {limits.outbound_queue_size} messages queued")
-            return
-        if tracked:
-            replay = self._replay
-            if replay is None:
-                replay = self._replay = deque()
-            self._out_seq += 1
-            replay.append((self._out_seq, text))
-            self._replay_bytes += size
-        self._outbound.append(text)
-        self._out_bytes += size
+        self._out.push(text, size, tracked)
         self.last_sent = time.monotonic()
         self._notify()
 
     def _overflow(self, detail: str) -> None:
         """Close a client that is not reading (or, stateful, not acknowledging)."""
         # A small transport backlog means the client reads but does not acknowledge.
-        what = "read" if self._backlog_high() or not self.stateful else "acknowledge"
+        what = "read" if self._out.backlog_high() or not self.stateful else "acknowledge"
         logger.warning("hub connection %s: the client did not %s its messages (%s, %d bytes "
                        "held); closing it", self.connection_id, what, detail, self.queued_bytes)
         self.close(f"Connection closed: the client did not {what} its messages in time "
                    f"({detail}).", allow_reconnect=True, discard=True)
 
-    def _backlog_high(self) -> bool:
-        """Whether the transport's backlog is over the flow-control high-water mark."""
-        limits = self.limits
-        return (self._out_bytes + self._inflight >= max(1, limits.max_queued_bytes // 4)
-                or len(self._outbound) >= max(1, limits.outbound_queue_size // 2))
-
     def take(self) -> list[str]:
         """All queued frames, in order (the transport sends them next, then calls
         :meth:`written`)."""
-        frames = self._outbound
-        self._outbound = []
-        self._inflight += self._out_bytes
-        self._out_bytes = 0
+        frames = self._out.take()
         if self.closed and not self._drained:
             self._drained = True
             if self._drained_event is not None:
@@ -269,23 +240,19 @@ class HubConnection:
 
     def written(self) -> None:
         """The transport wrote everything it took: input held back for it may go on."""
-        self._inflight = 0
+        self._out.written()
         room = self._room
-        if room is not None and not self._backlog_high():
+        if room is not None and not self._out.backlog_high():
             room.set()
 
     async def wait_outbound(self) -> None:
         """Return once something is queued, the connection closed, or the state changed."""
-        if self._outbound or self.closed:
+        if self._out.frames or self.closed:
             return
         changed = self._changed
         if changed is None:
             changed = self._changed = anyio.Event()
         await changed.wait()
-
-    def wake(self) -> None:
-        """Wake every waiter (a superseded long poll re-checks its generation)."""
-        self._notify()
 
     def _notify(self) -> None:
         changed = self._changed
@@ -297,14 +264,7 @@ class HubConnection:
 
     def resume(self) -> None:
         """A WebSocket came back for a stateful connection: Sequence, then replay."""
-        replay = self._replay or ()
-        first = replay[0][0] if replay else self._out_seq + 1
-        sequence = p.sequence_message(first)
-        self._outbound = [sequence]
-        self._outbound.extend(text for _, text in replay)
-        # The replayed frames are already counted once, as kept for replay.
-        self._out_bytes = p.wire_size(sequence)
-        self._inflight = 0
+        self._out.rewind()
         self._reader = p.FrameReader(self.limits.max_message_bytes)
         self.last_received = self.last_sent = time.monotonic()
         self._notify()
@@ -332,13 +292,11 @@ class HubConnection:
             return
         if discard:
             self.slow = True
-            self._outbound = []
-            self._out_bytes = self._inflight = 0
-        self._replay = None  # a closed connection is never resumed
-        self._replay_bytes = 0
+            self._out.discard()
+        self._out.end_replay()  # a closed connection is never resumed
         if send_close and self.state is ConnectionState.CONNECTED:
             self._deferred = None
-            self._outbound.append(p.close_message(error, allow_reconnect))
+            self._out.control(p.close_message(error, allow_reconnect))
         self.state = ConnectionState.CLOSED
         self.close_error = error
         self.closed_at = time.monotonic()
@@ -353,6 +311,97 @@ class HubConnection:
             self._closed_event.set()
         if self._on_closed is not None:
             self._on_closed(self)
+
+    # -- transport attachment -----------------------------------------------------------
+
+    def attach_socket(self) -> tuple[int, bool]:
+        """A WebSocket takes the connection: its generation, and whether it resumes a
+        stateful connection (whose socket dropped, or looks alive but a half-open TCP
+        connection: the new socket wins and the old one is ended)."""
+        if self.stream_attached and self._supersede is not None:
+            self._supersede()
+        resuming = self.transport is Transport.WEBSOCKETS and self.stateful
+        self.attach(Transport.WEBSOCKETS)
+        self.ws_generation += 1
+        self.stream_attached = True
+        self.detached_since = None
+        return self.ws_generation, resuming
+
+    def bind_socket(self, generation: int, on_change: Callable[[], None],
+                    supersede: Callable[[], None]) -> bool:
+        """The accepted socket of ``generation`` starts serving; False if a newer socket
+        took the connection meanwhile."""
+        if generation != self.ws_generation:
+            return False
+        self.on_change = on_change
+        self._supersede = supersede
+        return True
+
+    def detach_socket(self, generation: int, *, may_resume: bool) -> None:
+        """The socket of ``generation`` is gone. A stateful connection waits (up to the
+        disconnect timeout) for its client to come back, if ``may_resume``; any other
+        closes. A superseded socket leaves the connection to the newer one."""
+        if generation != self.ws_generation:
+            return
+        self.stream_attached = False
+        self._supersede = None
+        self.on_change = None
+        if self.stateful and not self.closed and may_resume:
+            self.detached_since = time.monotonic()  # the disconnect timeout starts
+        else:
+            self.close()
+
+    def attach_event_stream(self) -> None:
+        """An SSE stream now carries the connection's messages."""
+        self.attach(Transport.SSE)
+        self.stream_attached = True
+        self.detached_since = None
+
+    def detach_event_stream(self) -> None:
+        """The SSE stream ended: so does the connection."""
+        self.stream_attached = False
+        self.close()
+
+    def start_long_polling(self) -> None:
+        """The first poll: long polling is the transport; the disconnect timeout runs
+        until the next poll arrives."""
+        self.attach(Transport.LONG_POLLING)
+        self.detached_since = time.monotonic()
+
+    def begin_poll(self) -> int:
+        """A poll arrived: it supersedes any poll still held (that one answers 204)."""
+        self.poll_generation += 1
+        self._notify()
+        self.poll_active = True
+        self.detached_since = None
+        self.last_received = time.monotonic()
+        return self.poll_generation
+
+    def poll_superseded(self, generation: int) -> bool:
+        """Whether a newer poll took over from the poll of ``generation``."""
+        return generation != self.poll_generation
+
+    def end_poll(self, generation: int) -> None:
+        """The poll of ``generation`` answered; the disconnect timeout runs again."""
+        if generation == self.poll_generation:
+            self.poll_active = False
+            self.detached_since = time.monotonic()
+
+    def begin_send(self) -> bool:
+        """A send (POST) starts; False while another one is in progress."""
+        if self.posting:
+            return False
+        self.posting = True
+        return True
+
+    def end_send(self) -> None:
+        """The send finished."""
+        self.posting = False
+
+    def close_too_large(self, reason: str) -> None:
+        """Close for an oversize message (WebSocket code 1009, HTTP 413)."""
+        self.too_large = True
+        self.close(f"Connection closed with an error: {reason}")
 
     # -- inbound ----------------------------------------------------------------------
 
@@ -376,7 +425,7 @@ class HubConnection:
             if self.state is not ConnectionState.CONNECTED:
                 self._handshake(raw)
                 continue
-            if self._backlog_high():
+            if self._out.backlog_high():
                 await self._wait_for_room()
                 if self.closed:
                     return
@@ -396,13 +445,13 @@ class HubConnection:
                 await room.wait()
         finally:
             self._room = None
-        if not self.closed and self._backlog_high():
+        if not self.closed and self._out.backlog_high():
             self._overflow(f"the backlog did not drain within {self.limits.drain_timeout:g} s")
 
     def _protocol_error(self, reason: str) -> None:
         logger.info("hub connection %s: protocol error: %s", self.connection_id, reason)
         if self.state is not ConnectionState.CONNECTED:
-            self._outbound.append(p.handshake_response(reason))
+            self._out.control(p.handshake_response(reason))
         self.close(f"Connection closed with an error: {reason}")
 
     def _handshake(self, raw: str) -> None:
@@ -413,23 +462,21 @@ class HubConnection:
             return
         error = p.handshake_error(request)
         if error is not None:
-            self._outbound.append(p.handshake_response(error))
+            self._out.control(p.handshake_response(error))
             self.close(error)
             return
         self.handshake_version = request.version
         self.stateful = (self.stateful_allowed and request.version >= 2
                          and self.transport is Transport.WEBSOCKETS)
         if self.stateful:
-            self._replay = deque()
+            self._out.start_replay()
         self.state = ConnectionState.CONNECTED
         self._enqueue(p.handshake_response())
 
     async def _dispatch(self, message: p.Message) -> None:
         if self.stateful:
             if isinstance(message, p.Ack):
-                replay = self._replay
-                while replay and replay[0][0] <= message.sequence_id:
-                    self._replay_bytes -= p.wire_size(replay.popleft()[1])
+                self._out.ack(message.sequence_id)
                 return
             if isinstance(message, p.Sequence):
                 if message.sequence_id > self._in_next:

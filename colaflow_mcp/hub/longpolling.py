@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
-
 import anyio
-from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from colaflow_mcp.http import NO_STORE
 from colaflow_mcp.hub.connection import HubConnection, Transport
-
-if TYPE_CHECKING:
-    from colaflow_mcp.hub.server import HubServer
+from colaflow_mcp.hub.registry import Connections
 
 TEXT = "text/plain; charset=utf-8"
-NO_STORE = {"Cache-Control": "no-cache, no-store"}
 
 
 class LongPollingTransport:
-    def __init__(self, server: HubServer) -> None:
-        self.server = server
+    """Answers polls and DELETEs of long-polling connections."""
 
-    async def poll(self, request: Request, conn: HubConnection) -> Response:
+    def __init__(self, registry: Connections, long_poll_seconds: float) -> None:
+        self.registry = registry
+        self.long_poll_seconds = long_poll_seconds
+
+    async def poll(self, conn: HubConnection) -> Response:
+        """The first poll answers at once; later ones are held until there is news."""
         if conn.transport not in (None, Transport.LONG_POLLING):
             return PlainTextResponse("Cannot change transports mid-connection",
                                      status_code=400)
@@ -30,20 +28,14 @@ class LongPollingTransport:
             if conn.closed:
                 return Response(status_code=204)
             # The first poll only establishes the transport; it answers at once.
-            conn.attach(Transport.LONG_POLLING)
-            conn.detached_since = time.monotonic()
+            conn.start_long_polling()
             return Response(status_code=200, media_type=TEXT, headers=NO_STORE)
 
-        conn.poll_generation += 1
-        generation = conn.poll_generation
-        conn.wake()  # a poll still held is superseded: it answers 204
-        conn.poll_active = True
-        conn.detached_since = None
-        conn.last_received = time.monotonic()
+        generation = conn.begin_poll()  # a poll still held is superseded: it answers 204
         try:
-            with anyio.move_on_after(self.server.settings.hub_long_poll_seconds):
+            with anyio.move_on_after(self.long_poll_seconds):
                 while True:
-                    if generation != conn.poll_generation:
+                    if conn.poll_superseded(generation):
                         return Response(status_code=204, headers=NO_STORE)
                     frames = conn.take()
                     conn.written()  # the response is the transport's buffer now
@@ -51,15 +43,13 @@ class LongPollingTransport:
                         return Response("".join(frames), status_code=200, media_type=TEXT,
                                         headers=NO_STORE)
                     if conn.closed:
-                        self.server.forget(conn)
+                        self.registry.forget(conn)
                         return Response(status_code=204, headers=NO_STORE)
                     await conn.wait_outbound()
             # Held long enough with nothing to say: the client polls again.
             return Response(status_code=200, media_type=TEXT, headers=NO_STORE)
         finally:
-            if generation == conn.poll_generation:
-                conn.poll_active = False
-                conn.detached_since = time.monotonic()
+            conn.end_poll(generation)
 
     async def delete(self, conn: HubConnection) -> Response:
         """End a long-polling connection; its held poll answers 204."""
@@ -70,5 +60,5 @@ class LongPollingTransport:
         conn.take()
         conn.written()
         if not conn.poll_active:
-            self.server.forget(conn)
+            self.registry.forget(conn)
         return PlainTextResponse("", status_code=202)

@@ -1,157 +1,85 @@
-"""HubServer: negotiate, the connection registry, timers, revocation and shutdown.
+"""HubServer: negotiate, admission of every transport request, timers, revocation, shutdown.
 
-The host app mounts ``routes`` under ``/hubs/mcp``, runs :meth:`HubServer.run` in its task
-group and awaits :meth:`HubServer.shutdown` on exit.
+The runtime mounts ``routes`` under ``/hubs/mcp``, has its supervisor run
+:meth:`HubServer.run_timers`, feeds the revocation pass into
+:meth:`HubServer.drop_revoked` and awaits :meth:`HubServer.shutdown` before stopping.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
-from typing import TYPE_CHECKING
 
 import anyio
-from sqlmodel import col, select
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
-from colaflow_mcp.auth import Principal, bearer
-from colaflow_mcp.hub import longpolling, sse, websockets
+from colaflow_mcp.config import Settings
+from colaflow_mcp.delivery.notifier import Notifier
+from colaflow_mcp.domain.auth import Authenticator, Principal, credential_from
+from colaflow_mcp.http import NO_STORE
 from colaflow_mcp.hub import protocol as p
-from colaflow_mcp.hub.connection import (
-    ConnectionState,
-    HubConnection,
-    Limits,
-    Transport,
-)
-from colaflow_mcp.hub.hub import McpHub
-from colaflow_mcp.models import ApiKey, utcnow
-
-if TYPE_CHECKING:
-    from colaflow_mcp.services import Services
+from colaflow_mcp.hub.connection import HubConnection, Transport
+from colaflow_mcp.hub.longpolling import LongPollingTransport
+from colaflow_mcp.hub.methods import McpHub
+from colaflow_mcp.hub.outbound import Limits
+from colaflow_mcp.hub.registry import Connections, NoConnection
+from colaflow_mcp.hub.sse import SseTransport
+from colaflow_mcp.hub.websockets import WebSocketTransport, deny
 
 logger = logging.getLogger(__name__)
-
-NO_STORE = {"Cache-Control": "no-cache, no-store"}
-
-
-class NoConnection(Exception):
-    """A transport request that cannot be matched to a connection (status, body)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-    def response(self) -> Response:
-        return PlainTextResponse(self.detail, status_code=self.status, headers=NO_STORE)
-
-
-TIMER_SLICES = 10
 
 
 class HubServer:
     """The SignalR endpoint for agents: ``/negotiate`` and ``/`` (all three transports)."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.settings = services.settings
-        self.hub = McpHub(services.notifier, self.settings.hub_max_subscriptions_per_connection)
-        self.limits = Limits(
-            max_message_bytes=self.settings.hub_max_message_bytes,
-            outbound_queue_size=self.settings.hub_outbound_queue_size,
-            max_queued_bytes=self.settings.hub_max_queued_bytes,
-            drain_timeout=self.settings.hub_drain_timeout_seconds,
-        )
-        # token -> connection; a closed connection stays until its transport is told
-        self.connections: dict[str, HubConnection] = {}
-        # Live (not closed) connections per owner (API key, or reviewer): see admit().
-        self._live_per_owner: dict[tuple[str, str | None, str | None], int] = {}
-        self.closing = False
-        ws = websockets.WebSocketTransport(self)
-        self.sse = sse.SseTransport(self)
-        self.long_polling = longpolling.LongPollingTransport(self)
+    def __init__(self, settings: Settings, auth: Authenticator, notifier: Notifier) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.hub = McpHub(notifier, settings.hub_max_subscriptions_per_connection)
+        self.registry = Connections(self.hub, Limits(
+            max_message_bytes=settings.hub_max_message_bytes,
+            outbound_queue_size=settings.hub_outbound_queue_size,
+            max_queued_bytes=settings.hub_max_queued_bytes,
+            drain_timeout=settings.hub_drain_timeout_seconds,
+        ), max_per_owner=settings.hub_max_connections_per_key, tagged=settings.tagged)
+        self.websockets = WebSocketTransport(self.registry, settings.hub_flush_grace_seconds)
+        self.sse = SseTransport(settings.hub_flush_grace_seconds)
+        self.long_polling = LongPollingTransport(self.registry, settings.hub_long_poll_seconds)
         self.routes: list[BaseRoute] = [
             Route("/negotiate", self.negotiate, methods=["POST"]),
             Route("/", self.http_endpoint, methods=["GET", "POST", "DELETE"]),
-            WebSocketRoute("/", ws.endpoint),
+            WebSocketRoute("/", self.websocket_endpoint),
         ]
 
-    # -- connections ------------------------------------------------------------------
+    @property
+    def connections(self) -> dict[str, HubConnection]:
+        """Token → connection (read-only use: tests, diagnostics)."""
+        return self.registry.by_token
+
+    @property
+    def closing(self) -> bool:
+        """Shutting down: no new connections."""
+        return self.registry.closing
 
     async def authenticate(self, conn: HTTPConnection) -> Principal | None:
-        """The caller of a hub request: ``Authorization: Bearer`` or ``access_token``."""
-        credential = bearer(conn.headers.get("authorization")) or conn.query_params.get(
-            "access_token"
-        )
+        """The caller of a hub request (see ``credential_from``; ``access_token`` allowed)."""
+        credential = credential_from(conn.headers, conn.query_params)
         if not credential:
             return None
         principal: Principal | None = None
         try:
-            principal = await self.services.auth.authenticate(credential)
+            principal = await self.auth.authenticate(credential)
         except Exception:
             logger.exception("hub authentication failed")
         return principal
 
-    def admit(self, principal: Principal) -> str | None:
-        """Why ``principal`` may not open another connection (at its cap), else None."""
-        limit = self.settings.hub_max_connections_per_key
-        if self._live_per_owner.get(_owner(principal), 0) < limit:
-            return None
-        who = "API key" if principal.api_key_id is not None else "reviewer"
-        return (f"Too many hub connections for this {who} (limit {limit}): close connections "
-                "you no longer use, or reuse one for several subscriptions.")
-
-    def create_connection(self, principal: Principal, negotiate_version: int) -> HubConnection:
-        """A new connection (the caller checked :meth:`admit`)."""
-        # Both carry the instance's routing tag (the token is the ``id`` of every later
-        # request; version 0 clients use the connection id, which is then the secret).
-        connection_id = self.settings.tagged(secrets.token_urlsafe(16))
-        token = (self.settings.tagged(secrets.token_urlsafe(32)) if negotiate_version >= 1
-                 else connection_id)
-        conn = HubConnection(
-            connection_id=connection_id, token=token, principal=principal, hub=self.hub,
-            limits=self.limits, on_closed=self._closed,
-        )
-        self.connections[token] = conn
-        owner = _owner(principal)
-        self._live_per_owner[owner] = self._live_per_owner.get(owner, 0) + 1
-        return conn
-
-    def _closed(self, conn: HubConnection) -> None:
-        owner = _owner(conn.principal)
-        left = self._live_per_owner.get(owner, 0) - 1
-        if left > 0:
-            self._live_per_owner[owner] = left
-        else:
-            self._live_per_owner.pop(owner, None)
-        if conn.close_error:
-            logger.info("hub connection %s closed: %s", conn.connection_id, conn.close_error)
-        else:
-            logger.debug("hub connection %s closed", conn.connection_id)
-        # Long polling needs the closed connection a while longer (its last poll gets
-        # the Close message, then 204); other transports are done with it.
-        if conn.transport is not Transport.LONG_POLLING:
-            self.connections.pop(conn.token, None)
-
-    def forget(self, conn: HubConnection) -> None:
-        self.connections.pop(conn.token, None)
-
-    def lookup(self, request: HTTPConnection, principal: Principal) -> HubConnection:
-        """The connection named by ``?id=``, owned by this caller; else NoConnection."""
-        token = request.query_params.get("id")
-        if not token:
-            raise NoConnection(400, "Connection ID required")
-        conn = self.connections.get(token)
-        if conn is None or not conn.owned_by(principal):
-            raise NoConnection(404, "No Connection with that ID")
-        return conn
-
     # -- HTTP endpoints ---------------------------------------------------------------
 
     async def negotiate(self, request: Request) -> Response:
+        """``POST /negotiate``: a new connection and the transports it may use."""
         principal = await self.authenticate(request)
         if principal is None:
             return _unauthorized()
@@ -161,35 +89,36 @@ class HubServer:
             version = p.negotiate_version(request.query_params.get("negotiateVersion"))
         except p.ProtocolError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        refusal = self.admit(principal)
+        refusal = self.registry.admit(principal)
         if refusal is not None:
             return PlainTextResponse(refusal, status_code=429, headers=NO_STORE)
-        conn = self.create_connection(principal, version)
+        conn = self.registry.create(principal, version)
         # Stateful reconnect only where the client asks for it (WebSockets, version 1+).
         conn.stateful_allowed = version >= 1 and (
             request.query_params.get("useStatefulReconnect", "").lower() == "true"
         )
         logger.debug("hub connection %s negotiated (tenant %s)", conn.connection_id,
-                    principal.tenant_slug)
+                     principal.tenant_slug)
         body = p.negotiate_response(version, conn.connection_id, conn.token,
                                     stateful_reconnect=conn.stateful_allowed)
         return JSONResponse(body, headers=NO_STORE)
 
     async def http_endpoint(self, request: Request) -> Response:
+        """``/?id=``: SSE stream, long poll, send (POST) or end (DELETE)."""
         principal = await self.authenticate(request)
         if principal is None:
             return _unauthorized()
         try:
-            conn = self.lookup(request, principal)
+            conn = self.registry.lookup(request.query_params.get("id"), principal)
         except NoConnection as exc:
-            return exc.response()
+            return PlainTextResponse(exc.detail, status_code=exc.status, headers=NO_STORE)
         if request.method == "POST":
             return await self.post(request, conn)
         if request.method == "DELETE":
             return await self.long_polling.delete(conn)
         if "text/event-stream" in request.headers.get("accept", ""):
-            return await self.sse.stream(request, conn)
-        return await self.long_polling.poll(request, conn)
+            return await self.sse.stream(conn)
+        return await self.long_polling.poll(conn)
 
     async def post(self, request: Request, conn: HubConnection) -> Response:
         """The send half of SSE and long polling.
@@ -202,17 +131,15 @@ class HubServer:
                                      "connections.", status_code=405)
         if conn.closed:
             return PlainTextResponse("No Connection with that ID", status_code=404)
-        if conn.posting:
+        if not conn.begin_send():
             return PlainTextResponse("Another send request is in progress.", status_code=409)
-        conn.posting = True
         try:
             cap = self.settings.hub_max_message_bytes * 4 + 1024
             body = bytearray()
             async for chunk in request.stream():
                 body.extend(chunk)
                 if len(body) > cap:
-                    conn.too_large = True
-                    conn.close("Connection closed with an error: request body too large")
+                    conn.close_too_large("request body too large")
                     return PlainTextResponse("Payload too large", status_code=413)
             try:
                 text = body.decode("utf-8")
@@ -221,114 +148,125 @@ class HubServer:
                 return PlainTextResponse("Invalid UTF-8", status_code=400)
             await conn.receive(text)
         finally:
-            conn.posting = False
+            conn.end_send()
         if conn.closed and conn.too_large:
             return PlainTextResponse("Payload too large", status_code=413)
         return Response(status_code=200)
 
-    # -- background loop and shutdown -------------------------------------------------
+    async def websocket_endpoint(self, websocket: WebSocket) -> None:
+        """``/`` upgraded: admit the socket (401/404/409/429/503 before the upgrade), serve
+        it."""
+        principal = await self.authenticate(websocket)
+        if principal is None:
+            await deny(websocket, 401, "Unauthorized")
+            return
+        token = websocket.query_params.get("id")
+        if token:
+            conn = self.registry.get(token)
+            if conn is None or conn.closed or not conn.owned_by(principal):
+                await deny(websocket, 404, "No Connection with that ID")
+                return
+            if conn.transport not in (None, Transport.WEBSOCKETS) or (
+                conn.stream_attached and not conn.stateful
+            ):
+                await deny(websocket, 409, "Connection already has a transport")
+                return
+        else:
+            if self.closing:
+                await deny(websocket, 503, "Server is shutting down")
+                return
+            refusal = self.registry.admit(principal)
+            if refusal is not None:
+                await deny(websocket, 429, refusal)
+                return
+            conn = self.registry.create(principal, 1)  # skip-negotiation
+        await self.websockets.serve(websocket, conn)
 
-    async def run(self) -> None:
-        """Timers (ping, timeouts) and revocation checks; runs until cancelled."""
+    # -- timers, revocation, shutdown -------------------------------------------------
+
+    def timer_interval(self) -> float:
+        """Seconds between two timer passes over every connection."""
         s = self.settings
-        tick = max(0.01, min(1.0, s.hub_keep_alive_seconds / 3, s.hub_client_timeout_seconds / 4,
+        return max(0.01, min(1.0, s.hub_keep_alive_seconds / 3,
+                             s.hub_client_timeout_seconds / 4,
                              s.hub_handshake_timeout_seconds / 4,
                              s.hub_disconnect_timeout_seconds / 4))
-        next_revocation = time.monotonic() + s.revocation_check_interval_seconds
-        # One pass over every connection per ``tick`` seconds, spread over TIMER_SLICES
-        # callbacks: 10,000 connections in one callback stalled the loop for 11-44 ms.
-        step = tick / TIMER_SLICES
+
+    async def run_timers(self) -> None:
+        """Keep-alive pings and timeouts of every connection; runs until cancelled.
+
+        One pass over every connection per :meth:`timer_interval`, spread over
+        ``hub_timer_slices`` callbacks: 10,000 connections in one callback stalled the loop
+        for 11-44 ms.
+        """
+        slices = max(1, self.settings.hub_timer_slices)
+        step = self.timer_interval() / slices
         round_: list[HubConnection] = []
         part = 0
         while True:
-            await anyio.sleep(max(0.0, min(step, next_revocation - time.monotonic())))
+            await anyio.sleep(step)
             if part == 0:
-                round_ = list(self.connections.values())
-            size = -(-len(round_) // TIMER_SLICES)
-            try:
-                self._tick_connections(round_[part * size:(part + 1) * size], time.monotonic())
-            except Exception:
-                logger.exception("hub timer pass failed")
-            part = (part + 1) % TIMER_SLICES
-            if time.monotonic() >= next_revocation:
-                next_revocation = time.monotonic() + s.revocation_check_interval_seconds
-                try:
-                    await self.check_revocations()
-                except Exception:
-                    logger.exception("hub revocation check failed; retrying next interval")
+                round_ = list(self.registry)
+            size = -(-len(round_) // slices)
+            self.tick(round_[part * size:(part + 1) * size], time.monotonic())
+            part = (part + 1) % slices
 
-    def tick(self, now: float) -> None:
-        """Run every connection's timers once (ping, timeouts, forgetting closed ones)."""
-        self._tick_connections(list(self.connections.values()), now)
-
-    def _tick_connections(self, conns: list[HubConnection], now: float) -> None:
+    def tick(self, conns: list[HubConnection], now: float) -> None:
+        """Run these connections' timers once (ping, timeouts, forgetting closed ones)."""
         s = self.settings
         for conn in conns:
-            if self.connections.get(conn.token) is not conn:
+            if not self.registry.current(conn):
                 continue  # forgotten since the round began
             if conn.closed:
                 # A long-polling connection's last poll has had time to take the Close.
                 if conn.closed_at is not None and (
                     now - conn.closed_at >= s.hub_disconnect_timeout_seconds
                 ):
-                    self.forget(conn)
+                    self.registry.forget(conn)
                 continue
-            conn.tick(
-                now, keep_alive=s.hub_keep_alive_seconds,
-                client_timeout=s.hub_client_timeout_seconds,
-                handshake_timeout=s.hub_handshake_timeout_seconds,
-                disconnect_timeout=s.hub_disconnect_timeout_seconds,
-            )
+            try:
+                conn.tick(
+                    now, keep_alive=s.hub_keep_alive_seconds,
+                    client_timeout=s.hub_client_timeout_seconds,
+                    handshake_timeout=s.hub_handshake_timeout_seconds,
+                    disconnect_timeout=s.hub_disconnect_timeout_seconds,
+                )
+            except Exception:
+                logger.exception("hub timer of %s failed", conn.connection_id)
 
-    async def check_revocations(self, chunk: int = 500) -> None:
-        """Close the connections of keys that were revoked, expired or deleted, and of
-        reviewer tokens that have expired.
+    def live_key_ids(self) -> set[str]:
+        """The API keys of open connections (for the revocation pass)."""
+        return {c.principal.api_key_id for c in self.registry
+                if not c.closed and c.principal.api_key_id is not None}
 
-        One query per ``chunk`` distinct keys, however many connections share them.
-        """
-        by_key: dict[str, list[HubConnection]] = {}
-        now_unix = time.time()
-        # A copy: closing a connection removes it from ``self.connections``.
-        for conn in list(self.connections.values()):
+    async def drop_revoked(self, revoked: set[str], now_unix: float) -> int:
+        """Close connections whose key is in ``revoked`` or whose reviewer token expired."""
+        closed = 0
+        for conn in self.registry:  # a copy: closing removes connections
             if conn.closed:
                 continue
-            if conn.principal.api_key_id is not None:
-                by_key.setdefault(conn.principal.api_key_id, []).append(conn)
             expires = conn.principal.token_expires
-            if expires is not None and expires <= now_unix:
+            if conn.principal.api_key_id in revoked:
+                conn.close("Connection closed: the API key was revoked or has expired.")
+            elif expires is not None and expires <= now_unix:
                 # A client whose token factory hands out a fresh token reconnects with it.
                 conn.close("Connection closed: the access token has expired.",
                            allow_reconnect=True)
-        key_ids = list(by_key)
-        now = utcnow()
-        for i in range(0, len(key_ids), chunk):
-            ids = key_ids[i : i + chunk]
-            async with self.services.db.read() as s:
-                rows = (await s.exec(
-                    select(ApiKey.id, ApiKey.revoked_at, ApiKey.expires_at)
-                    .where(col(ApiKey.id).in_(ids))
-                )).all()
-            usable = {
-                key_id for key_id, revoked_at, expires_at in rows
-                if revoked_at is None and (expires_at is None or expires_at > now)
-            }
-            for key_id in ids:
-                if key_id in usable:
-                    continue
-                conns = [c for c in by_key[key_id] if not c.closed]
-                if conns:
-                    logger.info("closing %d hub connection(s) of a revoked key", len(conns))
-                for conn in conns:
-                    conn.close("Connection closed: the API key was revoked or has expired.")
+            else:
+                continue
+            closed += 1
+        if closed:
+            logger.info("closed %d hub connection(s) of revoked keys or expired tokens", closed)
+        return closed
 
     async def shutdown(self) -> None:
         """Tell every client to reconnect elsewhere (Close, allowReconnect) and close."""
-        self.closing = True
-        live = [c for c in self.connections.values() if not c.closed]
+        self.registry.closing = True
+        live = [c for c in self.registry if not c.closed]
         for conn in live:
             conn.close("Server is shutting down.", allow_reconnect=True)
         # Give transports a moment to flush the Close message.
-        with anyio.move_on_after(1.0):
+        with anyio.move_on_after(self.settings.hub_flush_grace_seconds):
             for conn in live:
                 if conn.stream_attached or conn.poll_active:
                     await conn.drained.wait()
@@ -338,7 +276,7 @@ class HubServer:
         states: dict[str, int] = {}
         transports: dict[str, int] = {}
         subscriptions = 0
-        for conn in self.connections.values():
+        for conn in self.registry:
             states[conn.state.value] = states.get(conn.state.value, 0) + 1
             if conn.transport is not None and not conn.closed:
                 name = conn.transport.value
@@ -358,4 +296,4 @@ def _unauthorized() -> Response:
                              headers={"WWW-Authenticate": "Bearer"})
 
 
-__all__ = ["ConnectionState", "HubServer"]
+__all__ = ["HubServer"]

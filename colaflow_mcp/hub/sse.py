@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import anyio
-from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from colaflow_mcp.hub.connection import HubConnection, Transport
 from colaflow_mcp.hub.protocol import sse_event
 
-if TYPE_CHECKING:
-    from colaflow_mcp.hub.server import HubServer
-
-FLUSH_GRACE_SECONDS = 1.0
-
 
 class SseTransport:
-    def __init__(self, server: HubServer) -> None:
-        self.server = server
+    """Opens event streams for connections (their sends arrive as POSTs)."""
 
-    async def stream(self, request: Request, conn: HubConnection) -> Response:
+    def __init__(self, flush_grace_seconds: float) -> None:
+        self.flush_grace_seconds = flush_grace_seconds
+
+    async def stream(self, conn: HubConnection) -> Response:
+        """The connection's event stream, or the status that refuses it."""
         if conn.closed:
             return PlainTextResponse("No Connection with that ID", status_code=404)
         if conn.transport not in (None, Transport.SSE):
@@ -31,10 +26,8 @@ class SseTransport:
         if conn.stream_attached:
             return PlainTextResponse("An event stream is already open for this connection",
                                      status_code=409)
-        conn.attach(Transport.SSE)
-        conn.stream_attached = True
-        conn.detached_since = None
-        return _EventStream(conn)
+        conn.attach_event_stream()
+        return _EventStream(conn, self.flush_grace_seconds)
 
 
 class _EventStream(Response):
@@ -42,7 +35,7 @@ class _EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, conn: HubConnection) -> None:
+    def __init__(self, conn: HubConnection, flush_grace_seconds: float) -> None:
         # No Content-Length: the body streams until either side closes.
         self.status_code = 200
         self.background = None
@@ -52,6 +45,7 @@ class _EventStream(Response):
             (b"x-accel-buffering", b"no"),
         ]
         self.conn = conn
+        self.flush_grace_seconds = flush_grace_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         conn = self.conn
@@ -93,7 +87,7 @@ class _EventStream(Response):
 
         async def watchdog() -> None:
             await conn.closed_event.wait()
-            with anyio.move_on_after(FLUSH_GRACE_SECONDS):
+            with anyio.move_on_after(self.flush_grace_seconds):
                 await writer_done.wait()
             tg.cancel_scope.cancel()
 
@@ -103,5 +97,4 @@ class _EventStream(Response):
                 tg.start_soon(disconnect_listener)
                 tg.start_soon(watchdog)
         finally:
-            conn.stream_attached = False
-            conn.close()
+            conn.detach_event_stream()

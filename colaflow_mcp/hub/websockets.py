@@ -1,75 +1,45 @@
-"""WebSockets transport: full duplex over one socket; a thin adapter over HubConnection."""
+"""WebSockets transport: full duplex over one socket; a thin adapter over HubConnection.
+
+The server admits the socket (authentication, the connection, refusals before the
+upgrade); :meth:`WebSocketTransport.serve` then moves frames between the socket and the
+connection, whose state it changes only through the connection's attachment methods.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import TYPE_CHECKING
 
 import anyio
 from starlette.responses import PlainTextResponse
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from colaflow_mcp.hub.connection import HubConnection, Transport
-
-if TYPE_CHECKING:
-    from colaflow_mcp.hub.server import HubServer
+from colaflow_mcp.http import NO_STORE
+from colaflow_mcp.hub.connection import HubConnection
+from colaflow_mcp.hub.registry import Connections
 
 logger = logging.getLogger(__name__)
 
-FLUSH_GRACE_SECONDS = 1.0  # how long a closing connection may take to send its Close
 CLOSE_NORMAL = 1000
 CLOSE_TOO_BIG = 1009
 CLOSE_PROTOCOL = 1002
 
 
 class WebSocketTransport:
-    def __init__(self, server: HubServer) -> None:
-        self.server = server
+    """Serves admitted sockets."""
 
-    async def endpoint(self, websocket: WebSocket) -> None:
-        server = self.server
-        principal = await server.authenticate(websocket)
-        if principal is None:
-            await _deny(websocket, 401, "Unauthorized")
-            return
-        if websocket.query_params.get("id"):
-            conn = server.connections.get(websocket.query_params["id"])
-            if conn is None or conn.closed or not conn.owned_by(principal):
-                await _deny(websocket, 404, "No Connection with that ID")
-                return
-            if conn.transport not in (None, Transport.WEBSOCKETS) or (
-                conn.stream_attached and not conn.stateful
-            ):
-                await _deny(websocket, 409, "Connection already has a transport")
-                return
-            if conn.stream_attached and conn.supersede is not None:
-                # A stateful client is back while its old socket looks alive (half-open
-                # TCP): the new socket wins.
-                conn.supersede()
-        else:
-            if server.closing:
-                await _deny(websocket, 503, "Server is shutting down")
-                return
-            refusal = server.admit(principal)
-            if refusal is not None:
-                await _deny(websocket, 429, refusal)
-                return
-            conn = server.create_connection(principal, 1)  # skip-negotiation
-        # Only a stateful-reconnect connection outlives its socket and may come back.
-        resuming = conn.transport is Transport.WEBSOCKETS and conn.stateful
-        conn.attach(Transport.WEBSOCKETS)
-        conn.ws_generation += 1
-        sock = _Socket(websocket, conn)
-        conn.stream_attached = True
-        conn.detached_since = None
+    def __init__(self, registry: Connections, flush_grace_seconds: float) -> None:
+        self.registry = registry
+        self.flush_grace_seconds = flush_grace_seconds
+
+    async def serve(self, websocket: WebSocket, conn: HubConnection) -> None:
+        """Accept the upgrade and carry the connection until either side goes."""
+        generation, resuming = conn.attach_socket()
+        sock = _Socket(websocket, conn, generation, self.flush_grace_seconds)
         await websocket.accept()
-        if conn.ws_generation != sock.generation:
+        if not conn.bind_socket(generation, sock.changed, sock.supersede):
             return  # superseded while accepting: the newer socket owns the connection
-        conn.supersede = sock.supersede
-        conn.on_change = sock.changed
         if resuming:
             logger.info("hub connection %s resumed (stateful reconnect)", conn.connection_id)
             conn.resume()
@@ -79,15 +49,8 @@ class WebSocketTransport:
             await sock.run()
         finally:
             sock.stop()
-            # A superseded socket leaves the connection to the newer one.
-            if conn.ws_generation == sock.generation:
-                conn.stream_attached = False
-                conn.supersede = None
-                conn.on_change = None
-                if conn.stateful and not conn.closed and not server.closing:
-                    conn.detached_since = time.monotonic()  # the disconnect timeout starts
-                else:
-                    conn.close()
+            # Only a stateful-reconnect connection outlives its socket and may come back.
+            conn.detach_socket(generation, may_resume=not self.registry.closing)
 
 
 class _Socket:
@@ -96,18 +59,20 @@ class _Socket:
     The endpoint's own task reads. A writer task runs only while there is something to
     send: :meth:`changed` (the connection's ``on_change``) starts it, and it ends once the
     queue is empty, so an idle connection holds no extra task and no event. Once the
-    connection is closed the writer has ``FLUSH_GRACE_SECONDS`` to send what is queued and
+    connection is closed the writer has ``flush_grace_seconds`` to send what is queued and
     the Close message (a stalled client can block a send forever): a timer armed at the
     close then cancels it and the reader, and the socket is torn down.
     """
 
-    __slots__ = ("websocket", "conn", "generation", "active", "writer", "flush_timer",
-                 "reader_scope")
+    __slots__ = ("websocket", "conn", "generation", "flush_grace_seconds", "active", "writer",
+                 "flush_timer", "reader_scope")
 
-    def __init__(self, websocket: WebSocket, conn: HubConnection) -> None:
+    def __init__(self, websocket: WebSocket, conn: HubConnection, generation: int,
+                 flush_grace_seconds: float) -> None:
         self.websocket = websocket
         self.conn = conn
-        self.generation = conn.ws_generation
+        self.generation = generation
+        self.flush_grace_seconds = flush_grace_seconds
         self.active = True  # False once superseded, stopped or closed: no more writers
         self.writer: asyncio.Task[None] | None = None
         self.flush_timer: asyncio.TimerHandle | None = None  # armed once closed
@@ -123,7 +88,7 @@ class _Socket:
             self.writer = asyncio.get_running_loop().create_task(self._write())
         if conn.closed and self.flush_timer is None:
             self.flush_timer = asyncio.get_running_loop().call_later(
-                FLUSH_GRACE_SECONDS, self.supersede)
+                self.flush_grace_seconds, self.supersede)
 
     def supersede(self) -> None:
         """End this socket now: a stateful client is back on a new one, or a closed
@@ -132,6 +97,7 @@ class _Socket:
         self.reader_scope.cancel()
 
     def stop(self) -> None:
+        """No more writing: cancel the writer and the flush timer."""
         self.active = False
         if self.flush_timer is not None:
             self.flush_timer.cancel()
@@ -167,8 +133,7 @@ class _Socket:
         if text is None:
             raw = message.get("bytes") or b""
             if len(raw) > conn.limits.max_message_bytes * 4:
-                conn.too_large = True
-                conn.close("Connection closed with an error: message too large")
+                conn.close_too_large("message too large")
                 return False
             try:
                 text = raw.decode("utf-8")
@@ -209,8 +174,8 @@ class _Socket:
         self.reader_scope.cancel()
 
 
-async def _deny(websocket: WebSocket, status: int, detail: str) -> None:
+async def deny(websocket: WebSocket, status: int, detail: str) -> None:
     """Answer the upgrade request with a plain HTTP status (before any connection)."""
     await websocket.send_denial_response(
-        PlainTextResponse(detail, status_code=status, headers={"Cache-Control": "no-store"})
+        PlainTextResponse(detail, status_code=status, headers=NO_STORE)
     )

@@ -1,1 +1,4 @@
-"""Storage: the database schema, its versioned migrations and (later) engine and tables."""
+"""The store: engine and sessions, tables, prebuilt statements, versioned schema migrations.
+
+Imports nothing else of the package; everything above reads and writes through it.
+"""

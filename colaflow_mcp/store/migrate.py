@@ -33,12 +33,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from colaflow_mcp.store.migrations import baseline
+from colaflow_mcp.store.migrations import VERSION_TABLE, baseline
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-VERSION_TABLE = "cola_alembic_version"
 BASELINE = "0001_baseline"
 # "colaflow" in ASCII: the key of the PostgreSQL advisory lock migrations run under.
 LOCK_ID = 0x636F6C61666C6F77

@@ -13,18 +13,22 @@ from typing import Any
 
 import anyio
 
-from colaflow_mcp.auth import Principal
-from colaflow_mcp.bus import MemoryBackplane
-from colaflow_mcp.changes import ChangeService, Conflict
 from colaflow_mcp.config import Settings
-from colaflow_mcp.db import Database
-from colaflow_mcp.notify import Notifier
+from colaflow_mcp.delivery.backplane import MemoryBackplane
+from colaflow_mcp.delivery.notifier import Notifier
+from colaflow_mcp.delivery.outbox import Outbox
+from colaflow_mcp.domain.auth import Principal
+from colaflow_mcp.domain.changes import ChangeService
+from colaflow_mcp.domain.errors import Conflict
+from colaflow_mcp.store.engine import Database
 
 
 async def main(url: str, change_id: str, tenant_id: str, slug: str, n: int
                ) -> dict[str, Any]:
     db = Database(url)
-    changes = ChangeService(db, Notifier(db, MemoryBackplane()), Settings(database_url=url))
+    notifier = Notifier(db)
+    changes = ChangeService(db, Outbox(db, notifier, MemoryBackplane()),
+                            Settings(database_url=url))
     reviewer = Principal(kind="reviewer", tenant_id=tenant_id, tenant_slug=slug, user="racer")
     won: list[str] = []
     conflicts: dict[str, int] = {}

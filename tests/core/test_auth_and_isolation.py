@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from colaflow_mcp import auth
-from colaflow_mcp.models import ApiKey, Issue, PendingChange, utcnow
+from colaflow_mcp.domain import admin
+from colaflow_mcp.domain.auth import JWT_AUDIENCE, TokenIssuer
+from colaflow_mcp.store.tables import ApiKey, Issue, PendingChange, utcnow
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -22,7 +23,7 @@ def bearer(token: str) -> dict[str, str]:
 
 async def test_stored_keys_are_hashes_never_the_key(harness: Harness) -> None:
     key = await harness.agent_key()
-    async with harness.services.db.read() as s:
+    async with harness.runtime.db.read() as s:
         rows = (await s.exec(select(ApiKey))).all()
     assert len(rows) == 1
     row = rows[0]
@@ -37,20 +38,20 @@ async def test_key_works_by_bearer_and_x_api_key_and_records_last_use(harness: H
     for headers in (bearer(key), {"X-API-Key": key}):
         r = await harness.client.get("/api/mcp/pending-changes", headers=headers)
         assert r.status_code == 200, r.text
-    async with harness.services.db.read() as s:
+    async with harness.runtime.db.read() as s:
         row = (await s.exec(select(ApiKey))).one()
     assert row.last_used_at is not None
 
 
 async def test_revoked_and_expired_keys_are_refused(harness: Harness) -> None:
     key = await harness.agent_key()
-    async with harness.services.db.read() as s:
+    async with harness.runtime.db.read() as s:
         row = (await s.exec(select(ApiKey))).one()
-    await auth.revoke_api_key(harness.services.db, row.id)
+    await admin.revoke_api_key(harness.runtime.db, row.id)
     r = await harness.client.get("/api/mcp/pending-changes", headers=bearer(key))
     assert r.status_code == 401
-    tenant = await auth.get_or_create_tenant(harness.services.db, "acme")
-    _, expired = await auth.create_api_key(harness.services.db, tenant, "old",
+    tenant = await admin.get_or_create_tenant(harness.runtime.db, "acme")
+    _, expired = await admin.create_api_key(harness.runtime.db, tenant, "old",
                                            expires_at=utcnow() - timedelta(seconds=1))
     r = await harness.client.get("/api/mcp/pending-changes", headers=bearer(expired))
     assert r.status_code == 401
@@ -68,16 +69,16 @@ async def test_bad_credentials_get_401_with_a_message(harness: Harness, credenti
 async def test_forged_or_foreign_reviewer_tokens_are_refused(harness: Harness) -> None:
     import jwt
 
-    tenant = await auth.get_or_create_tenant(harness.services.db, "acme")
-    other = auth.TokenIssuer("another-secret-that-is-long-enough-1234567", 3600)
+    tenant = await admin.get_or_create_tenant(harness.runtime.db, "acme")
+    other = TokenIssuer("another-secret-that-is-long-enough-1234567", 3600)
     forged = other.issue(tenant, "mallory")
     r = await harness.client.get("/api/mcp/pending-changes", headers=bearer(forged))
     assert r.status_code == 401
-    expired = harness.services.tokens.issue(tenant, "alice", ttl_seconds=-10)
+    expired = harness.runtime.tokens.issue(tenant, "alice", ttl_seconds=-10)
     r = await harness.client.get("/api/mcp/pending-changes", headers=bearer(expired))
     assert r.status_code == 401
     none_alg = jwt.encode({"sub": "x", "tid": tenant.id, "tenant": "acme", "role": "reviewer",
-                           "aud": auth.JWT_AUDIENCE, "exp": 9999999999}, key=None,
+                           "aud": JWT_AUDIENCE, "exp": 9999999999}, key=None,
                           algorithm="none")
     r = await harness.client.get("/api/mcp/pending-changes", headers=bearer(none_alg))
     assert r.status_code == 401
@@ -146,7 +147,7 @@ async def test_malformed_ids_get_400_and_change_nothing(harness: Harness, bad_id
 
 async def _stored(harness: Harness) -> dict[str, list[dict[str, object]]]:
     """Every pending change and issue, as stored."""
-    async with harness.services.db.read() as s:
+    async with harness.runtime.db.read() as s:
         changes = (await s.exec(select(PendingChange))).all()
         issues = (await s.exec(select(Issue))).all()
     return {"changes": [c.model_dump() for c in changes],
@@ -181,7 +182,7 @@ async def test_bad_proposals_get_400_and_create_nothing(
                                   headers={**bearer(key), "content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert fragment in r.json()["message"]
-    async with harness.services.db.read() as s:
+    async with harness.runtime.db.read() as s:
         assert (await s.exec(select(PendingChange))).all() == []
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from colaflow_mcp.models import Status
+from colaflow_mcp.store.tables import Status
 from tests.fuzz import (
     ARG_NAMES,
     EDGE_INTS,
@@ -67,8 +67,8 @@ class Env:
 @pytest.fixture
 async def env(database_url: str) -> AsyncIterator[Env]:
     async with in_process(fast_settings(database_url)) as h:
-        s = await seed(h.services)
-        yield Env(h, s, await decisions(h.services))
+        s = await seed(h.runtime)
+        yield Env(h, s, await decisions(h.runtime))
 
 
 # Stand-ins for the seeded ids and credentials, resolved when sending: a strategy must not
@@ -205,7 +205,7 @@ async def send_and_check(env: Env, req: Req, caplog: pytest.LogCaptureFixture
         req.method, path + ("?" + req.query if req.query else ""), content=req.content,
         headers=sent)
     assert_clear_error(response, s.secrets)
-    await assert_sound(env.h.client, env.h.services, env.before, caplog)
+    await assert_sound(env.h.client, env.h.runtime, env.before, caplog)
     return response
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from colaflow_mcp.events import DecisionEvent
+from colaflow_mcp.delivery.events import DecisionEvent
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -140,10 +140,10 @@ async def test_expiry_happens_within_a_second_of_the_deadline(harness: Harness) 
     key, token = await harness.agent_key(), await harness.reviewer_token()
     await harness.project()
     c = await harness.propose(key, expires_in_seconds=0.5)
-    principal = await harness.services.auth.authenticate(key)
+    principal = await harness.runtime.auth.authenticate(key)
     assert principal is not None
     waiter = _Waiter(principal.tenant_id)
-    assert await harness.services.notifier.subscribe(waiter, c["id"]) is not None
+    assert await harness.runtime.notifier.subscribe(waiter, c["id"]) is not None
     with anyio.fail_after(5):
         await waiter.arrived.wait()
     assert [e.status for e in waiter.events] == ["Expired"]

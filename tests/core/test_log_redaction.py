@@ -59,7 +59,7 @@ def test_served_access_log_never_shows_keys_or_connection_tokens(tmp_path: Path)
 
 @pytest.mark.parametrize("secret", ["postgresql://u:hunter2@db/x"])
 def test_database_password_is_masked_in_logs(secret: str) -> None:
-    from colaflow_mcp.db import redact_url
+    from colaflow_mcp.store.engine import redact_url
 
     assert "hunter2" not in redact_url(secret)
 
@@ -68,5 +68,5 @@ def test_log_level_names_levels_per_logger() -> None:
     from colaflow_mcp.logs import split_levels
 
     assert split_levels("info") == ("info", {})
-    assert split_levels("WARNING, colaflow_mcp.services=debug,uvicorn.access=error") == (
-        "warning", {"colaflow_mcp.services": "DEBUG", "uvicorn.access": "ERROR"})
+    assert split_levels("WARNING, colaflow_mcp.supervisor=debug,uvicorn.access=error") == (
+        "warning", {"colaflow_mcp.supervisor": "DEBUG", "uvicorn.access": "ERROR"})

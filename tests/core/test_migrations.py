@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 from colaflow_mcp.config import Settings
-from colaflow_mcp.db import Database, async_url
 from colaflow_mcp.store import migrate
+from colaflow_mcp.store.engine import Database, async_url
 from colaflow_mcp.store.migrations import baseline
 from tests.core.releasedb import FIXTURE, MANIFEST, pg_database, sqlite_release_copy
 from tests.harness import fast_settings, in_process

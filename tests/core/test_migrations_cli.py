@@ -13,8 +13,8 @@ import anyio
 import httpx
 import pytest
 
-from colaflow_mcp.db import async_url
 from colaflow_mcp.store import migrate
+from colaflow_mcp.store.engine import async_url
 from tests.core.releasedb import MANIFEST, pg_database, sqlite_release_copy
 from tests.procs import cli_env, serve_together
 

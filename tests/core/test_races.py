@@ -13,7 +13,7 @@ from anyio.streams.text import TextReceiveStream
 from sqlalchemy import update
 from sqlmodel import col
 
-from colaflow_mcp.models import PendingChange, utcnow
+from colaflow_mcp.store.tables import PendingChange, utcnow
 from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
@@ -23,13 +23,13 @@ async def _make_due_change(h: Harness) -> tuple[str, str]:
     key = await h.agent_key()
     await h.project()
     c = await h.propose(key)
-    principal = await h.services.auth.authenticate(key)
+    principal = await h.runtime.auth.authenticate(key)
     assert principal is not None
     return c["id"], principal.tenant_id
 
 
 async def _set_expiry(h: Harness, change_id: str, seconds_from_now: float) -> None:
-    async with h.services.db.write() as s:
+    async with h.runtime.db.write() as s:
         await s.exec(update(PendingChange).where(col(PendingChange.id) == change_id)
                      .values(expires_at=utcnow() + timedelta(seconds=seconds_from_now)))
 
@@ -48,7 +48,7 @@ async def test_fifty_concurrent_decisions_in_one_process_have_one_winner(
         elif i % 3 == 1:
             r = await harness.reject(token, change_id, f"attempt {i}")
         else:
-            await harness.services.changes.expire_due()
+            await harness.runtime.changes.expire_due()
             return
         statuses.append(r.status_code)
 

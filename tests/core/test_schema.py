@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
-from colaflow_mcp.db import Database, async_url
 from colaflow_mcp.store import migrate
+from colaflow_mcp.store.engine import Database, async_url
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from sqlmodel import col, select
 
-from colaflow_mcp.db import Database
-from colaflow_mcp.models import PendingChange
+from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.tables import PendingChange
 from tests.harness import fast_settings, in_process
 
 pytestmark = pytest.mark.anyio

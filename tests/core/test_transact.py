@@ -10,8 +10,8 @@ import anyio
 import pytest
 from sqlmodel import Session, select
 
-from colaflow_mcp.db import Database
-from colaflow_mcp.models import Tenant
+from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.tables import Tenant
 
 pytestmark = pytest.mark.anyio
 

@@ -12,9 +12,10 @@ from typing import Any
 import anyio
 import pytest
 
-from colaflow_mcp.auth import Principal
+from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.hub import protocol as p
-from colaflow_mcp.hub.connection import HubConnection, HubError, Limits, Transport
+from colaflow_mcp.hub.connection import HubConnection, HubError, Transport
+from colaflow_mcp.hub.outbound import Limits
 
 pytestmark = pytest.mark.anyio
 

@@ -148,7 +148,7 @@ async def test_js_client_killed_mid_wait_gets_the_decision_exactly_once(
 async def settled(env: HubEnv, js: NodeClient) -> None:
     """Past the point where a second delivery would show: whole sweep and reconcile passes
     after the event, then a round trip behind anything they sent."""
-    await recovery_passes(env.services)
+    await recovery_passes(env.runtime)
     await js.roundtrip(99)
 
 

@@ -9,16 +9,11 @@ from typing import Any
 import anyio
 import pytest
 
-from colaflow_mcp.auth import Principal
-from colaflow_mcp.events import DecisionEvent
+from colaflow_mcp.delivery.events import DecisionEvent
+from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.hub import protocol as p
-from colaflow_mcp.hub.connection import (
-    ConnectionState,
-    HubConnection,
-    HubError,
-    Limits,
-    Transport,
-)
+from colaflow_mcp.hub.connection import ConnectionState, HubConnection, HubError
+from colaflow_mcp.hub.outbound import Limits
 
 RS = p.RS
 
@@ -201,7 +196,7 @@ def make_conn(queue: int = 8) -> tuple[HubConnection, FakeHub]:
         principal=Principal(kind="agent", tenant_id="t1", tenant_slug="t", api_key_id="k"),
         limits=Limits(max_message_bytes=1024, outbound_queue_size=queue),
     )
-    conn.attach(Transport.WEBSOCKETS)
+    conn.attach_socket()  # a WebSocket, generation 1
     return conn, hub
 
 
@@ -314,9 +309,10 @@ async def test_stateful_connection_replays_unacked_messages_after_resume() -> No
         await conn.receive('{"type":1,"invocationId":"x","target":"T","arguments":[]}' + RS)
     assert len(sent(conn)) == 3
     await conn.receive('{"type":8,"sequenceId":2}' + RS)  # the client has the first two
-    conn.stream_attached = False
+    conn.detach_socket(1, may_resume=True)  # the socket dropped: the connection waits
+    assert not conn.closed
     conn.deliver(DecisionEvent("c1", "t1", "Approved", {"pendingChangeId": "c1"}))
-    conn.stream_attached = True
+    assert conn.attach_socket() == (2, True)  # the client is back on a new socket
     conn.resume()
     replay = sent(conn)
     assert replay[0] == {"type": 9, "sequenceId": 3}
@@ -334,9 +330,10 @@ async def test_stateful_connection_ignores_replayed_client_messages() -> None:
     # After a reconnect the client restarts at its first unacknowledged message (1).
     await conn.receive('{"type":9,"sequenceId":1}' + RS + call % "1" + call % "2" + call % "3")
     assert len(hub.calls) == 3
+    conn.detach_socket(1, may_resume=True)  # no socket: nothing to ack on
     conn.tick(time.monotonic(), keep_alive=99, client_timeout=99, handshake_timeout=99,
               disconnect_timeout=99)
-    conn.stream_attached = True
+    conn.attach_socket()
     conn.tick(time.monotonic(), keep_alive=99, client_timeout=99, handshake_timeout=99,
               disconnect_timeout=99)
     assert {"type": 8, "sequenceId": 3} in sent(conn)

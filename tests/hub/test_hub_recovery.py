@@ -15,7 +15,7 @@ from hubwire import RawWs, open_ws
 from sqlalchemy import update
 from sqlmodel import col
 
-from colaflow_mcp.models import PendingChange, Status, utcnow
+from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 from tests.harness import SAFETY_NETS_FAR_AWAY, SAFETY_NETS_ON, recovery_passes
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +39,7 @@ async def _decide_without_announcing(env: HubEnv, t: Tenant, cid: str) -> None:
     """Commit a rejection the way an instance that dies right after its commit does:
     the row is decided, nothing is dispatched or published."""
     # The same conditional UPDATE a decision runs (a private step of ChangeService).
-    change = await env.services.changes._decide(t.id, cid, Status.REJECTED, "rita", "gone")
+    change = await env.runtime.changes._decide(t.id, cid, Status.REJECTED, "rita", "gone")
     assert change is not None
 
 
@@ -50,7 +50,7 @@ async def _exactly_one_event(env: HubEnv, ws: RawWs, cid: str, net: str
     payload: dict[str, object] = event["arguments"][0]
     assert payload["pendingChangeId"] == cid and payload["reason"] == "gone"
     # Later passes find nothing more to deliver: a round trip shows no second event.
-    await recovery_passes(env.services, loops=(net,))
+    await recovery_passes(env.runtime, loops=(net,))
     done = await ws.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()), invocation_id="z")
     assert "error" not in done
     assert ws.pending == []
@@ -64,7 +64,7 @@ async def test_the_announce_sweep_delivers_a_decision_that_was_never_announced(
         t, cid, ws = await _waiting_client(env)
         await _decide_without_announcing(env, t, cid)
         await _exactly_one_event(env, ws, cid, "announce-sweep")
-        async with env.services.db.read() as s:
+        async with env.runtime.db.read() as s:
             row = await s.get(PendingChange, cid)
         assert row is not None and row.announced_at is not None  # the sweep claimed it
 
@@ -77,7 +77,7 @@ async def test_the_reconcile_loop_delivers_a_decision_whose_announcement_never_c
         await _decide_without_announcing(env, t, cid)
         # Announced elsewhere (another instance published it) but the message never came
         # here — a backplane outage: the sweep has nothing to do, the reconcile loop must.
-        async with env.services.db.write() as s:
+        async with env.runtime.db.write() as s:
             await s.exec(update(PendingChange)  # type: ignore[call-overload]
                          .where(col(PendingChange.id) == cid).values(announced_at=utcnow()))
         await _exactly_one_event(env, ws, cid, "reconcile")

@@ -106,11 +106,11 @@ async def test_a_refusal_during_shutdown_is_a_503_without_an_error(
     env: HubEnv, caplog: pytest.LogCaptureFixture,
 ) -> None:
     t = await env.tenant("acme")
-    env.hub.closing = True  # what HubServer.shutdown sets first
+    env.hub.registry.closing = True  # what HubServer.shutdown sets first
     with caplog.at_level(logging.INFO), pytest.raises(InvalidStatus) as info:
         await open_ws(env.ws_url, t.key, handshake=False)
     assert info.value.response.status_code == 503
     assert info.value.response.body == b"Server is shutting down"
-    env.hub.closing = False
+    env.hub.registry.closing = False
     await open_ws(env.ws_url, t.key)  # served after the refusal: its log is complete
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

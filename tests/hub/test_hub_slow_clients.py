@@ -23,7 +23,7 @@ DESCRIPTION = secrets.token_hex(25_000)  # 50,000 characters that do not compres
 
 
 async def big_change(env: HubEnv, t: Tenant) -> str:
-    change = await env.services.changes.propose(
+    change = await env.runtime.changes.propose(
         t.agent, "create_issue",
         {"project_key": "WEB", "title": "Big", "description": DESCRIPTION})
     return str(change.id)

@@ -251,14 +251,14 @@ async def test_revoked_key_connections_are_closed_and_others_stay(env: HubEnv) -
 
 
 async def test_a_reviewer_connection_is_closed_when_its_token_expires(env: HubEnv) -> None:
-    from colaflow_mcp.models import Tenant as TenantRow
+    from colaflow_mcp.store.tables import Tenant as TenantRow
 
     t = await env.tenant("acme")
-    async with env.services.db.read() as s:
+    async with env.runtime.db.read() as s:
         row = await s.get(TenantRow, t.id)
     assert row is not None
     # exp is whole seconds: 3 s from now leaves at least 2 s to connect with it.
-    short = env.services.tokens.issue(row, "rita", ttl_seconds=3)
+    short = env.runtime.tokens.issue(row, "rita", ttl_seconds=3)
     lasting = await open_ws(env.ws_url, t.token)
     ws = await open_ws(env.ws_url, short)
     assert "error" not in await ws.invoke("UnsubscribeFromPendingChange", str(uuid.uuid4()))
@@ -404,11 +404,11 @@ async def test_connections_of_an_expired_key_are_closed(env: HubEnv) -> None:
     from sqlalchemy import update
     from sqlmodel import col
 
-    from colaflow_mcp.models import ApiKey, utcnow
+    from colaflow_mcp.store.tables import ApiKey, utcnow
 
     t = await env.tenant("acme")
     ws = await open_ws(env.ws_url, t.key)
-    async with env.services.db.write() as s:
+    async with env.runtime.db.write() as s:
         await s.exec(update(ApiKey).where(col(ApiKey.id) == t.key_id)  # type: ignore[call-overload]
                      .values(expires_at=utcnow() - timedelta(seconds=1)))
     close = await ws.drain_until(lambda m: m.get("type") == 7, within=5)
@@ -435,7 +435,7 @@ async def test_one_revocation_pass_closes_a_revoked_key_as_reviewer_tokens_expir
         await env.revoke(t)
         expired = expire_reviewer_tokens(env)
         assert len(expired) == 3
-        await env.hub.check_revocations()  # closing the expired ones must not end the pass
+        await env.runtime.revocation_pass()  # closing the expired ones must not end the pass
         close = await agent.drain_until(lambda m: m.get("type") == 7)
         assert "revoked" in close["error"]
         for ws in reviewers:

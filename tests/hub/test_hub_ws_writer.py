@@ -9,10 +9,11 @@ import anyio
 import pytest
 from starlette.websockets import WebSocketState
 
-from colaflow_mcp.auth import Principal
+from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.hub import protocol as p
 from colaflow_mcp.hub import websockets as ws
-from colaflow_mcp.hub.connection import HubConnection, Limits, Transport
+from colaflow_mcp.hub.connection import HubConnection
+from colaflow_mcp.hub.outbound import Limits
 
 RS = "\x1e"
 
@@ -49,17 +50,16 @@ class FakeSocket:
         self.application_state = WebSocketState.DISCONNECTED
 
 
-def make() -> tuple[HubConnection, FakeSocket, ws._Socket]:
+def make(flush_grace: float = 1.0) -> tuple[HubConnection, FakeSocket, ws._Socket]:
     conn = HubConnection(
         connection_id="c", token="t", hub=FakeHub(),
         principal=Principal(kind="agent", tenant_id="t1", tenant_slug="t", api_key_id="k"),
         limits=Limits(max_message_bytes=1024, outbound_queue_size=4),
     )
-    conn.attach(Transport.WEBSOCKETS)
-    conn.ws_generation += 1
+    generation, _ = conn.attach_socket()
     fake = FakeSocket()
-    sock = ws._Socket(fake, conn)  # type: ignore[arg-type]
-    conn.on_change = sock.changed
+    sock = ws._Socket(fake, conn, generation, flush_grace)  # type: ignore[arg-type]
+    assert conn.bind_socket(generation, sock.changed, sock.supersede)
     return conn, fake, sock
 
 
@@ -85,11 +85,8 @@ async def test_writer_runs_only_while_there_is_something_to_send() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_stalled_send_is_cut_off_after_the_flush_grace(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(ws, "FLUSH_GRACE_SECONDS", 0.2)
-    conn, fake, sock = make()
+async def test_a_stalled_send_is_cut_off_after_the_flush_grace() -> None:
+    conn, fake, sock = make(flush_grace=0.2)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(sock.run)

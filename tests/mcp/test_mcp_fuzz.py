@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from colaflow_mcp.models import PendingChange
+from colaflow_mcp.store.tables import PendingChange
 from tests.fuzz import (
     EDGE_INTS,
     EDGE_NUMBERS,
@@ -99,13 +99,13 @@ async def _raw_session(h: Harness, key: str) -> dict[str, str]:
 @pytest.fixture
 async def env(database_url: str) -> AsyncIterator[Env]:
     async with in_process(fast_settings(database_url)) as h:
-        s = await seed(h.services)
+        s = await seed(h.runtime)
         async with httpx2.AsyncClient(
             transport=httpx2.ASGITransport(app=h.app),
             headers={"Authorization": f"Bearer {s.agent_key}"},
         ) as http, Client(streamable_http_client(MCP_URL, http_client=http), cache=None
                           ) as client:
-            yield Env(h, s, await decisions(h.services), client,
+            yield Env(h, s, await decisions(h.runtime), client,
                       await _raw_session(h, s.agent_key))
 
 
@@ -149,7 +149,7 @@ def _merge(valid: dict[str, Any], odd: dict[str, Any], drop: bool) -> dict[str, 
 
 
 async def check(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    await assert_sound(env.h.client, env.h.services, env.before, caplog)
+    await assert_sound(env.h.client, env.h.runtime, env.before, caplog)
 
 
 async def test_the_fuzzed_parameters_are_the_tools_parameters(env: Env) -> None:
@@ -204,7 +204,7 @@ async def test_any_expiry_is_honoured_within_the_ttl_or_refused(
     if result is not None and not result.is_error:
         assert not isinstance(expiry, bool)  # true is not one second
         assert result.structured_content is not None
-        async with env.h.services.db.read() as s:
+        async with env.h.runtime.db.read() as s:
             row = await s.get(PendingChange, result.structured_content["pendingChangeId"])
         assert row is not None
         window = (row.expires_at - row.created_at).total_seconds()

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from colaflow_mcp import auth
-from colaflow_mcp.mcp_server import SessionEventStore, host_allowed, origin_allowed
+from colaflow_mcp.domain import admin
+from colaflow_mcp.mcp.endpoint import host_allowed, origin_allowed
+from colaflow_mcp.mcp.event_store import SessionEventStore
 from tests.harness import Harness, fast_settings, live_server
 
 pytestmark = pytest.mark.anyio
@@ -96,12 +97,12 @@ async def test_missing_key_is_a_clear_401(server: Harness) -> None:
 
 async def test_bad_revoked_or_reviewer_credentials_are_refused(server: Harness) -> None:
     token = await server.reviewer_token()
-    tenant = await auth.get_or_create_tenant(server.services.db, "acme")
-    row, revoked = await auth.create_api_key(server.services.db, tenant, "retired")
+    tenant = await admin.get_or_create_tenant(server.runtime.db, "acme")
+    row, revoked = await admin.create_api_key(server.runtime.db, tenant, "retired")
     accepted = await server.client.post("/mcp", json=_init_body(), headers={
         "Accept": ACCEPT, "Authorization": f"Bearer {revoked}"})
     assert accepted.status_code == 200, accepted.text  # a good key, until revoked
-    await auth.revoke_api_key(server.services.db, row.id)
+    await admin.revoke_api_key(server.runtime.db, row.id)
     for credential in ("cola_" + "x" * 43, token, "nonsense", revoked):
         for headers in ({"Authorization": f"Bearer {credential}"}, {"X-API-Key": credential}):
             r = await server.client.post("/mcp", json=_init_body(),
@@ -255,7 +256,7 @@ async def test_event_store_replays_only_its_stream_and_forgets_the_oldest() -> N
 async def test_get_stream_is_served_from_the_store_with_no_gap_and_one_at_a_time() -> None:
     from mcp.server.streamable_http import GET_STREAM_KEY, EventMessage
 
-    from colaflow_mcp.mcp_server import GET_STREAM_RESUME
+    from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME
 
     store = SessionEventStore(capacity=3)
     note: Any = {"jsonrpc": "2.0", "method": "notifications/resources/updated"}

@@ -168,7 +168,7 @@ async def test_another_tenant_cannot_read_or_subscribe_and_learns_nothing(server
                                       {"pending_change_id": theirs.rsplit("/", 1)[1]})
         assert tool.is_error
     assert errors[theirs] == errors[missing]
-    assert server.services.notifier.subscriber_count() == 0
+    assert server.runtime.notifier.subscriber_count() == 0
 
 
 async def test_another_tenant_cannot_listen_and_learns_nothing(server: Harness) -> None:
@@ -230,7 +230,7 @@ async def test_a_hundred_sessions_each_get_their_own_update(server: Harness, mod
             for i in range(sessions):
                 tg.start_soon(agent, i)
             await all_ready.wait()
-            assert server.services.notifier.subscriber_count() == sessions
+            assert server.runtime.notifier.subscriber_count() == sessions
             for i in range(sessions):
                 r = await server.approve(token, proposals[i]["pendingChangeId"])
                 assert r.status_code == 200, r.text
@@ -241,7 +241,7 @@ async def test_legacy_subscriptions_are_dropped_when_the_session_ends(
     server: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key, _ = await _setup(server)
-    endpoint = server.app.state.mcp
+    endpoint = server.runtime.mcp
     closed = anyio.Event()
     original = endpoint.subscriptions.session_closed
 
@@ -255,11 +255,11 @@ async def test_legacy_subscriptions_are_dropped_when_the_session_ends(
         b = await propose_issue(client, "b")
         await subscribe(client, a["resourceUri"])
         await subscribe(client, b["resourceUri"])
-        assert server.services.notifier.subscriber_count() == 2
+        assert server.runtime.notifier.subscriber_count() == 2
         assert len(endpoint.subscriptions.sessions) == 1
     with anyio.fail_after(10):
         await closed.wait()
-    assert server.services.notifier.subscriber_count() == 0
+    assert server.runtime.notifier.subscriber_count() == 0
     assert endpoint.subscriptions.sessions == {}
 
 
@@ -285,7 +285,7 @@ async def test_listen_subscriptions_are_dropped_when_the_stream_ends(
     server: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key, _ = await _setup(server)
-    notifier = server.services.notifier
+    notifier = server.runtime.notifier
     released = anyio.Event()
     original = notifier.unregister_all
 
@@ -318,7 +318,7 @@ async def test_subscribing_again_to_a_decided_change_reports_it_again(server: Ha
             while updates.uris.count(uri) < 2:
                 await updates.wait_for_more()
     assert updates.uris == [uri, uri]
-    assert server.services.notifier.subscriber_count() <= 1
+    assert server.runtime.notifier.subscriber_count() <= 1
 
 
 async def test_subscribing_to_something_else_says_what_can_be_subscribed(server: Harness
@@ -331,4 +331,4 @@ async def test_subscribing_to_something_else_says_what_can_be_subscribed(server:
             await subscribe(client, "colaflow://pending-changes/not-a-uuid")
     assert "Only colaflow://pending-changes/{id} can be subscribed" in projects.value.message
     assert malformed.value.message == "Resource not found: colaflow://pending-changes/not-a-uuid"
-    assert server.app.state.mcp.subscriptions.sessions == {}
+    assert server.runtime.mcp.subscriptions.sessions == {}

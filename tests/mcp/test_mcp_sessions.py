@@ -12,7 +12,7 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from colaflow_mcp import auth
+from colaflow_mcp.domain import admin
 from tests.harness import Harness, fast_settings, live_server
 from tests.mcp.mcpenv import mcp_client
 
@@ -73,7 +73,7 @@ class SessionEnds:
     def __init__(self, h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
         self.ids: list[str] = []
         self._changed = anyio.Event()
-        endpoint = h.app.state.mcp
+        endpoint = h.runtime.mcp
         original = endpoint.session_closed
 
         def session_closed(session_id: str) -> None:
@@ -181,9 +181,9 @@ async def test_revoking_a_key_ends_all_its_sessions_and_frees_their_slots(
         assert (await _initialize(h, other_key)).status_code == 503
         async with h.client.stream("GET", "/mcp", headers=_headers(key, streaming)) as get:
             assert get.status_code == 200
-            principal = await h.services.auth.authenticate(key)
+            principal = await h.runtime.auth.authenticate(key)
             assert principal is not None and principal.api_key_id is not None
-            assert await auth.revoke_api_key(h.services.db, principal.api_key_id)
+            assert await admin.revoke_api_key(h.runtime.db, principal.api_key_id)
             with anyio.fail_after(10):
                 async for _ in get.aiter_bytes():
                     pass  # the stream ends with its session

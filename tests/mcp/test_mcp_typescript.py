@@ -128,4 +128,4 @@ async def test_typescript_client_of_another_tenant_learns_nothing(
         assert foreign[op]["code"] == absent[op]["code"]
         assert foreign[op]["message"].replace(theirs, "URI") == \
             absent[op]["message"].replace(missing, "URI")
-    assert server.services.notifier.subscriber_count() == 0
+    assert server.runtime.notifier.subscriber_count() == 0

@@ -31,7 +31,7 @@ FAST_ENV = {
     # Short enough that a client without keep-alive pings is closed within a test.
     "COLAFLOW_HUB_CLIENT_TIMEOUT_SECONDS": "10",
     # Each recovery-loop pass is logged (recovery_passes waits on those lines).
-    "COLAFLOW_LOG_LEVEL": "info,colaflow_mcp.services=debug",
+    "COLAFLOW_LOG_LEVEL": "info,colaflow_mcp.supervisor=debug",
 }
 
 
@@ -143,7 +143,7 @@ async def recovery_passes(*instances: Remote, passes: int = 2) -> None:
 
     Absence of duplicates can only be observed over a window; this makes the window the
     one that matters: at least one whole sweep and one whole reconcile, started after the
-    call, on every instance. Each pass is a debug line of ``colaflow_mcp.services`` in the
+    call, on every instance. Each pass is a debug line of ``colaflow_mcp.supervisor`` in the
     instance's output (see ``FAST_ENV``).
     """
     await server_passes(*(x.server for x in instances), passes=passes)

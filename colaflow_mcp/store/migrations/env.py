@@ -11,8 +11,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from colaflow_mcp import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from colaflow_mcp.store.migrate import VERSION_TABLE
+from colaflow_mcp.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from colaflow_mcp.store.migrations import VERSION_TABLE
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection) or context.is_offline_mode():

@@ -1,4 +1,9 @@
-"""API keys for agents, JWT reviewer tokens for humans, and request authentication."""
+"""Who is calling: API keys for agents, JWT reviewer tokens for humans, revocation.
+
+Every edge finds the credential with :func:`credential_from` and turns it into a
+:class:`Principal` with :class:`Authenticator`; the revocation pass asks
+:meth:`KeyVerifier.unusable` which of the live connections' keys no longer hold.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -14,9 +20,8 @@ import jwt
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from colaflow_mcp import models
-from colaflow_mcp.db import Database
-from colaflow_mcp.models import ApiKey, Tenant, utcnow
+from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.tables import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "cola_"
 _LOOKUP_CHARS = 12  # random characters after "cola_" kept in clear as the lookup prefix
@@ -64,75 +69,14 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-async def get_or_create_tenant(db: Database, slug: str, name: str | None = None) -> Tenant:
-    """The tenant with this slug, created if needed."""
-    slug = slug.strip().lower()
-    if not slug or len(slug) > 64 or not all(c.isalnum() or c in "-_" for c in slug):
-        raise ValueError("tenant slug must be 1-64 letters, digits, '-' or '_'")
-    async with db.read() as s:
-        found = (await s.exec(select(Tenant).where(Tenant.slug == slug))).first()
-    if found is not None:
-        return found
-    try:
-        async with db.write() as s:
-            tenant = Tenant(slug=slug, name=name or slug)
-            s.add(tenant)
-        return tenant
-    except Exception:
-        async with db.read() as s:
-            found = (await s.exec(select(Tenant).where(Tenant.slug == slug))).first()
-        if found is None:
-            raise
-        return found
-
-
-async def get_tenant(db: Database, slug: str) -> Tenant | None:
-    async with db.read() as s:
-        return (await s.exec(select(Tenant).where(Tenant.slug == slug.strip().lower()))).first()
-
-
-async def create_api_key(
-    db: Database, tenant: Tenant, name: str = "", expires_at: datetime | None = None
-) -> tuple[ApiKey, str]:
-    """Store a new key's hash; return the row and the key itself (shown once)."""
-    key = generate_key()
-    prefix = key_lookup_prefix(key)
-    assert prefix is not None
-    row = ApiKey(
-        tenant_id=tenant.id, name=name, prefix=prefix, key_hash=hash_key(key),
-        expires_at=expires_at,
-    )
-    async with db.write() as s:
-        s.add(row)
-    return row, key
-
-
-async def list_api_keys(db: Database, tenant: Tenant) -> list[ApiKey]:
-    async with db.read() as s:
-        rows = await s.exec(
-            select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.created_at)  # type: ignore[arg-type]
-        )
-        return list(rows)
-
-
-async def revoke_api_key(db: Database, key_id: str) -> ApiKey | None:
-    """Mark a key revoked; None if there is no such key."""
-    async with db.write() as s:
-        row = await s.get(ApiKey, key_id)
-        if row is None:
-            return None
-        if row.revoked_at is None:
-            row.revoked_at = utcnow()
-            s.add(row)
-        return row
-
-
 class KeyVerifier:
     """Verifies API keys with one indexed lookup, cached briefly so hot paths stay cheap."""
 
-    def __init__(self, db: Database, cache_seconds: float = 2.0) -> None:
+    def __init__(self, db: Database, cache_seconds: float = 2.0,
+                 cache_entries: int = 10_000) -> None:
         self.db = db
         self.cache_seconds = cache_seconds
+        self.cache_entries = cache_entries
         self._cache: dict[str, tuple[float, Principal | None, datetime | None]] = {}
 
     async def verify(self, key: str) -> Principal | None:
@@ -149,18 +93,27 @@ class KeyVerifier:
                 return None
             return principal
         principal, expires_at = await self._lookup(prefix, digest)
-        if len(self._cache) > 10_000:
+        if len(self._cache) > self.cache_entries:
             self._cache.clear()
         self._cache[digest] = (now_mono, principal, expires_at)
         return principal
 
-    async def still_valid(self, principal: Principal) -> bool:
-        """Whether the key behind a live connection is still usable (for revocation)."""
-        if principal.api_key_id is None:
-            return True
-        async with self.db.read() as s:
-            row = await s.get(ApiKey, principal.api_key_id)
-        return row is not None and _usable(row)
+    async def unusable(self, key_ids: Iterable[str], chunk: int = 500) -> set[str]:
+        """Which of these keys are revoked, expired or deleted (for revocation).
+
+        One query per ``chunk`` distinct keys, however many connections share them.
+        """
+        ids = list(dict.fromkeys(key_ids))
+        usable: set[str] = set()
+        now = utcnow()
+        for i in range(0, len(ids), chunk):
+            async with self.db.read() as s:
+                rows = (await s.exec(
+                    select(ApiKey.id, ApiKey.revoked_at, ApiKey.expires_at)
+                    .where(col(ApiKey.id).in_(ids[i:i + chunk])))).all()
+            usable.update(key_id for key_id, revoked_at, expires_at in rows
+                          if revoked_at is None and (expires_at is None or expires_at > now))
+        return set(ids) - usable
 
     async def _lookup(self, prefix: str, digest: str) -> tuple[Principal | None, datetime | None]:
         async with self.db.read() as s:
@@ -197,12 +150,14 @@ def _usable(row: ApiKey) -> bool:
 class TokenIssuer:
     """Signs and checks reviewer JWTs (claims: sub = user, tenant slug and id, role)."""
 
-    def __init__(self, secret: str, ttl_seconds: float) -> None:
+    def __init__(self, secret: str, ttl_seconds: float, cache_entries: int = 10_000) -> None:
         self.secret = secret
         self.ttl_seconds = ttl_seconds
+        self.cache_entries = cache_entries
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     def issue(self, tenant: Tenant, user: str, ttl_seconds: float | None = None) -> str:
+        """A signed reviewer token for ``user`` in ``tenant``."""
         now = int(time.time())
         claims = {
             "sub": user,
@@ -236,7 +191,7 @@ class TokenIssuer:
             kind="reviewer", tenant_id=str(claims["tid"]), tenant_slug=str(claims["tenant"]),
             user=str(claims["sub"]), token_expires=float(claims["exp"]),
         )
-        if len(self._verified) >= 10_000:
+        if len(self._verified) >= self.cache_entries:
             self._verified.clear()
         self._verified[token] = (principal, float(claims["exp"]))
         return principal
@@ -257,6 +212,7 @@ class Authenticator:
         self.tokens = tokens
 
     async def authenticate(self, credential: str | None) -> Principal | None:
+        """The principal behind a credential, or None (missing, malformed, invalid)."""
         if not credential:
             return None
         credential = credential.strip()
@@ -277,7 +233,26 @@ def bearer(authorization: str | None) -> str | None:
     return token.strip()
 
 
+
+def credential_from(headers: Mapping[str, str], query: Mapping[str, str] | None = None
+                    ) -> str | None:
+    """The credential a request presents: ``Authorization: Bearer …`` (an API key or a
+    reviewer token), else ``X-API-Key`` (API keys only: a reviewer token there is no
+    credential), else (only where the edge passes ``query``: browsers cannot set headers on
+    WebSocket or EventSource) the ``access_token`` query parameter.
+
+    The one place every edge (REST, MCP, hub) reads credentials from.
+    """
+    credential = bearer(headers.get("authorization"))
+    if not credential:
+        key = (headers.get("x-api-key") or "").strip()
+        credential = key if key.startswith(KEY_PREFIX) else None
+    if not credential and query is not None:
+        credential = query.get("access_token")
+    return credential or None
+
+
 __all__ = [
-    "Authenticator", "KeyVerifier", "Principal", "TokenIssuer", "bearer", "create_api_key",
-    "get_or_create_tenant", "jwt_secret", "models",
+    "KEY_PREFIX", "Authenticator", "KeyVerifier", "Principal", "TokenIssuer", "bearer",
+    "credential_from", "generate_key", "hash_key", "jwt_secret", "key_lookup_prefix",
 ]

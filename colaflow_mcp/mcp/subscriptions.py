@@ -13,11 +13,10 @@ change is delivered to a subscriber at most once), so it cannot grow without lim
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
-import anyio.abc
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.context import ServerRequestContext
@@ -30,26 +29,15 @@ from mcp.shared.subscriptions import (
     event_to_notification,
 )
 
-from colaflow_mcp.auth import Principal
-from colaflow_mcp.changes import parse_id
-from colaflow_mcp.events import DecisionEvent
-from colaflow_mcp.mcp_context import require_principal
-from colaflow_mcp.notify import Notifier
-from colaflow_mcp.workspace import InvalidArguments
+from colaflow_mcp.delivery.events import DecisionEvent
+from colaflow_mcp.delivery.notifier import Notifier
+from colaflow_mcp.domain.auth import Principal
+from colaflow_mcp.domain.uris import PENDING_CHANGE_PREFIX, change_id_of, is_other_colaflow_uri
+from colaflow_mcp.mcp.context import require_principal
 
 logger = logging.getLogger(__name__)
 
-PENDING_CHANGE_PREFIX = "colaflow://pending-changes/"
-
-
-def pending_change_id(uri: str) -> str | None:
-    """The canonical change id in a ``colaflow://pending-changes/{id}`` URI, else None."""
-    if not uri.startswith(PENDING_CHANGE_PREFIX):
-        return None
-    try:
-        return parse_id(uri[len(PENDING_CHANGE_PREFIX):])
-    except InvalidArguments:
-        return None
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
 def not_found(uri: str) -> MCPError:
@@ -120,16 +108,17 @@ class Subscriptions:
         self.sessions: dict[str, LegacySession] = {}
         self.listen_streams: set[ListenStream] = set()
         self._terminate_session = terminate_session
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._spawn: Spawn | None = None
 
-    def start(self, tg: anyio.abc.TaskGroup) -> None:
-        """Bind to the endpoint's task group (session pumps run there)."""
-        self._tg = tg
+    def start(self, spawn: Spawn) -> None:
+        """Session pumps are started with ``spawn`` (the supervisor's task group)."""
+        self._spawn = spawn
 
     def stop(self) -> None:
+        """Forget every session (the endpoint is stopping)."""
+        self._spawn = None
         for session_id in list(self.sessions):
             self.session_closed(session_id)
-        self._tg = None
 
     # -- legacy era ---------------------------------------------------------------------
 
@@ -139,12 +128,12 @@ class Subscriptions:
         """``resources/subscribe``: watch one pending change on this session."""
         principal = require_principal()
         uri = str(params.uri)
-        change_id = pending_change_id(uri)
+        change_id = change_id_of(uri)
         if change_id is None:
-            if uri.startswith("colaflow://") and not uri.startswith(PENDING_CHANGE_PREFIX):
+            if is_other_colaflow_uri(uri):
                 raise MCPError(
                     types.INVALID_PARAMS,
-                    f"Only colaflow://pending-changes/{{id}} can be subscribed, not {uri}",
+                    f"Only {PENDING_CHANGE_PREFIX}{{id}} can be subscribed, not {uri}",
                     {"uri": uri})
             raise not_found(uri)
         session = self._session_for(ctx, principal)
@@ -156,7 +145,7 @@ class Subscriptions:
             raise MCPError(types.INVALID_REQUEST,
                            f"Too many subscriptions on this session (max {self.max_per_session})")
         session.uris[change_id] = uri
-        snapshot = await self._register(session, change_id)
+        snapshot = await self.notifier.subscribe(session, change_id)
         if snapshot is None:
             session.uris.pop(change_id, None)
             raise not_found(uri)
@@ -168,18 +157,11 @@ class Subscriptions:
         """``resources/unsubscribe``: stop watching; unknown URIs are a no-op."""
         require_principal()
         session = self.sessions.get(_session_id(ctx) or "")
-        change_id = pending_change_id(str(params.uri))
+        change_id = change_id_of(str(params.uri))
         if session is not None and change_id is not None:
             session.uris.pop(change_id, None)
             self.notifier.unregister(session, change_id)
         return types.EmptyResult()
-
-    async def _register(self, watcher: _Watcher, change_id: str) -> dict[str, Any] | None:
-        """``Notifier.subscribe``, shielded: a client leaving (or a session ending) must not
-        interrupt it between registering and reading."""
-        with anyio.CancelScope(shield=True), anyio.fail_after(10):
-            snapshot = await self.notifier.subscribe(watcher, change_id)
-        return snapshot
 
     def _session_for(self, ctx: ServerRequestContext[Any, Any], principal: Principal
                      ) -> LegacySession:
@@ -192,13 +174,16 @@ class Subscriptions:
         if session is not None and session.tenant_id == principal.tenant_id:
             session.outbound = ctx.session
             return session
-        if self._tg is None:
+        if self._spawn is None:
             raise MCPError(types.INTERNAL_ERROR, "the MCP endpoint is shutting down")
         if session is not None:  # cannot happen: the session manager binds a session to its key
             self.session_closed(session_id)
         session = LegacySession(session_id, principal, ctx.session, self.max_per_session)
+        try:
+            self._spawn(session.pump)
+        except RuntimeError:
+            raise MCPError(types.INTERNAL_ERROR, "the MCP endpoint is shutting down") from None
         self.sessions[session_id] = session
-        self._tg.start_soon(session.pump)
         return session
 
     def session_closed(self, session_id: str) -> None:
@@ -210,20 +195,21 @@ class Subscriptions:
         session.uris.clear()
         session.send.close()
 
-    async def drop_revoked(self, still_valid: Callable[[Principal], Awaitable[bool]]) -> int:
-        """End the sessions and listen streams whose API key was revoked or expired.
+    def live_key_ids(self) -> set[str]:
+        """The API keys behind open sessions and listen streams."""
+        watchers: list[_Watcher] = [*self.sessions.values(), *self.listen_streams]
+        return {w.principal.api_key_id for w in watchers if w.principal.api_key_id}
+
+    async def drop_revoked(self, revoked: set[str]) -> int:
+        """End the sessions and listen streams whose API key is in ``revoked``.
 
         Requests are authenticated one by one, but a GET stream or a listen stream outlives
         the request that opened it; this is how a revoked key stops hearing anything.
         """
-        verdicts: dict[str | None, bool] = {}
         dropped = 0
         watchers: list[_Watcher] = [*self.sessions.values(), *self.listen_streams]
         for watcher in watchers:
-            key_id = watcher.principal.api_key_id
-            if key_id not in verdicts:
-                verdicts[key_id] = await still_valid(watcher.principal)
-            if verdicts[key_id]:
+            if watcher.principal.api_key_id not in revoked:
                 continue
             dropped += 1
             if isinstance(watcher, LegacySession):
@@ -263,11 +249,11 @@ class Subscriptions:
         try:
             honored: list[str] = []
             for uri in requested:
-                change_id = pending_change_id(uri)
+                change_id = change_id_of(uri)
                 if change_id is None or change_id in stream.uris:
                     continue
                 stream.uris[change_id] = uri
-                if await self._register(stream, change_id) is None:
+                if await self.notifier.subscribe(stream, change_id) is None:
                     del stream.uris[change_id]
                     continue
                 honored.append(uri)

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from colaflow_mcp.events import DecisionEvent
+from colaflow_mcp.config import Settings
+from colaflow_mcp.delivery.events import DecisionEvent
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class Backplane(Protocol):
 
     def status(self) -> dict[str, object]:
         """Liveness details for ``/health``."""
+
+    async def aclose(self) -> None:
+        """Release connections (after ``run`` has returned)."""
 
 
 class MemoryBackplane:
@@ -67,23 +71,30 @@ class MemoryBackplane:
     def status(self) -> dict[str, object]:
         return {"backplane": self.name, "listening": self._handler is not None}
 
+    async def aclose(self) -> None:
+        pass
+
 
 class RedisBackplane:
     """Redis pub/sub. The listener reconnects with backoff and never dies silently."""
 
     name = "redis"
 
-    def __init__(self, url: str, max_backoff: float = 5.0, channel: str = CHANNEL) -> None:
+    def __init__(self, url: str, max_backoff: float = 5.0, channel: str = CHANNEL,
+                 liveness_seconds: float = 6.0, connect_timeout: float = 2.0) -> None:
         import redis.asyncio as aioredis
 
         self.url = url
         self.channel = channel
-        self.liveness_seconds = 6.0
+        # A link silent this long (pings unanswered) is treated as dead and reconnected.
+        self.liveness_seconds = liveness_seconds
         self.max_backoff = max_backoff
         self._client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=None, health_check_interval=5
+            url, socket_connect_timeout=connect_timeout, socket_timeout=None,
+            health_check_interval=5,
         )
-        self._pub = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self._pub = aioredis.Redis.from_url(url, socket_connect_timeout=connect_timeout,
+                                            socket_timeout=connect_timeout)
         self._listening = False
         self._last_error: str | None = None
         self._connected_since: float | None = None
@@ -153,12 +164,16 @@ class RedisBackplane:
         }
 
     async def aclose(self) -> None:
+        """Close both Redis connections."""
         await self._client.aclose()
         await self._pub.aclose()
 
 
-def make_backplane(redis_url: str | None, max_backoff: float = 5.0,
-                   channel: str = CHANNEL) -> Backplane:
-    if redis_url:
-        return RedisBackplane(redis_url, max_backoff=max_backoff, channel=channel)
+def make_backplane(settings: Settings) -> Backplane:
+    """Redis when ``redis_url`` is set, else the in-process backplane."""
+    if settings.redis_url:
+        return RedisBackplane(
+            settings.redis_url, max_backoff=settings.bus_reconnect_max_backoff_seconds,
+            channel=settings.redis_channel, liveness_seconds=settings.redis_liveness_seconds,
+            connect_timeout=settings.redis_connect_timeout_seconds)
     return MemoryBackplane()

@@ -15,7 +15,7 @@ import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
-from colaflow_mcp.auth import Principal
+from colaflow_mcp.domain.auth import Principal
 
 SCOPE_KEY = "colaflow.principal"
 
@@ -23,6 +23,7 @@ _current: ContextVar[Principal | None] = ContextVar("colaflow_mcp_principal", de
 
 
 def principal_from_scope(scope: Any) -> Principal | None:
+    """The principal the endpoint put in an ASGI scope."""
     value = scope.get(SCOPE_KEY) if isinstance(scope, dict) else None
     return value if isinstance(value, Principal) else None
 

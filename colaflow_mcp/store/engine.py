@@ -1,4 +1,4 @@
-"""Async engine, sessions and schema. SQLite (aiosqlite) by default, PostgreSQL (asyncpg)."""
+"""Async engine and sessions: SQLite (aiosqlite) by default, PostgreSQL (asyncpg)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from colaflow_mcp import models
 from colaflow_mcp.store import migrate
+from colaflow_mcp.store.tables import Meta
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,21 +162,22 @@ class Database:
     async def meta_get_or_create(self, key: str, make: Any = None) -> str:
         """A stored fact, created (once, race-safe) by ``make()`` if absent."""
         async with self.read() as s:
-            row = await s.get(models.Meta, key)
+            row = await s.get(Meta, key)
             if row is not None:
                 return row.value
         value = make() if make is not None else secrets.token_urlsafe(48)
         try:
             async with self.write() as s:
-                s.add(models.Meta(key=key, value=value))
+                s.add(Meta(key=key, value=value))
         except IntegrityError:
             pass
         async with self.read() as s:
-            row = await s.get(models.Meta, key)
+            row = await s.get(Meta, key)
             assert row is not None
             return row.value
 
     async def dispose(self) -> None:
+        """Close every connection (the last call on a Database)."""
         if self.sync_write_engine is not None:
             if self._sync_conn is not None:
                 self._sync_conn.close()

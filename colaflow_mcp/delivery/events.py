@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from colaflow_mcp.models import PendingChange, Status
+from colaflow_mcp.domain.representation import iso
+from colaflow_mcp.domain.uris import pending_change_uri
+from colaflow_mcp.store.tables import PendingChange, Status
 
 HUB_TARGETS = {
     Status.APPROVED.value: "PendingChangeApproved",
     Status.REJECTED.value: "PendingChangeRejected",
     Status.EXPIRED.value: "PendingChangeExpired",
 }
-
-
-def iso(dt: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z``."""
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 @dataclass(frozen=True)
@@ -41,9 +33,11 @@ class DecisionEvent:
 
     @property
     def resource_uri(self) -> str:
-        return resource_uri(self.change_id)
+        """The change's MCP resource."""
+        return pending_change_uri(self.change_id)
 
     def to_json(self) -> str:
+        """The backplane message."""
         return json.dumps(
             {"changeId": self.change_id, "tenantId": self.tenant_id, "status": self.status,
              "payload": self.payload},
@@ -52,15 +46,12 @@ class DecisionEvent:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DecisionEvent:
+        """Parse a backplane message."""
         data = json.loads(raw)
         return cls(
             change_id=str(data["changeId"]), tenant_id=str(data["tenantId"]),
             status=str(data["status"]), payload=dict(data["payload"]),
         )
-
-
-def resource_uri(change_id: str) -> str:
-    return f"colaflow://pending-changes/{change_id}"
 
 
 def event_from_change(change: PendingChange) -> DecisionEvent:
@@ -92,25 +83,3 @@ def event_from_change(change: PendingChange) -> DecisionEvent:
         change_id=change.id, tenant_id=change.tenant_id, status=change.status, payload=payload
     )
 
-
-def change_to_json(change: PendingChange) -> dict[str, Any]:
-    """The full change as camelCase JSON (REST body, MCP resource, hub snapshot)."""
-    return {
-        "id": change.id,
-        "pendingChangeId": change.id,
-        "status": change.status,
-        "toolName": change.tool_name,
-        "operation": change.operation,
-        "entityType": change.entity_type,
-        "entityId": change.entity_id,
-        "arguments": change.arguments,
-        "diff": change.diff,
-        "summary": change.summary,
-        "resourceUri": resource_uri(change.id),
-        "createdAt": iso(change.created_at),
-        "expiresAt": iso(change.expires_at),
-        "decidedAt": iso(change.decided_at),
-        "decidedBy": change.decided_by,
-        "reason": change.reason,
-        "executionResult": change.execution_result,
-    }

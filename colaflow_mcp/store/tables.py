@@ -17,10 +17,13 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
+    """A new random id (UUID4 text)."""
     return str(uuid.uuid4())
 
 
 class Status(StrEnum):
+    """A pending change's status; every status but Pending is final."""
+
     PENDING = "Pending"
     APPROVED = "Approved"
     REJECTED = "Rejected"

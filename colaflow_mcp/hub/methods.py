@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-import anyio
-
+from colaflow_mcp.delivery.notifier import Notifier
+from colaflow_mcp.domain.errors import InvalidArguments
+from colaflow_mcp.domain.ids import parse_change_id
 from colaflow_mcp.hub.connection import HubConnection, HubError
-from colaflow_mcp.notify import Notifier
 
 NOT_FOUND = "pending change not found"
-DB_CALL_SECONDS = 10.0
 INVALID_ID = "invalid pendingChangeId: must be a UUID"
-
-
-def parse_change_id(value: Any) -> str:
-    """The canonical form of a pending-change id, or HubError."""
-    if not isinstance(value, str) or len(value) > 64:
-        raise HubError(INVALID_ID)
-    try:
-        return str(uuid.UUID(value.strip()))
-    except ValueError:
-        raise HubError(INVALID_ID) from None
 
 
 class McpHub:
@@ -33,12 +21,13 @@ class McpHub:
         self.max_subscriptions = max_subscriptions
 
     async def invoke(self, conn: HubConnection, target: str, arguments: list[Any]) -> Any:
+        """Run a hub method for ``conn``; HubError is the caller's completion error."""
         if target == "SubscribeToPendingChange":
             _arity(arguments, 1)
-            return await self.subscribe(conn, parse_change_id(arguments[0]))
+            return await self.subscribe(conn, _change_id(arguments[0]))
         if target == "UnsubscribeFromPendingChange":
             _arity(arguments, 1)
-            self.unsubscribe(conn, parse_change_id(arguments[0]))
+            self.unsubscribe(conn, _change_id(arguments[0]))
             return None
         raise HubError(f"Unknown hub method '{target}'")
 
@@ -51,10 +40,7 @@ class McpHub:
                 f"subscription limit reached ({self.max_subscriptions} per connection); "
                 "unsubscribe from decided changes first"
             )
-        # Shielded: the registration and the read behind it finish together, so a
-        # cancellation (the socket closed) never strands a registration.
-        with anyio.CancelScope(shield=True), anyio.fail_after(DB_CALL_SECONDS):
-            snapshot = await self.notifier.subscribe(conn, change_id)
+        snapshot = await self.notifier.subscribe(conn, change_id)
         if snapshot is None:
             raise HubError(NOT_FOUND)
         if conn.closed:  # closed while we read: leave nothing registered
@@ -64,12 +50,21 @@ class McpHub:
         return snapshot
 
     def unsubscribe(self, conn: HubConnection, change_id: str) -> None:
+        """Stop sending this change's decision to ``conn``."""
         conn.subscriptions.discard(change_id)
         self.notifier.unregister(conn, change_id)
 
     def closed(self, conn: HubConnection) -> None:
+        """The connection closed: drop its registrations."""
         self.notifier.unregister_all(conn, conn.subscriptions)
         conn.subscriptions.clear()
+
+
+def _change_id(value: Any) -> str:
+    try:
+        return parse_change_id(value)
+    except InvalidArguments:
+        raise HubError(INVALID_ID) from None
 
 
 def _arity(arguments: list[Any], expected: int) -> None:

@@ -1,4 +1,5 @@
-"""uvicorn glue: a graceful hub shutdown, and WebSocket refusals that are not errors.
+"""uvicorn glue: a graceful hub shutdown, WebSocket refusals that are not errors, and the
+one uvicorn configuration (:func:`uvicorn_config`, used by ``serve`` and the tests).
 
 On shutdown uvicorn closes every WebSocket with code 1012 and waits for streaming responses
 (SSE, held long polls) before the app's lifespan ends, so ``HubServer.shutdown`` would run
@@ -26,19 +27,46 @@ import uvicorn
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from colaflow_mcp import logs
+from colaflow_mcp.config import Settings
+from colaflow_mcp.http_protocols import http_protocol
+
 logger = logging.getLogger(__name__)
 
-HUB_SHUTDOWN_SECONDS = 5.0
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How the app is served: ``settings`` host/port, WebSocket and shutdown tuning."""
+    options: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "lifespan": "on", "log_config": None,
+        "log_level": logs.split_levels(settings.log_level)[0],
+        # Closes connections that never complete a request head (uvicorn has no bound).
+        "http": http_protocol(settings),
+        "ws_max_size": max(settings.hub_max_message_bytes * 4, 1 << 20),
+        "ws": HubWebSocketProtocol,  # refusals without an ERROR log line (see its docstring)
+        # Hub messages are small JSON: compression would cost ~45 KiB per idle socket.
+        "ws_per_message_deflate": False,
+        # SignalR has its own keep-alive and client timeout; protocol-level pings from
+        # uvicorn on top would be a third kind of ping per idle connection.
+        "ws_ping_interval": None,
+        "timeout_graceful_shutdown": settings.http_graceful_shutdown_seconds,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
 
 
 class HubAwareServer(uvicorn.Server):
     """A ``uvicorn.Server`` that shuts the hub down gracefully before its connections."""
 
+    def __init__(self, config: uvicorn.Config, hub_shutdown_seconds: float = 5.0) -> None:
+        super().__init__(config)
+        self.hub_shutdown_seconds = hub_shutdown_seconds
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close the hub's connections (Close with allowReconnect), then uvicorn's."""
         hub: Any = getattr(getattr(self.config.app, "state", None), "hub", None)
         if hub is not None:
             try:
-                with anyio.move_on_after(HUB_SHUTDOWN_SECONDS):
+                with anyio.move_on_after(self.hub_shutdown_seconds):
                     await hub.shutdown()
             except Exception:
                 logger.exception("hub shutdown failed; connections are cut instead")
@@ -49,6 +77,7 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's default WebSocket protocol, minus the ERROR it logs after every refusal."""
 
     async def send(self, message: ASGISendEvent) -> None:
+        """Send, and count a finished refusal as a finished handshake."""
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get(
             "more_body", False

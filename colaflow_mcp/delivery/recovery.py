@@ -1,0 +1,86 @@
+"""The safety nets: re-announce what was committed but never published, and deliver to
+local subscribers, from the database, whatever they are still owed.
+
+The database is the truth, the bus a doorbell: these passes recover from a crash between
+commit and publish, a backplane outage and a missed message. The runtime's supervisor
+runs them periodically (and ``reconcile`` after every backplane reconnect).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from colaflow_mcp.delivery.backplane import Backplane
+from colaflow_mcp.delivery.events import event_from_change
+from colaflow_mcp.delivery.notifier import Notifier
+from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.tables import TERMINAL, PendingChange, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class Recovery:
+    """Announce sweep and reconcile passes of one instance."""
+
+    def __init__(self, db: Database, notifier: Notifier, bus: Backplane) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.bus = bus
+
+    async def sweep_unannounced(self, grace_seconds: float, limit: int = 500) -> int:
+        """Re-announce decisions committed but never published (crash, bus outage).
+
+        Each is claimed first (``announced_at`` set where still unset), so one instance
+        re-announces it; a failed publish un-claims it for the next pass.
+        """
+        cutoff = utcnow() - timedelta(seconds=grace_seconds)
+        async with self.db.read() as s:
+            rows = (await s.exec(
+                select(PendingChange)
+                .where(col(PendingChange.announced_at).is_(None))
+                .where(col(PendingChange.decided_at).is_not(None))
+                .where(col(PendingChange.decided_at) < cutoff)
+                .limit(limit))).all()
+        count = 0
+        for change in rows:
+            if not await self._set_announced(change.id, claim=True):
+                continue  # another instance took it
+            event = event_from_change(change)
+            self.notifier.dispatch(event)
+            try:
+                await self.bus.publish(event)
+                count += 1
+            except Exception as exc:
+                logger.warning("re-announce of %s failed (%s)", change.id, type(exc).__name__)
+                await self._set_announced(change.id, claim=False)
+        return count
+
+    async def _set_announced(self, change_id: str, *, claim: bool) -> bool:
+        """Claim an unannounced change (True if this call did), or give the claim back."""
+        stmt = update(PendingChange).where(col(PendingChange.id) == change_id)
+        if claim:
+            stmt = stmt.where(col(PendingChange.announced_at).is_(None))
+        async with self.db.write() as s:
+            result = await s.exec(stmt.values(announced_at=utcnow() if claim else None))
+        return bool(result.rowcount == 1)
+
+    async def reconcile(self, chunk: int = 500) -> int:
+        """Deliver, from the database, every decision a local subscriber is still owed."""
+        waiting = self.notifier.owed()
+        delivered = 0
+        terminal = [s.value for s in TERMINAL]
+        for i in range(0, len(waiting), chunk):
+            async with self.db.read() as s:
+                rows = (await s.exec(
+                    select(PendingChange)
+                    .where(col(PendingChange.id).in_(waiting[i:i + chunk]))
+                    .where(col(PendingChange.status).in_(terminal)))).all()
+            for change in rows:
+                delivered += self.notifier.dispatch(event_from_change(change))
+        if delivered:
+            logger.info("reconcile delivered %d missed decision(s)", delivered)
+        return delivered

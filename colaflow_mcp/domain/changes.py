@@ -1,0 +1,251 @@
+"""The pending-change lifecycle: propose, approve (and execute), reject, expire.
+
+Exactly one decision wins: every decision is a conditional UPDATE ``WHERE status =
+'Pending'`` (``store.statements.CLAIM``) and only the caller whose statement changed the
+row goes on to announce it. Announcing is delivery's job, reached through the
+:class:`Announcer` port, so the domain never imports delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import anyio
+from pydantic import ValidationError
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from colaflow_mcp.config import Settings
+from colaflow_mcp.domain.auth import Principal
+from colaflow_mcp.domain.errors import (
+    Conflict,
+    ExecutionError,
+    Forbidden,
+    InvalidArguments,
+    NotFound,
+    format_validation_error,
+)
+from colaflow_mcp.domain.ids import parse_change_id
+from colaflow_mcp.domain.operations import OPERATIONS
+from colaflow_mcp.store import statements
+from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.tables import PendingChange, Status, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def positive_seconds(value: object) -> float:
+    """A positive, finite number of seconds (``true`` is not 1), or InvalidArguments."""
+    message = "expires_in_seconds must be a positive, finite number of seconds"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArguments(message)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise InvalidArguments(message) from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidArguments(message)
+    return seconds
+
+
+class Announcer(Protocol):
+    """Where a decided change goes once its transaction committed (delivery's outbox)."""
+
+    async def announce(self, change: PendingChange) -> None:
+        """Deliver locally and queue for the backplane; must not wait on the network."""
+
+
+class ChangeService:
+    """Everything that creates and decides pending changes, tenant-scoped."""
+
+    def __init__(self, db: Database, announcer: Announcer, settings: Settings) -> None:
+        self.db = db
+        self.announcer = announcer
+        self.settings = settings
+        self.deadline_changed = anyio.Event()
+        self.expiry_planned_at: datetime | None = None  # when the expiry loop wakes next
+
+    # -- proposals ----------------------------------------------------------------------
+
+    async def propose(
+        self, principal: Principal, tool_name: str, arguments: dict[str, Any],
+        expires_in_seconds: float | None = None,
+    ) -> PendingChange:
+        """Validate, build the diff and store a pending change; the workspace is untouched."""
+        if principal.kind != "agent":
+            raise Forbidden("only agents (API keys) propose changes")
+        spec = OPERATIONS.get(tool_name)
+        if spec is None:
+            raise InvalidArguments(f"unknown tool {tool_name!r}; one of: {', '.join(OPERATIONS)}")
+        if not isinstance(arguments, dict):
+            raise InvalidArguments("arguments must be an object")
+        try:
+            args = spec.args.model_validate(arguments)
+        except ValidationError as exc:
+            raise InvalidArguments(format_validation_error(exc)) from None
+        ttl = self.settings.pending_change_ttl_seconds
+        if expires_in_seconds is not None:
+            ttl = min(positive_seconds(expires_in_seconds), ttl)
+        async with self.db.write() as s:
+            plan = await spec.plan(s, principal.tenant_id, args)
+            now = utcnow()
+            change = PendingChange(
+                tenant_id=principal.tenant_id, api_key_id=principal.api_key_id,
+                tool_name=spec.name, operation=spec.operation, entity_type=spec.entity_type,
+                entity_id=plan.entity_id, arguments=args.model_dump(mode="json"),
+                diff=plan.diff, summary=plan.summary[:500], created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+            s.add(change)
+        # Wake the expiry loop only if this deadline comes before its planned wake-up
+        # (with the default TTL it never does: no extra work per proposal).
+        planned = self.expiry_planned_at
+        if planned is None or change.expires_at < planned:
+            self.deadline_changed.set()
+            self.deadline_changed = anyio.Event()
+        return change
+
+    # -- decisions ----------------------------------------------------------------------
+
+    async def approve(self, principal: Principal, change_id: object) -> PendingChange:
+        """Decide Approved and execute in the same transaction; announce after commit."""
+        if principal.kind != "reviewer":
+            raise Forbidden("only reviewers approve changes")
+        cid = parse_change_id(change_id)
+        tenant_id, by = principal.tenant_id, principal.display
+
+        def decide_and_execute(s: Session) -> PendingChange | None:
+            change = _claim(s, tenant_id, cid, Status.APPROVED, by, None)
+            if change is not None:
+                result = _execute(s, change)
+                change.execution_result = result
+                if result["success"]:
+                    change.entity_id = result["entityId"]
+                s.connection().execute(statements.RECORD_RESULT, {
+                    "p_id": cid, "p_result": result, "p_entity": change.entity_id})
+            return change
+
+        change = await self.db.transact(decide_and_execute)
+        if change is None:
+            raise await self._lost(principal, cid)
+        return await self._after_decision(change)
+
+    async def reject(self, principal: Principal, change_id: object, reason: object
+                     ) -> PendingChange:
+        """Decide Rejected with a reason."""
+        if principal.kind != "reviewer":
+            raise Forbidden("only reviewers reject changes")
+        cid = parse_change_id(change_id)
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidArguments("reason is required")
+        if len(reason) > 2000:
+            raise InvalidArguments("reason must be at most 2000 characters")
+        change = await self._decide(
+            principal.tenant_id, cid, Status.REJECTED, principal.display, reason.strip())
+        if change is None:
+            raise await self._lost(principal, cid)
+        return await self._after_decision(change)
+
+    async def expire_due(self, limit: int = 500) -> list[PendingChange]:
+        """Expire every overdue pending change (any tenant); each is announced once."""
+        now = utcnow()
+        async with self.db.read() as s:
+            due = (await s.exec(
+                select(PendingChange.id, PendingChange.tenant_id)
+                .where(PendingChange.status == Status.PENDING.value)
+                .where(col(PendingChange.expires_at) <= now)
+                .order_by(col(PendingChange.expires_at)).limit(limit))).all()
+        expired = []
+        for cid, tenant_id in due:
+            change = await self._decide(tenant_id, cid, Status.EXPIRED, None, None,
+                                        only_overdue=True)
+            if change is not None:
+                expired.append(await self._after_decision(change))
+        return expired
+
+    async def expiry_pass(self, max_wait: float, limit: int = 500
+                          ) -> tuple[float, anyio.Event]:
+        """Expire what is due; then how long until the next pass, and the event that ends
+        that wait early (a proposal whose deadline comes sooner)."""
+        # Until the next wake-up is planned, every proposal wakes the loop (no gap).
+        self.expiry_planned_at = None
+        wake = self.deadline_changed
+        await self.expire_due(limit)
+        deadline = await self.next_deadline()
+        wait = max_wait
+        if deadline is not None:
+            wait = min(max_wait, max(0.0, (deadline - utcnow()).total_seconds()) + 0.005)
+        self.expiry_planned_at = utcnow() + timedelta(seconds=wait)
+        return wait, wake
+
+    async def next_deadline(self) -> datetime | None:
+        """The earliest deadline of any pending change."""
+        async with self.db.read() as s:
+            return (await s.exec(
+                select(func.min(PendingChange.expires_at))
+                .where(PendingChange.status == Status.PENDING.value))).one()
+
+    async def _decide(
+        self, tenant_id: str, cid: str, status: Status, by: str | None, reason: str | None,
+        only_overdue: bool = False,
+    ) -> PendingChange | None:
+        """Decide in a transaction of its own; the row if this call won, else None."""
+        return await self.db.transact(
+            lambda s: _claim(s, tenant_id, cid, status, by, reason, only_overdue))
+
+    async def _lost(self, principal: Principal, cid: str) -> NotFound | Conflict:
+        """Why a decision did not apply: NotFound or Conflict (expiring the change if due)."""
+        async with self.db.read() as s:
+            change = await s.get(PendingChange, cid)
+        if change is None or change.tenant_id != principal.tenant_id:
+            return NotFound("pending change not found")
+        if change.status == Status.PENDING.value:
+            # Overdue but not yet swept: expire it now, so the answer is final.
+            expired = await self._decide(change.tenant_id, cid, Status.EXPIRED, None, None,
+                                         only_overdue=True)
+            if expired is not None:
+                await self._after_decision(expired)
+                return Conflict(Status.EXPIRED.value)
+            async with self.db.read() as s:
+                change = await s.get(PendingChange, cid)
+            assert change is not None
+        return Conflict(change.status)
+
+    async def _after_decision(self, change: PendingChange) -> PendingChange:
+        pause = self.settings.pause_after_commit_seconds
+        if pause > 0:  # test hook: a window to kill the process between commit and publish
+            logger.warning("pausing %.1fs after committing %s (test hook)", pause, change.id)
+            await anyio.sleep(pause)
+        await self.announcer.announce(change)
+        return change
+
+
+def _claim(
+    s: Session, tenant_id: str, cid: str, status: Status, by: str | None,
+    reason: str | None, only_overdue: bool = False,
+) -> PendingChange | None:
+    """The conditional update that lets exactly one decision win; RETURNING the row (as a
+    detached ``PendingChange``), or None if another decision got there first."""
+    stmt = statements.CLAIM_OVERDUE if only_overdue else statements.CLAIM
+    row = s.connection().execute(stmt, {
+        "p_id": cid, "p_tenant": tenant_id, "p_now": utcnow(), "p_status": status.value,
+        "p_by": by, "p_reason": reason}).first()
+    return None if row is None else PendingChange(**row._asdict())
+
+
+def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
+    """Apply the change inside a savepoint: all of it, or none of it and an error."""
+    spec = OPERATIONS[change.tool_name]
+    try:
+        with s.begin_nested():
+            entity_id = spec.execute(s, change)
+    except ExecutionError as exc:
+        return {"success": False, "entityId": change.entity_id, "error": str(exc)}
+    except Exception as exc:
+        logger.exception("execution of %s failed", change.id)
+        return {"success": False, "entityId": change.entity_id,
+                "error": f"execution failed: {type(exc).__name__}"}
+    return {"success": True, "entityId": entity_id, "error": None}

@@ -1,0 +1,153 @@
+"""Issue operations: create, update fields, move status, delete (with its comments)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from sqlmodel import Session, col, delete
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from colaflow_mcp.domain.errors import ExecutionError, InvalidArguments
+from colaflow_mcp.domain.operations.base import (
+    Args,
+    IssueStatus,
+    IssueType,
+    Name,
+    Plan,
+    Priority,
+    Text,
+    Title,
+    issue_or_invalid,
+    issue_snapshot,
+    make_diff,
+    project_or_invalid,
+    require_same,
+    valid_issue_key,
+    valid_project_key,
+)
+from colaflow_mcp.store import statements
+from colaflow_mcp.store.tables import Comment, Issue, PendingChange, new_id, utcnow
+
+
+class CreateIssueArgs(Args):
+    project_key: str = Field(description="Key of an existing project, e.g. 'WEB'.")
+    title: Title = Field(description="One-line issue title (not empty).")
+    description: Text = Field(default="", description="Details; markdown allowed.")
+    type: IssueType = Field(default="Task", description="Issue type (default Task).")
+    priority: Priority = Field(default="Medium", description="Priority (default Medium).")
+    assignee: Name | None = Field(default=None, description="Who should do it, if anyone.")
+    _k = field_validator("project_key")(valid_project_key)
+
+
+class UpdateIssueArgs(Args):
+    issue_key: str = Field(description="Key of the issue, e.g. 'WEB-12'.")
+    title: Title | None = Field(default=None, description="New title.")
+    description: Text | None = Field(default=None, description="New description.")
+    type: IssueType | None = Field(default=None, description="New issue type.")
+    priority: Priority | None = Field(default=None, description="New priority.")
+    assignee: Name | None = Field(default=None, description="New assignee.")
+    _k = field_validator("issue_key")(valid_issue_key)
+
+
+class UpdateStatusArgs(Args):
+    issue_key: str = Field(description="Key of the issue, e.g. 'WEB-12'.")
+    status: IssueStatus = Field(description="The new status.")
+    _k = field_validator("issue_key")(valid_issue_key)
+
+
+class DeleteIssueArgs(Args):
+    issue_key: str = Field(description="Key of the issue, e.g. 'WEB-12'.")
+    _k = field_validator("issue_key")(valid_issue_key)
+
+
+async def plan_create_issue(s: AsyncSession, tenant_id: str, a: CreateIssueArgs) -> Plan:
+    """The diff shows the new issue (its key is taken at execution)."""
+    await project_or_invalid(s, tenant_id, a.project_key)
+    after = {
+        "key": None, "projectKey": a.project_key, "title": a.title,
+        "description": a.description, "type": a.type, "status": "ToDo",
+        "priority": a.priority, "assignee": a.assignee,
+    }
+    return Plan(None, make_diff("Create", "Issue", None, None, None, after),
+                f"Create {a.type.lower()} in {a.project_key}: '{a.title}'")
+
+
+def exec_create_issue(s: Session, ch: PendingChange) -> str:
+    """Take the project's next number and insert the issue."""
+    after = ch.diff["after"]
+    taken = s.connection().execute(statements.TAKE_ISSUE_NUMBER, {
+        "p_tenant": ch.tenant_id, "p_key": after["projectKey"]}).first()
+    if taken is None:
+        raise ExecutionError(f"project {after['projectKey']} no longer exists")
+    project_id, key, next_number = taken
+    number = next_number - 1
+    issue_id, now = new_id(), utcnow()
+    s.connection().execute(statements.INSERT_ISSUE, {
+        "id": issue_id, "tenant_id": ch.tenant_id, "project_id": project_id,
+        "key": f"{key}-{number}", "number": number, "title": after["title"],
+        "description": after["description"], "type": after["type"],
+        "status": after["status"], "priority": after["priority"],
+        "assignee": after["assignee"], "created_at": now, "updated_at": now,
+    })
+    return issue_id
+
+
+async def plan_update_issue(s: AsyncSession, tenant_id: str, a: UpdateIssueArgs) -> Plan:
+    """The diff of the given fields; refuses a change that changes nothing."""
+    issue = await issue_or_invalid(s, tenant_id, a.issue_key)
+    before = issue_snapshot(issue)
+    changes = a.model_dump(exclude={"issue_key"}, exclude_none=True)
+    if not changes:
+        raise InvalidArguments(
+            "nothing to change: give at least one of title, description, type, priority, "
+            "assignee (use update_status for the status)")
+    after = {**before, **changes}
+    diff = make_diff("Update", "Issue", issue.id, issue.key, before, after)
+    if not diff["changedFields"]:
+        raise InvalidArguments(f"issue {issue.key} already has these values")
+    fields = ", ".join(c["field"] for c in diff["changedFields"])
+    return Plan(issue.id, diff, f"Update {issue.key}: {fields}")
+
+
+async def plan_update_status(s: AsyncSession, tenant_id: str, a: UpdateStatusArgs) -> Plan:
+    """The diff of the new status; refuses the status it already has."""
+    issue = await issue_or_invalid(s, tenant_id, a.issue_key)
+    if issue.status == a.status:
+        raise InvalidArguments(f"issue {issue.key} is already {a.status}")
+    before = issue_snapshot(issue)
+    after = {**before, "status": a.status}
+    return Plan(issue.id, make_diff("Update", "Issue", issue.id, issue.key, before, after),
+                f"Move {issue.key} from {issue.status} to {a.status}")
+
+
+def _current_issue(s: Session, ch: PendingChange) -> Issue:
+    issue = s.get(Issue, ch.entity_id)
+    if issue is None or issue.tenant_id != ch.tenant_id:
+        raise ExecutionError(f"issue {ch.diff['entityKey']} no longer exists")
+    require_same(issue_snapshot(issue), ch.diff["before"], f"issue {issue.key}")
+    return issue
+
+
+def exec_update_issue(s: Session, ch: PendingChange) -> str:
+    """Apply the changed fields (status included), if the issue is unchanged."""
+    issue = _current_issue(s, ch)
+    for c in ch.diff["changedFields"]:
+        setattr(issue, c["field"], c["newValue"])
+    issue.updated_at = utcnow()
+    s.add(issue)
+    return issue.id
+
+
+async def plan_delete_issue(s: AsyncSession, tenant_id: str, a: DeleteIssueArgs) -> Plan:
+    """The diff shows the issue going."""
+    issue = await issue_or_invalid(s, tenant_id, a.issue_key)
+    before = issue_snapshot(issue)
+    return Plan(issue.id, make_diff("Delete", "Issue", issue.id, issue.key, before, None),
+                f"Delete {issue.key} '{issue.title}'")
+
+
+def exec_delete_issue(s: Session, ch: PendingChange) -> str:
+    """Delete the issue and its comments, if the issue is unchanged."""
+    issue = _current_issue(s, ch)
+    s.exec(delete(Comment).where(col(Comment.issue_id) == issue.id))
+    s.delete(issue)
+    return issue.id

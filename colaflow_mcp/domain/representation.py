@@ -1,0 +1,63 @@
+"""The JSON of the contract (camelCase): changes, proposals, timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from colaflow_mcp.domain.uris import pending_change_uri
+from colaflow_mcp.store.tables import PendingChange
+
+
+def iso(dt: datetime | None) -> str | None:
+    """ISO 8601 UTC with a ``Z``."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def change_to_json(change: PendingChange) -> dict[str, Any]:
+    """The full change as camelCase JSON (REST body, MCP resource, hub snapshot)."""
+    return {
+        "id": change.id,
+        "pendingChangeId": change.id,
+        "status": change.status,
+        "toolName": change.tool_name,
+        "operation": change.operation,
+        "entityType": change.entity_type,
+        "entityId": change.entity_id,
+        "arguments": change.arguments,
+        "diff": change.diff,
+        "summary": change.summary,
+        "resourceUri": pending_change_uri(change.id),
+        "createdAt": iso(change.created_at),
+        "expiresAt": iso(change.expires_at),
+        "decidedAt": iso(change.decided_at),
+        "decidedBy": change.decided_by,
+        "reason": change.reason,
+        "executionResult": change.execution_result,
+    }
+
+
+class Proposal(BaseModel):
+    """What every proposing tool returns."""
+
+    pendingChangeId: str = Field(description="Id of the pending change.")
+    status: str = Field(description="Always 'Pending' when proposed.")
+    resourceUri: str = Field(description="Subscribe to this resource to learn the decision.")
+    expiresAt: str | None = Field(description="When the proposal expires unreviewed (UTC).")
+    diff: dict[str, Any] = Field(description="Preview: before, after, changedFields.")
+    summary: str = Field(description="One line describing the proposed change.")
+
+
+def proposal_of(change: PendingChange) -> Proposal:
+    """The proposal a proposing tool answers with."""
+    return Proposal(
+        pendingChangeId=change.id, status=change.status,
+        resourceUri=pending_change_uri(change.id), expiresAt=iso(change.expires_at),
+        diff=change.diff, summary=change.summary,
+    )

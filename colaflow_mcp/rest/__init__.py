@@ -1,0 +1,2 @@
+"""The REST edge: JSON, camelCase, tenant-scoped routes for agents and reviewers, and
+``/health``."""

@@ -1,0 +1,199 @@
+"""The object graph of one instance, and the one supervisor that runs its background work.
+
+``Runtime.create`` opens the database (creating or upgrading the schema) and wires store →
+domain → delivery → edges. ``Runtime.running`` starts the supervisor, whose loops are
+declared in :meth:`Runtime._declare_work` (the bodies of the periodic ones are here: they
+say *when*; the components say *what*), and on exit stops everything in order: the hub
+tells its clients to reconnect elsewhere, the supervisor stops its loops (see
+``supervisor``), then the backplane and the database close.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+
+from colaflow_mcp.config import Settings
+from colaflow_mcp.delivery.backplane import Backplane, make_backplane
+from colaflow_mcp.delivery.notifier import Notifier
+from colaflow_mcp.delivery.outbox import Outbox
+from colaflow_mcp.delivery.recovery import Recovery
+from colaflow_mcp.domain.auth import Authenticator, KeyVerifier, TokenIssuer, jwt_secret
+from colaflow_mcp.domain.changes import ChangeService
+from colaflow_mcp.domain.queries import Queries
+from colaflow_mcp.hub.server import HubServer
+from colaflow_mcp.mcp.endpoint import McpEndpoint
+from colaflow_mcp.rest.routes import RestApi
+from colaflow_mcp.store.engine import Database
+from colaflow_mcp.supervisor import Supervisor
+
+logger = logging.getLogger(__name__)
+
+
+class KeyHolder(Protocol):
+    """An edge with long-lived connections that must end when their key is revoked."""
+
+    def live_key_ids(self) -> set[str]: ...
+
+    async def drop_revoked(self, revoked: set[str], now_unix: float) -> int: ...
+
+
+@dataclass
+class Runtime:
+    """Everything one app instance runs on."""
+
+    settings: Settings
+    db: Database
+    keys: KeyVerifier
+    tokens: TokenIssuer
+    auth: Authenticator
+    bus: Backplane
+    notifier: Notifier
+    outbox: Outbox
+    recovery: Recovery
+    changes: ChangeService
+    queries: Queries
+    hub: HubServer
+    mcp: McpEndpoint
+    supervisor: Supervisor
+
+    @classmethod
+    async def create(cls, settings: Settings) -> Runtime:
+        """Open the database (creating/upgrading the schema) and wire everything."""
+        s = settings
+        db = Database(s.database_url)
+        await db.create_schema(s.schema_upgrade, s.schema_lock_timeout_seconds)
+        keys = KeyVerifier(db, cache_seconds=s.api_key_cache_seconds,
+                           cache_entries=s.auth_cache_entries)
+        tokens = TokenIssuer(await jwt_secret(db, s.jwt_secret), s.reviewer_token_ttl_seconds,
+                             cache_entries=s.auth_cache_entries)
+        auth = Authenticator(keys, tokens)
+        bus = make_backplane(s)
+        notifier = Notifier(db, s.db_call_seconds)
+        outbox = Outbox(db, notifier, bus, s.outbox_size, s.announce_marker_linger_seconds)
+        changes = ChangeService(db, outbox, s)
+        queries = Queries(db)
+        runtime = cls(
+            s, db, keys, tokens, auth, bus, notifier, outbox, Recovery(db, notifier, bus),
+            changes, queries, HubServer(s, auth, notifier),
+            McpEndpoint(s, auth, changes, queries, notifier),
+            Supervisor(max_backoff=s.loop_max_backoff_seconds,
+                       stop_grace=s.shutdown_grace_seconds),
+        )
+        runtime._declare_work()
+        return runtime
+
+    @property
+    def rest(self) -> RestApi:
+        """What the REST handlers use."""
+        return RestApi(self.settings, self.auth, self.changes, self.queries)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Start every loop and service; on exit stop them in order and close."""
+        try:
+            async with self.supervisor.running():
+                try:
+                    yield
+                finally:
+                    # Tell hub clients to reconnect (elsewhere) before we go.
+                    with anyio.CancelScope(shield=True), \
+                            anyio.move_on_after(self.settings.hub_shutdown_seconds):
+                        await self.hub.shutdown()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the backplane and the database (after the loops stopped)."""
+        await self.bus.aclose()
+        await self.db.dispose()
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """``/health``: (database answers, body)."""
+        db_ok = await self.db.ping()
+        work = self.supervisor.status()
+        ok = db_ok and self.bus.healthy and all(work["loops"].values())
+        return db_ok, {
+            "status": "ok" if ok else "degraded",
+            "database": "ok" if db_ok else "unreachable",
+            "backplane": self.bus.status(),
+            **work,
+            "instance": self.settings.instance_id,
+            "subscribers": self.notifier.subscriber_count(),
+            "hub": self.hub.status(),
+            "mcp": self.mcp.status(),
+        }
+
+    # -- the background work --------------------------------------------------------------
+
+    def _declare_work(self) -> None:
+        s, sv = self.settings, self.supervisor
+        sv.service("mcp-sessions", lambda: self.mcp.serving(sv.spawn))
+        # Cancelled at stop: they hold no transaction.
+        sv.loop("backplane", self._listen, finish=False)
+        sv.loop("hub-timers", self.hub.run_timers, finish=False)
+        # Return by themselves at stop: the outbox closes, the periodic ones see stopping.
+        sv.on_stop(self.outbox.close)
+        sv.loop("publisher", lambda: self.outbox.run_publisher(s.publish_batch_size))
+        sv.loop("announce-marker", lambda: self.outbox.run_marker(s.marker_batch_size))
+        sv.loop("expiry", self._expire)
+        sv.loop("announce-sweep", self._sweep)
+        sv.loop("reconcile", self._reconcile)
+        sv.loop("revocation", self._revoke)
+
+    async def _listen(self) -> None:
+        # Whatever was published while we were not listening is recovered from the rows.
+        await self.bus.run(self.notifier.dispatch, self._reconcile_once)
+
+    async def _reconcile_once(self) -> None:
+        await self.recovery.reconcile(self.settings.recovery_batch_size)
+
+    async def _expire(self) -> None:
+        s, sv = self.settings, self.supervisor
+        while not sv.stopping.is_set():
+            wait, wake = await self.changes.expiry_pass(s.expiry_max_wait_seconds,
+                                                        s.recovery_batch_size)
+            await sv.pause(wait, wake)
+
+    async def _sweep(self) -> None:
+        s, sv = self.settings, self.supervisor
+        while not sv.stopping.is_set():
+            await self.recovery.sweep_unannounced(s.announce_grace_seconds,
+                                                  s.recovery_batch_size)
+            sv.passed("announce-sweep")
+            await sv.pause(s.announce_sweep_interval_seconds)
+
+    async def _reconcile(self) -> None:
+        sv = self.supervisor
+        while not sv.stopping.is_set():
+            await sv.pause(self.settings.reconcile_interval_seconds)
+            if not sv.stopping.is_set():
+                await self._reconcile_once()
+                sv.passed("reconcile")
+
+    async def _revoke(self) -> None:
+        sv = self.supervisor
+        while not sv.stopping.is_set():
+            await sv.pause(self.settings.revocation_check_interval_seconds)
+            if not sv.stopping.is_set():
+                await self.revocation_pass()
+
+    async def revocation_pass(self) -> int:
+        """One pass for every edge alike: which live keys no longer hold (one query per
+        batch of distinct keys), then each edge closes what used them."""
+        holders: list[KeyHolder] = [self.hub, self.mcp]
+        key_ids = set().union(*(h.live_key_ids() for h in holders))
+        revoked = (await self.keys.unusable(key_ids, self.settings.recovery_batch_size)
+                   if key_ids else set())
+        now = time.time()
+        return sum([await h.drop_revoked(revoked, now) for h in holders])
+
+
+__all__ = ["Runtime"]

@@ -1,0 +1,59 @@
+"""Prebuilt Core statements for the hot paths (decisions, announcements, issue numbers).
+
+Building an ORM or Core statement per call cost more than running it (see
+benchmarks/RESULTS.md), so the decision path binds parameters into these instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, bindparam
+
+from colaflow_mcp.store.tables import Issue, PendingChange, Project, Status
+
+_PC: Table = PendingChange.__table__  # type: ignore[attr-defined]
+_PROJECT: Table = Project.__table__  # type: ignore[attr-defined]
+_ISSUE: Table = Issue.__table__  # type: ignore[attr-defined]
+
+
+def _claim_statement(only_overdue: bool) -> Any:
+    """Decide one pending change, in its tenant, before (or, to expire, after) its deadline.
+
+    Parameters: ``p_id``, ``p_tenant``, ``p_now``, ``p_status``, ``p_by``, ``p_reason``;
+    RETURNING the whole row, so only the caller whose statement changed it goes on.
+    """
+    c = _PC.c
+    now: Any = bindparam("p_now", type_=c.expires_at.type)
+    return _PC.update().where(
+        c.id == bindparam("p_id"), c.tenant_id == bindparam("p_tenant"),
+        c.status == Status.PENDING.value,
+        c.expires_at <= now if only_overdue else c.expires_at > now,
+    ).values(
+        status=bindparam("p_status"), decided_at=now, decided_by=bindparam("p_by"),
+        reason=bindparam("p_reason"),
+    ).returning(*c)
+
+
+CLAIM = _claim_statement(False)
+CLAIM_OVERDUE = _claim_statement(True)
+
+# An approved change's execution result (``p_id``, ``p_result``, ``p_entity``).
+RECORD_RESULT = _PC.update().where(_PC.c.id == bindparam("p_id")).values(
+    execution_result=bindparam("p_result", type_=_PC.c.execution_result.type),
+    entity_id=bindparam("p_entity"))
+
+# Published decisions (``p_ids``, ``p_now``); rows already marked stay as they are.
+MARK_ANNOUNCED = _PC.update().where(
+    _PC.c.id.in_(bindparam("p_ids", expanding=True)), _PC.c.announced_at.is_(None),
+).values(announced_at=bindparam("p_now", type_=_PC.c.announced_at.type))
+
+# Take a project's next issue number (``p_tenant``, ``p_key``): one statement takes the
+# row lock and the number, so concurrent creates number issues uniquely.
+TAKE_ISSUE_NUMBER = (
+    _PROJECT.update()
+    .where(_PROJECT.c.tenant_id == bindparam("p_tenant"), _PROJECT.c.key == bindparam("p_key"))
+    .values(next_issue_number=_PROJECT.c.next_issue_number + 1)
+    .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number))
+
+INSERT_ISSUE = _ISSUE.insert()

@@ -1,0 +1,137 @@
+"""Canary for colaflow_mcp/mcp/sdk_hooks.py: the pinned mcp SDK still has, and still calls,
+every private hook we rely on. If one of these fails after an SDK upgrade, read the
+numbered hook in sdk_hooks.py's docstring before changing anything else."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+from mcp.server.lowlevel.server import Server
+from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+from colaflow_mcp.mcp import sdk_hooks
+from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME, SessionEventStore
+from tests.harness import Harness
+from tests.mcp.mcpenv import mcp_client, propose_issue
+
+pytestmark = pytest.mark.anyio
+
+
+def _hook(number: int, what: str) -> str:
+    return (f"mcp SDK changed under sdk_hooks.py hook {number}: {what}. See the hook's "
+            "entry in colaflow_mcp/mcp/sdk_hooks.py.")
+
+
+def _parameters(fn: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def test_the_sdk_still_has_every_private_hook_with_the_expected_shape() -> None:
+    server = MCPServer("canary")
+    lowlevel = getattr(server, "_lowlevel_server", None)
+    assert isinstance(lowlevel, Server), _hook(1, "MCPServer._lowlevel_server is gone")
+    assert callable(getattr(lowlevel, "add_request_handler", None)) and isinstance(
+        getattr(lowlevel, "middleware", None), list), _hook(
+        1, "the low-level server has no add_request_handler or middleware list")
+
+    admit = getattr(StreamableHTTPSessionManager, "_admit_session", None)
+    assert admit is not None and _parameters(admit) == ["self", "requestor"], _hook(
+        2, "StreamableHTTPSessionManager._admit_session(requestor) is gone or re-signed")
+    discard = getattr(StreamableHTTPSessionManager, "_discard_session", None)
+    assert discard is not None and inspect.iscoroutinefunction(discard) and _parameters(
+        discard) == ["self", "session_id", "transport"], _hook(
+        3, "async StreamableHTTPSessionManager._discard_session(session_id, transport) is "
+           "gone or re-signed")
+
+    manager = StreamableHTTPSessionManager(app=lowlevel)
+    assert isinstance(getattr(manager, "_server_instances", None), dict), _hook(
+        4, "StreamableHTTPSessionManager._server_instances is no longer the session table")
+    assert isinstance(getattr(manager, "_session_owners", None), dict), _hook(
+        4, "StreamableHTTPSessionManager._session_owners no longer holds sessions' owners")
+
+    store = SessionEventStore(4)
+    transport = StreamableHTTPServerTransport(mcp_session_id="canary", event_store=store)
+    assert getattr(transport, "_event_store", None) is store, _hook(
+        5, "StreamableHTTPServerTransport._event_store no longer holds the session's store")
+    assert sdk_hooks.session_event_store(transport) is store
+
+    assert LAST_EVENT_ID_HEADER == "last-event-id", _hook(6, "the Last-Event-ID header name")
+
+
+async def test_a_real_session_passes_through_every_hook(
+    server: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drive a legacy session through the real manager: it must be admitted (2), get its
+    own store (5), have its GET stream served from the store (6), be listed and ended by
+    us (4), and pass through the discard hook when it ends (3)."""
+    calls: list[str] = []
+    seen = anyio.Event()
+
+    def spy(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def record() -> None:
+            calls.append(name)
+            seen.set()
+
+        if inspect.iscoroutinefunction(original):
+            async def async_spy(*args: Any, **kwargs: Any) -> Any:
+                record()
+                return await original(*args, **kwargs)
+            return async_spy
+
+        def sync_spy(*args: Any, **kwargs: Any) -> Any:
+            record()
+            return original(*args, **kwargs)
+        return sync_spy
+
+    for name in ("_admit_session", "_discard_session"):
+        monkeypatch.setattr(sdk_hooks.SessionManager, name,
+                            spy(name, getattr(sdk_hooks.SessionManager, name)))
+    replayed: list[str] = []
+    original_replay = SessionEventStore.replay_events_after
+
+    async def replay(self: SessionEventStore, last_event_id: str, send: Any) -> Any:
+        replayed.append(last_event_id)
+        seen.set()
+        return await original_replay(self, last_event_id, send)
+
+    monkeypatch.setattr(SessionEventStore, "replay_events_after", replay)
+
+    async def wait_until(done: Callable[[], bool], message: str) -> None:
+        nonlocal seen
+        try:
+            with anyio.fail_after(10):
+                while not done():
+                    seen = anyio.Event()
+                    await seen.wait()
+        except TimeoutError:
+            pytest.fail(message)
+
+    await server.project()
+    key = await server.agent_key()
+    manager = server.runtime.mcp.manager
+    async with mcp_client(server, key, "legacy") as client:
+        await propose_issue(client)  # the session is open and serving
+        assert calls.count("_admit_session") == 1, _hook(
+            2, "the manager no longer calls _admit_session when a session opens")
+        [session_id] = manager.session_ids()
+        # Renamed to carry the instance's routing tag, owner and all (or the SDK would
+        # answer the session's next request 404, and propose_issue would have failed).
+        assert session_id == server.settings.tagged(session_id.split(".", 1)[1])
+        assert session_id in manager._session_owners, _hook(
+            4, "the session's owner is not kept in _session_owners under its id")
+        transport = manager._server_instances[session_id]
+        assert isinstance(sdk_hooks.session_event_store(transport), SessionEventStore), _hook(
+            5, "a session's transport was not built with the store _admit_session set")
+        await wait_until(lambda: GET_STREAM_RESUME in replayed, _hook(
+            6, "a GET with our Last-Event-ID is no longer served by replay_events_after"))
+        await manager.terminate(session_id)
+        await wait_until(lambda: "_discard_session" in calls, _hook(
+            3, "ending a session no longer passes through _discard_session"))
+        assert manager.session_ids() == [], _hook(
+            4, "a terminated session stays in _server_instances")
