@@ -41,6 +41,7 @@ def test_shipped_config_is_clean_in_debians_own_nginx_conf(tmp_path: Path) -> No
     assert "[warn]" not in out.stderr and "[emerg]" not in out.stderr, out.stderr
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("database", ["empty", "release-0.1.0"])
 async def test_two_instances_started_together_serve_through_nginx_over_tls(
     tmp_path: Path, database: str,

@@ -42,6 +42,7 @@ def assert_routed_by_tag(b: Balanced, path: str) -> Counter[str]:
     return tags
 
 
+@pytest.mark.timeout(300)
 async def test_hub_connections_keep_their_instance_whatever_the_transport_and_spelling(
     tmp_path: Path,
 ) -> None:
@@ -101,6 +102,7 @@ async def test_hub_connections_keep_their_instance_whatever_the_transport_and_sp
                                *(browser.token for browser in browsers)])
 
 
+@pytest.mark.timeout(300)
 async def test_stateful_reconnect_resumes_on_the_instance_holding_the_connection(
     tmp_path: Path,
 ) -> None:
@@ -141,6 +143,7 @@ async def stateful_round(b: Balanced, f: Fleet) -> None:
     assert not f.errors
 
 
+@pytest.mark.timeout(300)
 async def test_typescript_mcp_sessions_keep_their_instance(tmp_path: Path) -> None:
     node = require_node_package(JS, "@modelcontextprotocol/sdk")
     sessions = 6
