@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
@@ -154,9 +155,9 @@ class Runtime:
         # Whatever was published while we were not listening is recovered from the rows.
         await self.bus.run(self.notifier.dispatch, self._reconcile_once)
 
-    async def _reconcile_once(self) -> None:
+    async def _reconcile_once(self, missed_since: datetime | None = None) -> None:
         await self.recovery.reconcile(self.settings.recovery_batch_size)
-        await self.recovery.reconcile_queues(self.settings.recovery_batch_size)
+        await self.recovery.reconcile_queues(self.settings.recovery_batch_size, missed_since)
 
     async def _expire(self) -> None:
         s, sv = self.settings, self.supervisor

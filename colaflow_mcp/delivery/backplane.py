@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio
@@ -29,7 +30,9 @@ def created_channel(channel: str) -> str:
     return channel + ":created"
 
 EventHandler = Callable[[DecisionEvent], object]
-ReconnectHandler = Callable[[], Awaitable[None]]
+# Called after every (re)connection with the time from which messages may have been missed
+# (None on the first connection).
+ReconnectHandler = Callable[[datetime | None], Awaitable[None]]
 
 
 class Backplane(Protocol):
@@ -107,6 +110,7 @@ class RedisBackplane:
         self._listening = False
         self._last_error: str | None = None
         self._connected_since: float | None = None
+        self._last_heard: float | None = None  # wall clock: the last word from Redis
         self.reconnects = 0
 
     @property
@@ -123,12 +127,13 @@ class RedisBackplane:
             try:
                 async with self._client.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel, self.created_channel)
+                    missed = self._missed_since()
                     self._listening = True
-                    self._connected_since = time.time()
+                    self._connected_since = self._last_heard = time.time()
                     self._last_error = None
                     backoff = 0.1
                     logger.info("redis backplane listening on %s", self.channel)
-                    await on_reconnect()
+                    await on_reconnect(missed)
                     await self._listen(pubsub, on_event)
             except anyio.get_cancelled_exc_class():
                 raise
@@ -144,6 +149,13 @@ class RedisBackplane:
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
+    def _missed_since(self) -> datetime | None:
+        """Since when messages may have been missed: a link can be dead for up to
+        ``liveness_seconds`` before we notice, so that much before we last heard from it."""
+        if self._last_heard is None:
+            return None
+        return datetime.fromtimestamp(self._last_heard - self.liveness_seconds, UTC)
+
     async def _listen(self, pubsub: Any, on_event: EventHandler) -> None:
         """Read messages; ping when idle so a silently dead link is noticed, not waited on."""
         last_seen = time.monotonic()
@@ -153,6 +165,7 @@ class RedisBackplane:
             now = time.monotonic()
             if message is not None:
                 last_seen = now
+                self._last_heard = time.time()
                 if message.get("type") == "message":
                     try:
                         on_event(DecisionEvent.from_json(message["data"]))

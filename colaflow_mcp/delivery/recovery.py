@@ -10,7 +10,7 @@ runs them periodically (and ``reconcile`` after every backplane reconnect).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -86,12 +86,17 @@ class Recovery:
             logger.info("reconcile delivered %d missed decision(s)", delivered)
         return delivered
 
-    async def reconcile_queues(self, chunk: int = 500) -> int:
+    async def reconcile_queues(self, chunk: int = 500, missed_since: datetime | None = None
+                               ) -> int:
         """Bring every local review queue in line with the database: a pending change it
         was not told of is delivered as created, one it knows as pending that is no longer
-        pending as its decision."""
+        pending as its decision. After the backplane link was lost (``missed_since``), the
+        decisions made since then are delivered too, also of changes a queue was never
+        told of (proposed and decided while the link was down)."""
         delivered = 0
         for tenant_id, queues in list(self.notifier.queue_subscribers().items()):
+            if missed_since is not None:
+                delivered += await self._decided_since(tenant_id, missed_since)
             pending = set(await self.notifier.pending_changes(tenant_id, ids_only=True))
             unknown: set[str] = set()
             gone: set[str] = set()
@@ -116,3 +121,15 @@ class Recovery:
         if delivered:
             logger.info("reconcile delivered %d missed review-queue event(s)", delivered)
         return delivered
+
+    async def _decided_since(self, tenant_id: str, since: datetime) -> int:
+        """Dispatch the tenant's decisions made since ``since`` (the newest ones, as many
+        as a queue subscriber remembers; oldest first)."""
+        async with self.db.read() as s:
+            rows = (await s.exec(
+                select(PendingChange)
+                .where(col(PendingChange.tenant_id) == tenant_id)
+                .where(col(PendingChange.decided_at) >= since)
+                .order_by(col(PendingChange.decided_at).desc(), col(PendingChange.id))
+                .limit(self.notifier.queue_recent))).all()
+        return sum(self.notifier.dispatch(event_from_change(c)) for c in reversed(rows))

@@ -1,5 +1,7 @@
 """1,000 changes, two instances, randomized subscribe / decide / reconnect / expire timing:
-zero lost, zero duplicates per subscriber, zero double decisions."""
+zero lost, zero duplicates per subscriber, zero double decisions; and a reviewer on each
+instance's review queue gets every decision once and each creation at most once, before
+its decision."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from tests.scale.agents import HubAgent
+from tests.scale.agents import HubAgent, QueueReviewer
 from tests.scale.cluster import Cluster, Remote, cluster, recovery_passes
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +83,10 @@ async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) 
         agents = [Agent(f"agent-{i}", c, random.Random(rng.random())) for i in range(AGENTS)]
         for agent in agents:
             await agent.connect(tg)
+        reviewers = [QueueReviewer("reviewer-a"), QueueReviewer("reviewer-b")]
+        for reviewer, via in zip(reviewers, (a, b), strict=True):
+            await reviewer.connect(via.hub_url, c.token, tg)
+            assert await reviewer.subscribe_queue() == []
         owners: dict[str, list[Agent]] = {}
         double_decisions: list[tuple[str, list[int]]] = []
         expiring: set[str] = set()
@@ -176,8 +182,27 @@ async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) 
                     pytest.fail(f"{agent.name} never got {len(still)} decision(s): {states}; "
                                 f"connected to {agent.hub.url}; health {health}")
                 agent.totals()
+        # Each reviewer hears of every decision. (A change proposed and decided while a
+        # message was lost may reach a queue as its decision alone.)
+        outcomes = {cid: _decided_event(await c.status(cid)) for cid in owners}
+        for reviewer in reviewers:
+            await reviewer.wait_for_events({(e, cid) for cid, e in outcomes.items()},
+                                           within=30)
         # Absence of duplicates is observed over a window in which sweeps and reconciles run.
         await recovery_passes(a, b)
+        for reviewer in reviewers:
+            # A round trip: everything sent before it has arrived.
+            assert "error" not in await reviewer.invoke("UnsubscribeFromReviewQueue")
+            seen = Counter(reviewer.seen)
+            assert [k for k, n in seen.items() if n > 1] == [], reviewer.name
+            created = {cid for kind, cid in seen if kind == "PendingChangeCreated"}
+            decided = {cid for kind, cid in seen if kind != "PendingChangeCreated"}
+            assert created <= decided == set(owners), reviewer.name
+            for cid in created:  # told of it before its decision
+                kinds = [kind for kind, x in reviewer.seen if x == cid]
+                assert kinds[0] == "PendingChangeCreated", (reviewer.name, kinds)
+            counts[f"{reviewer.name}Created"] = len(created)
+            counts[f"{reviewer.name}Decided"] = len(decided)
 
         lost = sum(len(ag.wanted - set(ag.totals())) for ag in agents)
         duplicates = sum(n - 1 for ag in agents for n in ag.totals().values() if n > 1)
@@ -193,6 +218,7 @@ async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) 
             "doubleDecisionRaces": len(double_decisions), "doubleDecisions": len(bad_races),
             "reconnects": sum(ag.reconnects for ag in agents),
             "redisOutages": counts["redisOutages"], "statuses": dict(statuses),
+            "reviewers": {k: v for k, v in counts.items() if k.startswith("reviewer")},
         }
         print("chaos report:", json.dumps(report))
         assert len(owners) == CHANGES
@@ -201,3 +227,8 @@ async def test_thousand_changes_with_random_timing_lose_nothing(tmp_path: Path) 
         assert lost == 0 and duplicates == 0, report
         assert bad_races == [], report
         tg.cancel_scope.cancel()
+
+
+def _decided_event(status: str) -> str:
+    return {"Approved": "PendingChangeApproved", "Rejected": "PendingChangeRejected",
+            "Expired": "PendingChangeExpired"}[status]

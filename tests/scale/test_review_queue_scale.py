@@ -10,6 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.harness import REDIS_URL, redis_address, redis_url_at
+from tests.netproxy import TcpProxy
 from tests.scale.agents import QueueReviewer
 from tests.scale.cluster import Cluster, Remote, cluster
 
@@ -105,4 +107,29 @@ async def test_after_a_backplane_outage_the_queue_is_reconciled_from_the_databas
         await a.server.wait_for_output(_listening_again, within=15, since=marks[0])
         assert sorted(await _nothing_more(reviewer)) == [
             ("PendingChangeCreated", missed), ("PendingChangeRejected", known)]
+        tg.cancel_scope.cancel()
+
+
+async def test_a_change_proposed_and_decided_while_one_instance_was_cut_off_reaches_its_queue(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c, anyio.create_task_group() as tg:
+        # Only A's link to Redis goes through this proxy: B keeps publishing while A is cut.
+        own = TcpProxy(*redis_address())
+        port = await tg.start(own.run)
+        async with c.instance(**NETS_FAR_AWAY,
+                              COLAFLOW_REDIS_URL=redis_url_at("127.0.0.1", port, REDIS_URL)
+                              ) as a, c.instance(**NETS_FAR_AWAY) as b:
+            reviewer, pending = await _connected(c, a, tg)
+            assert pending == []
+            mark = a.server.mark()
+            own.cut()
+            await a.server.wait_for_output(_lost, within=15, since=mark)
+            # Both messages go out on Redis while A does not listen: neither reaches it.
+            unseen = await c.propose(b, "proposed and decided while A was cut off")
+            assert (await c.decide(b, unseen, "approve")).status_code == 200
+            own.restore()
+            # Nothing is pending any more, but the decision was made while A was away.
+            await reviewer.wait_for_events({("PendingChangeApproved", unseen)}, within=20)
+            assert await _nothing_more(reviewer) == [("PendingChangeApproved", unseen)]
         tg.cancel_scope.cancel()
