@@ -167,12 +167,18 @@ async def test_failures_exit_1_with_a_message_and_bad_usage_exits_2(tmp_path: Pa
 class FlakyProxy:
     """Forwards TCP to the server; the first connections misbehave, in order, as
     ``faults`` says: ``refuse`` (closed before anything reaches the server) or ``lose``
-    (the request reaches the server, its answer never comes back)."""
+    (the request reaches the server, its answer never comes back). :meth:`blackhole`
+    makes the links open so far silently drop everything, both ways, without closing."""
 
     def __init__(self, port: int, faults: list[str]) -> None:
         self.target = port
         self.faults = faults
         self.seen: list[str] = []
+        self.links = 0
+        self.dead_below = 0  # links numbered below this drop everything
+
+    def blackhole(self) -> None:
+        self.dead_below = self.links
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
@@ -182,22 +188,25 @@ class FlakyProxy:
     async def _handle(self, client: anyio.abc.SocketStream) -> None:
         fault = self.faults.pop(0) if self.faults else "none"
         self.seen.append(fault)
+        link, self.links = self.links, self.links + 1
+        alive = lambda: link >= self.dead_below  # noqa: E731
         async with client:
             if fault == "refuse":
                 return
             async with await anyio.connect_tcp("127.0.0.1", self.target) as upstream, \
                     anyio.create_task_group() as tg:
-                tg.start_soon(_pump, client, upstream, tg.cancel_scope, False)
-                tg.start_soon(_pump, upstream, client, tg.cancel_scope, fault == "lose")
+                tg.start_soon(_pump, client, upstream, tg.cancel_scope, False, alive)
+                tg.start_soon(_pump, upstream, client, tg.cancel_scope, fault == "lose", alive)
 
 
 async def _pump(src: anyio.abc.SocketStream, dst: anyio.abc.SocketStream,
-                scope: anyio.CancelScope, drop: bool) -> None:
+                scope: anyio.CancelScope, drop: bool, alive: Callable[[], bool]) -> None:
     try:
         async for chunk in src:
             if drop:
                 break  # the answer came: the request was handled; the client never knows
-            await dst.send(chunk)
+            if alive():
+                await dst.send(chunk)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
     scope.cancel()
@@ -257,9 +266,9 @@ class Watch:
 
 
 @asynccontextmanager
-async def watching(s: Site, *args: str) -> AsyncIterator[Watch]:
+async def watching(s: Site, *args: str, **env: str) -> AsyncIterator[Watch]:
     process = await anyio.open_process(["colaflow-mcp", "changes", "watch", *args],
-                                       cwd=s.tmp, env=s.cli_env(), stderr=None)
+                                       cwd=s.tmp, env=s.cli_env(**env), stderr=None)
     try:
         yield Watch(process)
     finally:
@@ -353,3 +362,23 @@ async def test_watch_reconnects_after_a_server_restart_and_reports_what_it_misse
                 rejected = json.loads(w.lines[2])["data"]
                 assert rejected["reason"] == "decided while watch was away"
                 assert rejected["decidedBy"] == "bob"
+
+
+async def test_watch_reconnects_when_the_server_falls_silent(tmp_path: Path) -> None:
+    async with site(tmp_path) as s, anyio.create_task_group() as tg:
+        assert s.server is not None
+        proxy = FlakyProxy(s.server.port, [])
+        port = await tg.start(proxy.run)
+        waiting = await s.propose("waiting")
+        async with watching(s, "--json", COLAFLOW_URL=f"http://127.0.0.1:{port}",
+                            COLAFLOW_REVIEWER_CLI_SILENCE_SECONDS="2",
+                            COLAFLOW_REVIEWER_CLI_PING_SECONDS="0.5") as w:
+            await w.expect(_has(waiting, '"Pending"'))
+            # A network path that goes dead without a word (no FIN, no RST): only the
+            # silence tells.
+            proxy.blackhole()
+            fresh = await s.propose("proposed into the silence")
+            line = await w.expect(_has(fresh, "PendingChangeCreated"), within=20)
+            assert json.loads(line)["catchUp"] is True
+            assert proxy.links >= 2
+        tg.cancel_scope.cancel()

@@ -81,6 +81,21 @@ def test_malformed_handshakes_raise_protocol_error(text: str) -> None:
         p.parse_handshake(text)
 
 
+
+def test_the_client_side_handshake_is_what_the_server_side_accepts() -> None:
+    # The reviewer CLI's `changes watch` speaks to the hub with these.
+    request = p.handshake_request()
+    assert request.endswith(RS)
+    parsed = p.parse_handshake(request[:-1])
+    assert parsed == p.HandshakeRequest("json", 1) and p.handshake_error(parsed) is None
+    assert p.parse_handshake_response(p.handshake_response()[:-1]) is None
+    refused = p.handshake_response("Requested protocol 'x' is not available.")[:-1]
+    assert p.parse_handshake_response(refused) == "Requested protocol 'x' is not available."
+    with pytest.raises(p.ProtocolError):
+        p.parse_handshake_response(p.PING[:-1])  # a hub message is not an answer
+    with pytest.raises(p.ProtocolError):
+        p.parse_handshake_response("[]")
+
 # -- messages --------------------------------------------------------------------------
 
 
