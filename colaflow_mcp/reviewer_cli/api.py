@@ -25,6 +25,10 @@ class CliError(Exception):
         self.status = status
 
 
+class Unreachable(CliError):
+    """The server could not be reached (``watch`` tries again)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """Which server, with which reviewer token (a secret: never printed)."""
@@ -127,8 +131,8 @@ class Api:
             return change
         return None
 
-    def _unreachable(self, exc: httpx.TransportError) -> CliError:
-        return CliError(f"cannot reach {self.target.url}: {type(exc).__name__}"
+    def _unreachable(self, exc: httpx.TransportError) -> Unreachable:
+        return Unreachable(f"cannot reach {self.target.url}: {type(exc).__name__}"
                         f"{f' ({exc})' if str(exc) else ''}")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from colaflow_mcp.reviewer_cli.api import Api, CliError
+from colaflow_mcp.reviewer_cli.api import Api, CliError, Unreachable
 from colaflow_mcp.reviewer_cli.hubclient import ConnectionLost, Timing, open_hub
 from colaflow_mcp.reviewer_cli.output import (
     CREATED,
@@ -99,12 +99,8 @@ async def watch(api: Api, as_json: bool, timing: Timing, max_backoff: float) -> 
         before = watcher.subscriptions
         try:
             await watcher.follow(timing)
-        except ConnectionLost as exc:
-            reason = str(exc)
-        except CliError as exc:
-            if not watcher.subscriptions or "cannot reach" not in str(exc):
-                raise
-            reason = str(exc)  # the REST read after a reconnect failed: try again
+        except (ConnectionLost, Unreachable) as exc:
+            reason = str(exc)  # the hub, or the REST read after a reconnect: try again
         if watcher.subscriptions > before:
             backoff = FIRST_BACKOFF  # it was connected: the outage starts now
         print(f"watch: {reason}; reconnecting in {backoff:g} s", file=sys.stderr, flush=True)
