@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -155,11 +156,13 @@ async def approve(request: Request, p: Principal, api: RestApi) -> Response:
     if p.kind != "reviewer":
         raise Forbidden("only reviewers approve changes")
     body = await json_body(request, api.settings.max_body_bytes)
-    unknown = sorted(set(body) - {"arguments"})
-    if unknown:
-        # A misspelt "arguments" must not approve the unedited change.
-        raise InvalidArguments(f"unknown field(s) {', '.join(map(repr, unknown))}: the body "
-                               "may hold only \"arguments\" (complete arguments for the tool)")
+    # Other fields are ignored, as before edits existed; but a misspelt "arguments" must
+    # not approve the unedited change.
+    misspelt = sorted(k for k in body if k != "arguments" and difflib.get_close_matches(
+        k.lower(), ["arguments"], n=1, cutoff=0.6))
+    if misspelt:
+        raise InvalidArguments(f"unknown field {misspelt[0]!r}: did you mean \"arguments\" "
+                               "(complete arguments for the tool)? Nothing was approved")
     change = await api.changes.approve(p, request.path_params["id"], body.get("arguments"))
     return JSONResponse(change_to_json(change))
 

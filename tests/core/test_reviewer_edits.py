@@ -143,7 +143,8 @@ async def test_an_unedited_approval_says_so(harness: Harness) -> None:
     ({"arguments": {"title": "No project"}}, ["arguments.project_key"]),
     ({"arguments": {"project_key": "NOPE", "title": "T"}}, ["NOPE"]),
     ({"arguments": ["project_key", "WEB"]}, ["arguments must be an object"]),
-    ({"argument": {"project_key": "WEB", "title": "Typo"}}, ["'argument'"]),
+    ({"argument": {"project_key": "WEB", "title": "Typo"}}, ["'argument'", "arguments"]),
+    ({"args": {"project_key": "WEB", "title": "Typo"}}, ["'args'"]),
 ])
 async def test_an_invalid_edit_is_refused_and_the_change_stays_pending(
         harness: Harness, body: dict[str, Any], names: list[str]) -> None:
@@ -158,6 +159,15 @@ async def test_an_invalid_edit_is_refused_and_the_change_stays_pending(
     assert (after["status"], after["edited"], after["arguments"]) == (
         "Pending", False, change["arguments"])
     assert (await harness.approve(token, change["id"])).status_code == 200
+
+
+async def test_other_fields_in_an_approval_body_are_ignored_as_before(harness: Harness) -> None:
+    key, token = await harness.agent_key(), await harness.reviewer_token()
+    await harness.project()
+    change = await harness.propose(key)
+    r = await _approve(harness, token, change["id"], {"reason": "lgtm", "arguments": None})
+    assert r.status_code == 200, r.text
+    assert r.json()["edited"] is False and r.json()["arguments"] == change["arguments"]
 
 
 async def test_edits_of_decided_foreign_or_agents_changes_are_refused(
