@@ -29,7 +29,7 @@ from colaflow_mcp.domain.recording import Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
-from colaflow_mcp.store.tables import AuditEntry, AuditHead, new_id, utcnow
+from colaflow_mcp.store.tables import AuditEntry, AuditHead, utcnow
 
 GENESIS = "0" * 64
 DEFAULT_LIMIT = 100
@@ -100,7 +100,7 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition]) 
         data = json.loads(canonical(dict(t.data)))
         digest = chain_hash(prev, _body(seq, iso(at), t.actor.to_json(), t.action,
                                         t.change_id, data))
-        rows.append({"id": new_id(), "tenant_id": tenant_id, "seq": seq, "at": at,
+        rows.append({"tenant_id": tenant_id, "seq": seq, "at": at,
                      "actor_type": t.actor.type, "actor_id": t.actor.id[:200],
                      "actor_name": t.actor.name[:200], "action": t.action,
                      "change_id": t.change_id, "data": data, "prev_hash": prev,

@@ -183,12 +183,11 @@ def _forged(prev: str, seq: int, at: str) -> tuple[str, dict[str, Any]]:
     body = {"seq": seq, "at": at, "actor": actor, "action": "change.rejected",
             "changeId": None, "data": data}
     digest = audit.chain_hash(prev, body)
-    return digest, {"id": f"00000000-0000-4000-8000-{seq:012d}", "seq": seq,
-                    "data": data, "prev": prev, "hash": digest}
+    return digest, {"seq": seq, "data": data, "prev": prev, "hash": digest}
 
 
-_INSERT = ("INSERT INTO audit_entry (id, tenant_id, seq, at, actor_type, actor_id, actor_name, "
-           "action, change_id, data, prev_hash, hash) SELECT :id, tenant_id, :seq, at, "
+_INSERT = ("INSERT INTO audit_entry (tenant_id, seq, at, actor_type, actor_id, actor_name, "
+           "action, change_id, data, prev_hash, hash) SELECT tenant_id, :seq, at, "
            "'reviewer', 'eve', 'eve', 'change.rejected', NULL, :data, :prev, :hash "
            "FROM audit_entry WHERE tenant_id = :t AND seq = 1")
 

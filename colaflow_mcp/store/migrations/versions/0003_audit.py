@@ -1,4 +1,5 @@
-"""Audit trail: per-tenant hash chains (audit_entry) and their heads (audit_head).
+"""Audit trail: per-tenant hash chains (audit_entry) and their heads (audit_head), keyed
+by tenant (and seq); on SQLite without rowids, so that an append writes fewer b-trees.
 
 History from before this revision is not in the trail: each tenant's chain starts with
 the first proposal, decision or key change after the upgrade.
@@ -22,9 +23,8 @@ def upgrade() -> None:
     """Create the two tables."""
     op.create_table(
         "audit_entry",
-        sa.Column("id", sa.String(36), nullable=False),
         sa.Column("tenant_id", sa.String(36), nullable=False),
-        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False, autoincrement=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("actor_type", sa.String(16), nullable=False),
         sa.Column("actor_id", sa.String(200), nullable=False),
@@ -36,8 +36,8 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(64), nullable=False),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"],
                                 name="fk_audit_entry_tenant_id_tenant"),
-        sa.PrimaryKeyConstraint("id", name="pk_audit_entry"),
-        sa.UniqueConstraint("tenant_id", "seq", name="uq_audit_entry_tenant_seq"),
+        sa.PrimaryKeyConstraint("tenant_id", "seq", name="pk_audit_entry"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_audit_entry_tenant_change", "audit_entry",
                     ["tenant_id", "change_id", "seq"])
@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["tenant_id"], ["tenant.id"],
                                 name="fk_audit_head_tenant_id_tenant"),
         sa.PrimaryKeyConstraint("tenant_id", name="pk_audit_head"),
+        sqlite_with_rowid=False,
     )
 
 
