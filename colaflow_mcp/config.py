@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "COLAFLOW_"
+# What an instance tag may be: safe in a URL, a header and an nginx map, without escaping.
+INSTANCE_TAG = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def default_database_url() -> str:
@@ -84,6 +88,11 @@ class Settings:
     # REST.
     max_body_bytes: int = 256 * 1024
 
+    # Routing tag of this instance: hub connection tokens and MCP session ids begin with
+    # "<tag>.", so a load balancer can send every later request of a connection or session
+    # to the instance that holds it (docs/scale-out.md). Empty: derived from instance_id.
+    instance_tag: str = ""
+
     # Schema migrations at start-up (serve and the CLI, except `db`): "auto" upgrades to the
     # latest revision under a lock; "check" refuses an older schema (run `db upgrade`).
     schema_upgrade: str = "auto"
@@ -111,6 +120,19 @@ class Settings:
     hub_flush_grace_seconds: float = 1.0  # a closing hub connection may take to send Close
     hub_timer_slices: int = 10  # one timer pass over all connections, spread over this many
     mcp_request_event_history: int = 32  # events kept per session for request streams
+
+    def __post_init__(self) -> None:
+        if self.instance_tag and not INSTANCE_TAG.fullmatch(self.instance_tag):
+            raise ValueError(f"{ENV_PREFIX}INSTANCE_TAG: {self.instance_tag[:40]!r} must be 1-32 "
+                             "letters, digits, '_' or '-'")
+
+    def tagged(self, value: str) -> str:
+        """``value`` behind this instance's routing tag: ``"<tag>.<value>"``."""
+        tag = self.instance_tag
+        if not tag:
+            tag = (self.instance_id if INSTANCE_TAG.fullmatch(self.instance_id)
+                   else hashlib.sha256(self.instance_id.encode()).hexdigest()[:12])
+        return f"{tag}.{value}"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -16,6 +16,13 @@
 // "Maximum reconnection attempts (2) exceeded." to client.onerror. So the agent reads the
 // change itself when that happens and whenever --recheck seconds (default 60) pass without an
 // update; a read that fails (the network is still down) is tried again 3 s later.
+//
+// Behind a load balancer (docs/scale-out.md) the session lives on one server instance. If
+// that instance goes away, the session's next request (often the SDK's own attempt to
+// reopen the GET stream) is answered 404 "Session not found" by another instance. The agent
+// then starts a new session (on a live instance), subscribes again and reads the change.
+// Reads and subscribes are safe to repeat; the proposal is not (a repeated create_issue
+// would propose twice), so a proposal that fails is reported, not retried.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -37,25 +44,45 @@ if (!apiKey) {
   process.exit(64);
 }
 
-const transport = new StreamableHTTPClientTransport(new URL(args.url), {
-  requestInit: { headers: { Authorization: `Bearer ${apiKey}` } },
-});
-const client = new Client({ name: "colaflow-example-agent", version: "1.0.0" });
-
-// Register the handler before subscribing, so an update for an already-decided change
-// (sent at once) is not missed. Every wake-up (an update, the stream given up, a recheck
-// timer) leads to reading the change, which is the truth.
+// Every wake-up (an update, the stream given up, the session gone, a recheck timer) leads
+// to reading the change, which is the truth.
 let uri;
 let wake = () => {};
-client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => {
-  if (n.params.uri === uri) wake();
-});
-client.onerror = (error) => {
-  if (String(error?.message).includes("Maximum reconnection attempts")) {
-    console.log("GET stream given up by the SDK; reading the change instead");
-    wake();
-  }
-};
+let client;
+let transport;
+
+async function openSession() {
+  transport = new StreamableHTTPClientTransport(new URL(args.url), {
+    requestInit: { headers: { Authorization: `Bearer ${apiKey}` } },
+  });
+  client = new Client({ name: "colaflow-example-agent", version: "1.0.0" });
+  // Registered before subscribing, so an update for an already-decided change (sent at
+  // once) is not missed.
+  client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => {
+    if (n.params.uri === uri) wake();
+  });
+  client.onerror = (error) => {
+    if (error?.code === 404) {
+      wake(); // the server no longer knows the session: the read fails, and we start anew
+    } else if (String(error?.message).startsWith("SSE stream disconnected")) {
+      // The SDK reopens the stream after the server's retry: hint (3 s); reading now finds
+      // out at once whether the session is still there (if its server went away, the read
+      // is answered 404 and we start anew).
+      wake();
+    } else if (String(error?.message).includes("Maximum reconnection attempts")) {
+      console.log("GET stream given up by the SDK; reading the change instead");
+      wake();
+    }
+  };
+  await client.connect(transport);
+}
+
+// A new session that watches the change (the old one is gone with its server instance).
+async function resubscribe() {
+  await client.close().catch(() => {});
+  await openSession();
+  await client.subscribeResource({ uri });
+}
 const recheckMs = Number(args.recheck) * 1000;
 const nextWakeUp = (ms = recheckMs) =>
   new Promise((resolve) => {
@@ -71,7 +98,7 @@ async function readChange() {
   return JSON.parse(read.contents[0].text);
 }
 
-await client.connect(transport);
+await openSession();
 const result = await client.callTool({
   name: "create_issue",
   arguments: {
@@ -93,12 +120,28 @@ let wokenUp = nextWakeUp(); // armed before subscribing: a decided change is rep
 await client.subscribeResource({ uri });
 console.log("waiting for a reviewer (resources/subscribe) ...");
 let change;
+let lastReopen = 0;
 for (;;) {
   await wokenUp;
   wokenUp = nextWakeUp();
   try {
     change = await readChange();
   } catch (error) {
+    if (error?.code === 404) {
+      // At once, but not in a loop (a proxy that misroutes sessions would make one).
+      const again = Date.now() - lastReopen < 30_000;
+      lastReopen = Date.now();
+      console.log(`session ended by the server; starting a new one${again ? " in 3 s" : ""}`);
+      if (again) await new Promise((resolve) => setTimeout(resolve, 3000));
+      try {
+        await resubscribe();
+        wokenUp = Promise.resolve(); // read at once: it may have been decided meanwhile
+      } catch (again) {
+        console.log(`could not start a new session (${again.message}); trying again in 3 s`);
+        wokenUp = nextWakeUp(Math.min(recheckMs, 3000));
+      }
+      continue;
+    }
     // Most likely the network is still down: try again soon rather than at the next recheck.
     console.log(`could not read the change (${error.message}); trying again in 3 s`);
     wokenUp = nextWakeUp(Math.min(recheckMs, 3000));
@@ -118,6 +161,6 @@ if (change.status === "Approved") {
   console.log(`decision: ${change.status}`);
 }
 
-await transport.terminateSession();
+await transport.terminateSession().catch(() => {}); // the session may be gone already
 await client.close();
 process.exit(change.status === "Approved" ? 0 : 1);

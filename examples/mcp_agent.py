@@ -20,6 +20,13 @@ the session without telling anyone, and a request that fails on a broken connect
 the whole client. So whenever ``--recheck`` seconds pass without an update the agent reads
 the change itself, and after a lost connection it connects again and subscribes again
 (which reports an already-decided change at once).
+
+Behind a load balancer (docs/scale-out.md) a session lives on one instance. If that
+instance goes away, the session's next request (often the SDK's own attempt to reopen the
+GET stream) is answered 404 by another instance: the agent sees that 404 at once, starts a
+new session (on a live instance), subscribes again and reads the change. Reads and
+subscribes are safe to repeat; the proposal itself is not (a repeated ``create_issue`` would
+propose twice), so a proposal that fails is reported, not retried.
 """
 
 from __future__ import annotations
@@ -45,9 +52,17 @@ from mcp.shared.subscriptions import ResourceUpdated
 RECONNECT_DELAY = 2.0
 
 
-def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
-    """The HTTP client the SDK transport uses: our auth header, long reads for SSE."""
-    return httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
+def http_client(headers: dict[str, str],
+                on_session_lost: Callable[[], None] | None = None) -> httpx2.AsyncClient:
+    """The HTTP client the SDK transport uses: our auth header, long reads for SSE, and
+    ``on_session_lost`` called when the server no longer knows the session (404)."""
+    async def check(response: httpx2.Response) -> None:
+        if (on_session_lost is not None and response.status_code == 404
+                and "mcp-session-id" in response.request.headers):
+            on_session_lost()
+
+    return httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300),
+                              event_hooks={"response": [check]})
 
 
 def say(text: str) -> None:
@@ -63,9 +78,10 @@ def reason(exc: BaseException) -> str:
 
 @asynccontextmanager
 async def connect(url: str, key: str, legacy: bool,
-                  on_message: MessageHandlerFnT | None = None) -> AsyncIterator[Client]:
+                  on_message: MessageHandlerFnT | None = None,
+                  on_session_lost: Callable[[], None] | None = None) -> AsyncIterator[Client]:
     """An MCP session with the API key; ``legacy`` picks the 2025 protocol era."""
-    async with http_client({"Authorization": f"Bearer {key}"}) as http:
+    async with http_client({"Authorization": f"Bearer {key}"}, on_session_lost) as http:
         client = Client(streamable_http_client(url, http_client=http),
                         mode="legacy" if legacy else "auto", message_handler=on_message)
         async with client:
@@ -108,8 +124,13 @@ async def watch(url: str, key: str, uri: str, legacy: bool, recheck: float,
         if isinstance(message, types.ResourceUpdatedNotification):
             updated(str(message.params.uri))
 
+    def session_lost() -> None:
+        # The next read fails with "Session not found", and the caller starts a new session.
+        updated(uri)
+
     with send, updates:
-        async with connect(url, key, legacy, on_message if legacy else None) as client:
+        async with connect(url, key, legacy, on_message if legacy else None,
+                           session_lost) as client:
             if legacy:
                 with warnings.catch_warnings():  # deprecated only for 2026-era servers
                     warnings.simplefilter("ignore")
@@ -135,19 +156,27 @@ async def wait_for_decision(url: str, key: str, uri: str, legacy: bool, recheck:
                             ) -> dict[str, Any]:
     """Watch the change, connecting again (and subscribing again) after a lost connection."""
     announced = False
+    quick = False  # the next attempt is made at once (see below)
 
-    def announce(text: str) -> None:
-        nonlocal announced
+    def watching(text: str) -> None:
+        nonlocal announced, quick
+        # Once a session watched, the first attempt after losing it is made at once: behind
+        # a load balancer another instance is most likely up. Later ones wait (a server
+        # that is down, or a proxy that misroutes sessions, must not make a busy loop).
+        quick = True
         if not announced:
             announced = True
             say(text)
 
     while True:
         try:
-            return await watch(url, key, uri, legacy, recheck, announce)
+            return await watch(url, key, uri, legacy, recheck, watching)
         except Exception as exc:  # the SDK ends the whole client when a request fails
-            say(f"connection lost ({reason(exc)}); connecting again in {RECONNECT_DELAY:g} s")
-            await anyio.sleep(RECONNECT_DELAY)
+            delay = 0.0 if quick else RECONNECT_DELAY
+            quick = False
+            say(f"connection lost ({reason(exc)}); connecting again"
+                + (f" in {delay:g} s" if delay else ""))
+            await anyio.sleep(delay)
 
 
 async def run(url: str, key: str, project: str, title: str, legacy: bool,

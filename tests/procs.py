@@ -92,17 +92,14 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _spawn(env: dict[str, str], cwd: Path) -> tuple[ServerProcess, threading.Event]:
-    """Start `colaflow-mcp serve` on port 0; the event is set once uvicorn reports the port
-    it bound (or the process has exited).
-
-    (Binding a free port here and handing its number over would leave a window in which
-    another process takes it.)
-    """
-    proc = subprocess.Popen(
-        [os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", "0"],
-        cwd=cwd, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+def spawn(argv: list[str], cwd: Path, env: dict[str, str],
+          ready_port: Callable[[str], int | None], new_session: bool = False
+          ) -> tuple[ServerProcess, threading.Event]:
+    """Start a process whose output (stdout and stderr) is collected line by line; the event
+    is set at the first line for which ``ready_port`` returns the port it listens on (or
+    when the process has exited)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
     server = ServerProcess(proc, 0)
     ready = threading.Event()
 
@@ -110,9 +107,9 @@ def _spawn(env: dict[str, str], cwd: Path) -> tuple[ServerProcess, threading.Eve
         assert proc.stdout is not None
         for line in proc.stdout:
             server._append(line)
-            listening = _LISTENING.search(line)
-            if listening is not None:
-                server.port = int(listening.group(1))
+            port = None if server.listening else ready_port(line)
+            if port is not None:
+                server.port = port
                 server.listening = True
                 ready.set()
         server._output_ended()
@@ -123,11 +120,30 @@ def _spawn(env: dict[str, str], cwd: Path) -> tuple[ServerProcess, threading.Eve
     return server, ready
 
 
+def _uvicorn_port(line: str) -> int | None:
+    listening = _LISTENING.search(line)
+    return int(listening.group(1)) if listening is not None else None
+
+
+def _spawn(env: dict[str, str], cwd: Path, port: int = 0
+           ) -> tuple[ServerProcess, threading.Event]:
+    """Start `colaflow-mcp serve` on port 0 (or ``port``, to start one again where it
+    was); the event is set once uvicorn reports the port it bound (or the process has
+    exited).
+
+    (Binding a free port here and handing its number over would leave a window in which
+    another process takes it.)
+    """
+    return spawn([os.path.join(VENV_BIN, "colaflow-mcp"), "serve", "--port", str(port)],
+                 cwd, cli_env(env), _uvicorn_port)
+
+
 @contextmanager
-def serve(env: dict[str, str], cwd: Path, ready_timeout: float = 30.0
+def serve(env: dict[str, str], cwd: Path, ready_timeout: float = 30.0, port: int = 0
           ) -> Iterator[ServerProcess]:
-    """Start `colaflow-mcp serve` on port 0; yields once uvicorn reports the port it bound."""
-    server, ready = _spawn(env, cwd)
+    """Start `colaflow-mcp serve` on port 0 (or ``port``); yields once uvicorn reports the
+    port it bound."""
+    server, ready = _spawn(env, cwd, port)
     try:
         if not ready.wait(ready_timeout) or server.proc.poll() is not None or not server.port:
             raise RuntimeError("server did not start (or did not log where it listens, "
@@ -143,7 +159,15 @@ def serve_together(env: dict[str, str], cwd: Path, count: int,
     """Start ``count`` servers at the same moment (all spawned before any is waited on);
     yields them once every one is listening, or raises with the output of those that
     did not start."""
-    started = [_spawn(env, cwd) for _ in range(count)]
+    with serve_each([env] * count, cwd, ready_timeout) as servers:
+        yield servers
+
+
+@contextmanager
+def serve_each(envs: list[dict[str, str]], cwd: Path, ready_timeout: float = 60.0
+               ) -> Iterator[list[ServerProcess]]:
+    """:func:`serve_together` with an environment of its own for each server."""
+    started = [_spawn(env, cwd) for env in envs]
     try:
         failed = [s for s, ready in started
                   if not ready.wait(ready_timeout) or not s.listening

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.hub.connection import Hub, HubConnection, Transport
@@ -25,10 +25,13 @@ class NoConnection(Exception):
 class Connections:
     """Token → connection; a closed connection stays until its transport is told."""
 
-    def __init__(self, hub: Hub, limits: Limits, max_per_owner: int = 100) -> None:
+    def __init__(self, hub: Hub, limits: Limits, max_per_owner: int = 100,
+                 tagged: Callable[[str], str] = str) -> None:
         self.hub = hub
         self.limits = limits
         self.max_per_owner = max_per_owner
+        # Puts the instance's routing tag in front of ids and tokens (Settings.tagged).
+        self.tagged = tagged
         self.by_token: dict[str, HubConnection] = {}
         # Live (not closed) connections per owner (API key, or reviewer): see admit().
         self._live_per_owner: dict[tuple[str, str | None, str | None], int] = {}
@@ -52,9 +55,12 @@ class Connections:
     def create(self, principal: Principal, negotiate_version: int) -> HubConnection:
         """A new connection for ``principal`` (the caller checked :meth:`admit`); its
         token is the secret of every request."""
-        connection_id = secrets.token_urlsafe(16)
-        # Version 0 clients use the connection id as the request id, so it is the secret.
-        token = secrets.token_urlsafe(32) if negotiate_version >= 1 else connection_id
+        # Both carry the instance's routing tag (the token is the ``id`` of every later
+        # request; version 0 clients use the connection id, which is then the secret), so
+        # a load balancer can route by it (docs/scale-out.md).
+        connection_id = self.tagged(secrets.token_urlsafe(16))
+        token = (self.tagged(secrets.token_urlsafe(32)) if negotiate_version >= 1
+                 else connection_id)
         conn = HubConnection(
             connection_id=connection_id, token=token, principal=principal, hub=self.hub,
             limits=self.limits, on_closed=self._closed,

@@ -44,7 +44,7 @@ class HubServer:
             outbound_queue_size=settings.hub_outbound_queue_size,
             max_queued_bytes=settings.hub_max_queued_bytes,
             drain_timeout=settings.hub_drain_timeout_seconds,
-        ), max_per_owner=settings.hub_max_connections_per_key)
+        ), max_per_owner=settings.hub_max_connections_per_key, tagged=settings.tagged)
         self.websockets = WebSocketTransport(self.registry, settings.hub_flush_grace_seconds)
         self.sse = SseTransport(settings.hub_flush_grace_seconds)
         self.long_polling = LongPollingTransport(self.registry, settings.hub_long_poll_seconds)

@@ -139,7 +139,7 @@ class McpEndpoint:
                 settings.mcp_event_history_per_session, settings.mcp_request_event_history),
             # Late-bound, so the session end goes through ``session_closed`` as it is now.
             on_session_end=lambda session_id: self.session_closed(session_id),
-            max_per_key=settings.mcp_max_sessions_per_key,
+            max_per_key=settings.mcp_max_sessions_per_key, tagged=settings.tagged,
             app=lowlevel, json_response=False, stateless=False,
             # Host/Origin are checked here first (with "*" support); the SDK still checks
             # Content-Type.

@@ -19,7 +19,9 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
    GET stream.
 4. ``StreamableHTTPSessionManager._server_instances`` — the session table: how a key's
    live sessions are counted and how the revocation pass ends the sessions of a revoked
-   key.
+   key. With ``._session_owners`` (each session's owner): renamed in ``_admit_session`` to
+   the session id with the instance's routing tag (the SDK makes the id itself, a plain
+   uuid; a load balancer routes a session by the tag, docs/scale-out.md).
 5. ``StreamableHTTPServerTransport._event_store`` — the session's store, closed when the
    session ends (its GET stream is served from the store and ends with it).
 6. The transport's GET handling: a GET with ``Last-Event-ID`` is served by
@@ -70,9 +72,10 @@ class SessionManager(StreamableHTTPSessionManager):
 
     def __init__(self, *, make_event_store: Callable[[], SessionEventStore],
                  on_session_end: Callable[[str], None], max_per_key: int,
-                 **kwargs: Any) -> None:
+                 tagged: Callable[[str], str] = str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._make_event_store = make_event_store
+        self._tagged = tagged  # puts the instance's routing tag in front of a session id
         self._on_session_end = on_session_end
         self.max_per_key = max_per_key
         self._key_of: dict[str, str] = {}  # session id -> API key id
@@ -119,12 +122,25 @@ class SessionManager(StreamableHTTPSessionManager):
             transport = super()._admit_session(requestor)
         finally:
             self.event_store = None
+        if transport is not None:
+            self._tag(transport)
         if transport is not None and key_id is not None:
             session_id = transport.mcp_session_id
             assert session_id is not None
             self._key_of[session_id] = key_id
             self._sessions_of.setdefault(key_id, set()).add(session_id)
         return transport
+
+    def _tag(self, transport: StreamableHTTPServerTransport) -> None:
+        """Hook 4: rename the new session to its tagged id, in the SDK's tables, before its
+        task starts or its id is sent."""
+        old = transport.mcp_session_id
+        assert old is not None
+        new = self._tagged(old)
+        transport.mcp_session_id = new
+        self._server_instances[new] = self._server_instances.pop(old)
+        if old in self._session_owners:
+            self._session_owners[new] = self._session_owners.pop(old)
 
     async def _discard_session(self, session_id: str,
                                transport: StreamableHTTPServerTransport) -> None:

@@ -52,6 +52,8 @@ def test_the_sdk_still_has_every_private_hook_with_the_expected_shape() -> None:
     manager = StreamableHTTPSessionManager(app=lowlevel)
     assert isinstance(getattr(manager, "_server_instances", None), dict), _hook(
         4, "StreamableHTTPSessionManager._server_instances is no longer the session table")
+    assert isinstance(getattr(manager, "_session_owners", None), dict), _hook(
+        4, "StreamableHTTPSessionManager._session_owners no longer holds sessions' owners")
 
     store = SessionEventStore(4)
     transport = StreamableHTTPServerTransport(mcp_session_id="canary", event_store=store)
@@ -118,6 +120,11 @@ async def test_a_real_session_passes_through_every_hook(
         assert calls.count("_admit_session") == 1, _hook(
             2, "the manager no longer calls _admit_session when a session opens")
         [session_id] = manager.session_ids()
+        # Renamed to carry the instance's routing tag, owner and all (or the SDK would
+        # answer the session's next request 404, and propose_issue would have failed).
+        assert session_id == server.settings.tagged(session_id.split(".", 1)[1])
+        assert session_id in manager._session_owners, _hook(
+            4, "the session's owner is not kept in _session_owners under its id")
         transport = manager._server_instances[session_id]
         assert isinstance(sdk_hooks.session_event_store(transport), SessionEventStore), _hook(
             5, "a session's transport was not built with the store _admit_session set")

@@ -31,7 +31,9 @@ class HubAgent:
         self.url = ""
 
     async def connect(self, hub_url: str, key: str, tg: anyio.abc.TaskGroup) -> None:
-        ws = await connect(f"{hub_url}?access_token={key}", open_timeout=10, max_size=None)
+        sep = "&" if "?" in hub_url else "?"  # hub_url may name a negotiated connection
+        ws = await connect(f"{hub_url}{sep}access_token={key}", open_timeout=10,
+                           max_size=None)
         await ws.send(json.dumps({"protocol": "json", "version": 1}) + RS)
         handshake = await ws.recv()
         assert json.loads(str(handshake).rstrip(RS)) == {}, handshake

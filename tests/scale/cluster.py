@@ -146,12 +146,17 @@ async def recovery_passes(*instances: Remote, passes: int = 2) -> None:
     call, on every instance. Each pass is a debug line of ``colaflow_mcp.supervisor`` in the
     instance's output (see ``FAST_ENV``).
     """
+    await server_passes(*(x.server for x in instances), passes=passes)
+
+
+async def server_passes(*servers: ServerProcess, passes: int = 2) -> None:
+    """:func:`recovery_passes` of server processes."""
     loops = ("announce-sweep", "reconcile")
-    marks = [x.server.mark() for x in instances]
+    marks = [s.mark() for s in servers]
 
     def enough(lines: list[str]) -> bool:
         return all(sum(f"loop pass: {loop} #" in line for line in lines) >= passes
                    for loop in loops)
 
-    for x, since in zip(instances, marks, strict=True):
-        await x.server.wait_for_output(enough, within=20, since=since)
+    for server, since in zip(servers, marks, strict=True):
+        await server.wait_for_output(enough, within=20, since=since)
