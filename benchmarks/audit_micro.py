@@ -72,13 +72,18 @@ async def run(url: str, blocks: int, size: int) -> dict[str, Any]:
                 legs[leg].append(await _block(changes, agent, reviewer, size))
     finally:
         await db.dispose()
-    medians = {leg: {k: round(statistics.median(b[k] for b in runs), 4) for k in runs[0]}
-               for leg, runs in legs.items()}
-    return {"database": url.split(":", 1)[0], "blocks": blocks, "size": size,
-            "median": medians,
-            "difference": {k: round(medians["audit-on"][k] - medians["audit-off"][k], 4)
-                           for k in medians["audit-on"]},
-            "loadavg": os.getloadavg()}
+    # The median block, and the best one: other work on the machine only ever adds time,
+    # so the fastest block of each leg is the closest to what the code itself costs.
+    out: dict[str, Any] = {"database": url.split(":", 1)[0], "blocks": blocks, "size": size}
+    for name, pick in (("median", statistics.median), ("best", min)):
+        per_leg = {leg: {k: round(pick(b[k] for b in runs), 4) for k in runs[0]}
+                   for leg, runs in legs.items()}
+        out[name] = per_leg
+        out[f"difference_{name}"] = {
+            k: round(per_leg["audit-on"][k] - per_leg["audit-off"][k], 4)
+            for k in per_leg["audit-on"]}
+    out["loadavg"] = os.getloadavg()
+    return out
 
 
 async def _pg(admin_url: str) -> tuple[str, str]:
