@@ -1,6 +1,7 @@
 """``python -m benchmarks SCENARIO [--smoke] [--out DIR]``: run one scenario, save its JSON.
 
-Scenarios: latency, throughput, mcp, push-vs-poll, peer, redis, memory (see README.md).
+Scenarios: latency, throughput, mcp, push-vs-poll, peer, redis, memory, audit (see
+README.md).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.scenarios import SCENARIOS
+from benchmarks.audit_cost import audit
+from benchmarks.scenarios import SCENARIOS as BASE_SCENARIOS
 from benchmarks.server import raise_fd_limit
 
 HERE = Path(__file__).resolve().parent
+SCENARIOS = {**BASE_SCENARIOS, "audit": audit}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", help="throughput: comma-separated rate ladder")
     parser.add_argument("--transports", help="latency: comma-separated hub-ws,hub-sse,hub-lp")
     parser.add_argument("--repeats", type=int,
-                        help="peer: rounds, alternating which server runs first (default 3)")
+                        help="peer, audit: rounds, alternating which runs first (default 3)")
     parser.add_argument("--redis-url", help="redis: the Redis to use")
     parser.add_argument("--postgres-url", help="redis: PostgreSQL admin URL (creates a db)")
     args = parser.parse_args(argv)

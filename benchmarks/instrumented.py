@@ -7,7 +7,9 @@ a comma-separated list of:
   ``t`` is ``time.monotonic()``, comparable with a result's ``phase_monotonic``);
 - ``gc-tune``: ``gc.set_threshold(50_000, 20, 100)`` (candidate fix for the pauses);
 - ``tracemalloc``: on SIGUSR1, the first time take a snapshot, later print the growth
-  since it by file (``TM …`` lines).
+  since it by file (``TM …`` lines);
+- ``audit-off``: proposals and decisions tell no recorder (no audit entries): the
+  "before" leg of the ``audit`` scenario, never a way to run the product.
 
 (The ``publisher-off-path`` experiment became the product's behaviour in 553659c, and
 ``serve`` now sets the ``gc-tune`` thresholds itself.)
@@ -70,8 +72,21 @@ def _gc_tune() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _audit_off() -> None:
+    from colaflow_mcp.domain.changes import ChangeService
+
+    original = ChangeService.__init__
+
+    def init(self: ChangeService, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.recorders = ()
+
+    ChangeService.__init__ = init  # type: ignore[method-assign]
+
+
 INSTRUMENTS: dict[str, Callable[[], None]] = {
     "gc-log": _gc_log, "gc-tune": _gc_tune, "tracemalloc": _tracemalloc,
+    "audit-off": _audit_off,
 }
 
 

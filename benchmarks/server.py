@@ -213,7 +213,9 @@ def start_instance(env: dict[str, str], workdir: Path, name: str = "server"
                    ) -> tuple[subprocess.Popen[bytes], int, Path]:
     log_path = workdir / f"{name}.log"
     command = [COLAFLOW]
-    if os.environ.get("BENCH_INSTRUMENT"):  # see benchmarks/instrumented.py
+    # See benchmarks/instrumented.py; ``bench_env`` passes the orchestrator's on, and a
+    # scenario may set its own per server (``extra_env``).
+    if env.get("BENCH_INSTRUMENT"):
         command = [sys.executable, "-m", "benchmarks.instrumented"]
         env = {**env, "PYTHONPATH": str(REPO)}
     with log_path.open("wb") as log:

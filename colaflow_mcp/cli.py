@@ -1,5 +1,5 @@
-"""``colaflow-mcp serve | keys | token | projects | db | changes``: results on stdout, logs on
-stderr."""
+"""``colaflow-mcp serve | keys | token | projects | audit | db | changes``: results on stdout,
+logs on stderr."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import anyio
 from colaflow_mcp import logs, reviewer_cli
 from colaflow_mcp.config import Settings
 from colaflow_mcp.domain import admin
+from colaflow_mcp.domain.audit import AuditLog, entry_json
 from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import iso
@@ -88,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--tenant", required=True)
     pl.add_argument("--json", action="store_true")
 
+    aud = sub.add_parser("audit", help="the tamper-evident audit trail (operators)")
+    asub = aud.add_subparsers(dest="audit_command", required=True)
+    av = asub.add_parser("verify", help="recompute a tenant's hash chain: 'ok: N entries' "
+                         "(exit 0) or the first broken seq (exit 1)")
+    av.add_argument("--tenant", required=True)
+    av.add_argument("--json", action="store_true")
+    ae = asub.add_parser("export", help="print a tenant's entries as JSON lines, oldest first")
+    ae.add_argument("--tenant", required=True)
+
     db = sub.add_parser("db", help="schema migrations (operators)")
     dsub = db.add_subparsers(dest="db_command", required=True)
     du = dsub.add_parser("upgrade", help="upgrade the schema (to the latest revision)")
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             **{k: v for k, v in {"host": args.host, "port": args.port,
                                  "redis_url": args.redis_url}.items() if v is not None}))
     handlers: dict[str, Callable[[Database, Settings, Any], Awaitable[Any]]] = {
-        "keys": _keys, "token": _token, "projects": _projects,
+        "keys": _keys, "token": _token, "projects": _projects, "audit": _audit,
     }
     try:
         if args.command == "db":
@@ -134,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError, migrate.SchemaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _print(result, args)
-    return 0
+    if result is not None:  # (audit export printed as it read)
+        _print(result, args)
+    return int(result.get("exit", 0)) if result is not None else 0
 
 
 async def _with_db(fn: Callable[[Database, Settings, Any], Awaitable[Any]],
@@ -209,6 +220,23 @@ async def _projects(db: Database, settings: Settings, args: Any) -> dict[str, An
     return {"json": {"tenant": tenant.slug, "projects": items},
             "text": "\n".join(f"{i['key']}  {i['name']}  ({i['issueCount']} issues)"
                               for i in items) or "(no projects)"}
+
+
+async def _audit(db: Database, settings: Settings, args: Any) -> dict[str, Any] | None:
+    """``audit verify | export --tenant T``."""
+    tenant = await admin.get_tenant(db, args.tenant)
+    if tenant is None:
+        raise LookupError(f"no tenant {args.tenant!r}")
+    log = AuditLog(db)
+    if args.audit_command == "export":
+        async for row in log.entries(tenant.id):
+            sys.stdout.write(json.dumps(entry_json(row), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return None
+    verdict = await log.verify(tenant.id)
+    return {"json": {"tenant": tenant.slug, "ok": verdict.ok, "entries": verdict.entries,
+                     "brokenSeq": verdict.broken_seq, "problem": verdict.problem},
+            "text": verdict.describe(), "exit": 0 if verdict.ok else 1}
 
 
 async def _db(settings: Settings, args: Any) -> dict[str, Any]:

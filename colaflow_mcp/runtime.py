@@ -25,6 +25,7 @@ from colaflow_mcp.delivery.backplane import Backplane, make_backplane
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.delivery.outbox import Outbox
 from colaflow_mcp.delivery.recovery import Recovery
+from colaflow_mcp.domain.audit import AuditLog
 from colaflow_mcp.domain.auth import Authenticator, KeyVerifier, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.domain.queries import Queries
@@ -60,6 +61,7 @@ class Runtime:
     recovery: Recovery
     changes: ChangeService
     queries: Queries
+    audit: AuditLog
     hub: HubServer
     mcp: McpEndpoint
     supervisor: Supervisor
@@ -83,7 +85,7 @@ class Runtime:
         queries = Queries(db)
         runtime = cls(
             s, db, keys, tokens, auth, bus, notifier, outbox, Recovery(db, notifier, bus),
-            changes, queries, HubServer(s, auth, notifier),
+            changes, queries, AuditLog(db), HubServer(s, auth, notifier),
             McpEndpoint(s, auth, changes, queries, notifier),
             Supervisor(max_backoff=s.loop_max_backoff_seconds,
                        stop_grace=s.shutdown_grace_seconds),
@@ -94,7 +96,7 @@ class Runtime:
     @property
     def rest(self) -> RestApi:
         """What the REST handlers use."""
-        return RestApi(self.settings, self.auth, self.changes, self.queries)
+        return RestApi(self.settings, self.auth, self.changes, self.queries, self.audit)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -91,7 +91,12 @@ def event_from_change(change: PendingChange) -> DecisionEvent:
                 "entityId": result.get("entityId"),
                 "error": result.get("error"),
             },
+            # Whether the reviewer changed the arguments before approving; then also what
+            # was applied (the agent knows what it proposed).
+            edited=bool(change.edited),
         )
+        if change.edited:
+            payload["arguments"] = change.arguments
     elif change.status == Status.REJECTED.value:
         payload.update(reason=change.reason, rejectedBy=change.decided_by)
     payload["timestamp"] = iso(change.decided_at)

@@ -8,12 +8,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import ValidationError
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from colaflow_mcp.domain import audit, recording
 from colaflow_mcp.domain.auth import generate_key, hash_key, key_lookup_prefix
 from colaflow_mcp.domain.errors import InvalidArguments, format_validation_error
 from colaflow_mcp.domain.operations.base import find_project
 from colaflow_mcp.domain.operations.projects import CreateProjectArgs
+from colaflow_mcp.domain.recording import Actor, Transition
+from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import ApiKey, Project, Tenant, utcnow
 
@@ -46,10 +49,17 @@ async def get_tenant(db: Database, slug: str) -> Tenant | None:
         return (await s.exec(select(Tenant).where(Tenant.slug == slug.strip().lower()))).first()
 
 
+def _key_facts(row: ApiKey) -> dict[str, object]:
+    return {"keyId": row.id, "name": row.name, "prefix": row.prefix,
+            "expiresAt": iso(row.expires_at)}
+
+
 async def create_api_key(
-    db: Database, tenant: Tenant, name: str = "", expires_at: datetime | None = None
+    db: Database, tenant: Tenant, name: str = "", expires_at: datetime | None = None,
+    actor: Actor | None = None,
 ) -> tuple[ApiKey, str]:
-    """Store a new key's hash; return the row and the key itself (shown once)."""
+    """Store a new key's hash (and its ``key.created`` audit entry); return the row and the
+    key itself (shown once)."""
     key = generate_key()
     prefix = key_lookup_prefix(key)
     assert prefix is not None
@@ -57,8 +67,15 @@ async def create_api_key(
         tenant_id=tenant.id, name=name, prefix=prefix, key_hash=hash_key(key),
         expires_at=expires_at,
     )
-    async with db.write() as s:
+    created = Transition(recording.KEY_CREATED, tenant.id, actor or Actor.operator(),
+                         data=_key_facts(row))
+
+    def insert(s: Session) -> None:
         s.add(row)
+        s.flush()
+        audit.record(s, [created])
+
+    await db.transact(insert)
     return row, key
 
 
@@ -71,16 +88,25 @@ async def list_api_keys(db: Database, tenant: Tenant) -> list[ApiKey]:
         return list(rows)
 
 
-async def revoke_api_key(db: Database, key_id: str) -> ApiKey | None:
-    """Mark a key revoked; None if there is no such key."""
-    async with db.write() as s:
-        row = await s.get(ApiKey, key_id)
-        if row is None:
-            return None
-        if row.revoked_at is None:
-            row.revoked_at = utcnow()
-            s.add(row)
+async def revoke_api_key(db: Database, key_id: str, actor: Actor | None = None
+                         ) -> ApiKey | None:
+    """Mark a key revoked (with its ``key.revoked`` audit entry, the first time); None if
+    there is no such key."""
+    who = actor or Actor.operator()
+
+    def revoke(s: Session) -> ApiKey | None:
+        # Locked, so that two revocations at once record one entry.
+        row = s.get(ApiKey, key_id, with_for_update=True)
+        if row is None or row.revoked_at is not None:
+            return row
+        row.revoked_at = utcnow()
+        s.add(row)
+        s.flush()
+        audit.record(s, [Transition(recording.KEY_REVOKED, row.tenant_id, who,
+                                    data=_key_facts(row))])
         return row
+
+    return await db.transact(revoke)
 
 
 async def create_project_direct(db: Database, tenant_id: str, key: str, name: str,

@@ -39,6 +39,8 @@ class Principal:
     tenant_slug: str
     api_key_id: str | None = None
     user: str | None = None
+    # The agent key's name (given at ``keys create``), shown to reviewers as the proposer.
+    key_name: str | None = None
     # A reviewer token's ``exp`` (Unix time): connections that outlive it are closed.
     token_expires: float | None = None
 
@@ -136,7 +138,8 @@ class KeyVerifier:
                     update(ApiKey).where(col(ApiKey.id) == row.id).values(last_used_at=now)
                 )
         principal = Principal(
-            kind="agent", tenant_id=tenant.id, tenant_slug=tenant.slug, api_key_id=row.id
+            kind="agent", tenant_id=tenant.id, tenant_slug=tenant.slug, api_key_id=row.id,
+            key_name=row.name or None,
         )
         return principal, row.expires_at
 

@@ -1,15 +1,20 @@
-"""The pending-change lifecycle: propose, approve (and execute), reject, expire.
+"""The pending-change lifecycle: propose, approve (optionally edited, and execute), reject,
+expire.
 
 Exactly one decision wins: every decision is a conditional UPDATE ``WHERE status =
 'Pending'`` (``store.statements.CLAIM``) and only the caller whose statement changed the
-row goes on to announce it. Announcing is delivery's job, reached through the
-:class:`Announcer` port, so the domain never imports delivery.
+row goes on to announce it. Each proposal and decision is one synchronous transaction
+(``Database.transact``) that ends by telling the recorders (``domain/recording.py``: the
+audit trail, …) what it did, so their rows commit with it. Announcing is delivery's job,
+reached through the :class:`Announcer` port, so the domain never imports delivery.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -19,6 +24,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from colaflow_mcp.config import Settings
+from colaflow_mcp.domain import audit, recording
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.errors import (
     Conflict,
@@ -30,11 +36,17 @@ from colaflow_mcp.domain.errors import (
 )
 from colaflow_mcp.domain.ids import parse_change_id
 from colaflow_mcp.domain.operations import OPERATIONS
+from colaflow_mcp.domain.operations.base import Operation, Plan
+from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
+from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
+
+MAX_RATIONALE = 2000
+MAX_REASON = 2000
 
 
 def positive_seconds(value: object) -> float:
@@ -51,6 +63,27 @@ def positive_seconds(value: object) -> float:
     return seconds
 
 
+def rationale_of(value: object) -> str | None:
+    """The agent's optional rationale: a string of at most 2,000 characters (blank: none)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArguments("rationale must be a string")
+    value = value.strip()
+    if len(value) > MAX_RATIONALE:
+        raise InvalidArguments(
+            f"rationale must be at most {MAX_RATIONALE} characters (got {len(value)})")
+    return value or None
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A reviewer's arguments for a change, validated and planned like a proposal."""
+
+    arguments: dict[str, Any]
+    plan: Plan
+
+
 class Announcer(Protocol):
     """Where a new or decided change goes once its transaction committed (delivery's
     outbox): a new one to review queues, a decided one to its subscribers too."""
@@ -62,10 +95,13 @@ class Announcer(Protocol):
 class ChangeService:
     """Everything that creates and decides pending changes, tenant-scoped."""
 
-    def __init__(self, db: Database, announcer: Announcer, settings: Settings) -> None:
+    def __init__(self, db: Database, announcer: Announcer, settings: Settings,
+                 recorders: Sequence[Recorder] = (audit.record,)) -> None:
         self.db = db
         self.announcer = announcer
         self.settings = settings
+        # Told about every transition inside its transaction (the audit trail first).
+        self.recorders: Sequence[Recorder] = tuple(recorders)
         self.deadline_changed = anyio.Event()
         self.expiry_planned_at: datetime | None = None  # when the expiry loop wakes next
 
@@ -73,7 +109,7 @@ class ChangeService:
 
     async def propose(
         self, principal: Principal, tool_name: str, arguments: dict[str, Any],
-        expires_in_seconds: float | None = None,
+        expires_in_seconds: float | None = None, rationale: object = None,
     ) -> PendingChange:
         """Validate, build the diff and store a pending change; the workspace is untouched."""
         if principal.kind != "agent":
@@ -81,26 +117,35 @@ class ChangeService:
         spec = OPERATIONS.get(tool_name)
         if spec is None:
             raise InvalidArguments(f"unknown tool {tool_name!r}; one of: {', '.join(OPERATIONS)}")
-        if not isinstance(arguments, dict):
-            raise InvalidArguments("arguments must be an object")
-        try:
-            args = spec.args.model_validate(arguments)
-        except ValidationError as exc:
-            raise InvalidArguments(format_validation_error(exc)) from None
+        args = _validated(spec, arguments)
+        why = rationale_of(rationale)
         ttl = self.settings.pending_change_ttl_seconds
         if expires_in_seconds is not None:
             ttl = min(positive_seconds(expires_in_seconds), ttl)
-        async with self.db.write() as s:
+        async with self.db.read() as s:
             plan = await spec.plan(s, principal.tenant_id, args)
-            now = utcnow()
-            change = PendingChange(
-                tenant_id=principal.tenant_id, api_key_id=principal.api_key_id,
-                tool_name=spec.name, operation=spec.operation, entity_type=spec.entity_type,
-                entity_id=plan.entity_id, arguments=args.model_dump(mode="json"),
-                diff=plan.diff, summary=plan.summary[:500], created_at=now,
-                expires_at=now + timedelta(seconds=ttl),
-            )
+        now = utcnow()
+        applied = args.model_dump(mode="json")
+        change = PendingChange(
+            tenant_id=principal.tenant_id, api_key_id=principal.api_key_id,
+            api_key_name=principal.key_name, tool_name=spec.name, operation=spec.operation,
+            entity_type=spec.entity_type, entity_id=plan.entity_id, arguments=applied,
+            proposed_arguments=dict(applied), rationale=why, diff=plan.diff,
+            summary=plan.summary[:500], created_at=now, expires_at=now + timedelta(seconds=ttl),
+        )
+        proposed = Transition(recording.PROPOSED, principal.tenant_id, Actor.of(principal),
+                              change, {
+                                  "toolName": spec.name, "arguments": applied,
+                                  "rationale": why, "summary": change.summary,
+                                  "entityId": change.entity_id,
+                                  "expiresAt": iso(change.expires_at)})
+
+        def insert(s: Session) -> None:
             s.add(change)
+            s.flush()
+            recording.record(s, self.recorders, proposed)
+
+        await self.db.transact(insert)
         await self.announcer.announce(change)  # committed: reviewers' queues learn of it
         # Wake the expiry loop only if this deadline comes before its planned wake-up
         # (with the default TTL it never does: no extra work per proposal).
@@ -112,28 +157,61 @@ class ChangeService:
 
     # -- decisions ----------------------------------------------------------------------
 
-    async def approve(self, principal: Principal, change_id: object) -> PendingChange:
-        """Decide Approved and execute in the same transaction; announce after commit."""
+    async def approve(self, principal: Principal, change_id: object,
+                      arguments: object = None) -> PendingChange:
+        """Decide Approved and execute in the same transaction; announce after commit.
+
+        With ``arguments`` (complete arguments for the change's tool) the reviewer's edit
+        is validated and planned like a proposal first (InvalidArguments: the change stays
+        Pending), then applied in place of the agent's, in the same winning statement.
+        """
         if principal.kind != "reviewer":
             raise Forbidden("only reviewers approve changes")
         cid = parse_change_id(change_id)
-        tenant_id, by = principal.tenant_id, principal.display
+        edit = None if arguments is None else await self._plan_edit(principal, cid, arguments)
+        tenant_id, by, actor = principal.tenant_id, principal.display, Actor.of(principal)
 
         def decide_and_execute(s: Session) -> PendingChange | None:
-            change = _claim(s, tenant_id, cid, Status.APPROVED, by, None)
-            if change is not None:
-                result = _execute(s, change)
-                change.execution_result = result
-                if result["success"]:
-                    change.entity_id = result["entityId"]
-                s.connection().execute(statements.RECORD_RESULT, {
-                    "p_id": cid, "p_result": result, "p_entity": change.entity_id})
+            change = _claim(s, tenant_id, cid, Status.APPROVED, by, None, edit=edit)
+            if change is None:
+                return None
+            result = _execute(s, change)
+            change.execution_result = result
+            if result["success"]:
+                change.entity_id = result["entityId"]
+            s.connection().execute(statements.RECORD_RESULT, {
+                "p_id": cid, "p_result": result, "p_entity": change.entity_id})
+            approved: dict[str, Any] = {"edited": bool(change.edited)}
+            if change.edited:
+                approved.update(arguments=change.arguments, summary=change.summary)
+            recording.record(
+                s, self.recorders,
+                Transition(recording.APPROVED, tenant_id, actor, change, approved),
+                Transition(recording.EXECUTED, tenant_id, actor, change, result))
             return change
 
         change = await self.db.transact(decide_and_execute)
         if change is None:
             raise await self._lost(principal, cid)
         return await self._after_decision(change)
+
+    async def _plan_edit(self, principal: Principal, cid: str, arguments: object
+                         ) -> Edit | None:
+        """The reviewer's arguments validated and planned (None: the same as proposed)."""
+        async with self.db.read() as s:
+            change = await s.get(PendingChange, cid)
+        if change is None or change.tenant_id != principal.tenant_id:
+            raise NotFound("pending change not found")
+        if change.status != Status.PENDING.value:
+            raise Conflict(change.status)
+        spec = OPERATIONS[change.tool_name]
+        args = _validated(spec, arguments, "arguments.")
+        applied = args.model_dump(mode="json")
+        if applied == change.proposed_arguments:
+            return None  # nothing edited: approve what was proposed, with its diff
+        async with self.db.read() as s:
+            plan = await spec.plan(s, principal.tenant_id, args)
+        return Edit(applied, plan)
 
     async def reject(self, principal: Principal, change_id: object, reason: object
                      ) -> PendingChange:
@@ -143,10 +221,11 @@ class ChangeService:
         cid = parse_change_id(change_id)
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidArguments("reason is required")
-        if len(reason) > 2000:
-            raise InvalidArguments("reason must be at most 2000 characters")
+        if len(reason) > MAX_REASON:
+            raise InvalidArguments(f"reason must be at most {MAX_REASON} characters")
         change = await self._decide(
-            principal.tenant_id, cid, Status.REJECTED, principal.display, reason.strip())
+            principal.tenant_id, cid, Status.REJECTED, principal.display, reason.strip(),
+            actor=Actor.of(principal))
         if change is None:
             raise await self._lost(principal, cid)
         return await self._after_decision(change)
@@ -192,11 +271,24 @@ class ChangeService:
 
     async def _decide(
         self, tenant_id: str, cid: str, status: Status, by: str | None, reason: str | None,
-        only_overdue: bool = False,
+        only_overdue: bool = False, actor: Actor = EXPIRY,
     ) -> PendingChange | None:
-        """Decide in a transaction of its own; the row if this call won, else None."""
-        return await self.db.transact(
-            lambda s: _claim(s, tenant_id, cid, status, by, reason, only_overdue))
+        """Reject or expire in a transaction of its own; the row if this call won, else
+        None."""
+
+        def decide(s: Session) -> PendingChange | None:
+            change = _claim(s, tenant_id, cid, status, by, reason, only_overdue)
+            if change is not None:
+                if status == Status.REJECTED:
+                    what = Transition(recording.REJECTED, tenant_id, actor, change,
+                                      {"reason": reason})
+                else:
+                    what = Transition(recording.EXPIRED, tenant_id, actor, change,
+                                      {"expiresAt": iso(change.expires_at)})
+                recording.record(s, self.recorders, what)
+            return change
+
+        return await self.db.transact(decide)
 
     async def _lost(self, principal: Principal, cid: str) -> NotFound | Conflict:
         """Why a decision did not apply: NotFound or Conflict (expiring the change if due)."""
@@ -225,16 +317,34 @@ class ChangeService:
         return change
 
 
+def _validated(spec: Operation, arguments: object, where: str = "") -> Any:
+    """The tool's argument model, or InvalidArguments naming each bad field."""
+    if not isinstance(arguments, dict):
+        raise InvalidArguments(f"{where.rstrip('.') or 'arguments'} must be an object")
+    try:
+        return spec.args.model_validate(arguments)
+    except ValidationError as exc:
+        # Fields named where the caller wrote them (``arguments.title`` in an edit).
+        raise InvalidArguments(format_validation_error(exc, where)) from None
+
+
 def _claim(
     s: Session, tenant_id: str, cid: str, status: Status, by: str | None,
-    reason: str | None, only_overdue: bool = False,
+    reason: str | None, only_overdue: bool = False, edit: Edit | None = None,
 ) -> PendingChange | None:
     """The conditional update that lets exactly one decision win; RETURNING the row (as a
-    detached ``PendingChange``), or None if another decision got there first."""
-    stmt = statements.CLAIM_OVERDUE if only_overdue else statements.CLAIM
-    row = s.connection().execute(stmt, {
+    detached ``PendingChange``), or None if another decision got there first. A reviewer's
+    edit is written by the same statement."""
+    params: dict[str, Any] = {
         "p_id": cid, "p_tenant": tenant_id, "p_now": utcnow(), "p_status": status.value,
-        "p_by": by, "p_reason": reason}).first()
+        "p_by": by, "p_reason": reason}
+    if edit is not None:
+        stmt = statements.CLAIM_EDITED
+        params.update(p_arguments=edit.arguments, p_diff=edit.plan.diff,
+                      p_summary=edit.plan.summary[:500], p_entity=edit.plan.entity_id)
+    else:
+        stmt = statements.CLAIM_OVERDUE if only_overdue else statements.CLAIM
+    row = s.connection().execute(stmt, params).first()
     return None if row is None else PendingChange(**row._asdict())
 
 

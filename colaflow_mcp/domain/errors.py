@@ -29,11 +29,13 @@ class Forbidden(PermissionError):
     """The caller's role may not do this."""
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """A pydantic error as one line: ``field: problem; field: problem``."""
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """A pydantic error as one line: ``field: problem; field: problem`` (each field after
+    ``prefix``, e.g. ``arguments.``)."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
+        loc = ".".join(str(p) for p in err["loc"])
+        loc = prefix + loc if loc else prefix.rstrip(".") or "arguments"
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)

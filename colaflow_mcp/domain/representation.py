@@ -21,7 +21,11 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def change_to_json(change: PendingChange) -> dict[str, Any]:
-    """The full change as camelCase JSON (REST body, MCP resource, hub snapshot)."""
+    """The full change as camelCase JSON (REST body, MCP resource, hub snapshot).
+
+    ``proposedArguments`` is what the agent sent, ``arguments`` what is (or was) applied:
+    the same unless a reviewer edited them before approving (``edited``, ``editedBy``).
+    """
     return {
         "id": change.id,
         "pendingChangeId": change.id,
@@ -30,7 +34,12 @@ def change_to_json(change: PendingChange) -> dict[str, Any]:
         "operation": change.operation,
         "entityType": change.entity_type,
         "entityId": change.entity_id,
+        "proposedBy": {"keyId": change.api_key_id, "keyName": change.api_key_name},
+        "rationale": change.rationale,
+        "proposedArguments": change.proposed_arguments,
         "arguments": change.arguments,
+        "edited": bool(change.edited),
+        "editedBy": change.edited_by,
         "diff": change.diff,
         "summary": change.summary,
         "resourceUri": pending_change_uri(change.id),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from colaflow_mcp.config import Settings
+from colaflow_mcp.domain.audit import AuditLog
 from colaflow_mcp.domain.auth import Authenticator, Principal, credential_from
 from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.domain.errors import Conflict, Forbidden, InvalidArguments, NotFound
@@ -34,6 +36,7 @@ class RestApi:
     auth: Authenticator
     changes: ChangeService
     queries: Queries
+    audit: AuditLog
 
 
 Handler = Callable[[Request, Principal, RestApi], Awaitable[Response]]
@@ -127,14 +130,15 @@ async def list_changes(request: Request, p: Principal, api: RestApi) -> Response
 
 @endpoint
 async def propose(request: Request, p: Principal, api: RestApi) -> Response:
-    """``POST /api/mcp/pending-changes`` ``{tool, arguments, expiresInSeconds?}`` (agents)."""
+    """``POST /api/mcp/pending-changes`` ``{tool, arguments, expiresInSeconds?, rationale?}``
+    (agents)."""
     body = await json_body(request, api.settings.max_body_bytes)
     tool = body.get("tool") or body.get("toolName")
     if not isinstance(tool, str):
         raise InvalidArguments("'tool' is required, e.g. \"create_issue\"")
     arguments = body.get("arguments", {})
     expires = body.get("expiresInSeconds")
-    change = await api.changes.propose(p, tool, arguments, expires)
+    change = await api.changes.propose(p, tool, arguments, expires, body.get("rationale"))
     return JSONResponse(change_to_json(change), status_code=201)
 
 
@@ -147,8 +151,19 @@ async def get_change(request: Request, p: Principal, api: RestApi) -> Response:
 
 @endpoint
 async def approve(request: Request, p: Principal, api: RestApi) -> Response:
-    """``POST /api/mcp/pending-changes/{id}/approve`` (reviewers): decide and execute."""
-    change = await api.changes.approve(p, request.path_params["id"])
+    """``POST /api/mcp/pending-changes/{id}/approve`` ``{arguments?}`` (reviewers): decide
+    and execute, with the reviewer's complete arguments instead of the agent's if given."""
+    if p.kind != "reviewer":
+        raise Forbidden("only reviewers approve changes")
+    body = await json_body(request, api.settings.max_body_bytes)
+    # Other fields are ignored, as before edits existed; but a misspelt "arguments" must
+    # not approve the unedited change.
+    misspelt = sorted(k for k in body if k != "arguments" and difflib.get_close_matches(
+        k.lower(), ["arguments"], n=1, cutoff=0.6))
+    if misspelt:
+        raise InvalidArguments(f"unknown field {misspelt[0]!r}: did you mean \"arguments\" "
+                               "(complete arguments for the tool)? Nothing was approved")
+    change = await api.changes.approve(p, request.path_params["id"], body.get("arguments"))
     return JSONResponse(change_to_json(change))
 
 
@@ -160,6 +175,14 @@ async def reject(request: Request, p: Principal, api: RestApi) -> Response:
     body = await json_body(request, api.settings.max_body_bytes)
     change = await api.changes.reject(p, request.path_params["id"], body.get("reason"))
     return JSONResponse(change_to_json(change))
+
+
+@endpoint
+async def audit_entries(request: Request, p: Principal, api: RestApi) -> Response:
+    """``GET /api/audit?changeId=&after=&limit=`` (reviewers): the tenant's audit trail."""
+    q = request.query_params
+    return JSONResponse(await api.audit.page(p, q.get("changeId"), q.get("after"),
+                                             q.get("limit")))
 
 
 @endpoint
@@ -183,6 +206,7 @@ def routes() -> list[BaseRoute]:
         Route(PENDING_CHANGES + "/{id}", get_change, methods=["GET"]),
         Route(PENDING_CHANGES + "/{id}/approve", approve, methods=["POST"]),
         Route(PENDING_CHANGES + "/{id}/reject", reject, methods=["POST"]),
+        Route("/api/audit", audit_entries, methods=["GET"]),
         Route("/api/projects", list_projects, methods=["GET"]),
         Route("/api/issues/{key}", get_issue, methods=["GET"]),
     ]

@@ -9,34 +9,52 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Table, bindparam
+from sqlalchemy.dialects import postgresql, sqlite
 
-from colaflow_mcp.store.tables import Issue, PendingChange, Project, Status
+from colaflow_mcp.store.tables import (
+    AuditEntry,
+    AuditHead,
+    Issue,
+    PendingChange,
+    Project,
+    Status,
+)
 
 _PC: Table = PendingChange.__table__  # type: ignore[attr-defined]
 _PROJECT: Table = Project.__table__  # type: ignore[attr-defined]
 _ISSUE: Table = Issue.__table__  # type: ignore[attr-defined]
+_AUDIT: Table = AuditEntry.__table__  # type: ignore[attr-defined]
+_HEAD: Table = AuditHead.__table__  # type: ignore[attr-defined]
 
 
-def _claim_statement(only_overdue: bool) -> Any:
+def _claim_statement(only_overdue: bool, edit: bool = False) -> Any:
     """Decide one pending change, in its tenant, before (or, to expire, after) its deadline.
 
-    Parameters: ``p_id``, ``p_tenant``, ``p_now``, ``p_status``, ``p_by``, ``p_reason``;
+    Parameters: ``p_id``, ``p_tenant``, ``p_now``, ``p_status``, ``p_by``, ``p_reason``
+    (with ``edit``, also the reviewer's ``p_arguments``, ``p_diff``, ``p_summary``,
+    ``p_entity``: written by the same statement, so only the winner's edit is applied);
     RETURNING the whole row, so only the caller whose statement changed it goes on.
     """
     c = _PC.c
     now: Any = bindparam("p_now", type_=c.expires_at.type)
+    values: dict[str, Any] = {
+        "status": bindparam("p_status"), "decided_at": now, "decided_by": bindparam("p_by"),
+        "reason": bindparam("p_reason")}
+    if edit:
+        values.update(
+            arguments=bindparam("p_arguments", type_=c.arguments.type),
+            diff=bindparam("p_diff", type_=c.diff.type), summary=bindparam("p_summary"),
+            entity_id=bindparam("p_entity"), edited=True, edited_by=bindparam("p_by"))
     return _PC.update().where(
         c.id == bindparam("p_id"), c.tenant_id == bindparam("p_tenant"),
         c.status == Status.PENDING.value,
         c.expires_at <= now if only_overdue else c.expires_at > now,
-    ).values(
-        status=bindparam("p_status"), decided_at=now, decided_by=bindparam("p_by"),
-        reason=bindparam("p_reason"),
-    ).returning(*c)
+    ).values(**values).returning(*c)
 
 
 CLAIM = _claim_statement(False)
 CLAIM_OVERDUE = _claim_statement(True)
+CLAIM_EDITED = _claim_statement(False, edit=True)
 
 # An approved change's execution result (``p_id``, ``p_result``, ``p_entity``).
 RECORD_RESULT = _PC.update().where(_PC.c.id == bindparam("p_id")).values(
@@ -57,3 +75,27 @@ TAKE_ISSUE_NUMBER = (
     .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number))
 
 INSERT_ISSUE = _ISSUE.insert()
+
+# -- the audit chain (see domain/audit.py) -------------------------------------------------
+
+# Take ``p_count`` sequence numbers of a tenant's chain (``p_tenant``): RETURNING the new
+# last seq and the previous head hash. The row lock it takes serializes one tenant's
+# appenders until commit, on every instance; other tenants' heads are other rows.
+TAKE_AUDIT_SEQ = (
+    _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant"))
+    .values(seq=_HEAD.c.seq + bindparam("p_count"))
+    .returning(_HEAD.c.seq, _HEAD.c.hash))
+
+# The chain's head on first use (``p_tenant``, ``p_hash``: the genesis hash); a
+# concurrent first use is no error (the UPDATE above then waits on the row it made).
+START_AUDIT_HEAD = {
+    name: dialect.insert(_HEAD).values(
+        tenant_id=bindparam("p_tenant"), seq=0, hash=bindparam("p_hash"),
+    ).on_conflict_do_nothing(index_elements=["tenant_id"])
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+SET_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
+    hash=bindparam("p_hash"))
+
+INSERT_AUDIT_ENTRY = _AUDIT.insert()

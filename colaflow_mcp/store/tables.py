@@ -1,4 +1,5 @@
-"""Tables: tenants, API keys, the workspace (projects, issues, comments), pending changes."""
+"""Tables: tenants, API keys, the workspace (projects, issues, comments), pending changes,
+the audit trail."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -116,11 +117,21 @@ class PendingChange(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
     tenant_id: str = Field(foreign_key="tenant.id", max_length=36)
     api_key_id: str | None = Field(default=None, max_length=36)
+    # The proposer key's name when it proposed (keys may be renamed or deleted later).
+    api_key_name: str | None = Field(default=None, max_length=200)
     tool_name: str = Field(max_length=64)
     operation: str = Field(max_length=16)
     entity_type: str = Field(max_length=16)
     entity_id: str | None = Field(default=None, max_length=36)
+    # What is (or was) applied: the agent's arguments, or the reviewer's edit of them.
     arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    # What the agent sent, never changed.
+    proposed_arguments: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False))
+    rationale: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    edited: bool = Field(default=False, sa_column=Column(
+        Boolean, nullable=False, server_default=false()))
+    edited_by: str | None = Field(default=None, max_length=200)
     diff: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     summary: str = Field(default="", max_length=500)
     status: str = Field(default=Status.PENDING.value, max_length=16)
@@ -133,3 +144,41 @@ class PendingChange(SQLModel, table=True):
     # Set once the decision has been published on the backplane; the sweep re-announces
     # decisions whose commit happened but whose publication did not.
     announced_at: datetime | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    """One link of a tenant's audit chain: ``hash = sha256(prev_hash + canonical JSON of
+    {seq, at, actor, action, changeId, data})`` (see ``domain/audit.py``).
+
+    Keyed by (tenant, seq) and, on SQLite, stored without a rowid: an append then writes
+    one table b-tree and one index, not four (the cost per decision is measured in
+    benchmarks/RESULTS.md).
+    """
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (
+        Index("ix_audit_entry_tenant_change", "tenant_id", "change_id", "seq"),
+        {"sqlite_with_rowid": False},
+    )
+    tenant_id: str = Field(foreign_key="tenant.id", primary_key=True, max_length=36)
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    at: datetime
+    actor_type: str = Field(max_length=16)
+    actor_id: str = Field(max_length=200)
+    actor_name: str = Field(max_length=200)
+    action: str = Field(max_length=32)
+    change_id: str | None = Field(default=None, max_length=36)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The newest link of a tenant's chain; appending takes this row's lock first, so one
+    tenant's writers take turns (on any number of instances) and other tenants never wait."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = {"sqlite_with_rowid": False}
+    tenant_id: str = Field(foreign_key="tenant.id", primary_key=True, max_length=36)
+    seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(max_length=64)

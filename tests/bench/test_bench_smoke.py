@@ -119,3 +119,16 @@ def test_transaction_micro_benchmark_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "ms per transaction" in proc.stdout
+
+
+def test_audit_smoke_measures_both_legs_and_only_one_writes_entries(tmp_path: Path) -> None:
+    data = run_scenario("audit", tmp_path)
+    [run] = data["rounds"]
+    for leg in ("audit-on", "audit-off"):
+        assert run[leg]["proposals"]["proposals_ok"] == data["count"]
+        assert run[leg]["decisions"]["decisions_ok"] == data["count"]
+    # The CLI's key.created is the off leg's only entry; the on leg has one per proposal,
+    # rejection and expiry and two per approval (approved, executed).
+    assert run["audit-off"]["audit_entries"] == 1
+    assert run["audit-on"]["audit_entries"] > 2 * data["count"]
+    assert data["summary"]["decisions"]["cpu_ms"]["difference"]["median"] is not None

@@ -3,11 +3,13 @@
 Usage: python -m tests.core.race_worker DATABASE_URL CHANGE_ID TENANT_ID TENANT_SLUG N
 Prints ``ready`` once set up, waits for a line on stdin (the start signal, so that two
 workers start together), then prints one JSON object: {"won": [...], "conflicts": {...}}.
+Every other approval edits the change (its title names the process and the attempt).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -36,7 +38,9 @@ async def main(url: str, change_id: str, tenant_id: str, slug: str, n: int
     async def attempt(i: int) -> None:
         try:
             if i % 3 == 0:
-                await changes.approve(reviewer, change_id)
+                edit = ({"project_key": "WEB", "title": f"edited by {os.getpid()}.{i}"}
+                        if i % 6 == 0 else None)
+                await changes.approve(reviewer, change_id, edit)
                 won.append("Approved")
             elif i % 3 == 1:
                 await changes.reject(reviewer, change_id, f"racer {i}")

@@ -149,6 +149,14 @@ async def test_release_data_is_all_there_and_usable_after_upgrade(
         rejected = (await c.get(f"/api/mcp/pending-changes/{changes['rejected']}",
                                 headers=agent)).json()
         assert rejected["reason"] == "still needed"
+        # 0002_reviewer_side backfilled who proposed them; none was edited or explained.
+        for item in listed["items"]:
+            assert item["proposedBy"] == {"keyId": m["agentKeyId"], "keyName": "fixture-agent"}
+            assert item["proposedArguments"] == item["arguments"] and item["arguments"]
+            assert (item["edited"], item["editedBy"], item["rationale"]) == (False, None, None)
+        # The trail starts at the upgrade: empty until the first proposal or decision.
+        r = await c.get("/api/audit", headers=reviewer)
+        assert r.status_code == 200 and r.json() == {"entries": [], "next": None}
 
         projects = (await c.get("/api/projects", headers=reviewer)).json()["items"]
         assert sorted(p["key"] for p in projects) == m["projects"]["acme"]
@@ -173,6 +181,14 @@ async def test_release_data_is_all_there_and_usable_after_upgrade(
         # The old agent key works, the revoked one does not.
         new = await h.propose(m["agentKey"], arguments={"project_key": "OPS", "title": "New"})
         assert new["status"] == "Pending"
+        assert new["proposedBy"] == {"keyId": m["agentKeyId"], "keyName": "fixture-agent"}
+        trail = (await c.get("/api/audit", headers=reviewer)).json()["entries"]
+        assert [(e["seq"], e["action"], e["changeId"]) for e in trail] == [
+            (1, "change.approved", changes["pendingUpdate"]),
+            (2, "change.executed", changes["pendingUpdate"]),
+            (3, "change.approved", changes["pendingCreate"]),
+            (4, "change.executed", changes["pendingCreate"]),
+            (5, "change.proposed", new["id"])]
         r = await c.get("/api/mcp/pending-changes", headers=_bearer(m["revokedKey"]))
         assert r.status_code == 401
         # The other tenant still sees none of acme's changes, only its own project.
@@ -212,24 +228,31 @@ async def test_downgrade_to_base_and_upgrade_again(empty_url: str) -> None:
 
 
 @pytest.fixture
-def with_example_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The migrations folder plus tests/fixtures/revision_example.py as its newest revision."""
+def with_example_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                          ) -> Iterator[tuple[str, str]]:
+    """The migrations folder plus tests/fixtures/revision_example.py as its newest revision
+    on top of the real head; (the example's id, the real head)."""
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS_DIR, folder,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copyfile(FIXTURE.parent / "revision_example.py",
-                    folder / "versions" / "0002_example_backfill.py")
+    example = (FIXTURE.parent / "revision_example.py").read_text()
+    real_head = migrate.head()
+    on_head = example.replace('down_revision: str | None = "0001_baseline"',
+                              f'down_revision: str | None = "{real_head}"')
+    assert on_head != example
+    (folder / "versions" / "zz_example_backfill.py").write_text(on_head)
     monkeypatch.setattr(migrate, "MIGRATIONS_DIR", folder)
     migrate._script.cache_clear()
-    yield "0002_example_backfill"
+    yield "example_backfill", real_head
     migrate._script.cache_clear()
 
 
 async def test_a_revision_with_a_backfill_runs_up_and_down_over_release_data(
-        release_db: tuple[str, dict[str, Any]], with_example_revision: str) -> None:
+        release_db: tuple[str, dict[str, Any]], with_example_revision: tuple[str, str]) -> None:
     url, _ = release_db
+    example, real_head = with_example_revision
     moved = await migrate.upgrade(async_url(url))
-    assert (moved.before.state, moved.after) == ("unversioned", with_example_revision)
+    assert (moved.before.state, moved.after) == ("unversioned", example)
     rows = await _on(url, lambda c: c.execute(text(
         "SELECT id, arguments, example_proposed_arguments, example_edited "
         "FROM pending_change")).all())
@@ -238,14 +261,14 @@ async def test_a_revision_with_a_backfill_runs_up_and_down_over_release_data(
         assert proposed == arguments and arguments and edited in (False, 0)
 
     moved = await migrate.downgrade(async_url(url), "-1")
-    assert (moved.before.revision, moved.after) == (with_example_revision, migrate.BASELINE)
+    assert (moved.before.revision, moved.after) == (example, real_head)
     columns = await _on(url, lambda c: {x["name"] for x in inspect(c).get_columns(
         "pending_change")})
     assert not {"example_edited", "example_proposed_arguments"} & columns
     assert await _on(url, _model_drift) == []  # back to exactly what the models say
     assert await _on(url, lambda c: c.execute(text(
         "SELECT count(*) FROM pending_change")).scalar()) == 7
-    assert (await migrate.upgrade(async_url(url))).after == with_example_revision
+    assert (await migrate.upgrade(async_url(url))).after == example
 
 
 async def test_check_mode_refuses_an_old_schema_naming_the_command(

@@ -1,4 +1,5 @@
-"""Exactly one decision wins, in one process and across two processes."""
+"""Exactly one decision wins, in one process and across two processes, edited approvals
+included; the audit trail records the one decision."""
 
 from __future__ import annotations
 
@@ -67,6 +68,70 @@ async def test_fifty_concurrent_decisions_in_one_process_have_one_winner(
         assert r.json()["items"][0]["issueCount"] == 1  # executed exactly once
 
 
+async def _one_decision_recorded(h: Harness, change_id: str, tenant_id: str, final: str
+                                 ) -> list[dict[str, Any]]:
+    """The change's audit entries: its proposal and exactly the winning decision."""
+    token = await h.reviewer_token()
+    r = await h.client.get(f"/api/audit?changeId={change_id}",
+                           headers={"Authorization": f"Bearer {token}"})
+    entries: list[dict[str, Any]] = r.json()["entries"]
+    actions = [e["action"] for e in entries]
+    assert actions == ["change.proposed", f"change.{final.lower()}"] + (
+        ["change.executed"] if final == "Approved" else []), actions
+    assert (await h.runtime.audit.verify(tenant_id)).ok
+    return entries
+
+
+async def test_edited_approvals_racing_every_other_decision_have_one_winner(
+    harness: Harness,
+) -> None:
+    """Edit-approves (each with its own title) race plain approves, rejects and the expiry:
+    one wins, and what was applied is exactly the winner's."""
+    change_id, tenant_id = await _make_due_change(harness)
+    token = await harness.reviewer_token()
+    await _set_expiry(harness, change_id, 0.3)
+    outcomes: dict[int, int] = {}
+
+    async def attempt(i: int) -> None:
+        if i % 4 == 0:
+            r = await harness.client.post(
+                f"/api/mcp/pending-changes/{change_id}/approve",
+                json={"arguments": {"project_key": "WEB", "title": f"edited {i}"}},
+                headers={"Authorization": f"Bearer {token}"})
+        elif i % 4 == 1:
+            r = await harness.approve(token, change_id)
+        elif i % 4 == 2:
+            r = await harness.reject(token, change_id, f"attempt {i}")
+        else:
+            await harness.runtime.changes.expire_due()
+            return
+        outcomes[i] = r.status_code
+
+    async with anyio.create_task_group() as tg:
+        for i in range(48):
+            tg.start_soon(attempt, i)
+    auth = {"Authorization": f"Bearer {token}"}
+    change = (await harness.client.get(f"/api/mcp/pending-changes/{change_id}",
+                                       headers=auth)).json()
+    final = change["status"]
+    winners = [i for i, code in outcomes.items() if code == 200]
+    assert all(code in (200, 409) for code in outcomes.values()), outcomes
+    assert len(winners) == (0 if final == "Expired" else 1), (final, outcomes)
+    entries = await _one_decision_recorded(harness, change_id, tenant_id, final)
+    if final != "Approved":
+        assert change["edited"] is False and change["arguments"] == change["proposedArguments"]
+        return
+    [winner] = winners
+    title = f"edited {winner}" if winner % 4 == 0 else "Fix the login page"
+    assert change["edited"] is (winner % 4 == 0) and change["arguments"]["title"] == title
+    assert change["proposedArguments"]["title"] == "Fix the login page"
+    assert entries[1]["data"]["edited"] is change["edited"]
+    r = await harness.client.get("/api/issues/WEB-1", headers=auth)
+    assert r.json()["title"] == title  # the winner's arguments, applied once
+    r = await harness.client.get("/api/projects", headers=auth)
+    assert r.json()["items"][0]["issueCount"] == 1
+
+
 async def test_fifty_attempts_from_two_processes_have_one_winner(harness: Harness) -> None:
     change_id, tenant_id = await _make_due_change(harness)
     url = harness.settings.database_url
@@ -107,3 +172,14 @@ async def test_fifty_attempts_from_two_processes_have_one_winner(harness: Harnes
     assert conflicts == approve_reject_attempts - (1 if final != "Expired" else 0)
     r = await harness.client.get("/api/projects", headers={"Authorization": f"Bearer {token}"})
     assert r.json()["items"][0]["issueCount"] == (1 if final == "Approved" else 0)
+    # Half the approvals were edited (each with its worker's own title): the applied
+    # arguments are one winner's, and the trail has the one decision.
+    change = (await harness.client.get(f"/api/mcp/pending-changes/{change_id}",
+                                           headers={"Authorization": f"Bearer {token}"})).json()
+    if final == "Approved":
+        title = change["arguments"]["title"]
+        assert change["edited"] is title.startswith("edited by")
+        issue = await harness.client.get("/api/issues/WEB-1",
+                                         headers={"Authorization": f"Bearer {token}"})
+        assert issue.json()["title"] == title
+    await _one_decision_recorded(harness, change_id, tenant_id, final)

@@ -382,3 +382,23 @@ async def test_watch_reconnects_when_the_server_falls_silent(tmp_path: Path) -> 
             assert json.loads(line)["catchUp"] is True
             assert proxy.links >= 2
         tg.cancel_scope.cancel()
+
+
+async def test_approve_with_arguments_applies_the_reviewers_edit(tmp_path: Path) -> None:
+    async with site(tmp_path) as s:
+        cid = await s.propose("Fix the logn page")
+        edited = {"project_key": "WEB", "title": "Fix the login page", "priority": "High"}
+        r = await s.changes("approve", cid, "--arguments", json.dumps(edited), "--json")
+        assert r.returncode == 0, r.stderr
+        change = json.loads(r.stdout)
+        assert change["edited"] is True and change["editedBy"] == "alice"
+        assert change["arguments"]["title"] == "Fix the login page"
+        assert change["proposedArguments"]["title"] == "Fix the logn page"
+        r = await s.call("GET", "/api/issues/WEB-1")
+        assert r.json()["title"] == "Fix the login page" and r.json()["priority"] == "High"
+        other = await s.propose("Another")
+        bad = await s.changes("approve", other, "--arguments", '{"project_key": "WEB"}')
+        assert bad.returncode == 1 and "title" in bad.stderr and "(HTTP 400)" in bad.stderr
+        assert (await s.change(other))["status"] == "Pending"
+        shown = await s.changes("show", cid)
+        assert "edited by:" in shown.stdout and "alice" in shown.stdout

@@ -458,3 +458,25 @@ async def test_a_revoked_key_is_closed_within_the_interval_while_tokens_expire(
         # at the first connection it closed needed one pass per reviewer: 13 intervals.
         close = await agent.drain_until(lambda m: m.get("type") == 7, within=4 * interval)
         assert "revoked" in close["error"]
+
+
+async def test_the_snapshot_says_who_and_why_and_the_event_says_edited(env: HubEnv) -> None:
+    t = await env.tenant("acme")
+    agent = dataclasses.replace(t.agent, key_name="test")
+    change = await env.runtime.changes.propose(
+        agent, "create_issue", {"project_key": "WEB", "title": "Fix logn"},
+        rationale="Login is broken for everyone.")
+    ws = await open_ws(env.ws_url, t.key)
+    snapshot = (await ws.invoke("SubscribeToPendingChange", change.id))["result"]
+    assert snapshot["proposedBy"] == {"keyId": t.key_id, "keyName": "test"}
+    assert snapshot["rationale"] == "Login is broken for everyone."
+    assert snapshot["proposedArguments"] == snapshot["arguments"]
+    assert snapshot["edited"] is False and snapshot["editedBy"] is None
+    await env.runtime.changes.approve(t.reviewer, change.id,
+                                      {"project_key": "WEB", "title": "Fix login"})
+    event = await ws.next()
+    assert event["target"] == "PendingChangeApproved"
+    payload = event["arguments"][0]
+    assert payload["edited"] is True and payload["approvedBy"] == "rita"
+    assert payload["arguments"]["title"] == "Fix login"
+    assert payload["executionResult"]["success"] is True

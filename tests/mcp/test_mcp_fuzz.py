@@ -58,14 +58,14 @@ VALID: dict[str, dict[str, Any]] = {
 }
 # Every parameter of every tool (checked against the live schemas below).
 PARAMS: dict[str, list[str]] = {
-    "create_project": ["key", "name", "description", "expires_in_seconds"],
+    "create_project": ["key", "name", "description", "expires_in_seconds", "rationale"],
     "create_issue": ["project_key", "title", "description", "type", "priority", "assignee",
-                     "expires_in_seconds"],
+                     "expires_in_seconds", "rationale"],
     "update_issue": ["issue_key", "title", "description", "type", "priority", "assignee",
-                     "expires_in_seconds"],
-    "update_status": ["issue_key", "status", "expires_in_seconds"],
-    "add_comment": ["issue_key", "body", "author", "expires_in_seconds"],
-    "delete_issue": ["issue_key", "expires_in_seconds"],
+                     "expires_in_seconds", "rationale"],
+    "update_status": ["issue_key", "status", "expires_in_seconds", "rationale"],
+    "add_comment": ["issue_key", "body", "author", "expires_in_seconds", "rationale"],
+    "delete_issue": ["issue_key", "expires_in_seconds", "rationale"],
     "get_pending_change": ["pending_change_id"],
     "list_pending_changes": ["status", "page", "page_size"],
     "list_projects": [],

@@ -206,3 +206,49 @@ async def test_workspace_reads_are_scoped_to_the_tenant(server: Harness) -> None
     assert issue.is_error
     assert listed.structured_content is not None and listed.structured_content["total"] == 0
     assert proposal.is_error and "project WEB does not exist" in _text(proposal)
+
+
+@MODES
+async def test_every_proposing_tool_asks_why_and_the_change_says_who_and_why(
+    server: Harness, mode: Mode
+) -> None:
+    await server.project()
+    key = await server.agent_key(name="triage-bot")
+    async with mcp_client(server, key, mode) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        for name in PROPOSING:
+            rationale = tools[name].input_schema["properties"]["rationale"]
+            assert "why" in rationale["description"].lower(), name
+            assert "rationale" not in tools[name].input_schema.get("required", [])
+        proposal = await propose_issue(client, rationale="Users cannot sign in on Safari.")
+        change = await read_json(client, proposal["resourceUri"])
+        too_long = await client.call_tool("create_issue", {
+            "project_key": "WEB", "title": "x", "rationale": "y" * 2001})
+        listed = await client.call_tool("list_pending_changes", {})
+    assert change["rationale"] == "Users cannot sign in on Safari."
+    assert change["proposedBy"]["keyName"] == "triage-bot" and change["proposedBy"]["keyId"]
+    assert change["proposedArguments"] == change["arguments"] and change["edited"] is False
+    assert too_long.is_error and "rationale" in _text(too_long) and "2000" in _text(too_long)
+    assert listed.structured_content is not None and listed.structured_content["total"] == 1
+
+
+async def test_the_agent_reads_that_its_change_was_edited_and_what_was_applied(
+    server: Harness,
+) -> None:
+    key = await _key(server)
+    token = await server.reviewer_token(user="rita")
+    async with mcp_client(server, key) as client:
+        proposal = await propose_issue(client, title="Fix teh login")
+        r = await server.client.post(
+            f"/api/mcp/pending-changes/{proposal['pendingChangeId']}/approve",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"arguments": {"project_key": "WEB", "title": "Fix the login"}})
+        assert r.status_code == 200, r.text
+        change = await read_json(client, proposal["resourceUri"])
+        via_tool = await client.call_tool("get_pending_change",
+                                          {"pending_change_id": proposal["pendingChangeId"]})
+    assert (change["status"], change["edited"], change["editedBy"]) == ("Approved", True, "rita")
+    assert change["arguments"]["title"] == "Fix the login"
+    assert change["proposedArguments"]["title"] == "Fix teh login"
+    assert via_tool.structured_content is not None
+    assert via_tool.structured_content["edited"] is True

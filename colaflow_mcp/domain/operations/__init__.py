@@ -31,6 +31,12 @@ class ProposalOptions(Args):
         description="Optional: seconds the proposal stays open for review before it expires "
                     "(capped by the server's maximum review window).",
     )
+    rationale: str | None = Field(
+        default=None, max_length=2000,
+        description="Why you want this change, in a sentence or two, for the human "
+                    "reviewer: the goal or request it serves and what you checked. Shown "
+                    "beside the diff; at most 2000 characters.",
+    )
 
 
 # What every proposing tool returns.
