@@ -25,10 +25,13 @@ from colaflow_mcp.delivery.backplane import Backplane, make_backplane
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.delivery.outbox import Outbox
 from colaflow_mcp.delivery.recovery import Recovery
+from colaflow_mcp.delivery.webhooks import WebhookSender
+from colaflow_mcp.domain import audit as audit_trail
 from colaflow_mcp.domain.audit import AuditLog
 from colaflow_mcp.domain.auth import Authenticator, KeyVerifier, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.domain.queries import Queries
+from colaflow_mcp.domain.webhooks import WebhookRecorder
 from colaflow_mcp.hub.server import HubServer
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from colaflow_mcp.rest.routes import RestApi
@@ -65,6 +68,7 @@ class Runtime:
     hub: HubServer
     mcp: McpEndpoint
     supervisor: Supervisor
+    webhooks: WebhookSender
 
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
@@ -81,7 +85,11 @@ class Runtime:
         notifier = Notifier(db, s.db_call_seconds, s.review_queue_size,
                             s.review_queue_recent_decisions)
         outbox = Outbox(db, notifier, bus, s.outbox_size, s.announce_marker_linger_seconds)
-        changes = ChangeService(db, outbox, s)
+        webhooks = WebhookSender(db, s)
+        # Deliveries are queued in each proposal's and decision's own transaction; the
+        # commit rings the sender. (The audit trail last: it holds its tenant's lock.)
+        queue = WebhookRecorder(s.webhook_schedule()[0], webhooks.nudge)
+        changes = ChangeService(db, outbox, s, recorders=(queue, audit_trail.record))
         queries = Queries(db)
         runtime = cls(
             s, db, keys, tokens, auth, bus, notifier, outbox, Recovery(db, notifier, bus),
@@ -89,6 +97,7 @@ class Runtime:
             McpEndpoint(s, auth, changes, queries, notifier),
             Supervisor(max_backoff=s.loop_max_backoff_seconds,
                        stop_grace=s.shutdown_grace_seconds),
+            webhooks,
         )
         runtime._declare_work()
         return runtime
@@ -152,6 +161,7 @@ class Runtime:
         sv.loop("announce-sweep", self._sweep)
         sv.loop("reconcile", self._reconcile)
         sv.loop("revocation", self._revoke)
+        sv.loop("webhooks", lambda: self.webhooks.run(sv.stopping, sv.pause))
 
     async def _listen(self) -> None:
         # Whatever was published while we were not listening is recovered from the rows.
