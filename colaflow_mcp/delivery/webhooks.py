@@ -23,9 +23,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -104,6 +104,9 @@ class WebhookSender:
         self._tg: anyio.abc.TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
 
+    async def _resolve(self, host: str, port: int) -> Sequence[str]:
+        return await self.resolve(host, port)
+
     # -- the doorbell ---------------------------------------------------------------------
 
     def nudge(self) -> None:
@@ -128,7 +131,7 @@ class WebhookSender:
         self._loop_thread = threading.get_ident()
         s = self.settings
         http = webhook_http.client(s.webhook_allow_private_networks, s.webhook_timeout_seconds,
-                                   s.webhook_max_in_flight, self.resolve)
+                                   s.webhook_max_in_flight, self._resolve)
         try:
             async with http, anyio.create_task_group() as tg:
                 self._http, self._tg = http, tg
@@ -151,10 +154,7 @@ class WebhookSender:
         room = min(s.webhook_batch_size, s.webhook_max_in_flight * 2 - self._held)
         if room <= 0:
             return False
-        now_m = time.monotonic()
-        busy = [ep for ep, st in self._endpoints.items()
-                if st.cool_until > now_m
-                or st.in_flight + len(st.waiting) >= s.webhook_endpoint_concurrency]
+        busy = self._busy()
         dialect = "sqlite" if self.db.is_sqlite else "postgresql"
         stmt = statements.CLAIM_WEBHOOK_DELIVERIES[(dialect, bool(busy))]
         now = utcnow()
@@ -175,6 +175,12 @@ class WebhookSender:
         self._start_ready()
         return len(claimed) >= room
 
+    def _busy(self) -> list[str]:
+        """Endpoints that get no claim now: backing off, or holding all they may."""
+        now_m, most = time.monotonic(), self.settings.webhook_endpoint_concurrency
+        return [ep for ep, st in self._endpoints.items()
+                if st.cool_until > now_m or st.in_flight + len(st.waiting) >= most]
+
     async def _idle_seconds(self) -> float:
         """How long to wait for a doorbell: until the next retry or the end of a backoff
         this instance knows of, at most the poll interval."""
@@ -183,13 +189,17 @@ class WebhookSender:
         for st in self._endpoints.values():
             if st.cool_until > now_m:
                 wait = min(wait, st.cool_until - now_m)
+        busy = self._busy()
         async with self.db.read() as session:
-            due: datetime | None = (await session.execute(statements.NEXT_WEBHOOK_DUE)
-                                    ).scalar()
+            conn = await session.connection()
+            due: datetime | None = (await conn.execute(
+                statements.NEXT_WEBHOOK_DUE[bool(busy)],
+                {"p_busy": busy} if busy else {})).scalar()
         if due is not None:
-            ahead = (due - utcnow()).total_seconds()
-            if ahead > 0:
-                wait = min(wait, ahead)
+            if due.tzinfo is None:  # SQLite keeps no offset: the column is UTC
+                due = due.replace(tzinfo=UTC)
+            # Due already (it fell due after the claim): look again at once.
+            wait = min(wait, (due - utcnow()).total_seconds())
         return max(wait, 0.0)
 
     def _start_ready(self) -> None:

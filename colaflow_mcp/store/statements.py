@@ -164,9 +164,15 @@ FINISH_WEBHOOK_ATTEMPT = _DELIVERY.update().where(
          finished_at=bindparam("p_finished", type_=_DELIVERY.c.finished_at.type),
          lease_until=None, claimed_by=None)
 
-# When the sender should look next: the earliest due time of a pending delivery.
-NEXT_WEBHOOK_DUE = select(func.min(_DELIVERY.c.next_attempt_at)).where(
-    _DELIVERY.c.state == "pending")
+# When the sender should look next: the earliest due time of a pending delivery (not for
+# the endpoints in ``p_busy``, with True).
+NEXT_WEBHOOK_DUE = {
+    busy: select(func.min(_DELIVERY.c.next_attempt_at)).where(
+        _DELIVERY.c.state == "pending",
+        *([_DELIVERY.c.endpoint_id.not_in(bindparam("p_busy", expanding=True))]
+          if busy else []))
+    for busy in (False, True)
+}
 
 # Give back a claimed delivery unattempted (``p_id``, ``p_me``, ``p_attempt``, ``p_now``:
 # when it is due again): the instance is stopping, or its endpoint is backing off.
