@@ -103,6 +103,10 @@ class WebhookSender:
         self._held = 0  # claimed and not yet finished (waiting or in flight)
         self._tg: anyio.abc.TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
+        # Finished attempts not yet written: (the delivery's update, the attempt's row,
+        # the result), written together by one transaction (``_flush``).
+        self._records: list[tuple[dict[str, Any], dict[str, Any], str]] = []
+        self._records_ready = anyio.Event()
 
     async def _resolve(self, host: str, port: int) -> Sequence[str]:
         return await self.resolve(host, port)
@@ -135,6 +139,7 @@ class WebhookSender:
         try:
             async with http, anyio.create_task_group() as tg:
                 self._http, self._tg = http, tg
+                tg.start_soon(self._write_records)
                 try:
                     while not stopping.is_set():
                         wake = self._wake = anyio.Event()
@@ -146,6 +151,8 @@ class WebhookSender:
                     tg.cancel_scope.cancel()  # in-flight attempts give their rows back
         finally:
             self._http = self._tg = None
+            with anyio.CancelScope(shield=True):
+                await self._flush()
             await self._release_waiting()
 
     async def _claim_and_start(self) -> bool:
@@ -273,7 +280,8 @@ class WebhookSender:
         return Outcome(status, latency, error)
 
     async def _finish(self, c: Claimed, outcome: Outcome, st: _Endpoint) -> None:
-        """Record the attempt and the delivery's next state (one transaction)."""
+        """Queue the attempt's record and the delivery's next state for ``_flush``; after a
+        failure, the endpoint backs off."""
         now = utcnow()
         if outcome.ok:
             state, due, result = "succeeded", None, "succeeded"
@@ -287,25 +295,47 @@ class WebhookSender:
         attempt = {"delivery_id": c.id, "attempt": c.attempt, "at": now,
                    "status_code": outcome.status_code, "latency_ms": outcome.latency_ms,
                    "error": outcome.error}
+        # Until written, the claim's lease keeps the delivery this instance's.
+        self._records.append((params, attempt, result))
+        self._records_ready.set()
+        if outcome.ok:
+            st.failures = 0
+            return
+        logger.info("webhook %s to %s: attempt %d failed: %s", c.id, origin_of(c.url),
+                    c.attempt, outcome.error)
+        s = self.settings
+        st.failures += 1
+        backoff = min(s.webhook_endpoint_backoff_seconds * 2 ** (st.failures - 1),
+                      s.webhook_endpoint_max_backoff_seconds)
+        st.cool_until = time.monotonic() + backoff
+        await self._give_back(st, now + timedelta(seconds=backoff))
+
+    async def _write_records(self) -> None:
+        """Write finished attempts as they come, all that gathered in one transaction."""
+        while True:
+            await self._records_ready.wait()
+            self._records_ready = anyio.Event()
+            with anyio.CancelScope(shield=True):
+                await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._records = self._records, []
+        if not batch:
+            return
 
         def record(session: Session) -> None:
             conn = session.connection()
-            conn.execute(statements.FINISH_WEBHOOK_ATTEMPT, params)
-            conn.execute(statements.INSERT_WEBHOOK_ATTEMPT, attempt)
+            conn.execute(statements.FINISH_WEBHOOK_ATTEMPT, [b[0] for b in batch])
+            conn.execute(statements.INSERT_WEBHOOK_ATTEMPT, [b[1] for b in batch])
 
-        await self.db.transact(record)
-        self.results[result] += 1
-        if outcome.ok:
-            st.failures = 0
-        else:
-            logger.info("webhook %s to %s: attempt %d failed: %s", c.id, origin_of(c.url),
-                        c.attempt, outcome.error)
-            s = self.settings
-            st.failures += 1
-            backoff = min(s.webhook_endpoint_backoff_seconds * 2 ** (st.failures - 1),
-                          s.webhook_endpoint_max_backoff_seconds)
-            st.cool_until = time.monotonic() + backoff
-            await self._give_back(st, now + timedelta(seconds=backoff))
+        try:
+            await self.db.transact(record)
+        except Exception:  # their leases run out: the deliveries are sent again
+            logger.exception("recording %d webhook attempts failed", len(batch))
+            return
+        for _, _, result in batch:
+            self.results[result] += 1
+        self._wake.set()  # a retry's due time is in the table now
         self.attempt_recorded.set()
         self.attempt_recorded = anyio.Event()
 
