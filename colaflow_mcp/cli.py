@@ -98,6 +98,28 @@ def _parser() -> argparse.ArgumentParser:
     ae = asub.add_parser("export", help="print a tenant's entries as JSON lines, oldest first")
     ae.add_argument("--tenant", required=True)
 
+    _webhooks_parser(sub)
+
+    db = sub.add_parser("db", help="schema migrations (operators)")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    du = dsub.add_parser("upgrade", help="upgrade the schema (to the latest revision)")
+    du.add_argument("--to", default="head", help="a revision id (default: head)")
+    dd = dsub.add_parser("downgrade", help="downgrade the schema to a revision")
+    dd.add_argument("revision", help="a revision id, -1 for one back, base for no tables")
+    dc = dsub.add_parser("current", help="the database's revision")
+    dh = dsub.add_parser("history", help="every revision this release knows, newest first")
+    dr = dsub.add_parser("revision", help="(developers) write a new revision from the "
+                         "models' difference with the database, which must be at head")
+    dr.add_argument("-m", "--message", required=True)
+    dr.add_argument("--empty", action="store_true", help="no autogenerate: an empty revision")
+    for cmd in (du, dd, dc, dh, dr):
+        cmd.add_argument("--json", action="store_true")
+
+    reviewer_cli.add_parser(sub)
+    return p
+
+
+def _webhooks_parser(sub: Any) -> None:
     hooks = sub.add_parser("webhooks", help="signed outbound webhooks (operators)")
     hsub = hooks.add_subparsers(dest="webhooks_command", required=True)
     ha = hsub.add_parser("add", help="add an endpoint; prints its signing secret once")
@@ -118,24 +140,6 @@ def _parser() -> argparse.ArgumentParser:
     hd.add_argument("--tenant", help="only if the endpoint is this tenant's")
     hd.add_argument("--limit", type=int, default=50)
     hd.add_argument("--json", action="store_true")
-
-    db = sub.add_parser("db", help="schema migrations (operators)")
-    dsub = db.add_subparsers(dest="db_command", required=True)
-    du = dsub.add_parser("upgrade", help="upgrade the schema (to the latest revision)")
-    du.add_argument("--to", default="head", help="a revision id (default: head)")
-    dd = dsub.add_parser("downgrade", help="downgrade the schema to a revision")
-    dd.add_argument("revision", help="a revision id, -1 for one back, base for no tables")
-    dc = dsub.add_parser("current", help="the database's revision")
-    dh = dsub.add_parser("history", help="every revision this release knows, newest first")
-    dr = dsub.add_parser("revision", help="(developers) write a new revision from the "
-                         "models' difference with the database, which must be at head")
-    dr.add_argument("-m", "--message", required=True)
-    dr.add_argument("--empty", action="store_true", help="no autogenerate: an empty revision")
-    for cmd in (du, dd, dc, dh, dr):
-        cmd.add_argument("--json", action="store_true")
-
-    reviewer_cli.add_parser(sub)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
