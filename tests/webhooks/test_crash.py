@@ -10,12 +10,13 @@ from typing import Any
 
 import anyio
 import asyncpg
+import httpx
 import pytest
 
 from tests.scale.cluster import cluster
 from tests.webhooks.receiver import receiver
 
-pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = pytest.mark.anyio
 
 
 async def claimer(database_url: str, delivery_id: str) -> str | None:
@@ -28,6 +29,8 @@ async def claimer(database_url: str, delivery_id: str) -> str | None:
         await conn.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 async def test_a_killed_sender_is_replaced_and_the_receiver_processes_once(
         tmp_path: Path) -> None:
     async with receiver() as r, cluster(tmp_path) as c:
@@ -67,3 +70,37 @@ async def test_a_killed_sender_is_replaced_and_the_receiver_processes_once(
             assert item["id"] == first.id and item["state"] == "succeeded"
             # The killed instance's attempt left no record; the survivor's is the second.
             assert [(x["attempt"], x["statusCode"]) for x in item["attempts"]] == [(2, 200)]
+
+
+async def test_a_delivery_cut_off_by_kill_9_is_sent_after_a_restart(tmp_path: Path) -> None:
+    """One instance on SQLite, killed while its attempt waits for an answer; started again
+    on the same database, it sends the delivery again, same id; processed once."""
+    from tests.core.test_cli import cli
+    from tests.procs import AsyncServe
+    from tests.webhooks.test_example import add_webhook
+
+    key = json.loads(cli(tmp_path, "keys", "create", "--tenant", "acme", "--json").stdout)
+    cli(tmp_path, "projects", "create", "--tenant", "acme", "--key", "WEB", "--name", "Web")
+    env = {"COLAFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+           "COLAFLOW_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+           "COLAFLOW_WEBHOOK_TIMEOUT_SECONDS": "1",  # a lease of 6.5 s
+           "COLAFLOW_WEBHOOK_POLL_INTERVAL_SECONDS": "0.3"}
+    async with receiver() as r:
+        added = await anyio.to_thread.run_sync(add_webhook, tmp_path, r.url("/in"), env)
+        r.secrets["/in"] = added["secret"]
+        r.scripts["/in"].append("hang")
+        async with AsyncServe(env, tmp_path) as first:
+            async with httpx.AsyncClient(base_url=first.base_url) as c:
+                made = await c.post("/api/mcp/pending-changes", json={
+                    "tool": "create_issue",
+                    "arguments": {"project_key": "WEB", "title": "Hi"}},
+                    headers={"Authorization": f"Bearer {key['key']}"})
+                assert made.status_code == 201
+            await r.wait_for(lambda: len(r.received) == 1)
+            first.kill()
+            port = first.port
+        async with AsyncServe(env, tmp_path, port=port):
+            await r.wait_for(lambda: len(r.processed) == 1, within=30)
+        assert {x.id for x in r.received} == set(r.processed) and len(r.received) == 2
+        assert all(x.verified for x in r.received) and r.concurrent_ids == []
+        assert r.received[0].payload["data"]["pendingChangeId"] == made.json()["id"]
