@@ -143,6 +143,7 @@ class Runtime:
             "reviewQueues": self.notifier.queue_subscriber_count(),
             "hub": self.hub.status(),
             "mcp": self.mcp.status(),
+            "webhooks": self.webhooks.status(),
         }
 
     # -- the background work --------------------------------------------------------------

@@ -108,6 +108,10 @@ class WebhookSender:
         self._records: list[tuple[dict[str, Any], dict[str, Any], str]] = []
         self._records_ready = anyio.Event()
 
+    def status(self) -> dict[str, Any]:
+        """For ``/health``: attempts in flight and held here, and results since start."""
+        return {"inFlight": self._in_flight, "held": self._held, **self.results}
+
     async def _resolve(self, host: str, port: int) -> Sequence[str]:
         return await self.resolve(host, port)
 

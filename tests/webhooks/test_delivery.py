@@ -156,7 +156,9 @@ async def test_the_last_failed_attempt_is_final(any_database_url: str) -> None:
         assert item["state"] == "failed" and item["finishedAt"] is not None
         assert [a["statusCode"] for a in item["attempts"]] == [500, 500, 500]  # the schedule
         assert len(r.received) == 3 and r.processed == {}
-        assert h.runtime.webhooks.results["failed"] == 1
+        health = (await h.client.get("/health")).json()
+        assert health["webhooks"]["failed"] == 1 and health["webhooks"]["retrying"] == 2
+        assert health["loops"]["webhooks"] is True
 
 
 async def test_a_refused_connection_is_recorded_and_retried(any_database_url: str) -> None:
