@@ -145,7 +145,13 @@ class WebhookSender:
                 self._http, self._tg = http, tg
                 tg.start_soon(self._write_records)
                 try:
+                    last_claim = 0.0
                     while not stopping.is_set():
+                        # Commits ring often under load: one claim takes what gathered.
+                        gap = last_claim + s.webhook_batch_linger_seconds - time.monotonic()
+                        if gap > 0:
+                            await anyio.sleep(gap)
+                        last_claim = time.monotonic()
                         wake = self._wake = anyio.Event()
                         if await self._claim_and_start():
                             continue  # a full batch: more may be due
@@ -167,7 +173,8 @@ class WebhookSender:
             return False
         busy = self._busy()
         dialect = "sqlite" if self.db.is_sqlite else "postgresql"
-        stmt = statements.CLAIM_WEBHOOK_DELIVERIES[(dialect, bool(busy))]
+        expired = statements.CLAIM_WEBHOOK_DELIVERIES[(dialect, True, bool(busy))]
+        due = statements.CLAIM_WEBHOOK_DELIVERIES[(dialect, False, bool(busy))]
         now = utcnow()
         params: dict[str, Any] = {"p_now": now, "p_limit": room, "p_me": self.me,
                                   "p_lease": now + timedelta(seconds=s.webhook_lease_seconds)}
@@ -175,7 +182,10 @@ class WebhookSender:
             params["p_busy"] = busy
 
         def claim(session: Session) -> list[Claimed]:
-            rows = session.connection().execute(stmt, params).all()
+            conn = session.connection()
+            rows = list(conn.execute(expired, params).all())  # few: orphaned by a crash
+            if len(rows) < room:
+                rows += conn.execute(due, {**params, "p_limit": room - len(rows)}).all()
             return [Claimed(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]),
                             str(r[6]), str(r[7])) for r in rows]
 
@@ -249,11 +259,17 @@ class WebhookSender:
         except Exception:  # the database failed: the lease runs out, it is sent again
             logger.exception("webhook delivery %s: recording the attempt failed", c.id)
         finally:
+            s = self.settings
+            # Claims skipped this endpoint (or all) while it was full: look again now.
+            full = (st.in_flight >= s.webhook_endpoint_concurrency
+                    or self._in_flight >= s.webhook_max_in_flight
+                    or self._held >= s.webhook_max_in_flight * 2)
             st.in_flight -= 1
             self._in_flight -= 1
             self._held -= 1
             self._start_ready()
-            self._wake.set()
+            if full:
+                self._wake.set()
 
     async def post(self, c: Claimed) -> Outcome:
         """Sign and send one attempt, bounded by the timeout as a whole."""
@@ -318,6 +334,7 @@ class WebhookSender:
         """Write finished attempts as they come, all that gathered in one transaction."""
         while True:
             await self._records_ready.wait()
+            await anyio.sleep(self.settings.webhook_batch_linger_seconds)
             self._records_ready = anyio.Event()
             with anyio.CancelScope(shield=True):
                 await self._flush()
@@ -339,7 +356,8 @@ class WebhookSender:
             return
         for _, _, result in batch:
             self.results[result] += 1
-        self._wake.set()  # a retry's due time is in the table now
+        if any(result == "retrying" for _, _, result in batch):
+            self._wake.set()  # a retry's due time is in the table now
         self.attempt_recorded.set()
         self.attempt_recorded = anyio.Event()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -118,28 +118,33 @@ INSERT_WEBHOOK_DELIVERY = _DELIVERY.insert()
 INSERT_WEBHOOK_ATTEMPT = _ATTEMPT.insert()
 
 
-def _due_ids(limit_busy: bool, skip_locked: bool) -> Any:
-    """Ids of deliveries due now (``p_now``): pending and due, or claimed by an instance
-    whose lease ran out (it died mid-attempt); oldest due first, at most ``p_limit``,
-    none for the endpoints in ``p_busy``."""
+def _due_ids(expired: bool, limit_busy: bool, skip_locked: bool) -> Any:
+    """Ids of deliveries due now (``p_now``), at most ``p_limit``, none for the endpoints
+    in ``p_busy``: pending ones whose time came, oldest due first, or (``expired``) ones
+    claimed by an instance whose lease ran out (it died mid-attempt). Each is one range of
+    ``ix_webhook_delivery_due`` (an ``OR`` of the two would scan the table)."""
     d = _DELIVERY.c
     now: Any = bindparam("p_now", type_=d.next_attempt_at.type)
-    query = select(d.id).where(or_(
-        and_(d.state == "pending", d.next_attempt_at <= now),
-        and_(d.state == "delivering", d.lease_until < now)))
+    if expired:
+        query = select(d.id).where(d.state == "delivering", d.lease_until < now)
+    else:
+        query = select(d.id).where(d.state == "pending", d.next_attempt_at <= now)
     if limit_busy:
         query = query.where(d.endpoint_id.not_in(bindparam("p_busy", expanding=True)))
-    query = query.order_by(d.next_attempt_at).limit(bindparam("p_limit"))
+    if not expired:
+        query = query.order_by(d.next_attempt_at)
+    query = query.limit(bindparam("p_limit"))
     return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
-def _claim_deliveries(limit_busy: bool, skip_locked: bool) -> Any:
+def _claim_deliveries(expired: bool, limit_busy: bool, skip_locked: bool) -> Any:
     """Claim due deliveries for this instance (``p_me``) until ``p_lease``: one statement,
     RETURNING what an attempt needs. On PostgreSQL the rows another instance is claiming
     are skipped (``FOR UPDATE SKIP LOCKED``), not waited for; SQLite has one writer."""
     d, e = _DELIVERY.c, _ENDPOINT.c
+    due = _due_ids(expired, limit_busy, skip_locked).scalar_subquery()
     return (_DELIVERY.update()
-            .where(d.id.in_(_due_ids(limit_busy, skip_locked).scalar_subquery()))
+            .where(d.id.in_(due))
             .values(state="delivering", attempts=d.attempts + 1,
                     lease_until=bindparam("p_lease", type_=d.lease_until.type),
                     claimed_by=bindparam("p_me"))
@@ -148,10 +153,11 @@ def _claim_deliveries(limit_busy: bool, skip_locked: bool) -> Any:
                        select(e.secret).where(e.id == d.endpoint_id).scalar_subquery()))
 
 
-# Keyed by (dialect, whether some endpoints are busy).
+# Keyed by (dialect, lease ran out (else: pending and due), whether some endpoints are busy).
 CLAIM_WEBHOOK_DELIVERIES = {
-    (dialect, busy): _claim_deliveries(busy, dialect == "postgresql")
-    for dialect in ("postgresql", "sqlite") for busy in (False, True)
+    (dialect, expired, busy): _claim_deliveries(expired, busy, dialect == "postgresql")
+    for dialect in ("postgresql", "sqlite") for expired in (False, True)
+    for busy in (False, True)
 }
 
 # The end of one attempt (``p_id``, ``p_me``, ``p_attempt``): the delivery's new state,
