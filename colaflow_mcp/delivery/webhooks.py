@@ -107,6 +107,7 @@ class WebhookSender:
         # the result), written together by one transaction (``_flush``).
         self._records: list[tuple[dict[str, Any], dict[str, Any], str]] = []
         self._records_ready = anyio.Event()
+        self._next_retry: datetime | None = None  # the earliest retry this instance planned
 
     def status(self) -> dict[str, Any]:
         """For ``/health``: attempts in flight and held here, and results since start."""
@@ -210,12 +211,18 @@ class WebhookSender:
         for st in self._endpoints.values():
             if st.cool_until > now_m:
                 wait = min(wait, st.cool_until - now_m)
-        busy = self._busy()
-        async with self.db.read() as session:
-            conn = await session.connection()
-            due: datetime | None = (await conn.execute(
-                statements.NEXT_WEBHOOK_DUE[bool(busy)],
-                {"p_busy": busy} if busy else {})).scalar()
+        due = self._next_retry
+        if self._held == 0:
+            # Idle: ask the table (retries planned by other instances, or before a restart).
+            # While attempts are in flight, their ends wake the loop and their retries are
+            # known here: no query per pass under load.
+            busy = self._busy()
+            async with self.db.read() as session:
+                conn = await session.connection()
+                due = (await conn.execute(statements.NEXT_WEBHOOK_DUE[bool(busy)],
+                                          {"p_busy": busy} if busy else {})).scalar()
+        elif due is not None and due <= utcnow():
+            self._next_retry = None  # its claim comes with this pass or the next
         if due is not None:
             if due.tzinfo is None:  # SQLite keeps no offset: the column is UTC
                 due = due.replace(tzinfo=UTC)
@@ -308,6 +315,8 @@ class WebhookSender:
         elif c.attempt < len(self.schedule):
             state, result = "pending", "retrying"
             due = now + timedelta(seconds=self.schedule[c.attempt])
+            if self._next_retry is None or due < self._next_retry:
+                self._next_retry = due
         else:
             state, due, result = "failed", None, "failed"
         params = {"p_id": c.id, "p_me": self.me, "p_attempt": c.attempt, "p_state": state,
