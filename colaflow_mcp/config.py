@@ -149,7 +149,7 @@ class Settings:
     webhook_batch_size: int = 100  # deliveries claimed per query
     # Claims are at least this far apart, and finished attempts wait this long to be
     # written together: under load, one transaction serves many deliveries.
-    webhook_batch_linger_seconds: float = 0.01
+    webhook_batch_linger_seconds: float = 0.05
     webhook_max_in_flight: int = 64  # requests at once, per instance
     webhook_endpoint_concurrency: int = 4  # requests at once to one endpoint, per instance
     # After a failed attempt, an endpoint gets no other delivery for this long (doubling
