@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
+from colaflow_mcp import metrics
 from colaflow_mcp.config import Settings
 from colaflow_mcp.rest.routes import routes as rest_routes
 from colaflow_mcp.runtime import Runtime
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.runtime = runtime
         app.state.rest = runtime.rest
         app.state.health = runtime.health
+        app.state.ready = runtime.ready
+        app.state.metrics = metrics.registry(runtime.live)
         app.state.hub = runtime.hub  # serving.HubAwareServer shuts it down first
         hub_router.target = Starlette(routes=runtime.hub.routes)
         mcp_app.target = runtime.mcp.app

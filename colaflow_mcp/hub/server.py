@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from colaflow_mcp import logs
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.domain.auth import Authenticator, Principal, credential_from
@@ -113,13 +114,14 @@ class HubServer:
             conn = self.registry.lookup(request.query_params.get("id"), principal)
         except NoConnection as exc:
             return PlainTextResponse(exc.detail, status_code=exc.status, headers=NO_STORE)
-        if request.method == "POST":
-            return await self.post(request, conn)
-        if request.method == "DELETE":
-            return await self.long_polling.delete(conn)
-        if "text/event-stream" in request.headers.get("accept", ""):
-            return await self.sse.stream(conn)
-        return await self.long_polling.poll(conn)
+        with logs.context(tenant=principal.tenant_slug, connection_id=conn.connection_id):
+            if request.method == "POST":
+                return await self.post(request, conn)
+            if request.method == "DELETE":
+                return await self.long_polling.delete(conn)
+            if "text/event-stream" in request.headers.get("accept", ""):
+                return await self.sse.stream(conn)
+            return await self.long_polling.poll(conn)
 
     async def post(self, request: Request, conn: HubConnection) -> Response:
         """The send half of SSE and long polling.
@@ -181,7 +183,8 @@ class HubServer:
                 await deny(websocket, 429, refusal)
                 return
             conn = self.registry.create(principal, 1)  # skip-negotiation
-        await self.websockets.serve(websocket, conn)
+        with logs.context(tenant=principal.tenant_slug, connection_id=conn.connection_id):
+            await self.websockets.serve(websocket, conn)
 
     # -- timers, revocation, shutdown -------------------------------------------------
 
@@ -271,6 +274,15 @@ class HubServer:
             for conn in live:
                 if conn.stream_attached or conn.poll_active:
                     await conn.drained.wait()
+
+    def transport_counts(self) -> dict[str, int]:
+        """Open (not closed) connections by transport (for ``/metrics``)."""
+        counts: dict[str, int] = {}
+        for conn in self.registry.by_token.values():
+            if conn.transport is not None and not conn.closed:
+                name = conn.transport.value
+                counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def status(self) -> dict[str, object]:
         """Connections by state and transport, subscriptions held (for ``/health``)."""
