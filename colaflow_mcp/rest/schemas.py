@@ -32,6 +32,8 @@ def invalid(exc: ValidationError, where: str = "") -> InvalidArguments:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "dict_type":
             parts.append(f"{loc or 'body'} must be an object")
+        elif err["type"] == "greater_than" and err.get("ctx", {}).get("gt") == 0:
+            parts.append(f"{loc}: must be a positive number")
         else:
             parts.append(f"{loc}: {msg}" if loc else msg)
     return InvalidArguments("; ".join(parts))
