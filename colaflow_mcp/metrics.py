@@ -46,7 +46,7 @@ NOTIFY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
                   2.5, 5.0, 10.0, 30.0, 60.0)
 
 # No ``*_created`` series: they double every scrape's size and no alert here needs them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PROPOSALS = Counter("colaflow_proposals", "Pending changes proposed, by tool.", ["tool"],
                     registry=None)
