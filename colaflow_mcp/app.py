@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
-from colaflow_mcp import metrics
+from colaflow_mcp import logs, metrics
 from colaflow_mcp.config import Settings
 from colaflow_mcp.rest.routes import routes as rest_routes
 from colaflow_mcp.runtime import Runtime
@@ -53,6 +53,20 @@ class PrefixDispatch:
                     await target(child, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+class LogScope:
+    """Every request and connection logs with a context of its own (``logs.scope``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        with logs.scope():
+            await self.app(scope, receive, send)
 
 
 class _Lazy:
@@ -92,7 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes: list[BaseRoute] = [*rest_routes()]
     prefixes: dict[str, Any] = {HUB_PATH: hub_router, MCP_PATH: mcp_app}
-    middleware = []
+    middleware = [Middleware(LogScope)]
     if settings.allowed_origins:  # outermost, so the hub and MCP answer preflights too
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.allowed_origins),

@@ -32,29 +32,38 @@ def redact(text: str) -> str:
 
 # -- context ------------------------------------------------------------------------------
 
-_TENANT: ContextVar[str | None] = ContextVar("colaflow_log_tenant", default=None)
-_CHANGE: ContextVar[str | None] = ContextVar("colaflow_log_change", default=None)
-_CONNECTION: ContextVar[str | None] = ContextVar("colaflow_log_connection", default=None)
-_FIELDS = (("tenant", _TENANT), ("changeId", _CHANGE), ("connectionId", _CONNECTION))
+# The context of the work at hand: one dict per request or connection (``scope``), filled
+# in as it becomes known (``bind``). Field names as in JSON lines.
+_CONTEXT: ContextVar[dict[str, str] | None] = ContextVar("colaflow_log_context", default=None)
+_NAMES = {"tenant": "tenant", "change_id": "changeId", "connection_id": "connectionId"}
 
 
 @contextmanager
-def context(*, tenant: str | None = None, change_id: str | None = None,
-            connection_id: str | None = None) -> Iterator[None]:
-    """Log lines written inside carry these (the ones given) as context."""
-    tokens = [(var, var.set(value)) for value, var in (
-        (tenant, _TENANT), (change_id, _CHANGE), (connection_id, _CONNECTION))
-        if value is not None]
+def scope() -> Iterator[None]:
+    """A fresh context for one request or connection (the app's outermost layer opens one,
+    so that uvicorn's access line, written while the response starts, carries it too)."""
+    token = _CONTEXT.set({})
     try:
         yield
     finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+        _CONTEXT.reset(token)
+
+
+def bind(*, tenant: str | None = None, change_id: str | None = None,
+         connection_id: str | None = None) -> None:
+    """Add what is now known to the current scope's context (none open: a no-op)."""
+    context = _CONTEXT.get()
+    if context is None:
+        return
+    for name, value in (("tenant", tenant), ("change_id", change_id),
+                        ("connection_id", connection_id)):
+        if value is not None:
+            context[_NAMES[name]] = value
 
 
 def current_context() -> dict[str, str]:
-    """The context of the code running now (the fields that are set)."""
-    return {name: value for name, var in _FIELDS if (value := var.get()) is not None}
+    """The context of the code running now."""
+    return dict(_CONTEXT.get() or {})
 
 
 class JsonFormatter(logging.Formatter):

@@ -95,6 +95,7 @@ class HubServer:
         if refusal is not None:
             return PlainTextResponse(refusal, status_code=429, headers=NO_STORE)
         conn = self.registry.create(principal, version)
+        logs.bind(tenant=principal.tenant_slug, connection_id=conn.connection_id)
         # Stateful reconnect only where the client asks for it (WebSockets, version 1+).
         conn.stateful_allowed = version >= 1 and (
             request.query_params.get("useStatefulReconnect", "").lower() == "true"
@@ -114,14 +115,14 @@ class HubServer:
             conn = self.registry.lookup(request.query_params.get("id"), principal)
         except NoConnection as exc:
             return PlainTextResponse(exc.detail, status_code=exc.status, headers=NO_STORE)
-        with logs.context(tenant=principal.tenant_slug, connection_id=conn.connection_id):
-            if request.method == "POST":
-                return await self.post(request, conn)
-            if request.method == "DELETE":
-                return await self.long_polling.delete(conn)
-            if "text/event-stream" in request.headers.get("accept", ""):
-                return await self.sse.stream(conn)
-            return await self.long_polling.poll(conn)
+        logs.bind(tenant=principal.tenant_slug, connection_id=conn.connection_id)
+        if request.method == "POST":
+            return await self.post(request, conn)
+        if request.method == "DELETE":
+            return await self.long_polling.delete(conn)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return await self.sse.stream(conn)
+        return await self.long_polling.poll(conn)
 
     async def post(self, request: Request, conn: HubConnection) -> Response:
         """The send half of SSE and long polling.
@@ -183,8 +184,8 @@ class HubServer:
                 await deny(websocket, 429, refusal)
                 return
             conn = self.registry.create(principal, 1)  # skip-negotiation
-        with logs.context(tenant=principal.tenant_slug, connection_id=conn.connection_id):
-            await self.websockets.serve(websocket, conn)
+        logs.bind(tenant=principal.tenant_slug, connection_id=conn.connection_id)
+        await self.websockets.serve(websocket, conn)
 
     # -- timers, revocation, shutdown -------------------------------------------------
 

@@ -222,11 +222,7 @@ class McpEndpoint:
                              {"WWW-Authenticate": 'Bearer realm="colaflow"'})(
                 scope, receive, send)
             return
-        with logs.context(tenant=principal.tenant_slug):
-            await self._serve_as(principal, headers, scope, receive, send)
-
-    async def _serve_as(self, principal: Principal, headers: Headers, scope: Scope,
-                        receive: Receive, send: Send) -> None:
+        logs.bind(tenant=principal.tenant_slug)
         scope = dict(scope)
         scope[SCOPE_KEY] = principal
         # The SDK binds each session to the credential that opened it (by client_id):

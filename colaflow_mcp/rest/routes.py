@@ -79,10 +79,9 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return json_error(401, "unauthorized",
                               "missing or invalid credentials: send 'Authorization: Bearer "
                               "<API key or reviewer token>' or 'X-API-Key: <API key>'")
+        logs.bind(tenant=principal.tenant_slug, change_id=request.path_params.get("id"))
         try:
-            with logs.context(tenant=principal.tenant_slug,
-                              change_id=request.path_params.get("id")):
-                return await handler(request, principal, api)
+            return await handler(request, principal, api)
         except InvalidArguments as exc:
             return json_error(400, "invalid_request", str(exc))
         except PayloadTooLarge as exc:
@@ -161,6 +160,7 @@ async def propose(request: Request, p: Principal, api: RestApi) -> Response:
     body = await _body(request, api, ProposeRequest)
     change = await api.changes.propose(p, body.tool, body.arguments, body.expiresInSeconds,
                                        body.rationale)
+    logs.bind(change_id=change.id)
     return JSONResponse(change_to_json(change), status_code=201)
 
 
