@@ -126,11 +126,13 @@ class Runtime:
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         """``/health/ready``: (ready, body naming every check and the failing ones).
 
-        Ready: started and not stopping, the database answers within
+        Ready: started and not shutting down, the database answers within
         ``readiness_timeout_seconds``, every supervised loop and service is alive, and the
         Redis backplane (when configured) is connected.
         """
-        checks: dict[str, bool] = {"running": self.supervisor.running_now}
+        # Not running once shutdown begins (the hub closes first, while still listening).
+        checks: dict[str, bool] = {
+            "running": self.supervisor.running_now and not self.hub.closing}
         db_ok = False
         with anyio.move_on_after(self.settings.readiness_timeout_seconds):
             db_ok = await self.db.ping(quiet=True)

@@ -157,3 +157,13 @@ async def test_readiness_fails_while_the_redis_backplane_is_cut(tmp_path: Path) 
                 while not bus.healthy:
                     await bus.link_changed.wait()
             assert (await ready(h)).status_code == 200
+
+
+async def test_readiness_fails_as_soon_as_shutdown_begins(tmp_path: Path) -> None:
+    url = await database_url_for(default_db_kind(), tmp_path)
+    async with in_process(fast_settings(url)) as h:
+        assert (await ready(h)).status_code == 200
+        await h.runtime.hub.shutdown()  # what a graceful stop does first
+        r = await ready(h)
+        assert r.status_code == 503 and r.json()["failing"] == ["running"], r.text
+        assert (await h.client.get("/health/live")).status_code == 200
