@@ -12,9 +12,8 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
 from colaflow_mcp.config import Settings
@@ -85,10 +84,23 @@ def json_endpoint(handler: JsonHandler, changes_state: bool = False
     return run
 
 
+STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.suffix in (".js", ".css")}
+MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+async def static_file(request: Request) -> Response:
+    """``GET /inbox/static/{name}``: the package's script and style sheet (nothing else)."""
+    path = STATIC.get(request.path_params["name"])
+    if path is None:
+        return PlainTextResponse("not found", status_code=404)
+    return FileResponse(path, media_type=MEDIA[path.suffix],
+                        headers={"cache-control": "no-cache"})
+
+
 def _templates() -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True, undefined=jinja2.StrictUndefined,
+        autoescape=True,
     )
     return Jinja2Templates(env=env)
 
@@ -97,8 +109,7 @@ def build_app(console: Console, routes: list[BaseRoute]) -> Starlette:
     """The console app (paths relative to ``/inbox``), every response with the security
     headers."""
     app = Starlette(
-        routes=[*routes, Mount("/static", StaticFiles(directory=HERE / "static"),
-                               name="static")],
+        routes=[*routes, Route("/static/{name}", static_file, methods=["GET", "HEAD"])],
         middleware=[Middleware(SecurityHeaders)],
     )
     app.state.console = console

@@ -94,7 +94,7 @@ async def change_page(request: Request) -> Response:
     try:
         row = await console.queries.get_change(session.principal, request.path_params["id"])
     except (NotFound, InvalidArguments):
-        return _page(request, "message.html", 404, title="Not found",
+        return _page(request, "message.html", 404, session=session, title="Not found",
                      message="There is no such change in your tenant.", hint="")
     change = change_to_json(row)
     trail = await console.audit.page(session.principal, row.id, None, 200)

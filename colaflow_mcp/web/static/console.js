@@ -246,7 +246,7 @@
   function showFieldErrors(form, fields) {
     for (const el of form.querySelectorAll("[data-kind]")) {
       const message = fields[el.name] || "";
-      const slot = $("err-" + el.name);
+      const slot = $("arg-err-" + el.name);
       if (slot) slot.textContent = message;
       if (message) el.setAttribute("aria-invalid", "true");
       else el.removeAttribute("aria-invalid");
