@@ -57,6 +57,19 @@ def positive_minutes(raw: str) -> float:
     return minutes
 
 
+def _add_login_link(sub: Any) -> None:
+    link = sub.add_parser("login-link", help="print a one-time sign-in link to the reviewer "
+                          "console (/inbox)")
+    link.add_argument("--tenant", required=True)
+    link.add_argument("--user", required=True)
+    link.add_argument("--base-url", default=None,
+                      help="the server's address as the browser reaches it (default: "
+                           "http://HOST:PORT from the settings)")
+    link.add_argument("--ttl-minutes", type=positive_minutes, default=15.0,
+                      help="how long the link can be opened (default 15)")
+    link.add_argument("--json", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="colaflow-mcp", description=__doc__)
     p.add_argument("--database-url", help="overrides COLAFLOW_DATABASE_URL")
@@ -90,17 +103,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="default: COLAFLOW_REVIEWER_TOKEN_TTL_SECONDS (30 days)")
     tok.add_argument("--json", action="store_true")
 
-    link = sub.add_parser("login-link", help="print a one-time sign-in link to the reviewer "
-                          "console (/inbox)")
-    link.add_argument("--tenant", required=True)
-    link.add_argument("--user", required=True)
-    link.add_argument("--base-url", default=None,
-                      help="the server's address as the browser reaches it (default: "
-                           "http://HOST:PORT from the settings)")
-    link.add_argument("--ttl-minutes", type=positive_minutes, default=15.0,
-                      help="how long the link can be opened (default 15)")
-    link.add_argument("--json", action="store_true")
-
+    _add_login_link(sub)
     proj = sub.add_parser("projects", help="manage projects directly (operators)")
     psub = proj.add_subparsers(dest="projects_command", required=True)
     pc = psub.add_parser("create", help="create a project without review")

@@ -14,6 +14,7 @@ from tests.harness import Harness, absent, fast_settings, live_server
 
 CHROMIUM = os.environ.get("COLAFLOW_TEST_CHROMIUM") or shutil.which("chromium") or \
     "/usr/bin/chromium"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ async def server(database_url: str) -> AsyncIterator[Harness]:
 @pytest.fixture
 async def browser(server: Harness) -> AsyncIterator[Any]:
     """Chromium, headless (closed before the server stops)."""
-    if not os.path.exists(CHROMIUM):
+    if not HAVE_CHROMIUM:
         absent("chromium is not installed (apt-get install chromium; scripts/test does)")
     try:
         from playwright.async_api import async_playwright

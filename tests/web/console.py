@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -31,13 +33,14 @@ async def signed_in_page(browser: Any, h: Harness, tenant: str = "acme",
     return page
 
 
+@asynccontextmanager
 async def signed_in_client(h: Harness, tenant: str = "acme", user: str = "alice"
-                           ) -> tuple[httpx.AsyncClient, str]:
+                           ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """An HTTP client holding a session cookie, and the session's CSRF token."""
-    client = httpx.AsyncClient(base_url=h.base_url, timeout=30)
-    r = await client.get(await login_url(h, tenant, user))
-    assert r.status_code == 303 and r.headers["location"] == "/inbox", r.text
-    page = await client.get("/inbox")
-    marker = 'name="csrf-token" content="'
-    start = page.text.index(marker) + len(marker)
-    return client, page.text[start:page.text.index('"', start)]
+    async with httpx.AsyncClient(base_url=h.base_url, timeout=30) as client:
+        r = await client.get(await login_url(h, tenant, user))
+        assert r.status_code == 303 and r.headers["location"] == "/inbox", r.text
+        page = await client.get("/inbox")
+        marker = 'name="csrf-token" content="'
+        start = page.text.index(marker) + len(marker)
+        yield client, page.text[start:page.text.index('"', start)]
