@@ -25,7 +25,10 @@ class DiffRow:
 
 
 def shown(value: Any) -> str:
-    """A field value as text: strings as they are, anything else as JSON."""
+    """A field value as text: strings as they are, nothing as "(none)", anything else as
+    JSON."""
+    if value is None:
+        return "(none)"
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
