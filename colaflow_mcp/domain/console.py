@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import col, select
 
 from colaflow_mcp.domain.auth import Principal
@@ -101,6 +101,10 @@ class ConsoleAuth:
             s.add(ConsoleSession(
                 id_hash=_digest(cookie), tenant_id=tenant_id, user=user, csrf_token=csrf,
                 created_at=now, expires_at=now + timedelta(seconds=self.session_ttl_seconds)))
+            # What no longer works goes with each sign-in: the tables stay small.
+            await s.exec(delete(LoginLink).where(col(LoginLink.expires_at) < now))
+            await s.exec(delete(ConsoleSession).where(
+                col(ConsoleSession.expires_at) < now))
         principal = Principal(kind="reviewer", tenant_id=tenant.id, tenant_slug=tenant.slug,
                               user=user)
         return Opened(cookie, Session(principal, csrf))
