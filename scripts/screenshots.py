@@ -58,7 +58,7 @@ async def main(out: Path) -> None:
     """Take the screenshots into ``out``."""
     from playwright.async_api import async_playwright, expect
 
-    out.mkdir(parents=True, exist_ok=True)
+    await anyio.Path(out).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         settings = fast_settings(f"sqlite:///{Path(tmp) / 'shots.db'}")
         async with live_server(settings) as h, async_playwright() as pw:
@@ -79,7 +79,7 @@ async def main(out: Path) -> None:
                     await page.close()
             finally:
                 await browser.close()
-    print(f"wrote {', '.join(sorted(p.name for p in out.glob('console-*.png')))} to {out}")
+    print(f"wrote console-queue.png, console-diff-desktop.png, console-diff-phone.png to {out}")
 
 
 if __name__ == "__main__":
