@@ -38,6 +38,8 @@ def _signed_out(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """``GET /inbox/login?token=…``: consume the link, start a session, land on /inbox."""
     console = console_of(request)
+    if request.method != "GET":  # a HEAD (link previews, scanners) must not use the link up
+        return Response(status_code=200, media_type="text/html")
     try:
         opened = await console.auth.open_link(request.query_params.get("token") or "")
     except LinkRefused:

@@ -376,3 +376,53 @@ async def test_usable_at_desktop_and_phone_width(server: Harness, browser: Any,
         await expect(button).to_be_in_viewport()
     # Nothing wider than the screen: no sideways scrolling.
     assert await page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+async def test_a_lost_race_is_explained_in_words(server: Harness, browser: Any) -> None:
+    expect = _expect()
+    key = await _agent(server)
+    change = await server.propose(key)
+    page = await signed_in_page(browser, server)
+    # No live stream on this page: the page cannot know the change was decided meanwhile.
+    await page.route("**/inbox/api/events", lambda route: route.abort())
+    await page.goto(f"{server.base_url}/inbox/changes/{change['id']}")
+    await expect(page.locator("#live")).to_have_text(re.compile("Offline"))
+    token = await server.reviewer_token(user="bob")
+    assert (await server.reject(token, change["id"], "bob was first")).status_code == 200
+    await page.get_by_role("button", name="Approve", exact=True).click()
+    await expect(page.get_by_role("alert")).to_have_text(
+        "Nothing was done: this change is already Rejected, decided elsewhere (another "
+        "reviewer, the CLI, or its expiry) while you had it open.")
+    await expect(page.locator("#change-status")).to_have_text("Rejected (decided elsewhere)")
+    await expect(page.get_by_role("button", name="Approve", exact=True)).to_be_disabled()
+
+
+async def test_history_lists_decisions_with_who_edits_results_and_audit(
+        server: Harness, browser: Any) -> None:
+    expect = _expect()
+    key = await _agent(server)
+    approved = await server.propose(key, arguments={**ISSUE, "title": "Approved one"})
+    rejected = await server.propose(key, arguments={**ISSUE, "title": "Rejected one"})
+    page = await signed_in_page(browser, server)
+    await page.goto(f"{server.base_url}/inbox/changes/{approved['id']}")
+    await page.get_by_role("button", name="Edit").click()
+    await page.get_by_role("textbox", name="Title (required)").fill("Approved, edited")
+    await page.get_by_role("button", name="Save and approve").click()
+    await expect(page.locator("#change-status")).to_have_text("Approved by alice")
+    token = await server.reviewer_token(user="bob")
+    assert (await server.reject(token, rejected["id"], "not needed")).status_code == 200
+
+    await page.get_by_role("link", name="History").click()
+    decided = page.get_by_role("list", name="Decided changes").get_by_role("listitem")
+    await expect(decided).to_have_count(2)
+    await expect(decided.nth(0)).to_contain_text("Rejected")
+    await expect(decided.nth(0)).to_contain_text("by bob")
+    await expect(decided.nth(0)).to_contain_text("Reason: not needed")
+    await expect(decided.nth(1)).to_contain_text("Approved")
+    await expect(decided.nth(1)).to_contain_text("edited by alice")
+    await expect(decided.nth(1)).to_contain_text("executed")
+    await decided.nth(1).get_by_role("link").click()
+    trail = page.get_by_role("region", name="Audit trail").get_by_role("listitem")
+    await expect(trail).to_have_count(3)
+    await expect(trail.nth(1)).to_contain_text("change.approved by alice (reviewer) (edited)")
+    await expect(trail.nth(2)).to_contain_text("change.executed by alice (reviewer): success")

@@ -190,3 +190,11 @@ async def test_a_link_from_the_command_signs_in_on_the_server(server: Harness) -
         second = await client.get(url.removeprefix(server.base_url))
     assert (first.status_code, second.status_code) == (303, 403)
     assert "token" not in first.headers["location"]
+
+
+async def test_a_head_request_does_not_use_the_link_up(server: Harness) -> None:
+    url = (await login_url(server)).removeprefix(server.base_url)
+    head = await server.client.head(url)
+    assert head.status_code == 200 and "set-cookie" not in head.headers
+    opened = await server.client.get(url)
+    assert opened.status_code == 303 and "set-cookie" in opened.headers
