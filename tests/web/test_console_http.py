@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from colaflow_mcp.web.security import CSP
-from tests.harness import Harness
+from tests.harness import Harness, fast_settings, live_server
 from tests.web.console import login_url, signed_in_client
 
 pytestmark = pytest.mark.anyio
@@ -198,3 +198,29 @@ async def test_a_head_request_does_not_use_the_link_up(server: Harness) -> None:
     assert head.status_code == 200 and "set-cookie" not in head.headers
     opened = await server.client.get(url)
     assert opened.status_code == 303 and "set-cookie" in opened.headers
+
+
+async def test_a_page_too_far_behind_is_cut_off_to_resync() -> None:
+    from colaflow_mcp.delivery.events import DecisionEvent
+    from colaflow_mcp.web.live import QueueStream
+
+    stream = QueueStream("tenant", size=2)
+    events = [DecisionEvent(f"c{i}", "tenant", "Pending", {}) for i in range(3)]
+    for event in events:
+        stream.deliver(event)  # the third does not fit: the stream ends instead of growing
+    got = [await stream.receive.receive(), await stream.receive.receive()]
+    assert got == events[:2]
+    with pytest.raises(anyio.EndOfStream):
+        await stream.receive.receive()
+
+
+async def test_live_stream_ends_when_the_session_is_logged_out(database_url: str) -> None:
+    settings = fast_settings(database_url, console_keepalive_seconds=0.2)
+    async with live_server(settings) as h, signed_in_client(h) as (client, csrf), \
+            client.stream("GET", "/inbox/api/events") as stream:
+        async with httpx.AsyncClient(base_url=h.base_url, cookies=client.cookies) as other:
+            out = await other.post("/inbox/logout", data={"csrf_token": csrf})
+            assert out.status_code == 200
+        with anyio.fail_after(10):
+            lines = [line async for line in stream.aiter_lines()]
+    assert "event: signedOut" in lines
