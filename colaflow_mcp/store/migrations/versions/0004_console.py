@@ -1,6 +1,6 @@
 """Reviewer console: one-time login links and browser sessions (both stored hashed).
 
-Revision ID: 0005_console
+Revision ID: 0004_console
 Revises: 0003_audit
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_console"
+revision: str = "0004_console"
 down_revision: str | None = "0003_audit"
 branch_labels: str | None = None
 depends_on: str | None = None
