@@ -1,4 +1,5 @@
-"""The Starlette app: REST, the MCP endpoint and the hub, under one lifespan.
+"""The Starlette app: REST, the MCP endpoint, the hub and the reviewer console (``/inbox``),
+under one lifespan.
 
 The lifespan builds the :class:`~colaflow_mcp.runtime.Runtime` and runs it; the runtime's
 supervisor owns every background task.
@@ -16,10 +17,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
+from colaflow_mcp import logs, metrics
 from colaflow_mcp.config import Settings
 from colaflow_mcp.rest.routes import routes as rest_routes
 from colaflow_mcp.runtime import Runtime
 from colaflow_mcp.store.engine import redact_url
+from colaflow_mcp.web.app import console_app
+from colaflow_mcp.web.console import PREFIX as CONSOLE_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,20 @@ class PrefixDispatch:
         await self.app(scope, receive, send)
 
 
+class LogScope:
+    """Every request and connection logs with a context of its own (``logs.scope``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        with logs.scope():
+            await self.app(scope, receive, send)
+
+
 class _Lazy:
     """Routes are fixed at construction, components exist only once the lifespan runs."""
 
@@ -69,7 +87,7 @@ class _Lazy:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; its lifespan opens the database and starts the background loops."""
     settings = settings or Settings.from_env()
-    hub_router, mcp_app = _Lazy(), _Lazy()
+    hub_router, mcp_app, console = _Lazy(), _Lazy(), _Lazy()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -81,15 +99,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.runtime = runtime
         app.state.rest = runtime.rest
         app.state.health = runtime.health
+        app.state.ready = runtime.ready
+        app.state.metrics = metrics.registry(runtime.live)
         app.state.hub = runtime.hub  # serving.HubAwareServer shuts it down first
+        app.state.console = runtime.console  # and ends the console's live streams
         hub_router.target = Starlette(routes=runtime.hub.routes)
         mcp_app.target = runtime.mcp.app
+        console.target = console_app(runtime.console)
         async with runtime.running():
             yield
 
     routes: list[BaseRoute] = [*rest_routes()]
-    prefixes: dict[str, Any] = {HUB_PATH: hub_router, MCP_PATH: mcp_app}
-    middleware = []
+    prefixes: dict[str, Any] = {HUB_PATH: hub_router, MCP_PATH: mcp_app,
+                                CONSOLE_PATH: console}
+    middleware = [Middleware(LogScope)]
     if settings.allowed_origins:  # outermost, so the hub and MCP answer preflights too
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.allowed_origins),

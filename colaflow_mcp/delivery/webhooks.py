@@ -33,6 +33,7 @@ import anyio.abc
 import httpx
 from sqlmodel import Session
 
+from colaflow_mcp import metrics
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery import webhook_http
 from colaflow_mcp.domain.netguard import Resolver, UnsafeAddress, system_resolver
@@ -44,6 +45,8 @@ from colaflow_mcp.store.tables import utcnow
 logger = logging.getLogger(__name__)
 
 Pause = Callable[[float, anyio.Event], Awaitable[None]]
+_METRIC: dict[str, metrics.WebhookResult] = {
+    "succeeded": "success", "retrying": "retry", "failed": "failure"}
 _RENEW_AFTER = 1.0  # seconds a claim may wait here before its lease is renewed
 
 
@@ -365,6 +368,7 @@ class WebhookSender:
             return
         for _, _, result in batch:
             self.results[result] += 1
+            metrics.webhook_delivery(_METRIC[result])
         if any(result == "retrying" for _, _, result in batch):
             self._wake.set()  # a retry's due time is in the table now
         self.attempt_recorded.set()

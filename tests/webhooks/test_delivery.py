@@ -3,6 +3,7 @@ verifies every delivery with the ``standardwebhooks`` library."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -131,12 +132,24 @@ async def test_event_filter_and_tenant_wall(any_database_url: str) -> None:
         assert r.at("/globex") == []
 
 
+async def counted(h: Harness) -> dict[str, float]:
+    """``colaflow_webhook_deliveries_total`` by result, from ``GET /metrics``."""
+    text = (await h.client.get("/metrics")).text
+    found = re.findall(r'^colaflow_webhook_deliveries_total\{result="(\w+)"\} (\S+)$', text,
+                       re.M)
+    return {result: float(value) for result, value in found}
+
+
 async def test_failures_then_success_keep_the_same_webhook_id(any_database_url: str) -> None:
     async with receiver() as r, app(any_database_url) as h:
         ep = await add(h, r, "/flaky")
         r.scripts["/flaky"].extend([500, 503])
+        before = await counted(h)
         await h.propose(await h.agent_key())
         [item] = await settled(h, ep, 1)
+        after = await counted(h)
+        assert {k: after[k] - before[k] for k in after} == {
+            "success": 1, "retry": 2, "failure": 0}
         assert [x.verified for x in r.received] == [True, True, True]
         assert len({x.id for x in r.received}) == 1 and r.received[0].id == item["id"]
         assert item["state"] == "succeeded"

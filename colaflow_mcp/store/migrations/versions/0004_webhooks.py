@@ -3,7 +3,7 @@ deliveries (the durable outbox: one row per event and endpoint, its id the ``web
 and every attempt of each.
 
 Revision ID: 0004_webhooks
-Revises: 0003_audit
+Revises: 0004_console
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004_webhooks"
-down_revision: str | None = "0003_audit"
+down_revision: str | None = "0004_console"
 branch_labels: str | None = None
 depends_on: str | None = None
 
