@@ -2,7 +2,7 @@
 deliveries (the durable outbox: one row per event and endpoint, its id the ``webhook-id``)
 and every attempt of each.
 
-Revision ID: 0004_webhooks
+Revision ID: 0005_webhooks
 Revises: 0004_console
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_webhooks"
+revision: str = "0005_webhooks"
 down_revision: str | None = "0004_console"
 branch_labels: str | None = None
 depends_on: str | None = None
