@@ -68,45 +68,86 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over an httpcore pool on :class:`GuardedBackend`."""
+    """An httpx transport over httpcore pools on :class:`GuardedBackend`, one small pool per
+    endpoint (the request's ``colaflow.pool`` extension; else per origin).
 
-    def __init__(self, backend: GuardedBackend, max_connections: int) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(), max_connections=max_connections,
-            max_keepalive_connections=max_connections, keepalive_expiry=30.0,
-            network_backend=backend)
+    One shared pool would do: but httpcore matches each request against every connection
+    of its pool (checking each idle one for readability), so a pool of 64 connections cost
+    about 3 ms of CPU per request under load (benchmarks/RESULTS.md, "Webhooks"). A pool
+    per endpoint holds at most ``per_pool`` connections, which the sender's per-endpoint
+    concurrency never exceeds; pools left with no connection are dropped."""
+
+    def __init__(self, backend: GuardedBackend, per_pool: int) -> None:
+        self._backend = backend
+        self._per_pool = per_pool
+        self._ssl = httpx.create_ssl_context()
+        self._pools: dict[object, httpcore.AsyncConnectionPool] = {}
+        self._busy: dict[object, int] = {}  # requests in flight per pool
+
+    async def _pool(self, key: object) -> httpcore.AsyncConnectionPool:
+        pool = self._pools.get(key)
+        if pool is None:
+            await self._prune()
+            pool = self._pools[key] = httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl, max_connections=self._per_pool,
+                max_keepalive_connections=self._per_pool, keepalive_expiry=30.0,
+                network_backend=self._backend)
+        return pool
+
+    async def _prune(self) -> None:
+        """Close and forget pools with nothing in flight whose connections (if any) all
+        expired: endpoints that get nothing now."""
+        stale = [k for k, p in self._pools.items() if not self._busy.get(k)
+                 and all(c.has_expired() for c in p.connections)]
+        for key in stale:
+            await self._pools.pop(key).aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send; of the response's body at most 64 KB is read and dropped (a webhook's
         answer is its status; reading a short body keeps the connection reusable)."""
         assert isinstance(request.stream, httpx.AsyncByteStream)
+        url = request.url
+        extensions = dict(request.extensions)
+        key = extensions.pop("colaflow.pool", None) or (url.raw_scheme, url.raw_host,
+                                                       url.port)
         core = httpcore.Request(
             method=request.method,
-            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host,
-                             port=request.url.port, target=request.url.raw_path),
-            headers=request.headers.raw, content=request.stream,
-            extensions=request.extensions)
-        response = await self._pool.handle_async_request(core)
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port,
+                             target=url.raw_path),
+            headers=request.headers.raw, content=request.stream, extensions=extensions)
+        pool = await self._pool(key)
+        self._busy[key] = self._busy.get(key, 0) + 1
         try:
-            received = 0
-            assert isinstance(response.stream, AsyncIterable)
-            async for chunk in response.stream:
-                received += len(chunk)
-                if received > 65536:
-                    break
+            response = await pool.handle_async_request(core)
+            try:
+                received = 0
+                assert isinstance(response.stream, AsyncIterable)
+                async for chunk in response.stream:
+                    received += len(chunk)
+                    if received > 65536:
+                        break
+            finally:
+                await response.aclose()
         finally:
-            await response.aclose()
+            left = self._busy[key] - 1
+            if left:
+                self._busy[key] = left
+            else:
+                del self._busy[key]
         return httpx.Response(status_code=response.status, headers=response.headers,
                               extensions=response.extensions, request=request)
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
 
 
-def client(allow_private: bool, timeout: float, max_connections: int,
+def client(allow_private: bool, timeout: float, per_endpoint: int,
            resolve: Resolver = system_resolver) -> httpx.AsyncClient:
-    """The sender's one client: guarded, no redirects, no proxies from the environment."""
-    transport = GuardedTransport(GuardedBackend(allow_private, resolve), max_connections)
+    """The sender's one client: guarded, no redirects, no proxies from the environment; at
+    most ``per_endpoint`` connections per endpoint (see :class:`GuardedTransport`)."""
+    transport = GuardedTransport(GuardedBackend(allow_private, resolve), per_endpoint)
     return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
                              trust_env=False)
 

@@ -143,7 +143,7 @@ class WebhookSender:
         self._loop_thread = threading.get_ident()
         s = self.settings
         http = webhook_http.client(s.webhook_allow_private_networks, s.webhook_timeout_seconds,
-                                   s.webhook_max_in_flight, self._resolve)
+                                   s.webhook_endpoint_concurrency, self._resolve)
         try:
             async with http, anyio.create_task_group() as tg:
                 self._http, self._tg = http, tg
@@ -292,7 +292,8 @@ class WebhookSender:
         error: str | None = None
         try:
             with anyio.fail_after(timeout):
-                response = await self._http.post(c.url, content=body, headers=headers)
+                response = await self._http.post(c.url, content=body, headers=headers,
+                                                  extensions={"colaflow.pool": c.endpoint_id})
             status = response.status_code
             if not 200 <= status < 300:
                 error = (f"HTTP {status} (redirects are not followed)"
