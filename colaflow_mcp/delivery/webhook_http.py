@@ -1,5 +1,5 @@
-"""The HTTP side of webhooks: Standard Webhooks signing, and an httpx client that connects
-only to vetted addresses.
+"""The HTTP side of webhooks: Standard Webhooks signing, and an HTTP client (httpcore) that
+connects only to vetted addresses.
 
 Every new connection resolves the host, vets each address (``domain/netguard.py``) and
 connects to the first one by its address, so what was vetted is what is reached: a name
@@ -11,9 +11,11 @@ request keeps its ``Host``. Redirects are not followed; environment proxies are 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import httpcore
@@ -30,11 +32,13 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The headers of one attempt."""
-    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, msg_id, timestamp, body),
-            "content-type": "application/json", "user-agent": "colaflow-mcp-webhooks/1"}
+def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes
+                   ) -> list[tuple[bytes, bytes]]:
+    """The headers of one attempt (besides ``host`` and ``content-length``)."""
+    return [(b"webhook-id", msg_id.encode()), (b"webhook-timestamp", str(timestamp).encode()),
+            (b"webhook-signature", sign(secret, msg_id, timestamp, body).encode()),
+            (b"content-type", b"application/json"),
+            (b"user-agent", b"colaflow-mcp-webhooks/1")]
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -67,24 +71,55 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over httpcore pools on :class:`GuardedBackend`, one small pool per
-    endpoint (the request's ``colaflow.pool`` extension; else per origin).
+@dataclass(frozen=True)
+class Target:
+    """An endpoint URL, parsed once (as httpx parses it): where a request goes and its
+    ``Host`` header."""
 
-    One shared pool would do: but httpcore matches each request against every connection
-    of its pool (checking each idle one for readability), so a pool of 64 connections cost
-    about 3 ms of CPU per request under load (benchmarks/RESULTS.md, "Webhooks"). A pool
-    per endpoint holds at most ``per_pool`` connections, which the sender's per-endpoint
-    concurrency never exceeds; pools left with no connection are dropped."""
+    scheme: bytes
+    host: bytes
+    port: int | None
+    path: bytes
+    host_header: bytes
 
-    def __init__(self, backend: GuardedBackend, per_pool: int) -> None:
-        self._backend = backend
-        self._per_pool = per_pool
+
+@functools.lru_cache(maxsize=4096)
+def target_of(url: str) -> Target:
+    """The parsed URL (cached: the sender posts to few URLs, many times)."""
+    u = httpx.URL(url)
+    return Target(u.raw_scheme, u.raw_host, u.port, u.raw_path, u.netloc)
+
+
+class GuardedClient:
+    """The sender's HTTP client: httpcore pools on :class:`GuardedBackend`, one small pool
+    per endpoint. No redirects are followed, no proxies or cookies are used.
+
+    It calls httpcore directly: httpx's client layer (URL merging, cookies, auth, redirect
+    handling, its models) cost about a fifth of each request's CPU and gave a webhook
+    nothing. And one pool per endpoint, not one shared: httpcore matches each request
+    against every connection of its pool (checking each idle one for readability), so a
+    pool of 64 connections cost about 3 ms of CPU per request under load
+    (benchmarks/RESULTS.md, "Webhooks"). A pool holds at most ``per_endpoint``
+    connections, which the sender's per-endpoint concurrency never exceeds; pools whose
+    connections all expired are closed when a new one opens."""
+
+    def __init__(self, allow_private: bool, timeout: float, per_endpoint: int,
+                 resolve: Resolver = system_resolver) -> None:
+        self._backend = GuardedBackend(allow_private, resolve)
+        self._per_pool = per_endpoint
         self._ssl = httpx.create_ssl_context()
-        self._pools: dict[object, httpcore.AsyncConnectionPool] = {}
-        self._busy: dict[object, int] = {}  # requests in flight per pool
+        self._timeouts = {"connect": timeout, "read": timeout, "write": timeout,
+                          "pool": timeout}
+        self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
+        self._busy: dict[str, int] = {}  # requests in flight per pool
 
-    async def _pool(self, key: object) -> httpcore.AsyncConnectionPool:
+    async def __aenter__(self) -> GuardedClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def _pool(self, key: str) -> httpcore.AsyncConnectionPool:
         pool = self._pools.get(key)
         if pool is None:
             await self._prune()
@@ -102,23 +137,21 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         for key in stale:
             await self._pools.pop(key).aclose()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send; of the response's body at most 64 KB is read and dropped (a webhook's
-        answer is its status; reading a short body keeps the connection reusable)."""
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        url = request.url
-        extensions = dict(request.extensions)
-        key = extensions.pop("colaflow.pool", None) or (url.raw_scheme, url.raw_host,
-                                                       url.port)
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port,
-                             target=url.raw_path),
-            headers=request.headers.raw, content=request.stream, extensions=extensions)
-        pool = await self._pool(key)
-        self._busy[key] = self._busy.get(key, 0) + 1
+    async def post(self, pool: str, url: str, body: bytes,
+                   headers: list[tuple[bytes, bytes]]) -> int:
+        """POST ``body`` to ``url`` over ``pool``'s connections; the status code. Of the
+        response's body at most 64 KB is read and dropped (a webhook's answer is its
+        status; reading a short body keeps the connection reusable)."""
+        t = target_of(url)
+        request = httpcore.Request(
+            b"POST", httpcore.URL(scheme=t.scheme, host=t.host, port=t.port, target=t.path),
+            headers=[(b"host", t.host_header), (b"content-length", str(len(body)).encode()),
+                     *headers],
+            content=body, extensions={"timeout": self._timeouts})
+        connections = await self._pool(pool)
+        self._busy[pool] = self._busy.get(pool, 0) + 1
         try:
-            response = await pool.handle_async_request(core)
+            response = await connections.handle_async_request(request)
             try:
                 received = 0
                 assert isinstance(response.stream, AsyncIterable)
@@ -129,13 +162,12 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             finally:
                 await response.aclose()
         finally:
-            left = self._busy[key] - 1
+            left = self._busy[pool] - 1
             if left:
-                self._busy[key] = left
+                self._busy[pool] = left
             else:
-                del self._busy[key]
-        return httpx.Response(status_code=response.status, headers=response.headers,
-                              extensions=response.extensions, request=request)
+                del self._busy[pool]
+        return response.status
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
@@ -143,13 +175,5 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             await pool.aclose()
 
 
-def client(allow_private: bool, timeout: float, per_endpoint: int,
-           resolve: Resolver = system_resolver) -> httpx.AsyncClient:
-    """The sender's one client: guarded, no redirects, no proxies from the environment; at
-    most ``per_endpoint`` connections per endpoint (see :class:`GuardedTransport`)."""
-    transport = GuardedTransport(GuardedBackend(allow_private, resolve), per_endpoint)
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
-                             trust_env=False)
-
-
-__all__ = ["GuardedBackend", "GuardedTransport", "client", "sign", "signed_headers"]
+__all__ = ["GuardedBackend", "GuardedClient", "Target", "sign", "signed_headers",
+           "target_of"]
