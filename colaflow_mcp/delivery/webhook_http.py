@@ -14,6 +14,9 @@ import base64
 import functools
 import hashlib
 import hmac
+import select
+import socket
+import ssl
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +44,55 @@ def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes
             (b"user-agent", b"colaflow-mcp-webhooks/1")]
 
 
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether a read would not block (data, or the peer closed): an idle kept-alive
+    connection that is readable is finished. No socket: treat as finished."""
+    fd = -1 if sock is None else sock.fileno()
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Corked(httpcore.AsyncNetworkStream):
+    """A connection's stream whose writes wait for its next read, so a request's head and
+    body leave in one send (one system call, one packet) instead of two; the pool's
+    readability checks of idle connections go to the socket directly."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._out: list[bytes] = []
+        self._sock: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int,
+                   timeout: float | None = None) -> bytes:  # noqa: ASYNC109 (httpcore's)
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            await self._inner.write(data, timeout)
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes,
+                    timeout: float | None = None) -> None:  # noqa: ASYNC109 (httpcore's)
+        if buffer:
+            self._out.append(buffer)
+
+    async def aclose(self) -> None:
+        self._out.clear()
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's)
+                        ) -> httpcore.AsyncNetworkStream:
+        return _Corked(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return _readable(self._sock)
+        return self._inner.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend, connecting to vetted addresses only."""
 
@@ -56,9 +108,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                           ) -> httpcore.AsyncNetworkStream:
         """Resolve and vet ``host``, then connect to its first address."""
         addresses = await vet(host, port, self.allow_private, self.resolve)
-        return await self._inner.connect_tcp(addresses[0], port, timeout=timeout,
-                                             local_address=local_address,
-                                             socket_options=socket_options)
+        return _Corked(await self._inner.connect_tcp(addresses[0], port, timeout=timeout,
+                                                     local_address=local_address,
+                                                     socket_options=socket_options))
 
     async def connect_unix_socket(self, path: str,
                                   timeout: float | None = None,  # noqa: ASYNC109
