@@ -1,11 +1,11 @@
 """The webhook sender alone: CPU and database round trips per delivery, in process.
 
-``python -m benchmarks.webhooks_micro [--deliveries 3000] [--endpoints 10] [--postgres]
-[--profile FILE]``
+``python -m benchmarks.webhooks_micro [--deliveries 3000] [--endpoints 10]
+[--postgres-url URL] [--profile FILE]``
 
-A fresh database (SQLite file, or a throwaway PostgreSQL database with ``--postgres``)
-holds ``--deliveries`` pending deliveries spread over ``--endpoints`` endpoints of one
-tenant, each with a realistic body (an approved change, ~1 KB). The receiver is the
+A fresh database (SQLite file, or a throwaway PostgreSQL database with ``--postgres-url``,
+an admin URL) holds ``--deliveries`` pending deliveries spread over ``--endpoints``
+endpoints of one tenant, each with a realistic body (an approved change, ~1 KB). The receiver is the
 webhooks benchmark's own process (keep-alive HTTP/1.1, 204). One
 :class:`~colaflow_mcp.delivery.webhooks.WebhookSender` with production settings (private
 networks allowed) sends them all; the result is this process's CPU time (all threads,
@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 from sqlalchemy import event
 
+from benchmarks.scenarios import _pg_admin, create_pg_database
 from benchmarks.webhooks import start_receiver
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery.webhooks import WebhookSender
@@ -37,8 +38,6 @@ from colaflow_mcp.domain import admin, webhooks
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import utcnow
-
-PG = "postgresql://127.0.0.1:5432/"
 
 
 def body(i: int) -> str:
@@ -118,18 +117,14 @@ async def run(url: str, deliveries: int, endpoint_count: int, port: int,
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     receiver = await start_receiver()
     try:
-        if args.postgres:
-            import asyncpg  # noqa: PLC0415 (only here)
-
-            name = "whmicro_" + uuid.uuid4().hex[:10]
-            admin_conn = await asyncpg.connect(PG + "test")
-            await admin_conn.execute(f'CREATE DATABASE "{name}"')
+        if args.postgres_url:
+            url, name = await create_pg_database(args.postgres_url)
             try:
-                return await run(PG + name, args.deliveries, args.endpoints, receiver.port,
+                return await run(url, args.deliveries, args.endpoints, receiver.port,
                                  args.profile)
             finally:
-                await admin_conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-                await admin_conn.close()
+                await _pg_admin(args.postgres_url,
+                                f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         with tempfile.TemporaryDirectory(prefix="colaflow-whmicro-") as tmp:
             return await run(f"sqlite:///{tmp}/micro.db", args.deliveries, args.endpoints,
                              receiver.port, args.profile)
@@ -144,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=3000)
     parser.add_argument("--endpoints", type=int, default=10)
-    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--postgres-url", help="a PostgreSQL admin URL (else SQLite)")
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args(argv)
     load = os.getloadavg()
