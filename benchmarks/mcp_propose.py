@@ -160,19 +160,19 @@ def bare_peer(workdir: Path) -> Iterator[ServerUnderTest]:
             proc.wait(20)
 
 
-def run(root: Path, sessions: list[int], calls: int, rounds: int, eras: list[str]
-        ) -> list[dict[str, Any]]:
+def run(root: Path, sessions: list[int], calls: int, rounds: int, eras: list[str],
+        servers: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for r in range(rounds):
-        order = ["ours", "bare"] if r % 2 == 0 else ["bare", "ours"]
+        order = servers if r % 2 == 0 else servers[::-1]
         for name in order:
             work = root / f"{name}-{r}"
             server_cm = running_server(work) if name == "ours" else bare_peer(work)
             with server_cm as server:
                 for era in eras:
                     for n in sessions:
-                        row = measure(server, server.creds.api_key, n, max(1, calls // n)
-                                      if n > 1 else calls, era)
+                        row = measure(server, server.creds.api_key, n, max(1, calls // n),
+                                      era)
                         row.update(server=name, round=r)
                         print(json.dumps(row), flush=True)
                         rows.append(row)
@@ -192,6 +192,8 @@ def summarize(rows: list[dict[str, Any]]) -> str:
                     if r["server"] == name and r["era"] == era and r["sessions"] == n]
         ours, bare = pick("ours", "server_cpu_ms_per_call"), pick("bare", "server_cpu_ms_per_call")
         med = statistics.median
+        if not ours or not bare:
+            continue
         ratios = [o / b for o, b in zip(ours, bare, strict=False) if b]
         out.append(
             f"| {era} | {n} | {med(pick('ours', 'calls_per_s')):.0f} | {med(ours):.2f} | "
@@ -228,6 +230,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1500, help="measured calls per row")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--eras", default="modern,legacy")
+    parser.add_argument("--servers", default="ours,bare", help="which, in round 0's order")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, help="py-spy our server into this folder")
     parser.add_argument("--port", type=int)
@@ -243,7 +246,8 @@ def main() -> int:
         if args.profile:
             profile(Path(tmp), args.profile, sessions[-1], args.calls, eras[0])
             return 0
-        rows = run(Path(tmp), sessions, args.calls, args.rounds, eras)
+        rows = run(Path(tmp), sessions, args.calls, args.rounds, eras,
+                   args.servers.split(","))
     print(summarize(rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

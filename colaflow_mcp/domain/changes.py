@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 from pydantic import ValidationError
@@ -122,30 +122,33 @@ class ChangeService:
         ttl = self.settings.pending_change_ttl_seconds
         if expires_in_seconds is not None:
             ttl = min(positive_seconds(expires_in_seconds), ttl)
-        async with self.db.read() as s:
-            plan = await spec.plan(s, principal.tenant_id, args)
-        now = utcnow()
         applied = args.model_dump(mode="json")
-        change = PendingChange(
-            tenant_id=principal.tenant_id, api_key_id=principal.api_key_id,
-            api_key_name=principal.key_name, tool_name=spec.name, operation=spec.operation,
-            entity_type=spec.entity_type, entity_id=plan.entity_id, arguments=applied,
-            proposed_arguments=dict(applied), rationale=why, diff=plan.diff,
-            summary=plan.summary[:500], created_at=now, expires_at=now + timedelta(seconds=ttl),
-        )
-        proposed = Transition(recording.PROPOSED, principal.tenant_id, Actor.of(principal),
-                              change, {
-                                  "toolName": spec.name, "arguments": applied,
-                                  "rationale": why, "summary": change.summary,
-                                  "entityId": change.entity_id,
-                                  "expiresAt": iso(change.expires_at)})
+        tenant_id, actor = principal.tenant_id, Actor.of(principal)
 
-        def insert(s: Session) -> None:
+        def plan_and_insert(s: Session) -> PendingChange:
+            # Planned inside the transaction that stores it: one hop to the database for
+            # the whole proposal, and the diff is of what the tenant has at that commit.
+            plan = spec.plan(s, tenant_id, args)
+            now = utcnow()
+            change = PendingChange(
+                tenant_id=tenant_id, api_key_id=principal.api_key_id,
+                api_key_name=principal.key_name, tool_name=spec.name,
+                operation=spec.operation, entity_type=spec.entity_type,
+                entity_id=plan.entity_id, arguments=applied,
+                proposed_arguments=dict(applied), rationale=why, diff=plan.diff,
+                summary=plan.summary[:500], created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
             s.add(change)
             s.flush()
-            recording.record(s, self.recorders, proposed)
+            recording.record(s, self.recorders, Transition(
+                recording.PROPOSED, tenant_id, actor, change, {
+                    "toolName": spec.name, "arguments": applied, "rationale": why,
+                    "summary": change.summary, "entityId": change.entity_id,
+                    "expiresAt": iso(change.expires_at)}))
+            return change
 
-        await self.db.transact(insert)
+        change = await self.db.transact(plan_and_insert)
         await self.announcer.announce(change)  # committed: reviewers' queues learn of it
         # Wake the expiry loop only if this deadline comes before its planned wake-up
         # (with the default TTL it never does: no extra work per proposal).
@@ -210,7 +213,8 @@ class ChangeService:
         if applied == change.proposed_arguments:
             return None  # nothing edited: approve what was proposed, with its diff
         async with self.db.read() as s:
-            plan = await spec.plan(s, principal.tenant_id, args)
+            plan = await s.run_sync(
+                lambda sync: spec.plan(cast(Session, sync), principal.tenant_id, args))
         return Edit(applied, plan)
 
     async def reject(self, principal: Principal, change_id: object, reason: object
