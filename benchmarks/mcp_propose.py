@@ -11,7 +11,8 @@ calling ``create_issue`` serially, all N at once. Per row, after a warm-up of 50
 session: calls/s (wall), and **server CPU per call** (the server process's user+system
 time over the measured calls, psutil) — the robust figure on a shared machine. Rounds
 alternate which server goes first; the load average is recorded with every row.
-``--profile DIR`` instead runs py-spy on our server during one measured row.
+``--profile DIR`` instead runs py-spy on the first of ``--servers`` during one measured
+row (the last of ``--sessions``, the first of ``--eras``).
 Everything stays on 127.0.0.1; loops are bounded in count and time.
 """
 
@@ -202,11 +203,12 @@ def summarize(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def profile(root: Path, out: Path, sessions: int, calls: int, era: str) -> None:
-    """py-spy (GIL samples) on our server during one measured row."""
+def profile(root: Path, out: Path, sessions: int, calls: int, era: str, name: str) -> None:
+    """py-spy (GIL samples) on a server (ours or the peer) during one measured row."""
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"profile-propose-{era}-{sessions}.txt"
-    with running_server(root / "profile") as server:
+    target = out / f"profile-propose-{name}-{era}-{sessions}.txt"
+    server_cm = running_server(root / name) if name == "ours" else bare_peer(root / name)
+    with server_cm as server:
         def spy() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
@@ -244,7 +246,8 @@ def main() -> int:
     eras = args.eras.split(",")
     with tempfile.TemporaryDirectory(prefix="colaflow-propose-") as tmp:
         if args.profile:
-            profile(Path(tmp), args.profile, sessions[-1], args.calls, eras[0])
+            profile(Path(tmp), args.profile, sessions[-1], args.calls, eras[0],
+                    args.servers.split(",")[0])
             return 0
         rows = run(Path(tmp), sessions, args.calls, args.rounds, eras,
                    args.servers.split(","))

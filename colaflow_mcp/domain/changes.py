@@ -104,6 +104,11 @@ class ChangeService:
         self.recorders: Sequence[Recorder] = tuple(recorders)
         self.deadline_changed = anyio.Event()
         self.expiry_planned_at: datetime | None = None  # when the expiry loop wakes next
+        # While an expiry pass runs, new deadlines are collected for it to plan with
+        # instead of waking it again: under a steady stream of proposals every pass would
+        # otherwise be woken during itself and the loop would never rest.
+        self._expiry_passing = False
+        self._soonest_during_pass: datetime | None = None
 
     # -- proposals ----------------------------------------------------------------------
 
@@ -150,13 +155,22 @@ class ChangeService:
 
         change = await self.db.transact(plan_and_insert)
         await self.announcer.announce(change)  # committed: reviewers' queues learn of it
-        # Wake the expiry loop only if this deadline comes before its planned wake-up
-        # (with the default TTL it never does: no extra work per proposal).
+        self._deadline_added(change.expires_at)
+        return change
+
+    def _deadline_added(self, at: datetime) -> None:
+        """Wake the expiry loop only if this deadline comes before its planned wake-up
+        (with the default TTL it never does: no extra work per proposal); during a pass,
+        leave it to the pass to plan with."""
+        if self._expiry_passing:
+            soonest = self._soonest_during_pass
+            if soonest is None or at < soonest:
+                self._soonest_during_pass = at
+            return
         planned = self.expiry_planned_at
-        if planned is None or change.expires_at < planned:
+        if planned is None or at < planned:
             self.deadline_changed.set()
             self.deadline_changed = anyio.Event()
-        return change
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -255,11 +269,19 @@ class ChangeService:
                           ) -> tuple[float, anyio.Event]:
         """Expire what is due; then how long until the next pass, and the event that ends
         that wait early (a proposal whose deadline comes sooner)."""
-        # Until the next wake-up is planned, every proposal wakes the loop (no gap).
+        # Until the next wake-up is planned, every proposal's deadline is either read by
+        # ``next_deadline`` (committed before it) or collected (``_deadline_added``): no gap.
         self.expiry_planned_at = None
+        self._expiry_passing, self._soonest_during_pass = True, None
         wake = self.deadline_changed
-        await self.expire_due(limit)
-        deadline = await self.next_deadline()
+        try:
+            await self.expire_due(limit)
+            deadline = await self.next_deadline()
+        finally:
+            self._expiry_passing = False  # a failed pass: proposals wake its restart
+        soonest = self._soonest_during_pass
+        if soonest is not None and (deadline is None or soonest < deadline):
+            deadline = soonest
         wait = max_wait
         if deadline is not None:
             wait = min(max_wait, max(0.0, (deadline - utcnow()).total_seconds()) + 0.005)
