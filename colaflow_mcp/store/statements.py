@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -75,6 +75,22 @@ TAKE_ISSUE_NUMBER = (
     .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number))
 
 INSERT_ISSUE = _ISSUE.insert()
+
+# -- proposals ----------------------------------------------------------------------------
+
+# A tenant's project by key (``p_tenant``, ``p_key``): its id, or no row.
+PROJECT_ID_BY_KEY = select(_PROJECT.c.id).where(
+    _PROJECT.c.tenant_id == bindparam("p_tenant"), _PROJECT.c.key == bindparam("p_key"))
+
+# A new pending change: every column given (see ``pending_change_row``).
+INSERT_PENDING_CHANGE = _PC.insert()
+_PC_COLUMNS = tuple((column.name, column.key) for column in _PC.columns)
+
+
+def pending_change_row(change: PendingChange) -> dict[str, Any]:
+    """The values of every column of a new change (the model's defaults included, which
+    Core would not apply), for ``INSERT_PENDING_CHANGE``."""
+    return {name: getattr(change, key) for name, key in _PC_COLUMNS}
 
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 

@@ -18,7 +18,7 @@ from colaflow_mcp.domain.operations.base import (
     issue_or_invalid,
     issue_snapshot,
     make_diff,
-    project_or_invalid,
+    require_project,
     require_same,
     valid_issue_key,
     valid_project_key,
@@ -60,7 +60,7 @@ class DeleteIssueArgs(Args):
 
 def plan_create_issue(s: Session, tenant_id: str, a: CreateIssueArgs) -> Plan:
     """The diff shows the new issue (its key is taken at execution)."""
-    project_or_invalid(s, tenant_id, a.project_key)
+    require_project(s, tenant_id, a.project_key)
     after = {
         "key": None, "projectKey": a.project_key, "title": a.title,
         "description": a.description, "type": a.type, "status": "ToDo",
