@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transports", help="latency: comma-separated hub-ws,hub-sse,hub-lp")
     parser.add_argument("--repeats", type=int,
                         help="peer, audit: rounds, alternating which runs first (default 3)")
+    parser.add_argument("--servers", help="storm: comma-separated ours,sio (round 0's order)")
     parser.add_argument("--eras", help="mcp-memory: comma-separated legacy,modern")
     parser.add_argument("--redis-url", help="redis: the Redis to use")
     parser.add_argument("--postgres-url", help="redis: PostgreSQL admin URL (creates a db)")
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["transports"] = args.transports.split(",")
     if args.repeats:
         kwargs["repeats"] = args.repeats
+    if args.servers:
+        kwargs["servers"] = args.servers.split(",")
     if args.eras:
         kwargs["eras"] = args.eras.split(",")
     if args.redis_url:

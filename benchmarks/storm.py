@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import start_workers, stop_workers
-from benchmarks.scenarios import _progress, peer_seed, socketio_peer, warm_up
+from benchmarks.scenarios import peer_seed, socketio_peer, warm_up
 from benchmarks.server import ServerUnderTest, running_server, seed_changes
 
 
@@ -55,13 +56,14 @@ async def _storm(server: ServerUnderTest, kind: str, ids: list[str],
 
 
 async def storm(root: Path, smoke: bool = False, sizes: list[int] | None = None,
-                repeats: int = 2) -> dict[str, Any]:
+                repeats: int = 2, servers: list[str] | None = None) -> dict[str, Any]:
     """The storm at each size, ours and the peer, ``repeats`` rounds alternating."""
     sizes = [5] if smoke else (sizes or [10_000])
     runs = []
     for n in sizes:
         for r in range(1 if smoke else repeats):
-            order = ["ours", "sio"] if r % 2 == 0 else ["sio", "ours"]
+            first = servers or ["ours", "sio"]
+            order = first if r % 2 == 0 else first[::-1]
             for name in order:
                 work = root / f"storm-{name}-{n}-{r}"
                 if name == "ours":
@@ -74,8 +76,12 @@ async def storm(root: Path, smoke: bool = False, sizes: list[int] | None = None,
                             socketio_peer(work, ours.creds) as server:
                         ids = await peer_seed(server, n)
                         run = await _storm(server, "sio", ids, {})
+                        # Its shutdown with thousands of closed sockets outlasts the
+                        # fixture's grace: measured already, so end it.
+                        server.proc.kill()
+                        server.proc.wait(30)
                 run.update(server=name, round=r)
-                _progress("storm", run)
+                print(f"[storm] {run}", file=sys.stderr, flush=True)
                 runs.append(run)
                 await asyncio.sleep(2.0)  # the previous server's sockets leave TIME_WAIT
     return {"scenario": "storm", "runs": runs}
