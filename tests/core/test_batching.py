@@ -47,14 +47,12 @@ async def test_lookups_waiting_during_a_read_share_the_next_one() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(get, "k0")
-        with anyio.fail_after(5):
-            while not table.reads:  # the first read is under way, held by the gate
-                await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # the first read is held by the gate
+        assert len(table.reads) == 1
         for i in [*range(1, 81), 5, 5]:  # a burst, duplicates included
             tg.start_soon(get, f"k{i}")
-        with anyio.fail_after(5):
-            while len(reads.waiting()) < 80:
-                await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # every lookup waits behind the read
+        assert len(reads.waiting()) == 80
         table.gate.set()
     assert got == {f"k{i}": i for i in range(81)}
     # The first alone, then the 80 waiting keys in two reads of at most 50.
@@ -76,14 +74,12 @@ async def test_a_failed_read_fails_its_caller_and_the_others_read_again() -> Non
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(get, "k1")
-        with anyio.fail_after(5):
-            while not table.reads:
-                await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # the first read is held by the gate
+        assert len(table.reads) == 1
         tg.start_soon(get, "k2")
         tg.start_soon(get, "k3")
-        with anyio.fail_after(5):
-            while len(reads.waiting()) < 2:
-                await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # every lookup waits behind the read
+        assert len(reads.waiting()) == 2
         table.gate.set()
     assert [str(e) for e in errors] == ["database went away"]
     assert got == {"k2": 2, "k3": 3}
@@ -95,9 +91,8 @@ async def test_a_cancelled_lookup_leaves_nothing_waiting() -> None:
     reads = Coalescer(table.load)
     async with anyio.create_task_group() as tg:
         tg.start_soon(reads.get, "k1")
-        with anyio.fail_after(5):
-            while not table.reads:
-                await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()  # the first read is held by the gate
+        assert len(table.reads) == 1
         with anyio.move_on_after(0.01):
             await reads.get("k2")  # waits behind the held read, then gives up
         assert not reads.waiting()
