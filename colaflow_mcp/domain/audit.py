@@ -78,6 +78,16 @@ def record(s: Session, transitions: Sequence[Transition]) -> None:
         append(s.connection(), tenant_id, items)
 
 
+def lock_chains(s: Session, tenant_id: str) -> None:
+    """Take the tenant's chain head first (PostgreSQL), before the row locks decisions
+    take (the change, projects, issues): then every decision transaction of a tenant, on
+    any instance and however many decisions it holds, takes its locks in one order (head
+    first) and two of them never deadlock."""
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(statements.LOCK_AUDIT_HEAD, {"p_tenant": tenant_id})
+
+
 def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition]) -> int:
     """Append entries to the tenant's chain in the caller's transaction; the last seq.
 

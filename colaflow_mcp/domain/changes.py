@@ -41,6 +41,7 @@ from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.groups import TransactionGroups
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,15 @@ class Edit:
     plan: Plan
 
 
+@dataclass(frozen=True)
+class Decided:
+    """What a decision's transaction function did: the row if it won, and its transitions
+    (recorded once per transaction, after every decision sharing it)."""
+
+    change: PendingChange | None
+    transitions: tuple[Transition, ...] = ()
+
+
 class Announcer(Protocol):
     """Where a new or decided change goes once its transaction committed (delivery's
     outbox): a new one to review queues, a decided one to its subscribers too."""
@@ -104,6 +114,17 @@ class ChangeService:
         self.recorders: Sequence[Recorder] = tuple(recorders)
         self.deadline_changed = anyio.Event()
         self.expiry_planned_at: datetime | None = None  # when the expiry loop wakes next
+        # Concurrent decisions of a tenant share a transaction (group commit): they take
+        # turns on its audit chain (and its projects' issue numbers) anyway.
+        self.decisions: TransactionGroups[Decided] = TransactionGroups(
+            db, self._record_decided, audit.lock_chains,
+            max_size=settings.decision_group_max_size)
+
+    def _record_decided(self, s: Session, decided: list[Decided]) -> None:
+        """The recorders' rows for a transaction's decisions (once per transaction)."""
+        transitions = [t for d in decided for t in d.transitions]
+        if transitions:
+            recording.record(s, self.recorders, *transitions)
 
     # -- proposals ----------------------------------------------------------------------
 
@@ -171,10 +192,10 @@ class ChangeService:
         edit = None if arguments is None else await self._plan_edit(principal, cid, arguments)
         tenant_id, by, actor = principal.tenant_id, principal.display, Actor.of(principal)
 
-        def decide_and_execute(s: Session) -> PendingChange | None:
+        def decide_and_execute(s: Session) -> Decided:
             change = _claim(s, tenant_id, cid, Status.APPROVED, by, None, edit=edit)
             if change is None:
-                return None
+                return Decided(None)
             result = _execute(s, change)
             change.execution_result = result
             if result["success"]:
@@ -184,13 +205,11 @@ class ChangeService:
             approved: dict[str, Any] = {"edited": bool(change.edited)}
             if change.edited:
                 approved.update(arguments=change.arguments, summary=change.summary)
-            recording.record(
-                s, self.recorders,
+            return Decided(change, (
                 Transition(recording.APPROVED, tenant_id, actor, change, approved),
-                Transition(recording.EXECUTED, tenant_id, actor, change, result))
-            return change
+                Transition(recording.EXECUTED, tenant_id, actor, change, result)))
 
-        change = await self.db.transact(decide_and_execute)
+        change = (await self.decisions.run(tenant_id, decide_and_execute)).change
         if change is None:
             raise await self._lost(principal, cid)
         return await self._after_decision(change)
@@ -276,19 +295,19 @@ class ChangeService:
         """Reject or expire in a transaction of its own; the row if this call won, else
         None."""
 
-        def decide(s: Session) -> PendingChange | None:
+        def decide(s: Session) -> Decided:
             change = _claim(s, tenant_id, cid, status, by, reason, only_overdue)
-            if change is not None:
-                if status == Status.REJECTED:
-                    what = Transition(recording.REJECTED, tenant_id, actor, change,
-                                      {"reason": reason})
-                else:
-                    what = Transition(recording.EXPIRED, tenant_id, actor, change,
-                                      {"expiresAt": iso(change.expires_at)})
-                recording.record(s, self.recorders, what)
-            return change
+            if change is None:
+                return Decided(None)
+            if status == Status.REJECTED:
+                what = Transition(recording.REJECTED, tenant_id, actor, change,
+                                  {"reason": reason})
+            else:
+                what = Transition(recording.EXPIRED, tenant_id, actor, change,
+                                  {"expiresAt": iso(change.expires_at)})
+            return Decided(change, (what,))
 
-        return await self.db.transact(decide)
+        return (await self.decisions.run(tenant_id, decide)).change
 
     async def _lost(self, principal: Principal, cid: str) -> NotFound | Conflict:
         """Why a decision did not apply: NotFound or Conflict (expiring the change if due)."""

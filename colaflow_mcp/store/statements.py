@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -85,6 +85,11 @@ TAKE_AUDIT_SEQ = (
     _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant"))
     .values(seq=_HEAD.c.seq + bindparam("p_count"))
     .returning(_HEAD.c.seq, _HEAD.c.hash))
+
+# Lock a tenant's chain head without moving it (``p_tenant``): taken first by a
+# transaction that decides several changes (see store/groups.py).
+LOCK_AUDIT_HEAD = select(_HEAD.c.seq).where(
+    _HEAD.c.tenant_id == bindparam("p_tenant")).with_for_update()
 
 # The chain's head on first use (``p_tenant``, ``p_hash``: the genesis hash); a
 # concurrent first use is no error (the UPDATE above then waits on the row it made).
