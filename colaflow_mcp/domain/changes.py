@@ -41,7 +41,7 @@ from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
-from colaflow_mcp.store.groups import TransactionGroups
+from colaflow_mcp.store.groups import GROUPED, TransactionGroups
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class Decided:
 
     change: PendingChange | None
     transitions: tuple[Transition, ...] = ()
+    result: dict[str, Any] | None = None  # an approval's execution result
 
 
 class Announcer(Protocol):
@@ -121,7 +122,12 @@ class ChangeService:
             max_size=settings.decision_group_max_size)
 
     def _record_decided(self, s: Session, decided: list[Decided]) -> None:
-        """The recorders' rows for a transaction's decisions (once per transaction)."""
+        """Execution results and the recorders' rows of a transaction's decisions, each
+        written once per transaction."""
+        results = [{"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
+                   for d in decided if d.change is not None and d.result is not None]
+        if results:
+            s.connection().execute(statements.RECORD_RESULT, results)
         transitions = [t for d in decided for t in d.transitions]
         if transitions:
             recording.record(s, self.recorders, *transitions)
@@ -200,14 +206,12 @@ class ChangeService:
             change.execution_result = result
             if result["success"]:
                 change.entity_id = result["entityId"]
-            s.connection().execute(statements.RECORD_RESULT, {
-                "p_id": cid, "p_result": result, "p_entity": change.entity_id})
             approved: dict[str, Any] = {"edited": bool(change.edited)}
             if change.edited:
                 approved.update(arguments=change.arguments, summary=change.summary)
             return Decided(change, (
                 Transition(recording.APPROVED, tenant_id, actor, change, approved),
-                Transition(recording.EXECUTED, tenant_id, actor, change, result)))
+                Transition(recording.EXECUTED, tenant_id, actor, change, result)), result)
 
         change = (await self.decisions.run(tenant_id, decide_and_execute)).change
         if change is None:
@@ -368,8 +372,15 @@ def _claim(
 
 
 def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
-    """Apply the change inside a savepoint: all of it, or none of it and an error."""
+    """Apply the change inside a savepoint: all of it, or none of it and an error.
+
+    In a transaction shared by several decisions (``GROUPED``) there is no savepoint (two
+    round trips on PostgreSQL): any failure raises instead, and store/groups.py runs each
+    decision again alone, where this savepoint catches it.
+    """
     spec = OPERATIONS[change.tool_name]
+    if s.info.get(GROUPED):
+        return {"success": True, "entityId": spec.execute(s, change), "error": None}
     try:
         with s.begin_nested():
             entity_id = spec.execute(s, change)

@@ -14,6 +14,7 @@ ever fails that member. Members must therefore be safe to run again after a roll
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,6 +25,11 @@ from sqlmodel import Session
 
 from colaflow_mcp.store.engine import Database
 
+logger = logging.getLogger(__name__)
+
+# ``Session.info`` key, true in a transaction of several members: a member may then skip
+# its savepoints and raise instead (any exception reruns every member alone, unmarked).
+GROUPED = "colaflow.grouped"
 T = TypeVar("T")
 
 
@@ -62,6 +68,7 @@ class TransactionGroups(Generic[T]):
         self._lanes: dict[str, _Lane] = {}
         self.transactions = 0  # committed groups (for tests and benchmarks)
         self.members = 0
+        self.retried = 0  # groups that failed and were run member by member
 
     async def run(self, key: str, fn: Callable[[Session], T]) -> T:
         """``fn``'s value once its transaction committed; its exception if it raised.
@@ -108,8 +115,10 @@ class TransactionGroups(Generic[T]):
         if len(batch) > 1:
             try:
                 values = await self.db.transact(lambda s: self._together(s, key, batch))
-            except Exception:  # noqa: S110 - each member is run again on its own below
-                pass
+            except Exception as exc:  # each member is run again on its own below
+                logger.info("a group of %d transactions failed (%s: %s); running each "
+                            "alone", len(batch), type(exc).__name__, exc)
+                self.retried += 1
             else:
                 for m, v in zip(batch, values, strict=True):
                     m.value = v
@@ -125,6 +134,7 @@ class TransactionGroups(Generic[T]):
                 m.error = exc
 
     def _together(self, s: Session, key: str, batch: list[_Member[Any]]) -> list[Any]:
+        s.info[GROUPED] = True
         if self.start is not None:
             self.start(s, key)
         values = [m.fn(s) for m in batch]

@@ -88,7 +88,7 @@ TAKE_AUDIT_SEQ = (
 
 # Lock a tenant's chain head without moving it (``p_tenant``): taken first by a
 # transaction that decides several changes (see store/groups.py).
-LOCK_AUDIT_HEAD = select(_HEAD.c.seq).where(
+LOCK_AUDIT_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(
     _HEAD.c.tenant_id == bindparam("p_tenant")).with_for_update()
 
 # The chain's head on first use (``p_tenant``, ``p_hash``: the genesis hash); a
@@ -102,5 +102,10 @@ START_AUDIT_HEAD = {
 
 SET_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
     hash=bindparam("p_hash"))
+
+# The head after appending under a lock taken by LOCK_AUDIT_HEAD (``p_tenant``, ``p_seq``,
+# ``p_hash``).
+MOVE_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
+    seq=bindparam("p_seq"), hash=bindparam("p_hash"))
 
 INSERT_AUDIT_ENTRY = _AUDIT.insert()
