@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/0"
 SUBSCRIBERS = 1000
+PROFILE: dict[str, Any] = {"seconds": 0, "path": ""}  # --py-spy
 
 
 def _cpu_of(pids: list[int]) -> float:
@@ -128,13 +129,24 @@ async def measured(server: Any, ids: list[str], per: int, inflight: int,
     pids = [s.pid for s in servers]
     marks: dict[str, float] = {}
 
+    spies: list[asyncio.subprocess.Process] = []
+
     async def ready() -> None:
         marks["cpu0"] = _cpu_of(pids)
         marks["pg0"] = postgres_cpu() if pg else 0.0
+        if PROFILE["seconds"] and not spies:  # py-spy on the first instance, steady state
+            spies.append(await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                str(pids[0]), "--format", "raw", "--rate", "200", "--duration",
+                str(PROFILE["seconds"]), "--output", str(PROFILE["path"]), "--gil",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
 
     r = await run_load(server, kind="hub-ws", change_ids=ids, agents=SUBSCRIBERS,
                        per_agent=per, rate=1e9, concurrency=inflight, approve_share=1.0,
                        decide_port=[s.port for s in servers], on_ready=ready)
+    if spies:
+        await spies[0].wait()
+        PROFILE["seconds"] = 0  # the steady phase only
     cpu = _cpu_of(pids) - marks["cpu0"]
     pg_cpu = postgres_cpu() - marks["pg0"] if pg else None
     out = _row(r)
@@ -207,7 +219,13 @@ def main() -> int:
     parser.add_argument("--redis-url", default=REDIS)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "approvals")
     parser.add_argument("--name", default="approvals")
+    parser.add_argument("--py-spy", type=int, default=0, metavar="SECONDS",
+                        help="profile the (first) server for SECONDS of the steady run "
+                             "(one engine): writes <name>-py-spy.txt (collapsed stacks)")
     args = parser.parse_args()
+    if args.py_spy:
+        args.out.mkdir(parents=True, exist_ok=True)
+        PROFILE.update(seconds=args.py_spy, path=args.out / f"{args.name}-py-spy.txt")
     raise_fd_limit()
     t0 = time.monotonic()
     load = os.getloadavg()
