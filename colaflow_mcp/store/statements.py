@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import String, Table, bindparam, cast, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -75,6 +75,38 @@ TAKE_ISSUE_NUMBER = (
     .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number))
 
 INSERT_ISSUE = _ISSUE.insert()
+
+
+def _create_issue_statement() -> Any:
+    """TAKE_ISSUE_NUMBER and INSERT_ISSUE as one statement (PostgreSQL: a data-modifying
+    CTE): one round trip, and atomic by itself. Parameters: INSERT_ISSUE's, prefixed
+    ``i_``, except ``project_id``, ``key`` and ``number``; ``p_tenant``, ``p_key`` (the
+    project's key); RETURNING the
+    issue's ``id`` (no row: no such project, nothing changed)."""
+    # Constants as SQL text, not bound literals: SQLAlchemy's statement cache loses the
+    # values of bound literals inside a data-modifying CTE ("a value is required").
+    one: Any = literal_column("1")
+    taken = (
+        _PROJECT.update()
+        .where(_PROJECT.c.tenant_id == bindparam("p_tenant"),
+               _PROJECT.c.key == bindparam("p_key"))
+        .values(next_issue_number=_PROJECT.c.next_issue_number + one)
+        .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number)
+        .cte("taken"))
+    number = taken.c.next_issue_number - one
+    c = _ISSUE.c
+    given = ("id", "tenant_id", "title", "description", "type", "status", "priority",
+             "assignee", "created_at", "updated_at")
+    # ``i_``-prefixed: parameters named like the table's columns would be taken for
+    # column values of the INSERT itself.
+    values: list[Any] = [bindparam("i_" + name, type_=c[name].type) for name in given]
+    values += [taken.c.id, taken.c.key + literal_column("'-'") + cast(number, String),
+               number]
+    return _ISSUE.insert().from_select(
+        [*given, "project_id", "key", "number"], select(*values)).returning(c.id)
+
+
+CREATE_ISSUE_PG = _create_issue_statement()
 
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 
