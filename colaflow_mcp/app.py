@@ -1,4 +1,5 @@
-"""The Starlette app: REST, the MCP endpoint and the hub, under one lifespan.
+"""The Starlette app: REST, the MCP endpoint, the hub and the reviewer console (``/inbox``),
+under one lifespan.
 
 The lifespan builds the :class:`~colaflow_mcp.runtime.Runtime` and runs it; the runtime's
 supervisor owns every background task.
@@ -20,6 +21,8 @@ from colaflow_mcp.config import Settings
 from colaflow_mcp.rest.routes import routes as rest_routes
 from colaflow_mcp.runtime import Runtime
 from colaflow_mcp.store.engine import redact_url
+from colaflow_mcp.web.app import console_app
+from colaflow_mcp.web.console import PREFIX as CONSOLE_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class _Lazy:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the ASGI app; its lifespan opens the database and starts the background loops."""
     settings = settings or Settings.from_env()
-    hub_router, mcp_app = _Lazy(), _Lazy()
+    hub_router, mcp_app, console = _Lazy(), _Lazy(), _Lazy()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,13 +85,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.rest = runtime.rest
         app.state.health = runtime.health
         app.state.hub = runtime.hub  # serving.HubAwareServer shuts it down first
+        app.state.console = runtime.console  # and ends the console's live streams
         hub_router.target = Starlette(routes=runtime.hub.routes)
         mcp_app.target = runtime.mcp.app
+        console.target = console_app(runtime.console)
         async with runtime.running():
             yield
 
     routes: list[BaseRoute] = [*rest_routes()]
-    prefixes: dict[str, Any] = {HUB_PATH: hub_router, MCP_PATH: mcp_app}
+    prefixes: dict[str, Any] = {HUB_PATH: hub_router, MCP_PATH: mcp_app,
+                                CONSOLE_PATH: console}
     middleware = []
     if settings.allowed_origins:  # outermost, so the hub and MCP answer preflights too
         middleware.append(Middleware(

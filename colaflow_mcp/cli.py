@@ -1,5 +1,5 @@
-"""``colaflow-mcp serve | keys | token | projects | audit | db | changes``: results on stdout,
-logs on stderr."""
+"""``colaflow-mcp serve | keys | token | login-link | projects | audit | db | changes``:
+results on stdout, logs on stderr."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from colaflow_mcp.config import Settings
 from colaflow_mcp.domain import admin
 from colaflow_mcp.domain.audit import AuditLog, entry_json
 from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret
+from colaflow_mcp.domain.console import ConsoleAuth
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import migrate
@@ -42,6 +43,31 @@ def positive_days(raw: str) -> float:
         raise argparse.ArgumentTypeError(
             f"must be a positive number of days up to {MAX_DAYS:.0f}, not {raw!r}")
     return days
+
+
+def positive_minutes(raw: str) -> float:
+    """argparse type: a positive number of minutes up to a day."""
+    try:
+        minutes = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not math.isfinite(minutes) or not 0 < minutes <= 1440:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of minutes up to 1440, not {raw!r}")
+    return minutes
+
+
+def _add_login_link(sub: Any) -> None:
+    link = sub.add_parser("login-link", help="print a one-time sign-in link to the reviewer "
+                          "console (/inbox)")
+    link.add_argument("--tenant", required=True)
+    link.add_argument("--user", required=True)
+    link.add_argument("--base-url", default=None,
+                      help="the server's address as the browser reaches it (default: "
+                           "http://HOST:PORT from the settings)")
+    link.add_argument("--ttl-minutes", type=positive_minutes, default=15.0,
+                      help="how long the link can be opened (default 15)")
+    link.add_argument("--json", action="store_true")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="default: COLAFLOW_REVIEWER_TOKEN_TTL_SECONDS (30 days)")
     tok.add_argument("--json", action="store_true")
 
+    _add_login_link(sub)
     proj = sub.add_parser("projects", help="manage projects directly (operators)")
     psub = proj.add_subparsers(dest="projects_command", required=True)
     pc = psub.add_parser("create", help="create a project without review")
@@ -135,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "redis_url": args.redis_url}.items() if v is not None}))
     handlers: dict[str, Callable[[Database, Settings, Any], Awaitable[Any]]] = {
         "keys": _keys, "token": _token, "projects": _projects, "audit": _audit,
+        "login-link": _login_link,
     }
     try:
         if args.command == "db":
@@ -206,6 +234,21 @@ async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
     token = issuer.issue(tenant, args.user, ttl)
     return {"json": {"token": token, "tenant": tenant.slug, "user": args.user},
             "text": token}
+
+
+async def _login_link(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    """``login-link --tenant T --user U``: the URL, shown once (only its hash is kept)."""
+    tenant = await admin.get_or_create_tenant(db, args.tenant)
+    token = await ConsoleAuth(db, settings.console_session_ttl_seconds).create_link(
+        tenant, args.user, args.ttl_minutes)
+    base = (args.base_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ValueError(f"--base-url must start with http:// or https://, not {base[:40]!r}")
+    url = f"{base}/inbox/login?token={token}"
+    expires = iso(utcnow() + timedelta(minutes=args.ttl_minutes))
+    return {"json": {"url": url, "tenant": tenant.slug, "user": args.user.strip(),
+                     "expiresAt": expires},
+            "text": url}
 
 
 async def _projects(db: Database, settings: Settings, args: Any) -> dict[str, Any]:

@@ -139,6 +139,14 @@ class Settings:
     # A hub that sends nothing (it pings every 15 s) this long is gone: watch reconnects.
     reviewer_cli_silence_seconds: float = 30.0
 
+    # The reviewer console (/inbox): how long a browser session lasts after its login link
+    # was opened, the SSE keep-alive of its live queue (a comment line; each also re-checks
+    # that the session still holds), and the events one live queue may hold for a slow
+    # browser before its stream is closed (the browser reconnects and re-syncs).
+    console_session_ttl_seconds: float = 12 * 3600.0
+    console_keepalive_seconds: float = 15.0
+    console_stream_queue_size: int = 1000
+
     def __post_init__(self) -> None:
         if self.instance_tag and not INSTANCE_TAG.fullmatch(self.instance_tag):
             raise ValueError(f"{ENV_PREFIX}INSTANCE_TAG: {self.instance_tag[:40]!r} must be 1-32 "

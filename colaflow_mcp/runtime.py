@@ -28,12 +28,14 @@ from colaflow_mcp.delivery.recovery import Recovery
 from colaflow_mcp.domain.audit import AuditLog
 from colaflow_mcp.domain.auth import Authenticator, KeyVerifier, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.changes import ChangeService
+from colaflow_mcp.domain.console import ConsoleAuth
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.hub.server import HubServer
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from colaflow_mcp.rest.routes import RestApi
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.supervisor import Supervisor
+from colaflow_mcp.web.console import Console
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class Runtime:
     hub: HubServer
     mcp: McpEndpoint
     supervisor: Supervisor
+    console: Console
 
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
@@ -89,6 +92,8 @@ class Runtime:
             McpEndpoint(s, auth, changes, queries, notifier),
             Supervisor(max_backoff=s.loop_max_backoff_seconds,
                        stop_grace=s.shutdown_grace_seconds),
+            Console(s, ConsoleAuth(db, s.console_session_ttl_seconds), changes, queries,
+                    AuditLog(db), notifier),
         )
         runtime._declare_work()
         return runtime
@@ -109,6 +114,7 @@ class Runtime:
                     # Tell hub clients to reconnect (elsewhere) before we go.
                     with anyio.CancelScope(shield=True), \
                             anyio.move_on_after(self.settings.hub_shutdown_seconds):
+                        await self.console.shutdown()
                         await self.hub.shutdown()
         finally:
             with anyio.CancelScope(shield=True):

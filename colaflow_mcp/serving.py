@@ -62,8 +62,13 @@ class HubAwareServer(uvicorn.Server):
         self.hub_shutdown_seconds = hub_shutdown_seconds
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Close the hub's connections (Close with allowReconnect), then uvicorn's."""
-        hub: Any = getattr(getattr(self.config.app, "state", None), "hub", None)
+        """End the console's live streams and close the hub's connections (Close with
+        allowReconnect), then uvicorn's."""
+        state = getattr(self.config.app, "state", None)
+        console: Any = getattr(state, "console", None)
+        if console is not None:
+            await console.shutdown()  # sets an event: the streams end by themselves
+        hub: Any = getattr(state, "hub", None)
         if hub is not None:
             try:
                 with anyio.move_on_after(self.hub_shutdown_seconds):

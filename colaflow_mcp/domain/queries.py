@@ -79,6 +79,25 @@ class Queries:
                 .offset((page - 1) * page_size).limit(page_size))).all()
         return Page(list(items), int(total), page, page_size)
 
+    async def list_decided(self, principal: Principal, page: int = 1, page_size: int = 20
+                           ) -> Page:
+        """The tenant's decided changes (approved, rejected, expired), latest decision
+        first: the console's history."""
+        if not _is_int(page) or not 1 <= page <= MAX_PAGE:
+            raise InvalidArguments(f"page must be an integer between 1 and {MAX_PAGE}")
+        if not _is_int(page_size) or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArguments(f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
+        where = [col(PendingChange.tenant_id) == principal.tenant_id,
+                 col(PendingChange.status) != Status.PENDING.value]
+        async with self.db.read() as s:
+            total = (await s.exec(
+                select(func.count()).select_from(PendingChange).where(*where))).one()
+            items = (await s.exec(
+                select(PendingChange).where(*where)
+                .order_by(col(PendingChange.decided_at).desc(), col(PendingChange.id))
+                .offset((page - 1) * page_size).limit(page_size))).all()
+        return Page(list(items), int(total), page, page_size)
+
     async def list_projects(self, principal: Principal) -> list[dict[str, Any]]:
         """The tenant's projects with their issue counts."""
         async with self.db.read() as s:

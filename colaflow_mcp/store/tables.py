@@ -182,3 +182,31 @@ class AuditHead(SQLModel, table=True):
     tenant_id: str = Field(foreign_key="tenant.id", primary_key=True, max_length=36)
     seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     hash: str = Field(max_length=64)
+
+
+class LoginLink(SQLModel, table=True):
+    """A one-time console login link (``colaflow-mcp login-link``): only its token's
+    SHA-256 is kept; ``used_at`` is set by the one request that consumes it."""
+
+    __tablename__ = "console_login_link"
+    token_hash: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(foreign_key="tenant.id", max_length=36)
+    user: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A reviewer's browser session on the console: only the cookie value's SHA-256 is
+    kept; ``ended_at`` is set at log out."""
+
+    __tablename__ = "console_session"
+    __table_args__ = (Index("ix_console_session_expires", "expires_at"),)
+    id_hash: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(foreign_key="tenant.id", max_length=36)
+    user: str = Field(max_length=200)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    ended_at: datetime | None = None

@@ -146,7 +146,16 @@ async def test_fifty_attempts_from_two_processes_have_one_winner(harness: Harnes
 
             async def line(i: int) -> str:
                 while "\n" not in buffers[i]:
-                    buffers[i] += await outputs[i].receive()
+                    try:
+                        buffers[i] += await outputs[i].receive()
+                    except anyio.EndOfStream:
+                        # The worker died: say why (its traceback), not just that it ended.
+                        assert workers[i].stderr is not None
+                        err = b""
+                        with anyio.move_on_after(5):
+                            async for chunk in workers[i].stderr:
+                                err += chunk
+                        pytest.fail(f"race worker {i} ended early:\n{err.decode(errors='replace')}")
                 first, buffers[i] = buffers[i].split("\n", 1)
                 return first
 
