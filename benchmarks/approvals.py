@@ -201,8 +201,9 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     rounds = []
     for i in range(args.repeats):
         order = engines if i % 2 == 0 else list(reversed(engines))
-        rounds.append({e: await run_engine(root, e, args.approvals, args.inflight,
-                                           args.postgres_url, args.redis_url) for e in order})
+        rounds.append({e: await run_engine(root / f"round{i}", e, args.approvals,
+                                           args.inflight, args.postgres_url, args.redis_url)
+                       for e in order})
     return {"scenario": "approvals", "subscribers": SUBSCRIBERS, "approvals": args.approvals,
             "inflight": args.inflight, "rounds": rounds}
 
