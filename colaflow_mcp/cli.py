@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(getattr(args, "log_level", None) or settings.log_level)
+    logs.configure(getattr(args, "log_level", None) or settings.log_level, settings.log_format)
     if args.command == "changes":
         return reviewer_cli.run(args, settings)
     if args.command == "serve":

@@ -28,7 +28,11 @@ class Settings:
     database_url: str = field(default_factory=default_database_url)
     redis_url: str | None = None
     redis_channel: str = "colaflow:decisions"
-    jwt_secret: str | None = None
+    jwt_secret: str | None = field(default=None, repr=False)  # secrets stay out of reprs
+    # Secrets that signed reviewer tokens before the current one (comma-separated): their
+    # tokens are still accepted, so a rotation does not log every reviewer out at once
+    # (docs/operations.md). New tokens are always signed with ``jwt_secret``.
+    jwt_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
     pending_change_ttl_seconds: float = 86400.0
     host: str = "127.0.0.1"
     port: int = 8000
@@ -37,6 +41,13 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     log_level: str = "info"
+    # "text" (one readable line per record) or "json" (one JSON object per line).
+    log_format: str = "text"
+
+    # Operations: ``GET /metrics`` answers only with ``Authorization: Bearer <token>`` when
+    # set; ``GET /health/ready`` waits at most this long for the database.
+    metrics_token: str | None = field(default=None, repr=False)
+    readiness_timeout_seconds: float = 2.0
 
     # Reviewer tokens.
     reviewer_token_ttl_seconds: float = 30 * 86400.0
@@ -148,6 +159,9 @@ class Settings:
     console_stream_queue_size: int = 1000
 
     def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"{ENV_PREFIX}LOG_FORMAT: {self.log_format[:20]!r} must be "
+                             "'text' or 'json'")
         if self.instance_tag and not INSTANCE_TAG.fullmatch(self.instance_tag):
             raise ValueError(f"{ENV_PREFIX}INSTANCE_TAG: {self.instance_tag[:40]!r} must be 1-32 "
                              "letters, digits, '_' or '-'")

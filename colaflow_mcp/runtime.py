@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from colaflow_mcp import metrics
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery.backplane import Backplane, make_backplane
 from colaflow_mcp.delivery.notifier import Notifier
@@ -29,6 +30,7 @@ from colaflow_mcp.domain.audit import AuditLog
 from colaflow_mcp.domain.auth import Authenticator, KeyVerifier, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.domain.console import ConsoleAuth
+from colaflow_mcp.domain.operations import OPERATIONS
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.hub.server import HubServer
 from colaflow_mcp.mcp.endpoint import McpEndpoint
@@ -78,7 +80,8 @@ class Runtime:
         keys = KeyVerifier(db, cache_seconds=s.api_key_cache_seconds,
                            cache_entries=s.auth_cache_entries)
         tokens = TokenIssuer(await jwt_secret(db, s.jwt_secret), s.reviewer_token_ttl_seconds,
-                             cache_entries=s.auth_cache_entries)
+                             cache_entries=s.auth_cache_entries,
+                             previous=s.jwt_previous_secrets)
         auth = Authenticator(keys, tokens)
         bus = make_backplane(s)
         notifier = Notifier(db, s.db_call_seconds, s.review_queue_size,
@@ -96,6 +99,7 @@ class Runtime:
                     AuditLog(db), notifier),
         )
         runtime._declare_work()
+        metrics.known_tools(OPERATIONS)
         return runtime
 
     @property
@@ -124,6 +128,33 @@ class Runtime:
         """Close the backplane and the database (after the loops stopped)."""
         await self.bus.aclose()
         await self.db.dispose()
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        """``/health/ready``: (ready, body naming every check and the failing ones).
+
+        Ready: started and not shutting down, the database answers within
+        ``readiness_timeout_seconds``, every supervised loop and service is alive, and the
+        Redis backplane (when configured) is connected.
+        """
+        # Not running once shutdown begins (the hub closes first, while still listening).
+        checks: dict[str, bool] = {
+            "running": self.supervisor.running_now and not self.hub.closing}
+        db_ok = False
+        with anyio.move_on_after(self.settings.readiness_timeout_seconds):
+            db_ok = await self.db.ping(quiet=True)
+        checks["database"] = db_ok
+        if self.settings.redis_url:
+            checks["backplane"] = self.bus.healthy
+        checks.update((f"loop:{name}", alive) for name, alive in self.supervisor.alive.items())
+        failing = [name for name, ok in checks.items() if not ok]
+        return not failing, {"status": "not ready" if failing else "ready",
+                             "failing": failing, "checks": checks}
+
+    def live(self) -> metrics.Live:
+        """What the gauges of ``/metrics`` show, read now."""
+        return metrics.Live(hub_connections=self.hub.transport_counts(),
+                            mcp_sessions=self.mcp.session_counts(),
+                            backplane_connected=self.bus.healthy)
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """``/health``: (database answers, body)."""

@@ -172,14 +172,18 @@ class Database:
         (``check``); several processes at once take turns (see store/migrate.py)."""
         await migrate.ensure(self.url, mode, lock_timeout)
 
-    async def ping(self) -> bool:
-        """True if the database answers."""
+    async def ping(self, quiet: bool = False) -> bool:
+        """True if the database answers (``quiet``: a failure is logged without its
+        traceback: readiness probes ask every few seconds)."""
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return True
-        except Exception:
-            logger.warning("database ping failed", exc_info=True)
+        except Exception as exc:
+            if quiet:
+                logger.warning("database ping failed: %s", type(exc).__name__)
+            else:
+                logger.warning("database ping failed", exc_info=True)
             return False
 
     async def meta_get_or_create(self, key: str, make: Any = None) -> str:
