@@ -26,12 +26,15 @@ from colaflow_mcp.delivery.backplane import Backplane, make_backplane
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.delivery.outbox import Outbox
 from colaflow_mcp.delivery.recovery import Recovery
+from colaflow_mcp.delivery.webhooks import WebhookSender
+from colaflow_mcp.domain import audit as audit_trail
 from colaflow_mcp.domain.audit import AuditLog
 from colaflow_mcp.domain.auth import Authenticator, KeyVerifier, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.domain.console import ConsoleAuth
 from colaflow_mcp.domain.operations import OPERATIONS
 from colaflow_mcp.domain.queries import Queries
+from colaflow_mcp.domain.webhooks import WebhookRecorder
 from colaflow_mcp.hub.server import HubServer
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from colaflow_mcp.rest.routes import RestApi
@@ -69,6 +72,7 @@ class Runtime:
     hub: HubServer
     mcp: McpEndpoint
     supervisor: Supervisor
+    webhooks: WebhookSender
     console: Console
 
     @classmethod
@@ -87,7 +91,11 @@ class Runtime:
         notifier = Notifier(db, s.db_call_seconds, s.review_queue_size,
                             s.review_queue_recent_decisions)
         outbox = Outbox(db, notifier, bus, s.outbox_size, s.announce_marker_linger_seconds)
-        changes = ChangeService(db, outbox, s)
+        webhooks = WebhookSender(db, s)
+        # Deliveries are queued in each proposal's and decision's own transaction; the
+        # commit rings the sender. (The audit trail last: it holds its tenant's lock.)
+        queue = WebhookRecorder(s.webhook_schedule()[0], webhooks.nudge)
+        changes = ChangeService(db, outbox, s, recorders=(queue, audit_trail.record))
         queries = Queries(db)
         runtime = cls(
             s, db, keys, tokens, auth, bus, notifier, outbox, Recovery(db, notifier, bus),
@@ -95,6 +103,7 @@ class Runtime:
             McpEndpoint(s, auth, changes, queries, notifier),
             Supervisor(max_backoff=s.loop_max_backoff_seconds,
                        stop_grace=s.shutdown_grace_seconds),
+            webhooks,
             Console(s, ConsoleAuth(db, s.console_session_ttl_seconds), changes, queries,
                     AuditLog(db), notifier),
         )
@@ -171,6 +180,7 @@ class Runtime:
             "reviewQueues": self.notifier.queue_subscriber_count(),
             "hub": self.hub.status(),
             "mcp": self.mcp.status(),
+            "webhooks": self.webhooks.status(),
         }
 
     # -- the background work --------------------------------------------------------------
@@ -189,6 +199,7 @@ class Runtime:
         sv.loop("announce-sweep", self._sweep)
         sv.loop("reconcile", self._reconcile)
         sv.loop("revocation", self._revoke)
+        sv.loop("webhooks", lambda: self.webhooks.run(sv.stopping, sv.pause))
 
     async def _listen(self) -> None:
         # Whatever was published while we were not listening is recovered from the rows.

@@ -1,8 +1,8 @@
 """One supervisor for all background work: named loops, restarted, stopped in order.
 
 Every loop of the process (bus listener, publisher, marker, expiry, announce sweep,
-reconcile, hub timers, revocation) and every long-lived service (the MCP session
-manager) runs in the supervisor's one task group. A loop that raises is logged with
+reconcile, hub timers, revocation, webhook sender) and every long-lived service (the MCP
+session manager) runs in the supervisor's one task group. A loop that raises is logged with
 ``logger.exception`` and restarted after a backoff (0.1 s, doubling up to
 ``loop_max_backoff_seconds``): a loop that died silently is the worst bug a notifier can
 have. ``status()`` is what ``/health`` reports: each loop alive or not, and the passes the
