@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
+from colaflow_mcp import logs, metrics
 from colaflow_mcp.config import Settings
 from colaflow_mcp.rest.routes import routes as rest_routes
 from colaflow_mcp.runtime import Runtime
@@ -57,6 +58,20 @@ class PrefixDispatch:
         await self.app(scope, receive, send)
 
 
+class LogScope:
+    """Every request and connection logs with a context of its own (``logs.scope``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        with logs.scope():
+            await self.app(scope, receive, send)
+
+
 class _Lazy:
     """Routes are fixed at construction, components exist only once the lifespan runs."""
 
@@ -84,6 +99,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.runtime = runtime
         app.state.rest = runtime.rest
         app.state.health = runtime.health
+        app.state.ready = runtime.ready
+        app.state.metrics = metrics.registry(runtime.live)
         app.state.hub = runtime.hub  # serving.HubAwareServer shuts it down first
         app.state.console = runtime.console  # and ends the console's live streams
         hub_router.target = Starlette(routes=runtime.hub.routes)
@@ -95,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[BaseRoute] = [*rest_routes()]
     prefixes: dict[str, Any] = {HUB_PATH: hub_router, MCP_PATH: mcp_app,
                                 CONSOLE_PATH: console}
-    middleware = []
+    middleware = [Middleware(LogScope)]
     if settings.allowed_origins:  # outermost, so the hub and MCP answer preflights too
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.allowed_origins),

@@ -1,5 +1,5 @@
-"""``colaflow-mcp serve | keys | token | login-link | projects | audit | db | changes``:
-results on stdout, logs on stderr."""
+"""``colaflow-mcp serve | keys | token | login-link | projects | audit | webhooks | db |
+changes``: results on stdout, logs on stderr."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import anyio
 
 from colaflow_mcp import logs, reviewer_cli
 from colaflow_mcp.config import Settings
-from colaflow_mcp.domain import admin
+from colaflow_mcp.domain import admin, webhooks
 from colaflow_mcp.domain.audit import AuditLog, entry_json
 from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.console import ConsoleAuth
@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     ae = asub.add_parser("export", help="print a tenant's entries as JSON lines, oldest first")
     ae.add_argument("--tenant", required=True)
 
+    _webhooks_parser(sub)
+
     db = sub.add_parser("db", help="schema migrations (operators)")
     dsub = db.add_subparsers(dest="db_command", required=True)
     du = dsub.add_parser("upgrade", help="upgrade the schema (to the latest revision)")
@@ -144,6 +146,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _webhooks_parser(sub: Any) -> None:
+    hooks = sub.add_parser("webhooks", help="signed outbound webhooks (operators)")
+    hsub = hooks.add_subparsers(dest="webhooks_command", required=True)
+    ha = hsub.add_parser("add", help="add an endpoint; prints its signing secret once")
+    ha.add_argument("--tenant", required=True)
+    ha.add_argument("--url", required=True)
+    ha.add_argument("--events", help="comma-separated event types (default: all): "
+                    + ", ".join(webhooks.EVENTS))
+    ha.add_argument("--json", action="store_true")
+    hl = hsub.add_parser("list", help="a tenant's endpoints")
+    hl.add_argument("--tenant", required=True)
+    hl.add_argument("--json", action="store_true")
+    hr = hsub.add_parser("remove", help="remove an endpoint by id")
+    hr.add_argument("id")
+    hr.add_argument("--tenant", help="only if the endpoint is this tenant's")
+    hr.add_argument("--json", action="store_true")
+    hd = hsub.add_parser("deliveries", help="an endpoint's newest deliveries and attempts")
+    hd.add_argument("id")
+    hd.add_argument("--tenant", help="only if the endpoint is this tenant's")
+    hd.add_argument("--limit", type=int, default=50)
+    hd.add_argument("--json", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status (0 ok, 1 failed, 2 bad settings or usage; 3 for a
     ``changes`` decision on a change already decided)."""
@@ -153,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(getattr(args, "log_level", None) or settings.log_level)
+    logs.configure(getattr(args, "log_level", None) or settings.log_level, settings.log_format)
     if args.command == "changes":
         return reviewer_cli.run(args, settings)
     if args.command == "serve":
@@ -162,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "redis_url": args.redis_url}.items() if v is not None}))
     handlers: dict[str, Callable[[Database, Settings, Any], Awaitable[Any]]] = {
         "keys": _keys, "token": _token, "projects": _projects, "audit": _audit,
+        "webhooks": _webhooks,
         "login-link": _login_link,
     }
     try:
@@ -179,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _with_db(fn: Callable[[Database, Settings, Any], Awaitable[Any]],
                    settings: Settings, args: Any) -> Any:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, settings.db_pool_size)
     try:
         await db.create_schema(settings.schema_upgrade, settings.schema_lock_timeout_seconds)
         return await fn(db, settings, args)
@@ -280,6 +306,51 @@ async def _audit(db: Database, settings: Settings, args: Any) -> dict[str, Any] 
     return {"json": {"tenant": tenant.slug, "ok": verdict.ok, "entries": verdict.entries,
                      "brokenSeq": verdict.broken_seq, "problem": verdict.problem},
             "text": verdict.describe(), "exit": 0 if verdict.ok else 1}
+
+
+async def _webhooks(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    """``webhooks add | list | remove | deliveries``."""
+    command = args.webhooks_command
+    tenant = None
+    if getattr(args, "tenant", None) is not None:
+        tenant = (await admin.get_or_create_tenant(db, args.tenant) if command == "add"
+                  else await admin.get_tenant(db, args.tenant))
+        if tenant is None:
+            raise LookupError(f"no tenant {args.tenant!r}")
+    if command == "add":
+        assert tenant is not None
+        row = await webhooks.add_endpoint(
+            db, tenant, args.url, args.events,
+            allow_private=settings.webhook_allow_private_networks)
+        logger.info("added webhook %s for tenant %s (%s)", row.id, tenant.slug,
+                    webhooks.origin_of(row.url))
+        data = {"id": row.id, "url": row.url, "events": row.events, "secret": row.secret}
+        return {"json": data, "text": f"added webhook {row.id}\nsecret: {row.secret}\n"
+                "(the secret is shown only now: receivers verify signatures with it)"}
+    if command == "list":
+        assert tenant is not None
+        items = [webhooks.endpoint_json(r) for r in await webhooks.list_endpoints(db, tenant)]
+        return {"json": {"tenant": tenant.slug, "webhooks": items},
+                "text": "\n".join(f"{i['id']}  {i['url']}  {','.join(i['events'])}"
+                                  for i in items) or "(no webhooks)"}
+    if command == "remove":
+        row = await webhooks.remove_endpoint(db, args.id, tenant)
+        return {"json": {"id": row.id, "removedAt": iso(row.removed_at)},
+                "text": f"removed {row.id}"}
+    if not 1 <= args.limit <= 1000:
+        raise ValueError("--limit must be between 1 and 1000")
+    endpoint = await webhooks.get_endpoint(db, args.id, tenant)
+    items = await webhooks.deliveries(db, endpoint, args.limit)
+    lines = []
+    for d in items:
+        last = d["attempts"][-1] if d["attempts"] else None
+        outcome = ("-" if last is None else
+                   f"{last['statusCode'] or '-'} {last['error'] or 'ok'} "
+                   f"({last['latencyMs']} ms)")
+        lines.append(f"{d['id']}  {d['type']}  {d['state']}  attempts {len(d['attempts'])}"
+                     f"  last: {outcome}")
+    return {"json": {"webhook": endpoint.id, "deliveries": items},
+            "text": "\n".join(lines) or "(no deliveries)"}
 
 
 async def _db(settings: Settings, args: Any) -> dict[str, Any]:

@@ -28,7 +28,11 @@ class Settings:
     database_url: str = field(default_factory=default_database_url)
     redis_url: str | None = None
     redis_channel: str = "colaflow:decisions"
-    jwt_secret: str | None = None
+    jwt_secret: str | None = field(default=None, repr=False)  # secrets stay out of reprs
+    # Secrets that signed reviewer tokens before the current one (comma-separated): their
+    # tokens are still accepted, so a rotation does not log every reviewer out at once
+    # (docs/operations.md). New tokens are always signed with ``jwt_secret``.
+    jwt_previous_secrets: tuple[str, ...] = field(default=(), repr=False)
     pending_change_ttl_seconds: float = 86400.0
     host: str = "127.0.0.1"
     port: int = 8000
@@ -37,6 +41,13 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     log_level: str = "info"
+    # "text" (one readable line per record) or "json" (one JSON object per line).
+    log_format: str = "text"
+
+    # Operations: ``GET /metrics`` answers only with ``Authorization: Bearer <token>`` when
+    # set; ``GET /health/ready`` waits at most this long for the database.
+    metrics_token: str | None = field(default=None, repr=False)
+    readiness_timeout_seconds: float = 2.0
 
     # Reviewer tokens.
     reviewer_token_ttl_seconds: float = 30 * 86400.0
@@ -49,6 +60,11 @@ class Settings:
     bus_reconnect_max_backoff_seconds: float = 5.0
     api_key_cache_seconds: float = 2.0
     revocation_check_interval_seconds: float = 2.0
+    # Connections to PostgreSQL an instance keeps (and as many more under bursts);
+    # SQLite writes take turns on one connection anyway.
+    db_pool_size: int = 10
+    # At most this many concurrent decisions of one tenant share a transaction.
+    decision_group_max_size: int = 64
     # Test hook: seconds to pause between a decision's commit and its announcement.
     pause_after_commit_seconds: float = 0.0
 
@@ -134,6 +150,29 @@ class Settings:
     # A hub that sends nothing (it pings every 15 s) this long is gone: watch reconnects.
     reviewer_cli_silence_seconds: float = 30.0
 
+    # Outbound webhooks (docs/webhooks.md). Seconds before each attempt of a delivery,
+    # counted from its event (the first) or from the previous failed attempt: the length
+    # is the number of attempts.
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_seconds: float = 10.0  # one attempt, connect to response head
+    # Refuse endpoints that resolve to loopback, private, link-local, multicast, reserved
+    # or cloud-metadata addresses (checked when added and again at every connection).
+    webhook_allow_private_networks: bool = False
+    # The safety net: due deliveries are looked for this often even if nothing woke the
+    # sender (a commit on this instance wakes it at once; another instance's, or a retry
+    # falling due, is seen by this poll or by the next due time the sender knows of).
+    webhook_poll_interval_seconds: float = 2.0
+    webhook_batch_size: int = 100  # deliveries claimed per query
+    # Claims are at least this far apart, and finished attempts wait this long to be
+    # written together: under load, one transaction serves many deliveries.
+    webhook_batch_linger_seconds: float = 0.05
+    webhook_max_in_flight: int = 64  # requests at once, per instance
+    webhook_endpoint_concurrency: int = 4  # requests at once to one endpoint, per instance
+    # After a failed attempt, an endpoint gets no other delivery for this long (doubling
+    # with each failure in a row, up to the max), so one that is down costs little.
+    webhook_endpoint_backoff_seconds: float = 1.0
+    webhook_endpoint_max_backoff_seconds: float = 60.0
+
     # The reviewer console (/inbox): how long a browser session lasts after its login link
     # was opened, the SSE keep-alive of its live queue (a comment line; each also re-checks
     # that the session still holds), and the events one live queue may hold for a slow
@@ -143,9 +182,31 @@ class Settings:
     console_stream_queue_size: int = 1000
 
     def __post_init__(self) -> None:
+        self.webhook_schedule()  # refuse a bad schedule at start-up
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"{ENV_PREFIX}LOG_FORMAT: {self.log_format[:20]!r} must be "
+                             "'text' or 'json'")
         if self.instance_tag and not INSTANCE_TAG.fullmatch(self.instance_tag):
             raise ValueError(f"{ENV_PREFIX}INSTANCE_TAG: {self.instance_tag[:40]!r} must be 1-32 "
                              "letters, digits, '_' or '-'")
+
+    def webhook_schedule(self) -> tuple[float, ...]:
+        """:attr:`webhook_retry_schedule` as numbers: the delay before each attempt."""
+        name = f"{ENV_PREFIX}WEBHOOK_RETRY_SCHEDULE"
+        try:
+            delays = tuple(float(p) for p in self.webhook_retry_schedule.split(","))
+        except ValueError:
+            raise ValueError(f"{name}: comma-separated seconds, not "
+                             f"{self.webhook_retry_schedule[:80]!r}") from None
+        if not delays or not all(0 <= d < 10 * 365 * 86400 for d in delays):
+            raise ValueError(f"{name}: at least one delay, each 0 or more seconds")
+        return delays
+
+    @property
+    def webhook_lease_seconds(self) -> float:
+        """How long a claimed delivery is this instance's: longer than an attempt can take
+        (its timeout bounds the whole attempt), so no other instance sends it meanwhile."""
+        return self.webhook_timeout_seconds * 1.5 + 5.0
 
     def tagged(self, value: str) -> str:
         """``value`` behind this instance's routing tag: ``"<tag>.<value>"``."""
@@ -175,6 +236,12 @@ class Settings:
 
 def _parse(type_name: Any, raw: str, name: str) -> Any:
     t = str(type_name)
+    if t == "bool":
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}: true or false, not {raw!r}")
     try:
         if t.startswith("tuple"):
             return tuple(p.strip() for p in raw.split(",") if p.strip())

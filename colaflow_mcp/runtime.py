@@ -20,16 +20,21 @@ from typing import Any, Protocol
 
 import anyio
 
+from colaflow_mcp import metrics
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery.backplane import Backplane, make_backplane
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.delivery.outbox import Outbox
 from colaflow_mcp.delivery.recovery import Recovery
+from colaflow_mcp.delivery.webhooks import WebhookSender
+from colaflow_mcp.domain import audit as audit_trail
 from colaflow_mcp.domain.audit import AuditLog
 from colaflow_mcp.domain.auth import Authenticator, KeyVerifier, TokenIssuer, jwt_secret
 from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.domain.console import ConsoleAuth
+from colaflow_mcp.domain.operations import OPERATIONS
 from colaflow_mcp.domain.queries import Queries
+from colaflow_mcp.domain.webhooks import WebhookRecorder
 from colaflow_mcp.hub.server import HubServer
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from colaflow_mcp.rest.routes import RestApi
@@ -67,24 +72,30 @@ class Runtime:
     hub: HubServer
     mcp: McpEndpoint
     supervisor: Supervisor
+    webhooks: WebhookSender
     console: Console
 
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
         """Open the database (creating/upgrading the schema) and wire everything."""
         s = settings
-        db = Database(s.database_url)
+        db = Database(s.database_url, s.db_pool_size)
         await db.create_schema(s.schema_upgrade, s.schema_lock_timeout_seconds)
         keys = KeyVerifier(db, cache_seconds=s.api_key_cache_seconds,
                            cache_entries=s.auth_cache_entries)
         tokens = TokenIssuer(await jwt_secret(db, s.jwt_secret), s.reviewer_token_ttl_seconds,
-                             cache_entries=s.auth_cache_entries)
+                             cache_entries=s.auth_cache_entries,
+                             previous=s.jwt_previous_secrets)
         auth = Authenticator(keys, tokens)
         bus = make_backplane(s)
         notifier = Notifier(db, s.db_call_seconds, s.review_queue_size,
                             s.review_queue_recent_decisions)
         outbox = Outbox(db, notifier, bus, s.outbox_size, s.announce_marker_linger_seconds)
-        changes = ChangeService(db, outbox, s)
+        webhooks = WebhookSender(db, s)
+        # Deliveries are queued in each proposal's and decision's own transaction; the
+        # commit rings the sender. (The audit trail last: it holds its tenant's lock.)
+        queue = WebhookRecorder(s.webhook_schedule()[0], webhooks.nudge)
+        changes = ChangeService(db, outbox, s, recorders=(queue, audit_trail.record))
         queries = Queries(db)
         runtime = cls(
             s, db, keys, tokens, auth, bus, notifier, outbox, Recovery(db, notifier, bus),
@@ -92,10 +103,12 @@ class Runtime:
             McpEndpoint(s, auth, changes, queries, notifier),
             Supervisor(max_backoff=s.loop_max_backoff_seconds,
                        stop_grace=s.shutdown_grace_seconds),
+            webhooks,
             Console(s, ConsoleAuth(db, s.console_session_ttl_seconds), changes, queries,
                     AuditLog(db), notifier),
         )
         runtime._declare_work()
+        metrics.known_tools(OPERATIONS)
         return runtime
 
     @property
@@ -125,6 +138,33 @@ class Runtime:
         await self.bus.aclose()
         await self.db.dispose()
 
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        """``/health/ready``: (ready, body naming every check and the failing ones).
+
+        Ready: started and not shutting down, the database answers within
+        ``readiness_timeout_seconds``, every supervised loop and service is alive, and the
+        Redis backplane (when configured) is connected.
+        """
+        # Not running once shutdown begins (the hub closes first, while still listening).
+        checks: dict[str, bool] = {
+            "running": self.supervisor.running_now and not self.hub.closing}
+        db_ok = False
+        with anyio.move_on_after(self.settings.readiness_timeout_seconds):
+            db_ok = await self.db.ping(quiet=True)
+        checks["database"] = db_ok
+        if self.settings.redis_url:
+            checks["backplane"] = self.bus.healthy
+        checks.update((f"loop:{name}", alive) for name, alive in self.supervisor.alive.items())
+        failing = [name for name, ok in checks.items() if not ok]
+        return not failing, {"status": "not ready" if failing else "ready",
+                             "failing": failing, "checks": checks}
+
+    def live(self) -> metrics.Live:
+        """What the gauges of ``/metrics`` show, read now."""
+        return metrics.Live(hub_connections=self.hub.transport_counts(),
+                            mcp_sessions=self.mcp.session_counts(),
+                            backplane_connected=self.bus.healthy)
+
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """``/health``: (database answers, body)."""
         db_ok = await self.db.ping()
@@ -140,6 +180,7 @@ class Runtime:
             "reviewQueues": self.notifier.queue_subscriber_count(),
             "hub": self.hub.status(),
             "mcp": self.mcp.status(),
+            "webhooks": self.webhooks.status(),
         }
 
     # -- the background work --------------------------------------------------------------
@@ -158,6 +199,7 @@ class Runtime:
         sv.loop("announce-sweep", self._sweep)
         sv.loop("reconcile", self._reconcile)
         sv.loop("revocation", self._revoke)
+        sv.loop("webhooks", lambda: self.webhooks.run(sv.stopping, sv.pause))
 
     async def _listen(self) -> None:
         # Whatever was published while we were not listening is recovered from the rows.

@@ -1,8 +1,8 @@
 """One supervisor for all background work: named loops, restarted, stopped in order.
 
 Every loop of the process (bus listener, publisher, marker, expiry, announce sweep,
-reconcile, hub timers, revocation) and every long-lived service (the MCP session
-manager) runs in the supervisor's one task group. A loop that raises is logged with
+reconcile, hub timers, revocation, webhook sender) and every long-lived service (the MCP
+session manager) runs in the supervisor's one task group. A loop that raises is logged with
 ``logger.exception`` and restarted after a backoff (0.1 s, doubling up to
 ``loop_max_backoff_seconds``): a loop that died silently is the worst bug a notifier can
 have. ``status()`` is what ``/health`` reports: each loop alive or not, and the passes the
@@ -70,6 +70,8 @@ class Supervisor:
         self.passes: dict[str, int] = {}
         # Set, then replaced, after every completed pass: wait on it to see passes happen.
         self.pass_completed = anyio.Event()
+        # Set, then replaced, whenever a loop or service goes up or down (readiness).
+        self.alive_changed = anyio.Event()
         self._loops: list[_Loop] = []
         self._services: list[_Service] = []
         self._stop_hooks: list[Callable[[], None]] = []
@@ -172,13 +174,18 @@ class Supervisor:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _set_alive(self, name: str, alive: bool) -> None:
+        self.alive[name] = alive
+        self.alive_changed.set()
+        self.alive_changed = anyio.Event()
+
     async def _guard(self, loop: _Loop) -> None:
         """Run a loop until stopped: log, back off and restart on any error."""
         backoff = 0.1
         try:
             with loop.scope:
                 while not self.stopping.is_set():
-                    self.alive[loop.name] = True
+                    self._set_alive(loop.name, True)
                     try:
                         await loop.run()
                         if not self.stopping.is_set():
@@ -188,7 +195,7 @@ class Supervisor:
                         logger.exception("background loop %s failed; restarting in %.1fs",
                                          loop.name, backoff)
                     finally:
-                        self.alive[loop.name] = False
+                        self._set_alive(loop.name, False)
                     await self.pause(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
         finally:
@@ -199,11 +206,11 @@ class Supervisor:
                     ) -> None:
         try:
             async with service.factory():
-                self.alive[service.name] = True
+                self._set_alive(service.name, True)
                 task_status.started()
                 try:
                     await service.release.wait()
                 finally:
-                    self.alive[service.name] = False
+                    self._set_alive(service.name, False)
         finally:
             service.done.set()

@@ -108,6 +108,8 @@ class RedisBackplane:
         self._pub = aioredis.Redis.from_url(url, socket_connect_timeout=connect_timeout,
                                             socket_timeout=connect_timeout)
         self._listening = False
+        # Set, then replaced, whenever the link comes up or goes down.
+        self.link_changed = anyio.Event()
         self._last_error: str | None = None
         self._connected_since: float | None = None
         self._last_heard: float | None = None  # wall clock: the last word from Redis
@@ -128,7 +130,7 @@ class RedisBackplane:
                 async with self._client.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel, self.created_channel)
                     missed = self._missed_since()
-                    self._listening = True
+                    self._set_listening(True)
                     self._connected_since = self._last_heard = time.time()
                     self._last_error = None
                     backoff = 0.1
@@ -144,10 +146,16 @@ class RedisBackplane:
                     type(exc).__name__, backoff,
                 )
             finally:
-                self._listening = False
+                self._set_listening(False)
             self.reconnects += 1
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
+
+    def _set_listening(self, listening: bool) -> None:
+        if listening != self._listening:
+            self._listening = listening
+            self.link_changed.set()
+            self.link_changed = anyio.Event()
 
     def _missed_since(self) -> datetime | None:
         """Since when messages may have been missed: a link can be dead for up to

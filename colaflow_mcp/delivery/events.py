@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from colaflow_mcp.domain.representation import change_to_json, iso
@@ -29,6 +30,10 @@ class DecisionEvent:
     tenant_id: str
     status: str
     payload: dict[str, Any]
+    # When the decision committed (Unix time; for ``colaflow_notify_seconds``): taken
+    # after the commit on the deciding instance, carried over the backplane; from the
+    # row's ``decided_at`` when the event is rebuilt from the database.
+    committed_at: float | None = None
 
     @property
     def created(self) -> bool:
@@ -50,7 +55,7 @@ class DecisionEvent:
         """The backplane message."""
         return json.dumps(
             {"changeId": self.change_id, "tenantId": self.tenant_id, "status": self.status,
-             "payload": self.payload},
+             "payload": self.payload, "committedAt": self.committed_at},
             separators=(",", ":"),
         )
 
@@ -58,9 +63,11 @@ class DecisionEvent:
     def from_json(cls, raw: str | bytes) -> DecisionEvent:
         """Parse a backplane message."""
         data = json.loads(raw)
+        committed = data.get("committedAt")  # absent from an older release's messages
         return cls(
             change_id=str(data["changeId"]), tenant_id=str(data["tenantId"]),
             status=str(data["status"]), payload=dict(data["payload"]),
+            committed_at=float(committed) if isinstance(committed, int | float) else None,
         )
 
 
@@ -70,8 +77,10 @@ def created_event(change: PendingChange) -> DecisionEvent:
                          status=Status.PENDING.value, payload=change_to_json(change))
 
 
-def event_from_change(change: PendingChange) -> DecisionEvent:
-    """The decision event of a decided change (the contract's camelCase payload)."""
+def event_from_change(change: PendingChange, committed_at: float | None = None
+                      ) -> DecisionEvent:
+    """The decision event of a decided change (the contract's camelCase payload);
+    ``committed_at`` defaults to the row's ``decided_at``."""
     if change.status not in HUB_TARGETS or change.status == Status.PENDING.value:
         raise ValueError(f"change {change.id} is not decided ({change.status})")
     payload: dict[str, Any] = {
@@ -100,7 +109,11 @@ def event_from_change(change: PendingChange) -> DecisionEvent:
     elif change.status == Status.REJECTED.value:
         payload.update(reason=change.reason, rejectedBy=change.decided_by)
     payload["timestamp"] = iso(change.decided_at)
+    if committed_at is None and change.decided_at is not None:
+        decided = change.decided_at
+        committed_at = (decided if decided.tzinfo else decided.replace(tzinfo=UTC)).timestamp()
     return DecisionEvent(
-        change_id=change.id, tenant_id=change.tenant_id, status=change.status, payload=payload
+        change_id=change.id, tenant_id=change.tenant_id, status=change.status, payload=payload,
+        committed_at=committed_at,
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import anyio
@@ -157,7 +158,8 @@ class Notifier:
             self.unregister(subscriber, change_id)
             return None
         if change.status != Status.PENDING.value:
-            self.dispatch(event_from_change(change))
+            # A catch-up, not a notification: no commit time (no latency to measure).
+            self.dispatch(replace(event_from_change(change), committed_at=None))
         return change_to_json(change)
 
     # -- review queues ----------------------------------------------------------------

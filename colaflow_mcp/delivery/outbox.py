@@ -13,9 +13,11 @@ published is made up for by the reconcile pass of every instance with a review q
 from __future__ import annotations
 
 import logging
+import time
 
 import anyio
 
+from colaflow_mcp import metrics
 from colaflow_mcp.delivery.backplane import Backplane
 from colaflow_mcp.delivery.events import DecisionEvent, created_event, event_from_change
 from colaflow_mcp.delivery.notifier import Notifier
@@ -48,7 +50,12 @@ class Outbox:
         reviewer's request; what cannot be queued or published is left to the sweep.
         """
         created = change.status == Status.PENDING.value
-        event = created_event(change) if created else event_from_change(change)
+        if created:
+            event = created_event(change)
+            metrics.proposed(change.tool_name)
+        else:
+            event = event_from_change(change, time.time())  # just committed
+            metrics.decided(change.status)
         self.notifier.dispatch(event)
         net = "reconcile" if created else "the announce sweep"
         try:

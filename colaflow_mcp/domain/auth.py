@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -162,8 +162,11 @@ def _usable(row: ApiKey) -> bool:
 class TokenIssuer:
     """Signs and checks reviewer JWTs (claims: sub = user, tenant slug and id, role)."""
 
-    def __init__(self, secret: str, ttl_seconds: float, cache_entries: int = 10_000) -> None:
+    def __init__(self, secret: str, ttl_seconds: float, cache_entries: int = 10_000,
+                 previous: Sequence[str] = ()) -> None:
         self.secret = secret
+        # Earlier secrets: their tokens are still accepted (rotation); never used to sign.
+        self.keys = (secret, *(p for p in previous if p and p != secret))
         self.ttl_seconds = ttl_seconds
         self.cache_entries = cache_entries
         self._verified: dict[str, tuple[Principal, float]] = {}
@@ -190,12 +193,19 @@ class TokenIssuer:
             if time.time() < exp:
                 return principal
             del self._verified[token]
-        try:
-            claims = jwt.decode(
-                token, self.secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE,
-                options={"require": ["sub", "tid", "tenant", "exp"]},
-            )
-        except jwt.PyJWTError:
+        claims = None
+        for secret in self.keys:
+            try:
+                claims = jwt.decode(
+                    token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE,
+                    options={"require": ["sub", "tid", "tenant", "exp"]},
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue  # perhaps signed with an earlier secret
+            except jwt.PyJWTError:
+                return None
+        if claims is None:
             return None
         if claims.get("role") != "reviewer":
             return None

@@ -41,6 +41,7 @@ from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.groups import GROUPED, TransactionGroups
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,16 @@ class Edit:
     plan: Plan
 
 
+@dataclass(frozen=True)
+class Decided:
+    """What a decision's transaction function did: the row if it won, and its transitions
+    (recorded once per transaction, after every decision sharing it)."""
+
+    change: PendingChange | None
+    transitions: tuple[Transition, ...] = ()
+    result: dict[str, Any] | None = None  # an approval's execution result
+
+
 class Announcer(Protocol):
     """Where a new or decided change goes once its transaction committed (delivery's
     outbox): a new one to review queues, a decided one to its subscribers too."""
@@ -109,6 +120,22 @@ class ChangeService:
         # otherwise be woken during itself and the loop would never rest.
         self._expiry_passing = False
         self._soonest_during_pass: datetime | None = None
+        # Concurrent decisions of a tenant share a transaction (group commit): they take
+        # turns on its audit chain (and its projects' issue numbers) anyway.
+        self.decisions: TransactionGroups[Decided] = TransactionGroups(
+            db, self._record_decided, audit.lock_chains,
+            max_size=settings.decision_group_max_size)
+
+    def _record_decided(self, s: Session, decided: list[Decided]) -> None:
+        """Execution results and the recorders' rows of a transaction's decisions, each
+        written once per transaction."""
+        results = [{"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
+                   for d in decided if d.change is not None and d.result is not None]
+        if results:
+            s.connection().execute(statements.RECORD_RESULT, results)
+        transitions = [t for d in decided for t in d.transitions]
+        if transitions:
+            recording.record(s, self.recorders, *transitions)
 
     # -- proposals ----------------------------------------------------------------------
 
@@ -190,26 +217,22 @@ class ChangeService:
         edit = None if arguments is None else await self._plan_edit(principal, cid, arguments)
         tenant_id, by, actor = principal.tenant_id, principal.display, Actor.of(principal)
 
-        def decide_and_execute(s: Session) -> PendingChange | None:
+        def decide_and_execute(s: Session) -> Decided:
             change = _claim(s, tenant_id, cid, Status.APPROVED, by, None, edit=edit)
             if change is None:
-                return None
+                return Decided(None)
             result = _execute(s, change)
             change.execution_result = result
             if result["success"]:
                 change.entity_id = result["entityId"]
-            s.connection().execute(statements.RECORD_RESULT, {
-                "p_id": cid, "p_result": result, "p_entity": change.entity_id})
             approved: dict[str, Any] = {"edited": bool(change.edited)}
             if change.edited:
                 approved.update(arguments=change.arguments, summary=change.summary)
-            recording.record(
-                s, self.recorders,
+            return Decided(change, (
                 Transition(recording.APPROVED, tenant_id, actor, change, approved),
-                Transition(recording.EXECUTED, tenant_id, actor, change, result))
-            return change
+                Transition(recording.EXECUTED, tenant_id, actor, change, result)), result)
 
-        change = await self.db.transact(decide_and_execute)
+        change = (await self.decisions.run(tenant_id, decide_and_execute)).change
         if change is None:
             raise await self._lost(principal, cid)
         return await self._after_decision(change)
@@ -304,19 +327,19 @@ class ChangeService:
         """Reject or expire in a transaction of its own; the row if this call won, else
         None."""
 
-        def decide(s: Session) -> PendingChange | None:
+        def decide(s: Session) -> Decided:
             change = _claim(s, tenant_id, cid, status, by, reason, only_overdue)
-            if change is not None:
-                if status == Status.REJECTED:
-                    what = Transition(recording.REJECTED, tenant_id, actor, change,
-                                      {"reason": reason})
-                else:
-                    what = Transition(recording.EXPIRED, tenant_id, actor, change,
-                                      {"expiresAt": iso(change.expires_at)})
-                recording.record(s, self.recorders, what)
-            return change
+            if change is None:
+                return Decided(None)
+            if status == Status.REJECTED:
+                what = Transition(recording.REJECTED, tenant_id, actor, change,
+                                  {"reason": reason})
+            else:
+                what = Transition(recording.EXPIRED, tenant_id, actor, change,
+                                  {"expiresAt": iso(change.expires_at)})
+            return Decided(change, (what,))
 
-        return await self.db.transact(decide)
+        return (await self.decisions.run(tenant_id, decide)).change
 
     async def _lost(self, principal: Principal, cid: str) -> NotFound | Conflict:
         """Why a decision did not apply: NotFound or Conflict (expiring the change if due)."""
@@ -377,8 +400,15 @@ def _claim(
 
 
 def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
-    """Apply the change inside a savepoint: all of it, or none of it and an error."""
+    """Apply the change inside a savepoint: all of it, or none of it and an error.
+
+    In a transaction shared by several decisions (``GROUPED``) there is no savepoint (two
+    round trips on PostgreSQL): any failure raises instead, and store/groups.py runs each
+    decision again alone, where this savepoint catches it.
+    """
     spec = OPERATIONS[change.tool_name]
+    if s.info.get(GROUPED):
+        return {"success": True, "entityId": spec.execute(s, change), "error": None}
     try:
         with s.begin_nested():
             entity_id = spec.execute(s, change)

@@ -31,6 +31,8 @@ REJECTED = "change.rejected"
 EXPIRED = "change.expired"
 KEY_CREATED = "key.created"
 KEY_REVOKED = "key.revoked"
+WEBHOOK_ADDED = "webhook.added"
+WEBHOOK_REMOVED = "webhook.removed"
 
 
 @dataclass(frozen=True)
@@ -98,4 +100,5 @@ def record(s: Session, recorders: Iterable[Recorder], *transitions: Transition) 
 
 
 __all__ = ["APPROVED", "EXECUTED", "EXPIRED", "EXPIRY", "KEY_CREATED", "KEY_REVOKED",
-           "PROPOSED", "REJECTED", "Actor", "ActorType", "Recorder", "Transition", "record"]
+           "PROPOSED", "REJECTED", "WEBHOOK_ADDED", "WEBHOOK_REMOVED", "Actor", "ActorType",
+           "Recorder", "Transition", "record"]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from colaflow_mcp import metrics
 from colaflow_mcp.delivery.events import DecisionEvent
 from colaflow_mcp.hub import protocol as p
 from colaflow_mcp.hub.outbound import Limits, Outbound
@@ -173,6 +174,8 @@ class HubConnection:
         """Queue a decision (or, on the review queue, creation) event as a non-blocking
         invocation of its target."""
         self.send(_framed(event))
+        if event.committed_at is not None and not event.created and not self.closed:
+            self._out.note_commit(event.committed_at)  # for colaflow_notify_seconds
 
     def owned_by(self, principal: Principal) -> bool:
         """Whether a request by ``principal`` may use this connection (same key/user)."""
@@ -257,7 +260,8 @@ class HubConnection:
 
     def written(self) -> None:
         """The transport wrote everything it took: input held back for it may go on."""
-        self._out.written()
+        for committed in self._out.written():
+            metrics.notified("hub", committed)
         room = self._room
         if room is not None and not self._out.backlog_high():
             room.set()

@@ -11,6 +11,7 @@ no I/O, no clock, no events.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from colaflow_mcp.hub import protocol as p
@@ -28,7 +29,7 @@ class Outbound:
     """One connection's queue, in-flight count and replay buffer."""
 
     __slots__ = ("limits", "frames", "_bytes", "_inflight", "_replay", "_replay_bytes",
-                 "_seq")  # one per connection: no instance dict
+                 "_seq", "_commits", "_commits_taken")  # one per connection: no instance dict
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -38,6 +39,10 @@ class Outbound:
         self._replay: deque[tuple[int, str]] | None = None  # once stateful
         self._replay_bytes = 0
         self._seq = 0  # the last sequence id given to a tracked frame
+        # Commit times of the decisions among the queued frames, then among those taken:
+        # returned by ``written`` (for colaflow_notify_seconds). Lists only while any.
+        self._commits: list[float] | None = None
+        self._commits_taken: list[float] | None = None
 
     @property
     def held(self) -> int:
@@ -71,17 +76,36 @@ class Outbound:
         """Queue a handshake answer or a Close: never refused, never replayed."""
         self.frames.append(text)
 
+    def note_commit(self, committed_at: float) -> None:
+        """The frame just queued carries a decision committed at ``committed_at``."""
+        commits = self._commits
+        if commits is None:
+            self._commits = [committed_at]
+        else:
+            commits.append(committed_at)
+
     def take(self) -> list[str]:
         """All queued frames, in order; in flight until :meth:`written`."""
         frames = self.frames
         self.frames = []
+        commits = self._commits
+        if commits is not None:
+            self._commits = None
+            taken = self._commits_taken
+            self._commits_taken = commits if taken is None else taken + commits
         self._inflight += self._bytes
         self._bytes = 0
         return frames
 
-    def written(self) -> None:
-        """The transport wrote everything it took."""
+    def written(self) -> Sequence[float]:
+        """The transport wrote everything it took: the commit times of the decisions among
+        it (see :meth:`note_commit`)."""
         self._inflight = 0
+        taken = self._commits_taken
+        if taken is None:
+            return ()
+        self._commits_taken = None
+        return taken
 
     def backlog_high(self) -> bool:
         """Whether the transport's backlog is over the flow-control high-water mark (a
@@ -114,6 +138,7 @@ class Outbound:
         """Drop what is queued and in flight (a client that does not read)."""
         self.frames = []
         self._bytes = self._inflight = 0
+        self._commits = self._commits_taken = None
 
     def end_replay(self) -> None:
         """Closed: the connection is never resumed."""

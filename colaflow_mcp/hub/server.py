@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from colaflow_mcp import logs
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.domain.auth import Authenticator, Principal, credential_from
@@ -94,6 +95,7 @@ class HubServer:
         if refusal is not None:
             return PlainTextResponse(refusal, status_code=429, headers=NO_STORE)
         conn = self.registry.create(principal, version)
+        logs.bind(tenant=principal.tenant_slug, connection_id=conn.connection_id)
         # Stateful reconnect only where the client asks for it (WebSockets, version 1+).
         conn.stateful_allowed = version >= 1 and (
             request.query_params.get("useStatefulReconnect", "").lower() == "true"
@@ -113,6 +115,7 @@ class HubServer:
             conn = self.registry.lookup(request.query_params.get("id"), principal)
         except NoConnection as exc:
             return PlainTextResponse(exc.detail, status_code=exc.status, headers=NO_STORE)
+        logs.bind(tenant=principal.tenant_slug, connection_id=conn.connection_id)
         if request.method == "POST":
             return await self.post(request, conn)
         if request.method == "DELETE":
@@ -181,6 +184,7 @@ class HubServer:
                 await deny(websocket, 429, refusal)
                 return
             conn = self.registry.create(principal, 1)  # skip-negotiation
+        logs.bind(tenant=principal.tenant_slug, connection_id=conn.connection_id)
         await self.websockets.serve(websocket, conn)
 
     # -- timers, revocation, shutdown -------------------------------------------------
@@ -271,6 +275,15 @@ class HubServer:
             for conn in live:
                 if conn.stream_attached or conn.poll_active:
                     await conn.drained.wait()
+
+    def transport_counts(self) -> dict[str, int]:
+        """Open (not closed) connections by transport (for ``/metrics``)."""
+        counts: dict[str, int] = {}
+        for conn in self.registry.by_token.values():
+            if conn.transport is not None and not conn.closed:
+                name = conn.transport.value
+                counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def status(self) -> dict[str, object]:
         """Connections by state and transport, subscriptions held (for ``/health``)."""

@@ -26,6 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from colaflow_mcp import logs
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.domain.auth import KEY_PREFIX, Authenticator, Principal, credential_from
@@ -221,6 +222,7 @@ class McpEndpoint:
                              {"WWW-Authenticate": 'Bearer realm="colaflow"'})(
                 scope, receive, send)
             return
+        logs.bind(tenant=principal.tenant_slug)
         scope = dict(scope)
         scope[SCOPE_KEY] = principal
         # The SDK binds each session to the credential that opened it (by client_id):
@@ -284,6 +286,12 @@ class McpEndpoint:
                               f"Origin {headers.get('origin', '')[:100]!r} is not allowed; add "
                               "it to COLAFLOW_ALLOWED_ORIGINS")
         return None
+
+    def session_counts(self) -> dict[str, int]:
+        """Open sessions by protocol era (for ``/metrics``): legacy sessions
+        (Mcp-Session-Id), and modern ``subscriptions/listen`` streams."""
+        return {"legacy": len(self.manager.session_ids()),
+                "modern": len(self.subscriptions.listen_streams)}
 
     def status(self) -> dict[str, object]:
         """Counters for ``/health``."""

@@ -29,6 +29,7 @@ from mcp.shared.subscriptions import (
     event_to_notification,
 )
 
+from colaflow_mcp import metrics
 from colaflow_mcp.delivery.events import DecisionEvent
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.domain.auth import Principal
@@ -38,6 +39,7 @@ from colaflow_mcp.mcp.context import require_principal
 logger = logging.getLogger(__name__)
 
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
+Update = tuple[str, float | None]
 
 
 def not_found(uri: str) -> MCPError:
@@ -52,10 +54,11 @@ class _Watcher:
         self.principal = principal
         self._tenant_id = principal.tenant_id
         self.uris: dict[str, str] = {}  # change id -> URI as the client spelled it
-        self.send: MemoryObjectSendStream[str]
-        self.recv: MemoryObjectReceiveStream[str]
+        # (URI, the decision's commit time for colaflow_notify_seconds, None for a catch-up)
+        self.send: MemoryObjectSendStream[Update]
+        self.recv: MemoryObjectReceiveStream[Update]
         # +1: room for a change that is re-subscribed after its update was queued.
-        self.send, self.recv = anyio.create_memory_object_stream[str](capacity + 1)
+        self.send, self.recv = anyio.create_memory_object_stream[Update](capacity + 1)
 
     @property
     def tenant_id(self) -> str:
@@ -65,7 +68,7 @@ class _Watcher:
         """Queue the update; never blocks (the queue holds one entry per watched change)."""
         uri = self.uris.get(event.change_id, event.resource_uri)
         try:
-            self.send.send_nowait(uri)
+            self.send.send_nowait((uri, event.committed_at))
         except anyio.WouldBlock:
             logger.warning("MCP subscriber queue full; dropped the update for %s", uri)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -84,11 +87,12 @@ class LegacySession(_Watcher):
     async def pump(self) -> None:
         """Send queued updates on the session's standalone (GET) stream until closed."""
         async with self.recv:
-            async for uri in self.recv:
+            async for uri, committed in self.recv:
                 try:
                     # No related request id: the SDK routes it to the standalone GET stream;
                     # with no stream open it lands in the session's event store for replay.
                     await self.outbound.send_resource_updated(uri)
+                    metrics.notified("mcp", committed)
                 except Exception:
                     logger.exception("sending resources/updated to session %s failed",
                                      self.session_id[:8])
@@ -270,11 +274,12 @@ class Subscriptions:
                 related_request_id=subscription_id,
             )
             async with stream.recv:
-                async for uri in stream.recv:
+                async for uri, committed in stream.recv:
                     await ctx.session.send_notification(
                         event_to_notification(ResourceUpdated(uri=uri), meta),
                         related_request_id=subscription_id,
                     )
+                    metrics.notified("mcp", committed)
         finally:
             self.listen_streams.discard(stream)
             self.notifier.unregister_all(stream, stream.uris.keys())

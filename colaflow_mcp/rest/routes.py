@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from colaflow_mcp import logs
 from colaflow_mcp.config import Settings
 from colaflow_mcp.domain.audit import AuditLog
 from colaflow_mcp.domain.auth import Authenticator, Principal, credential_from
@@ -21,11 +22,27 @@ from colaflow_mcp.domain.errors import Conflict, Forbidden, InvalidArguments, No
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import change_to_json
 from colaflow_mcp.http import json_error
-from colaflow_mcp.rest.health import health
+from colaflow_mcp.rest import openapi, ops
+from colaflow_mcp.rest.openapi import Endpoint
+from colaflow_mcp.rest.schemas import (
+    ApproveRequest,
+    AuditPage,
+    AuditQuery,
+    Change,
+    ChangePage,
+    Issue,
+    ListChangesQuery,
+    ProjectList,
+    ProposeRequest,
+    RejectRequest,
+    invalid,
+)
 
 logger = logging.getLogger(__name__)
 
 PENDING_CHANGES = "/api/mcp/pending-changes"
+Q = TypeVar("Q", bound=BaseModel)
+B = TypeVar("B", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return json_error(401, "unauthorized",
                               "missing or invalid credentials: send 'Authorization: Bearer "
                               "<API key or reviewer token>' or 'X-API-Key: <API key>'")
+        logs.bind(tenant=principal.tenant_slug, change_id=request.path_params.get("id"))
         try:
             return await handler(request, principal, api)
         except InvalidArguments as exc:
@@ -108,23 +126,30 @@ def _not_json(constant: str) -> Any:
     raise InvalidArguments(f"body must be JSON: {constant} is not a JSON value")
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
+def _query(request: Request, model: type[Q]) -> Q:
+    """The query string validated by ``model`` (an empty value counts as absent)."""
+    params = {k: v for k, v in request.query_params.items() if v != ""}
     try:
-        return int(raw)
-    except ValueError:
-        raise InvalidArguments(f"{name} must be an integer") from None
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+async def _body(request: Request, api: RestApi, model: type[B]) -> B:
+    """The JSON body validated by ``model``."""
+    data = await json_body(request, api.settings.max_body_bytes)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc) from None
 
 
 @endpoint
 async def list_changes(request: Request, p: Principal, api: RestApi) -> Response:
     """``GET /api/mcp/pending-changes?status=&page=&pageSize=``"""
+    q = _query(request, ListChangesQuery)
     page = await api.queries.list_changes(
-        p, status=request.query_params.get("status") or None,
-        page=_int_param(request, "page", 1), page_size=_int_param(request, "pageSize", 20),
-    )
+        p, status=q.status.value if q.status else None, page=q.page, page_size=q.pageSize)
     return JSONResponse(page.to_json())
 
 
@@ -132,13 +157,10 @@ async def list_changes(request: Request, p: Principal, api: RestApi) -> Response
 async def propose(request: Request, p: Principal, api: RestApi) -> Response:
     """``POST /api/mcp/pending-changes`` ``{tool, arguments, expiresInSeconds?, rationale?}``
     (agents)."""
-    body = await json_body(request, api.settings.max_body_bytes)
-    tool = body.get("tool") or body.get("toolName")
-    if not isinstance(tool, str):
-        raise InvalidArguments("'tool' is required, e.g. \"create_issue\"")
-    arguments = body.get("arguments", {})
-    expires = body.get("expiresInSeconds")
-    change = await api.changes.propose(p, tool, arguments, expires, body.get("rationale"))
+    body = await _body(request, api, ProposeRequest)
+    change = await api.changes.propose(p, body.tool, body.arguments, body.expiresInSeconds,
+                                       body.rationale)
+    logs.bind(change_id=change.id)
     return JSONResponse(change_to_json(change), status_code=201)
 
 
@@ -155,15 +177,8 @@ async def approve(request: Request, p: Principal, api: RestApi) -> Response:
     and execute, with the reviewer's complete arguments instead of the agent's if given."""
     if p.kind != "reviewer":
         raise Forbidden("only reviewers approve changes")
-    body = await json_body(request, api.settings.max_body_bytes)
-    # Other fields are ignored, as before edits existed; but a misspelt "arguments" must
-    # not approve the unedited change.
-    misspelt = sorted(k for k in body if k != "arguments" and difflib.get_close_matches(
-        k.lower(), ["arguments"], n=1, cutoff=0.6))
-    if misspelt:
-        raise InvalidArguments(f"unknown field {misspelt[0]!r}: did you mean \"arguments\" "
-                               "(complete arguments for the tool)? Nothing was approved")
-    change = await api.changes.approve(p, request.path_params["id"], body.get("arguments"))
+    body = await _body(request, api, ApproveRequest)
+    change = await api.changes.approve(p, request.path_params["id"], body.arguments)
     return JSONResponse(change_to_json(change))
 
 
@@ -172,17 +187,18 @@ async def reject(request: Request, p: Principal, api: RestApi) -> Response:
     """``POST /api/mcp/pending-changes/{id}/reject`` ``{reason}`` (reviewers)."""
     if p.kind != "reviewer":
         raise Forbidden("only reviewers reject changes")
-    body = await json_body(request, api.settings.max_body_bytes)
-    change = await api.changes.reject(p, request.path_params["id"], body.get("reason"))
+    body = await _body(request, api, RejectRequest)
+    change = await api.changes.reject(p, request.path_params["id"], body.reason)
     return JSONResponse(change_to_json(change))
 
 
 @endpoint
 async def audit_entries(request: Request, p: Principal, api: RestApi) -> Response:
     """``GET /api/audit?changeId=&after=&limit=`` (reviewers): the tenant's audit trail."""
-    q = request.query_params
-    return JSONResponse(await api.audit.page(p, q.get("changeId"), q.get("after"),
-                                             q.get("limit")))
+    if p.kind != "reviewer":
+        raise Forbidden("only reviewers read the audit trail")
+    q = _query(request, AuditQuery)
+    return JSONResponse(await api.audit.page(p, q.changeId, q.after, q.limit))
 
 
 @endpoint
@@ -197,16 +213,43 @@ async def get_issue(request: Request, p: Principal, api: RestApi) -> Response:
     return JSONResponse(await api.queries.get_issue(p, request.path_params["key"]))
 
 
+# Every REST route, with what /openapi.json says of it (rest/openapi.py). ``auth``: who
+# may call (``None``: anyone); ``errors``: the error statuses it may answer.
+AGENT_OR_REVIEWER = ("agent", "reviewer")
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("GET", PENDING_CHANGES, list_changes, "List the tenant's pending changes",
+             query=ListChangesQuery, response=ChangePage, auth=AGENT_OR_REVIEWER,
+             errors=(400, 401)),
+    Endpoint("POST", PENDING_CHANGES, propose, "Propose a change (as an MCP tool would)",
+             body=ProposeRequest, response=Change, status=201, auth=("agent",),
+             errors=(400, 401, 403, 404, 413)),
+    Endpoint("GET", PENDING_CHANGES + "/{id}", get_change,
+             "One pending change: the polling fallback", response=Change,
+             auth=AGENT_OR_REVIEWER, errors=(400, 401, 404)),
+    Endpoint("POST", PENDING_CHANGES + "/{id}/approve", approve,
+             "Approve (optionally with edited arguments) and execute", body=ApproveRequest,
+             response=Change, auth=("reviewer",), errors=(400, 401, 403, 404, 409, 413)),
+    Endpoint("POST", PENDING_CHANGES + "/{id}/reject", reject, "Reject with a reason",
+             body=RejectRequest, response=Change, auth=("reviewer",),
+             errors=(400, 401, 403, 404, 409, 413)),
+    Endpoint("GET", "/api/audit", audit_entries, "The tenant's audit trail",
+             query=AuditQuery, response=AuditPage, auth=("reviewer",),
+             errors=(400, 401, 403)),
+    Endpoint("GET", "/api/projects", list_projects, "The tenant's projects",
+             response=ProjectList, auth=AGENT_OR_REVIEWER, errors=(401,)),
+    Endpoint("GET", "/api/issues/{key}", get_issue, "An issue with its comments",
+             response=Issue, auth=AGENT_OR_REVIEWER, errors=(400, 401, 404)),
+    *ops.ENDPOINTS,
+]
+
+
 def routes() -> list[BaseRoute]:
-    """Every REST route (handlers find their dependencies in ``app.state.rest``)."""
-    return [
-        Route("/health", health, methods=["GET"]),
-        Route(PENDING_CHANGES, list_changes, methods=["GET"]),
-        Route(PENDING_CHANGES, propose, methods=["POST"]),
-        Route(PENDING_CHANGES + "/{id}", get_change, methods=["GET"]),
-        Route(PENDING_CHANGES + "/{id}/approve", approve, methods=["POST"]),
-        Route(PENDING_CHANGES + "/{id}/reject", reject, methods=["POST"]),
-        Route("/api/audit", audit_entries, methods=["GET"]),
-        Route("/api/projects", list_projects, methods=["GET"]),
-        Route("/api/issues/{key}", get_issue, methods=["GET"]),
-    ]
+    """Every REST route (handlers find their dependencies in ``app.state.rest``), and
+    ``/openapi.json``, which describes them."""
+    document = openapi.document(ENDPOINTS)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    return [*(Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS),
+            Route(openapi.PATH, openapi_json, methods=["GET"])]

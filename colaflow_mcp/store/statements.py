@@ -1,4 +1,5 @@
-"""Prebuilt Core statements for the hot paths (decisions, announcements, issue numbers).
+"""Prebuilt Core statements for the hot paths (decisions, announcements, issue numbers,
+audit appends, webhook deliveries).
 
 Building an ORM or Core statement per call cost more than running it (see
 benchmarks/RESULTS.md), so the decision path binds parameters into these instead.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import String, Table, bindparam, cast, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -18,6 +19,9 @@ from colaflow_mcp.store.tables import (
     PendingChange,
     Project,
     Status,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 _PC: Table = PendingChange.__table__  # type: ignore[attr-defined]
@@ -92,6 +96,37 @@ def pending_change_row(change: PendingChange) -> dict[str, Any]:
     Core would not apply), for ``INSERT_PENDING_CHANGE``."""
     return {name: getattr(change, key) for name, key in _PC_COLUMNS}
 
+def _create_issue_statement() -> Any:
+    """TAKE_ISSUE_NUMBER and INSERT_ISSUE as one statement (PostgreSQL: a data-modifying
+    CTE): one round trip, and atomic by itself. Parameters: INSERT_ISSUE's, prefixed
+    ``i_``, except ``project_id``, ``key`` and ``number``; ``p_tenant``, ``p_key`` (the
+    project's key); RETURNING the
+    issue's ``id`` (no row: no such project, nothing changed)."""
+    # Constants as SQL text, not bound literals: SQLAlchemy's statement cache loses the
+    # values of bound literals inside a data-modifying CTE ("a value is required").
+    one: Any = literal_column("1")
+    taken = (
+        _PROJECT.update()
+        .where(_PROJECT.c.tenant_id == bindparam("p_tenant"),
+               _PROJECT.c.key == bindparam("p_key"))
+        .values(next_issue_number=_PROJECT.c.next_issue_number + one)
+        .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number)
+        .cte("taken"))
+    number = taken.c.next_issue_number - one
+    c = _ISSUE.c
+    given = ("id", "tenant_id", "title", "description", "type", "status", "priority",
+             "assignee", "created_at", "updated_at")
+    # ``i_``-prefixed: parameters named like the table's columns would be taken for
+    # column values of the INSERT itself.
+    values: list[Any] = [bindparam("i_" + name, type_=c[name].type) for name in given]
+    values += [taken.c.id, taken.c.key + literal_column("'-'") + cast(number, String),
+               number]
+    return _ISSUE.insert().from_select(
+        [*given, "project_id", "key", "number"], select(*values)).returning(c.id)
+
+
+CREATE_ISSUE_PG = _create_issue_statement()
+
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 
 # Take ``p_count`` sequence numbers of a tenant's chain (``p_tenant``): RETURNING the new
@@ -101,6 +136,11 @@ TAKE_AUDIT_SEQ = (
     _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant"))
     .values(seq=_HEAD.c.seq + bindparam("p_count"))
     .returning(_HEAD.c.seq, _HEAD.c.hash))
+
+# Lock a tenant's chain head without moving it (``p_tenant``): taken first by a
+# transaction that decides several changes (see store/groups.py).
+LOCK_AUDIT_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(
+    _HEAD.c.tenant_id == bindparam("p_tenant")).with_for_update()
 
 # The chain's head on first use (``p_tenant``, ``p_hash``: the genesis hash); a
 # concurrent first use is no error (the UPDATE above then waits on the row it made).
@@ -114,4 +154,101 @@ START_AUDIT_HEAD = {
 SET_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
     hash=bindparam("p_hash"))
 
+# The head after appending under a lock taken by LOCK_AUDIT_HEAD (``p_tenant``, ``p_seq``,
+# ``p_hash``).
+MOVE_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
+    seq=bindparam("p_seq"), hash=bindparam("p_hash"))
+
 INSERT_AUDIT_ENTRY = _AUDIT.insert()
+
+# -- webhooks (see domain/webhooks.py and delivery/webhooks.py) ----------------------------
+
+_ENDPOINT: Table = WebhookEndpoint.__table__  # type: ignore[attr-defined]
+_DELIVERY: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
+_ATTEMPT: Table = WebhookAttempt.__table__  # type: ignore[attr-defined]
+
+# A tenant's live endpoints (``p_tenant``): what a transaction's events are queued for.
+WEBHOOK_TARGETS = select(_ENDPOINT.c.id, _ENDPOINT.c.events).where(
+    _ENDPOINT.c.tenant_id == bindparam("p_tenant"), _ENDPOINT.c.removed_at.is_(None))
+
+INSERT_WEBHOOK_DELIVERY = _DELIVERY.insert()
+INSERT_WEBHOOK_ATTEMPT = _ATTEMPT.insert()
+
+
+def _due_ids(expired: bool, limit_busy: bool, skip_locked: bool) -> Any:
+    """Ids of deliveries due now (``p_now``), at most ``p_limit``, none for the endpoints
+    in ``p_busy``: pending ones whose time came, oldest due first, or (``expired``) ones
+    claimed by an instance whose lease ran out (it died mid-attempt). Each is one range of
+    ``ix_webhook_delivery_due`` (an ``OR`` of the two would scan the table)."""
+    d = _DELIVERY.c
+    now: Any = bindparam("p_now", type_=d.next_attempt_at.type)
+    if expired:
+        query = select(d.id).where(d.state == "delivering", d.lease_until < now)
+    else:
+        query = select(d.id).where(d.state == "pending", d.next_attempt_at <= now)
+    if limit_busy:
+        query = query.where(d.endpoint_id.not_in(bindparam("p_busy", expanding=True)))
+    if not expired:
+        query = query.order_by(d.next_attempt_at)
+    query = query.limit(bindparam("p_limit"))
+    return query.with_for_update(skip_locked=True) if skip_locked else query
+
+
+def _claim_deliveries(expired: bool, limit_busy: bool, skip_locked: bool) -> Any:
+    """Claim due deliveries for this instance (``p_me``) until ``p_lease``: one statement,
+    RETURNING what an attempt needs. On PostgreSQL the rows another instance is claiming
+    are skipped (``FOR UPDATE SKIP LOCKED``), not waited for; SQLite has one writer."""
+    d, e = _DELIVERY.c, _ENDPOINT.c
+    due = _due_ids(expired, limit_busy, skip_locked).scalar_subquery()
+    return (_DELIVERY.update()
+            .where(d.id.in_(due))
+            .values(state="delivering", attempts=d.attempts + 1,
+                    lease_until=bindparam("p_lease", type_=d.lease_until.type),
+                    claimed_by=bindparam("p_me"))
+            .returning(d.id, d.endpoint_id, d.event_type, d.body, d.attempts, d.created_at,
+                       select(e.url).where(e.id == d.endpoint_id).scalar_subquery(),
+                       select(e.secret).where(e.id == d.endpoint_id).scalar_subquery()))
+
+
+# Keyed by (dialect, lease ran out (else: pending and due), whether some endpoints are busy).
+CLAIM_WEBHOOK_DELIVERIES = {
+    (dialect, expired, busy): _claim_deliveries(expired, busy, dialect == "postgresql")
+    for dialect in ("postgresql", "sqlite") for expired in (False, True)
+    for busy in (False, True)
+}
+
+# The end of one attempt (``p_id``, ``p_me``, ``p_attempt``): the delivery's new state,
+# only if this instance's claim still holds (a lease that ran out is someone else's now).
+FINISH_WEBHOOK_ATTEMPT = _DELIVERY.update().where(
+    _DELIVERY.c.id == bindparam("p_id"), _DELIVERY.c.claimed_by == bindparam("p_me"),
+    _DELIVERY.c.attempts == bindparam("p_attempt"), _DELIVERY.c.state == "delivering",
+).values(state=bindparam("p_state"),
+         next_attempt_at=bindparam("p_next", type_=_DELIVERY.c.next_attempt_at.type),
+         finished_at=bindparam("p_finished", type_=_DELIVERY.c.finished_at.type),
+         lease_until=None, claimed_by=None)
+
+# When the sender should look next: the earliest due time of a pending delivery (not for
+# the endpoints in ``p_busy``, with True).
+NEXT_WEBHOOK_DUE = {
+    busy: select(func.min(_DELIVERY.c.next_attempt_at)).where(
+        _DELIVERY.c.state == "pending",
+        *([_DELIVERY.c.endpoint_id.not_in(bindparam("p_busy", expanding=True))]
+          if busy else []))
+    for busy in (False, True)
+}
+
+# Give back a claimed delivery unattempted (``p_id``, ``p_me``, ``p_attempt``, ``p_now``:
+# when it is due again): the instance is stopping, or its endpoint is backing off.
+RELEASE_WEBHOOK_DELIVERY = _DELIVERY.update().where(
+    _DELIVERY.c.id == bindparam("p_id"), _DELIVERY.c.claimed_by == bindparam("p_me"),
+    _DELIVERY.c.attempts == bindparam("p_attempt"), _DELIVERY.c.state == "delivering",
+).values(state="pending", attempts=_DELIVERY.c.attempts - 1,
+         next_attempt_at=bindparam("p_now", type_=_DELIVERY.c.next_attempt_at.type),
+         lease_until=None, claimed_by=None)
+
+# Extend a claim that waited in this instance's queue (``p_id``, ``p_me``, ``p_attempt``,
+# ``p_lease``): the attempt starts only if the claim is still this instance's.
+RENEW_WEBHOOK_LEASE = _DELIVERY.update().where(
+    _DELIVERY.c.id == bindparam("p_id"), _DELIVERY.c.claimed_by == bindparam("p_me"),
+    _DELIVERY.c.attempts == bindparam("p_attempt"), _DELIVERY.c.state == "delivering",
+).values(lease_until=bindparam("p_lease", type_=_DELIVERY.c.lease_until.type))

@@ -1,5 +1,5 @@
 """Tables: tenants, API keys, the workspace (projects, issues, comments), pending changes,
-the audit trail."""
+the audit trail, webhooks."""
 
 from __future__ import annotations
 
@@ -182,6 +182,62 @@ class AuditHead(SQLModel, table=True):
     tenant_id: str = Field(foreign_key="tenant.id", primary_key=True, max_length=36)
     seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     hash: str = Field(max_length=64)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where a tenant's events are POSTed, signed with ``secret`` (``whsec_…``); ``events``
+    is the list of event types it gets. Removed endpoints are kept (their deliveries'
+    history), marked by ``removed_at``."""
+
+    __tablename__ = "webhook_endpoint"
+    __table_args__ = (Index("ix_webhook_endpoint_tenant", "tenant_id", "removed_at"),)
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(foreign_key="tenant.id", max_length=36)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    secret: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+    removed_at: datetime | None = None
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint (the outbox row): its ``id`` is the ``webhook-id`` of
+    every attempt. ``state``: pending → delivering (claimed by an instance until
+    ``lease_until``) → pending again (a retry at ``next_attempt_at``), succeeded or
+    failed. ``body`` is the exact JSON text that is signed and sent."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "state", "next_attempt_at"),
+        Index("ix_webhook_delivery_endpoint", "endpoint_id", "created_at"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    endpoint_id: str = Field(foreign_key="webhook_endpoint.id", max_length=36)
+    tenant_id: str = Field(max_length=36)
+    event_type: str = Field(max_length=64)
+    change_id: str | None = Field(default=None, max_length=36)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    next_attempt_at: datetime | None = None
+    lease_until: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=64)
+    finished_at: datetime | None = None
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One attempt of a delivery: when, the response's status code (None: no response),
+    how long it took, and what went wrong."""
+
+    __tablename__ = "webhook_attempt"
+    delivery_id: str = Field(foreign_key="webhook_delivery.id", primary_key=True,
+                             max_length=36)
+    attempt: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: datetime
+    status_code: int | None = None
+    latency_ms: float
+    error: str | None = Field(default=None, max_length=500)
 
 
 class LoginLink(SQLModel, table=True):

@@ -84,12 +84,13 @@ def json_endpoint(handler: JsonHandler, changes_state: bool = False
     return run
 
 
-STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.suffix in (".js", ".css")}
-MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+STATIC = {p.name: p for p in (HERE / "static").iterdir() if p.suffix in (".js", ".css", ".svg")}
+MEDIA = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+         ".svg": "image/svg+xml"}
 
 
 async def static_file(request: Request) -> Response:
-    """``GET /inbox/static/{name}``: the package's script and style sheet (nothing else)."""
+    """``GET /inbox/static/{name}``: the package's script, style sheet and icon (nothing else)."""
     path = STATIC.get(request.path_params["name"])
     if path is None:
         return PlainTextResponse("not found", status_code=404)

@@ -88,7 +88,7 @@ async def test_health_reports_every_background_loop_of_the_instance(
     body = r.json()
     assert set(body["loops"]) == {
         "backplane", "publisher", "announce-marker", "expiry", "announce-sweep", "reconcile",
-        "revocation", "hub-timers", "mcp-sessions"}
+        "revocation", "hub-timers", "mcp-sessions", "webhooks"}
     assert all(body["loops"].values()) and body["status"] == "ok"
     assert {"database", "backplane", "loopPasses", "instance", "subscribers", "hub",
             "mcp"} <= set(body)

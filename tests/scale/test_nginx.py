@@ -61,6 +61,9 @@ async def test_two_instances_started_together_serve_through_nginx_over_tls(
             assert r.status_code == 200, r.text
             seen.add(r.json()["instance"])
         assert seen == {"a", "b"}  # REST spreads over both
+        assert (await b.http.get("/health/ready")).status_code == 200
+        # Metrics are scraped per instance, never through the balancer.
+        assert (await b.http.get("/metrics")).status_code == 404
         # The TLS server of the shipped file (a self-signed certificate in the test).
         tls = ssl.create_default_context(cafile=str(b.nginx.cert))
         async with httpx.AsyncClient(base_url=b.nginx.https_url, verify=tls) as https:

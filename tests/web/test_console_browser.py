@@ -141,6 +141,11 @@ async def test_change_shows_agent_rationale_countdown_and_diff(
     await expect(diff.get_by_role("row", name=re.compile("^title"))).to_contain_text(
         "Fix the login page")
     await expect(diff.get_by_role("row", name=re.compile("^priority"))).to_contain_text("High")
+    # The page's own icon is served too (a browser asked for /favicon.ico and got 404).
+    async with page.expect_response(lambda r: "favicon" in r.url) as icon:
+        await page.reload()
+    answer = await icon.value
+    assert answer.url.endswith("/inbox/static/favicon.svg") and answer.status == 200
 
 
 async def test_update_diff_shows_only_changed_fields_and_delete_what_disappears(

@@ -73,20 +73,27 @@ def plan_create_issue(s: Session, tenant_id: str, a: CreateIssueArgs) -> Plan:
 def exec_create_issue(s: Session, ch: PendingChange) -> str:
     """Take the project's next number and insert the issue."""
     after = ch.diff["after"]
-    taken = s.connection().execute(statements.TAKE_ISSUE_NUMBER, {
+    conn = s.connection()
+    issue_id, now = new_id(), utcnow()
+    fields = {"id": issue_id, "tenant_id": ch.tenant_id, "title": after["title"],
+              "description": after["description"], "type": after["type"],
+              "status": after["status"], "priority": after["priority"],
+              "assignee": after["assignee"], "created_at": now, "updated_at": now}
+    if conn.dialect.name == "postgresql":  # one round trip instead of two
+        made = conn.execute(statements.CREATE_ISSUE_PG, {
+            **{"i_" + k: v for k, v in fields.items()}, "p_tenant": ch.tenant_id,
+            "p_key": after["projectKey"]}).first()
+        if made is None:
+            raise ExecutionError(f"project {after['projectKey']} no longer exists")
+        return issue_id
+    taken = conn.execute(statements.TAKE_ISSUE_NUMBER, {
         "p_tenant": ch.tenant_id, "p_key": after["projectKey"]}).first()
     if taken is None:
         raise ExecutionError(f"project {after['projectKey']} no longer exists")
     project_id, key, next_number = taken
     number = next_number - 1
-    issue_id, now = new_id(), utcnow()
-    s.connection().execute(statements.INSERT_ISSUE, {
-        "id": issue_id, "tenant_id": ch.tenant_id, "project_id": project_id,
-        "key": f"{key}-{number}", "number": number, "title": after["title"],
-        "description": after["description"], "type": after["type"],
-        "status": after["status"], "priority": after["priority"],
-        "assignee": after["assignee"], "created_at": now, "updated_at": now,
-    })
+    conn.execute(statements.INSERT_ISSUE, {
+        **fields, "project_id": project_id, "key": f"{key}-{number}", "number": number})
     return issue_id
 
 
