@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 from pydantic import ValidationError
@@ -115,6 +115,11 @@ class ChangeService:
         self.recorders: Sequence[Recorder] = tuple(recorders)
         self.deadline_changed = anyio.Event()
         self.expiry_planned_at: datetime | None = None  # when the expiry loop wakes next
+        # While an expiry pass runs, new deadlines are collected for it to plan with
+        # instead of waking it again: under a steady stream of proposals every pass would
+        # otherwise be woken during itself and the loop would never rest.
+        self._expiry_passing = False
+        self._soonest_during_pass: datetime | None = None
         # Concurrent decisions of a tenant share a transaction (group commit): they take
         # turns on its audit chain (and its projects' issue numbers) anyway.
         self.decisions: TransactionGroups[Decided] = TransactionGroups(
@@ -149,38 +154,52 @@ class ChangeService:
         ttl = self.settings.pending_change_ttl_seconds
         if expires_in_seconds is not None:
             ttl = min(positive_seconds(expires_in_seconds), ttl)
-        async with self.db.read() as s:
-            plan = await spec.plan(s, principal.tenant_id, args)
-        now = utcnow()
         applied = args.model_dump(mode="json")
-        change = PendingChange(
-            tenant_id=principal.tenant_id, api_key_id=principal.api_key_id,
-            api_key_name=principal.key_name, tool_name=spec.name, operation=spec.operation,
-            entity_type=spec.entity_type, entity_id=plan.entity_id, arguments=applied,
-            proposed_arguments=dict(applied), rationale=why, diff=plan.diff,
-            summary=plan.summary[:500], created_at=now, expires_at=now + timedelta(seconds=ttl),
-        )
-        proposed = Transition(recording.PROPOSED, principal.tenant_id, Actor.of(principal),
-                              change, {
-                                  "toolName": spec.name, "arguments": applied,
-                                  "rationale": why, "summary": change.summary,
-                                  "entityId": change.entity_id,
-                                  "expiresAt": iso(change.expires_at)})
+        tenant_id, actor = principal.tenant_id, Actor.of(principal)
 
-        def insert(s: Session) -> None:
-            s.add(change)
-            s.flush()
-            recording.record(s, self.recorders, proposed)
+        def plan_and_insert(s: Session) -> PendingChange:
+            # Planned inside the transaction that stores it: one hop to the database for
+            # the whole proposal, and the diff is of what the tenant has at that commit.
+            plan = spec.plan(s, tenant_id, args)
+            now = utcnow()
+            change = PendingChange(
+                tenant_id=tenant_id, api_key_id=principal.api_key_id,
+                api_key_name=principal.key_name, tool_name=spec.name,
+                operation=spec.operation, entity_type=spec.entity_type,
+                entity_id=plan.entity_id, arguments=applied,
+                proposed_arguments=dict(applied), rationale=why, diff=plan.diff,
+                summary=plan.summary[:500], created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+            # A prebuilt INSERT, not the ORM's unit of work (a third of the proposal's
+            # CPU); the object is handed on as it is, never attached to the session.
+            s.connection().execute(statements.INSERT_PENDING_CHANGE,
+                                   statements.pending_change_row(change))
+            recording.record(s, self.recorders, Transition(
+                recording.PROPOSED, tenant_id, actor, change, {
+                    "toolName": spec.name, "arguments": applied, "rationale": why,
+                    "summary": change.summary, "entityId": change.entity_id,
+                    "expiresAt": iso(change.expires_at)}))
+            return change
 
-        await self.db.transact(insert)
+        change = await self.db.transact(plan_and_insert)
         await self.announcer.announce(change)  # committed: reviewers' queues learn of it
-        # Wake the expiry loop only if this deadline comes before its planned wake-up
-        # (with the default TTL it never does: no extra work per proposal).
+        self._deadline_added(change.expires_at)
+        return change
+
+    def _deadline_added(self, at: datetime) -> None:
+        """Wake the expiry loop only if this deadline comes before its planned wake-up
+        (with the default TTL it never does: no extra work per proposal); during a pass,
+        leave it to the pass to plan with."""
+        if self._expiry_passing:
+            soonest = self._soonest_during_pass
+            if soonest is None or at < soonest:
+                self._soonest_during_pass = at
+            return
         planned = self.expiry_planned_at
-        if planned is None or change.expires_at < planned:
+        if planned is None or at < planned:
             self.deadline_changed.set()
             self.deadline_changed = anyio.Event()
-        return change
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -233,7 +252,8 @@ class ChangeService:
         if applied == change.proposed_arguments:
             return None  # nothing edited: approve what was proposed, with its diff
         async with self.db.read() as s:
-            plan = await spec.plan(s, principal.tenant_id, args)
+            plan = await s.run_sync(
+                lambda sync: spec.plan(cast(Session, sync), principal.tenant_id, args))
         return Edit(applied, plan)
 
     async def reject(self, principal: Principal, change_id: object, reason: object
@@ -274,11 +294,19 @@ class ChangeService:
                           ) -> tuple[float, anyio.Event]:
         """Expire what is due; then how long until the next pass, and the event that ends
         that wait early (a proposal whose deadline comes sooner)."""
-        # Until the next wake-up is planned, every proposal wakes the loop (no gap).
+        # Until the next wake-up is planned, every proposal's deadline is either read by
+        # ``next_deadline`` (committed before it) or collected (``_deadline_added``): no gap.
         self.expiry_planned_at = None
+        self._expiry_passing, self._soonest_during_pass = True, None
         wake = self.deadline_changed
-        await self.expire_due(limit)
-        deadline = await self.next_deadline()
+        try:
+            await self.expire_due(limit)
+            deadline = await self.next_deadline()
+        finally:
+            self._expiry_passing = False  # a failed pass: proposals wake its restart
+        soonest = self._soonest_during_pass
+        if soonest is not None and (deadline is None or soonest < deadline):
+            deadline = soonest
         wait = max_wait
         if deadline is not None:
             wait = min(max_wait, max(0.0, (deadline - utcnow()).total_seconds()) + 0.005)

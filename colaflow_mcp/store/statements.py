@@ -80,6 +80,21 @@ TAKE_ISSUE_NUMBER = (
 
 INSERT_ISSUE = _ISSUE.insert()
 
+# -- proposals ----------------------------------------------------------------------------
+
+# A tenant's project by key (``p_tenant``, ``p_key``): its id, or no row.
+PROJECT_ID_BY_KEY = select(_PROJECT.c.id).where(
+    _PROJECT.c.tenant_id == bindparam("p_tenant"), _PROJECT.c.key == bindparam("p_key"))
+
+# A new pending change: every column given (see ``pending_change_row``).
+INSERT_PENDING_CHANGE = _PC.insert()
+_PC_COLUMNS = tuple((column.name, column.key) for column in _PC.columns)
+
+
+def pending_change_row(change: PendingChange) -> dict[str, Any]:
+    """The values of every column of a new change (the model's defaults included, which
+    Core would not apply), for ``INSERT_PENDING_CHANGE``."""
+    return {name: getattr(change, key) for name, key in _PC_COLUMNS}
 
 def _create_issue_statement() -> Any:
     """TAKE_ISSUE_NUMBER and INSERT_ISSUE as one statement (PostgreSQL: a data-modifying
