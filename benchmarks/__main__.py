@@ -1,7 +1,7 @@
 """``python -m benchmarks SCENARIO [--smoke] [--out DIR]``: run one scenario, save its JSON.
 
-Scenarios: latency, throughput, mcp, push-vs-poll, peer, redis, memory, audit (see
-README.md).
+Scenarios: latency, throughput, mcp, push-vs-poll, peer, redis, memory, audit, mcp-memory,
+storm (see README.md).
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 
 from benchmarks.audit_cost import audit
+from benchmarks.mcp_memory import mcp_memory
 from benchmarks.scenarios import SCENARIOS as BASE_SCENARIOS
 from benchmarks.server import raise_fd_limit
+from benchmarks.storm import storm
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = {**BASE_SCENARIOS, "audit": audit}
+SCENARIOS = {**BASE_SCENARIOS, "audit": audit, "mcp-memory": mcp_memory,
+             "storm": storm}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transports", help="latency: comma-separated hub-ws,hub-sse,hub-lp")
     parser.add_argument("--repeats", type=int,
                         help="peer, audit: rounds, alternating which runs first (default 3)")
+    parser.add_argument("--servers", help="storm: comma-separated ours,sio (round 0's order)")
+    parser.add_argument("--eras", help="mcp-memory: comma-separated legacy,modern")
     parser.add_argument("--redis-url", help="redis: the Redis to use")
     parser.add_argument("--postgres-url", help="redis: PostgreSQL admin URL (creates a db)")
     args = parser.parse_args(argv)
@@ -50,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["transports"] = args.transports.split(",")
     if args.repeats:
         kwargs["repeats"] = args.repeats
+    if args.servers:
+        kwargs["servers"] = args.servers.split(",")
+    if args.eras:
+        kwargs["eras"] = args.eras.split(",")
     if args.redis_url:
         kwargs["redis_url"] = args.redis_url
     if args.postgres_url:

@@ -86,12 +86,27 @@ class _SignalRFrames:
 
 
 class HubWebSocketAgent(Agent):
-    """Our hub over WebSockets, skip-negotiation, as the SignalR clients do it."""
+    """Our hub over WebSockets, skip-negotiation, as the SignalR clients do it (option
+    ``negotiate``: negotiate first and connect with the connection token, as they do when
+    not told to skip it)."""
 
     async def start(self) -> None:
         from websockets.asyncio.client import connect
 
         url = f"ws://127.0.0.1:{self.port}/hubs/mcp?access_token={self.api_key}"
+        if self.options.get("negotiate"):
+            from benchmarks.miniclient import MiniHttp
+
+            http = MiniHttp("127.0.0.1", self.port,
+                            {"Authorization": f"Bearer {self.api_key}"})
+            try:
+                status, body = await http.request("POST", "/hubs/mcp/negotiate"
+                                                  "?negotiateVersion=1")
+            finally:
+                await http.close()
+            if status != 200:
+                raise AgentError(f"negotiate: {status}")
+            url += "&id=" + json.loads(body)["connectionToken"]
         self.ws = await connect(url, max_size=None, open_timeout=120, ping_interval=None,
                                 close_timeout=1, compression=None)
         self.frames = _SignalRFrames(self.record)

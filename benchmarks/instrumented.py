@@ -5,6 +5,9 @@ a comma-separated list of:
 
 - ``gc-log``: log every garbage-collection pause over 5 ms (``GCPAUSE t=… gen=… ms=…``,
   ``t`` is ``time.monotonic()``, comparable with a result's ``phase_monotonic``);
+- ``gc-total``: the running total of time spent in garbage collection per generation,
+  written at most every 2 s (``GCTOTAL t=… gen=… collections=… ms=…``; uvicorn ends the
+  process by its signal, so there is no exit hook to report from);
 - ``gc-tune``: ``gc.set_threshold(50_000, 20, 100)`` (candidate fix for the pauses);
 - ``tracemalloc``: on SIGUSR1, the first time take a snapshot, later print the growth
   since it by file (``TM …`` lines);
@@ -40,6 +43,27 @@ def _gc_log() -> None:
         if pause > 0.005:
             sys.stderr.write(f"GCPAUSE t={time.monotonic():.3f} gen={info['generation']} "
                              f"ms={pause * 1000:.1f} collected={info['collected']}\n")
+            sys.stderr.flush()
+
+    gc.callbacks.append(callback)
+
+
+def _gc_total() -> None:
+    started = [0.0, time.monotonic()]
+    totals: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        total = totals[info["generation"]]
+        total[0] += 1
+        total[1] += time.perf_counter() - started[0]
+        if time.monotonic() - started[1] > 2.0:
+            started[1] = time.monotonic()
+            for gen, (count, seconds) in totals.items():
+                sys.stderr.write(f"GCTOTAL t={started[1]:.1f} gen={gen} "
+                                 f"collections={count:.0f} ms={seconds * 1000:.1f}\n")
             sys.stderr.flush()
 
     gc.callbacks.append(callback)
@@ -85,7 +109,7 @@ def _audit_off() -> None:
 
 
 INSTRUMENTS: dict[str, Callable[[], None]] = {
-    "gc-log": _gc_log, "gc-tune": _gc_tune, "tracemalloc": _tracemalloc,
+    "gc-log": _gc_log, "gc-total": _gc_total, "gc-tune": _gc_tune, "tracemalloc": _tracemalloc,
     "audit-off": _audit_off,
 }
 

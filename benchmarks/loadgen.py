@@ -36,23 +36,25 @@ class Decision:
     status: int
 
 
-async def decide(port: int, token: str, change_ids: list[str], rate: float,
+async def decide(port: int | list[int], token: str, change_ids: list[str], rate: float,
                  concurrency: int = 16, approve_share: float = 0.5,
                  path: str = "/api/mcp/pending-changes/{id}/{verb}") -> list[Decision]:
     """Open-loop decider: decision ``i`` is due at ``i / rate``; ``concurrency`` connections.
 
     Every ``1/approve_share``-th decision approves (which executes the change), the rest
     reject. A decider that falls behind its schedule sends at once (the achieved rate is
-    reported next to the target).
+    reported next to the target). With several ports, lane ``k`` talks to ``ports[k % n]``
+    (decisions split across instances).
     """
+    ports = port if isinstance(port, list) else [port]
     results: list[Decision] = []
     next_index = 0
     t0 = time.monotonic() + 0.05
     every = max(1, round(1 / approve_share)) if approve_share > 0 else 0
 
-    async def lane() -> None:
+    async def lane(k: int) -> None:
         nonlocal next_index
-        http = MiniHttp(HOST, port, {"Authorization": f"Bearer {token}"})
+        http = MiniHttp(HOST, ports[k % len(ports)], {"Authorization": f"Bearer {token}"})
         await http.connect()
         try:
             while next_index < len(change_ids):
@@ -73,7 +75,7 @@ async def decide(port: int, token: str, change_ids: list[str], rate: float,
         finally:
             await http.close()
 
-    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(change_ids))))))
+    await asyncio.gather(*(lane(k) for k in range(max(1, min(concurrency, len(change_ids))))))
     return results
 
 
@@ -162,7 +164,7 @@ def split(ids: list[str], agents: int, per_agent: int) -> list[list[str]]:
 async def run_load(
     server: ServerUnderTest, *, kind: str, change_ids: list[str], agents: int, rate: float,
     per_agent: int = 1, decide_ids: list[str] | None = None, workers: int = 1,
-    options: dict[str, Any] | None = None, decide_port: int | None = None,
+    options: dict[str, Any] | None = None, decide_port: int | list[int] | None = None,
     agent_port: int | None = None, concurrency: int = 16, approve_share: float = 0.5,
     connect_timeout: float = 600.0, settle_timeout: float = 30.0,
     decide_path: str = "/api/mcp/pending-changes/{id}/{verb}",

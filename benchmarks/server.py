@@ -162,7 +162,7 @@ class ServerUnderTest:
         if os.environ.get("BENCH_INSTRUMENT") and self.log_path.exists():
             # The work folder is temporary: hand the instruments' lines to the caller.
             for line in self.log_path.read_text(errors="replace").splitlines():
-                if line.startswith(("GCPAUSE", "TM ")):
+                if line.startswith(("GCPAUSE", "GCTOTAL", "TM ")):
                     print(f"{self.log_path.stem}: {line}", file=sys.stderr)
 
 

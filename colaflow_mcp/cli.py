@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _with_db(fn: Callable[[Database, Settings, Any], Awaitable[Any]],
                    settings: Settings, args: Any) -> Any:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, settings.db_pool_size)
     try:
         await db.create_schema(settings.schema_upgrade, settings.schema_lock_timeout_seconds)
         return await fn(db, settings, args)

@@ -60,6 +60,11 @@ class Settings:
     bus_reconnect_max_backoff_seconds: float = 5.0
     api_key_cache_seconds: float = 2.0
     revocation_check_interval_seconds: float = 2.0
+    # Connections to PostgreSQL an instance keeps (and as many more under bursts);
+    # SQLite writes take turns on one connection anyway.
+    db_pool_size: int = 10
+    # At most this many concurrent decisions of one tenant share a transaction.
+    decision_group_max_size: int = 64
     # Test hook: seconds to pause between a decision's commit and its announcement.
     pause_after_commit_seconds: float = 0.0
 

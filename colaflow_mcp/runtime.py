@@ -79,7 +79,7 @@ class Runtime:
     async def create(cls, settings: Settings) -> Runtime:
         """Open the database (creating/upgrading the schema) and wire everything."""
         s = settings
-        db = Database(s.database_url)
+        db = Database(s.database_url, s.db_pool_size)
         await db.create_schema(s.schema_upgrade, s.schema_lock_timeout_seconds)
         keys = KeyVerifier(db, cache_seconds=s.api_key_cache_seconds,
                            cache_entries=s.auth_cache_entries)

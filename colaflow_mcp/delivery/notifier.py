@@ -23,6 +23,7 @@ from sqlmodel import col, select
 
 from colaflow_mcp.delivery.events import DecisionEvent, event_from_change
 from colaflow_mcp.domain.representation import change_to_json
+from colaflow_mcp.store.batching import Coalescer
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import PendingChange, Status
 
@@ -97,6 +98,15 @@ class Notifier:
         # tenant id -> {queue subscriber: what it has been told}
         self._queues: dict[str, dict[Subscriber, QueueState]] = {}
         self.delivered_count = 0
+        # The catch-up reads of concurrent subscribes, one query for many (a reconnect
+        # storm re-subscribes thousands at once).
+        self._changes: Coalescer[str, PendingChange] = Coalescer(self._read_changes)
+
+    async def _read_changes(self, change_ids: list[str]) -> dict[str, PendingChange]:
+        async with self.db.read() as s:
+            rows = (await s.exec(select(PendingChange).where(
+                col(PendingChange.id).in_(change_ids)))).all()
+        return {row.id: row for row in rows}
 
     # -- registry ---------------------------------------------------------------------
 
@@ -140,8 +150,7 @@ class Notifier:
         with anyio.CancelScope(shield=True), anyio.fail_after(self.db_call_seconds):
             self.register(subscriber, change_id)
             try:
-                async with self.db.read() as s:
-                    change = await s.get(PendingChange, change_id)
+                change = await self._changes.get(change_id)
             except BaseException:
                 self.unregister(subscriber, change_id)
                 raise

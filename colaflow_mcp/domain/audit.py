@@ -69,30 +69,52 @@ def _millis(at: datetime) -> datetime:
     return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
+# ``Session.info`` key: the chain heads (seq, hash) this transaction read under their lock.
+_HELD = "colaflow.audit_heads"
+
+
 def record(s: Session, transitions: Sequence[Transition]) -> None:
     """The audit recorder (see ``domain/recording.py``): one entry per transition."""
     by_tenant: dict[str, list[Transition]] = {}
     for t in transitions:
         by_tenant.setdefault(t.tenant_id, []).append(t)
+    held: dict[str, tuple[int, str]] = s.info.get(_HELD, {})
     for tenant_id, items in by_tenant.items():
-        append(s.connection(), tenant_id, items)
+        append(s.connection(), tenant_id, items, held.pop(tenant_id, None))
 
 
-def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition]) -> int:
+def lock_chains(s: Session, tenant_id: str) -> None:
+    """Take the tenant's chain head first (PostgreSQL), before the row locks decisions
+    take (the change, projects, issues): then every decision transaction of a tenant, on
+    any instance and however many decisions it holds, takes its locks in one order (head
+    first) and two of them never deadlock."""
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        head = conn.execute(statements.LOCK_AUDIT_HEAD, {"p_tenant": tenant_id}).first()
+        if head is not None:  # appended later without reading it again
+            s.info.setdefault(_HELD, {})[tenant_id] = (int(head[0]), str(head[1]))
+
+
+def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
+           held: tuple[int, str] | None = None) -> int:
     """Append entries to the tenant's chain in the caller's transaction; the last seq.
 
     Three statements however many entries: take the seqs (locking the head), insert the
     entries, move the head's hash. The lock is held until the transaction ends, so callers
-    append last, after their other work.
+    append last, after their other work. ``held``: the head (seq, hash) as this transaction
+    already read it under its lock (``lock_chains``): then two statements.
     """
-    params = {"p_tenant": tenant_id, "p_count": len(transitions)}
-    taken = conn.execute(statements.TAKE_AUDIT_SEQ, params).first()
-    if taken is None:  # the tenant's first entry: make its head, then take as usual
-        conn.execute(statements.START_AUDIT_HEAD[conn.dialect.name],
-                     {"p_tenant": tenant_id, "p_hash": GENESIS})
+    if held is not None:
+        last, prev = held[0] + len(transitions), held[1]
+    else:
+        params = {"p_tenant": tenant_id, "p_count": len(transitions)}
         taken = conn.execute(statements.TAKE_AUDIT_SEQ, params).first()
-        assert taken is not None
-    last, prev = int(taken[0]), str(taken[1])
+        if taken is None:  # the tenant's first entry: make its head, then take as usual
+            conn.execute(statements.START_AUDIT_HEAD[conn.dialect.name],
+                         {"p_tenant": tenant_id, "p_hash": GENESIS})
+            taken = conn.execute(statements.TAKE_AUDIT_SEQ, params).first()
+            assert taken is not None
+        last, prev = int(taken[0]), str(taken[1])
     at = _millis(utcnow())
     rows = []
     for seq, t in enumerate(transitions, start=last - len(transitions) + 1):
@@ -107,7 +129,11 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition]) 
                      "hash": digest})
         prev = digest
     conn.execute(statements.INSERT_AUDIT_ENTRY, rows)
-    conn.execute(statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})
+    if held is not None:
+        conn.execute(statements.MOVE_AUDIT_HEAD,
+                     {"p_tenant": tenant_id, "p_seq": last, "p_hash": prev})
+    else:
+        conn.execute(statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})
     return last
 
 

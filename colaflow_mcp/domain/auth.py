@@ -20,6 +20,7 @@ import jwt
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from colaflow_mcp.store.batching import Coalescer
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import ApiKey, Tenant, utcnow
 
@@ -80,6 +81,7 @@ class KeyVerifier:
         self.cache_seconds = cache_seconds
         self.cache_entries = cache_entries
         self._cache: dict[str, tuple[float, Principal | None, datetime | None]] = {}
+        self._keys: Coalescer[str, tuple[ApiKey, Tenant]] = Coalescer(self._read_keys)
 
     async def verify(self, key: str) -> Principal | None:
         """The agent principal for a valid, unrevoked, unexpired key; else None."""
@@ -117,15 +119,21 @@ class KeyVerifier:
                           if revoked_at is None and (expires_at is None or expires_at > now))
         return set(ids) - usable
 
-    async def _lookup(self, prefix: str, digest: str) -> tuple[Principal | None, datetime | None]:
+    async def _read_keys(self, prefixes: list[str]) -> dict[str, tuple[ApiKey, Tenant]]:
         async with self.db.read() as s:
             found = (
                 await s.exec(
                     select(ApiKey, Tenant)
-                    .where(ApiKey.prefix == prefix)
+                    .where(col(ApiKey.prefix).in_(prefixes))
                     .where(ApiKey.tenant_id == Tenant.id)
                 )
-            ).first()
+            ).all()
+        return {row.prefix: (row, tenant) for row, tenant in found}
+
+    async def _lookup(self, prefix: str, digest: str) -> tuple[Principal | None, datetime | None]:
+        # Concurrent lookups (a reconnect storm; every request when the cache entry has
+        # just expired) share one query.
+        found = await self._keys.get(prefix)
         if found is None:
             return None, None
         row, tenant = found
@@ -133,6 +141,7 @@ class KeyVerifier:
             return None, None
         now = utcnow()
         if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
+            row.last_used_at = now  # the row is shared with concurrent lookups: one write
             async with self.db.write() as s:
                 await s.exec(
                     update(ApiKey).where(col(ApiKey.id) == row.id).values(last_used_at=now)

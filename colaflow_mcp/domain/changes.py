@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 from pydantic import ValidationError
@@ -41,6 +41,7 @@ from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.groups import GROUPED, TransactionGroups
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,16 @@ class Edit:
     plan: Plan
 
 
+@dataclass(frozen=True)
+class Decided:
+    """What a decision's transaction function did: the row if it won, and its transitions
+    (recorded once per transaction, after every decision sharing it)."""
+
+    change: PendingChange | None
+    transitions: tuple[Transition, ...] = ()
+    result: dict[str, Any] | None = None  # an approval's execution result
+
+
 class Announcer(Protocol):
     """Where a new or decided change goes once its transaction committed (delivery's
     outbox): a new one to review queues, a decided one to its subscribers too."""
@@ -104,6 +115,27 @@ class ChangeService:
         self.recorders: Sequence[Recorder] = tuple(recorders)
         self.deadline_changed = anyio.Event()
         self.expiry_planned_at: datetime | None = None  # when the expiry loop wakes next
+        # While an expiry pass runs, new deadlines are collected for it to plan with
+        # instead of waking it again: under a steady stream of proposals every pass would
+        # otherwise be woken during itself and the loop would never rest.
+        self._expiry_passing = False
+        self._soonest_during_pass: datetime | None = None
+        # Concurrent decisions of a tenant share a transaction (group commit): they take
+        # turns on its audit chain (and its projects' issue numbers) anyway.
+        self.decisions: TransactionGroups[Decided] = TransactionGroups(
+            db, self._record_decided, audit.lock_chains,
+            max_size=settings.decision_group_max_size)
+
+    def _record_decided(self, s: Session, decided: list[Decided]) -> None:
+        """Execution results and the recorders' rows of a transaction's decisions, each
+        written once per transaction."""
+        results = [{"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
+                   for d in decided if d.change is not None and d.result is not None]
+        if results:
+            s.connection().execute(statements.RECORD_RESULT, results)
+        transitions = [t for d in decided for t in d.transitions]
+        if transitions:
+            recording.record(s, self.recorders, *transitions)
 
     # -- proposals ----------------------------------------------------------------------
 
@@ -122,38 +154,52 @@ class ChangeService:
         ttl = self.settings.pending_change_ttl_seconds
         if expires_in_seconds is not None:
             ttl = min(positive_seconds(expires_in_seconds), ttl)
-        async with self.db.read() as s:
-            plan = await spec.plan(s, principal.tenant_id, args)
-        now = utcnow()
         applied = args.model_dump(mode="json")
-        change = PendingChange(
-            tenant_id=principal.tenant_id, api_key_id=principal.api_key_id,
-            api_key_name=principal.key_name, tool_name=spec.name, operation=spec.operation,
-            entity_type=spec.entity_type, entity_id=plan.entity_id, arguments=applied,
-            proposed_arguments=dict(applied), rationale=why, diff=plan.diff,
-            summary=plan.summary[:500], created_at=now, expires_at=now + timedelta(seconds=ttl),
-        )
-        proposed = Transition(recording.PROPOSED, principal.tenant_id, Actor.of(principal),
-                              change, {
-                                  "toolName": spec.name, "arguments": applied,
-                                  "rationale": why, "summary": change.summary,
-                                  "entityId": change.entity_id,
-                                  "expiresAt": iso(change.expires_at)})
+        tenant_id, actor = principal.tenant_id, Actor.of(principal)
 
-        def insert(s: Session) -> None:
-            s.add(change)
-            s.flush()
-            recording.record(s, self.recorders, proposed)
+        def plan_and_insert(s: Session) -> PendingChange:
+            # Planned inside the transaction that stores it: one hop to the database for
+            # the whole proposal, and the diff is of what the tenant has at that commit.
+            plan = spec.plan(s, tenant_id, args)
+            now = utcnow()
+            change = PendingChange(
+                tenant_id=tenant_id, api_key_id=principal.api_key_id,
+                api_key_name=principal.key_name, tool_name=spec.name,
+                operation=spec.operation, entity_type=spec.entity_type,
+                entity_id=plan.entity_id, arguments=applied,
+                proposed_arguments=dict(applied), rationale=why, diff=plan.diff,
+                summary=plan.summary[:500], created_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+            # A prebuilt INSERT, not the ORM's unit of work (a third of the proposal's
+            # CPU); the object is handed on as it is, never attached to the session.
+            s.connection().execute(statements.INSERT_PENDING_CHANGE,
+                                   statements.pending_change_row(change))
+            recording.record(s, self.recorders, Transition(
+                recording.PROPOSED, tenant_id, actor, change, {
+                    "toolName": spec.name, "arguments": applied, "rationale": why,
+                    "summary": change.summary, "entityId": change.entity_id,
+                    "expiresAt": iso(change.expires_at)}))
+            return change
 
-        await self.db.transact(insert)
+        change = await self.db.transact(plan_and_insert)
         await self.announcer.announce(change)  # committed: reviewers' queues learn of it
-        # Wake the expiry loop only if this deadline comes before its planned wake-up
-        # (with the default TTL it never does: no extra work per proposal).
+        self._deadline_added(change.expires_at)
+        return change
+
+    def _deadline_added(self, at: datetime) -> None:
+        """Wake the expiry loop only if this deadline comes before its planned wake-up
+        (with the default TTL it never does: no extra work per proposal); during a pass,
+        leave it to the pass to plan with."""
+        if self._expiry_passing:
+            soonest = self._soonest_during_pass
+            if soonest is None or at < soonest:
+                self._soonest_during_pass = at
+            return
         planned = self.expiry_planned_at
-        if planned is None or change.expires_at < planned:
+        if planned is None or at < planned:
             self.deadline_changed.set()
             self.deadline_changed = anyio.Event()
-        return change
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -171,26 +217,22 @@ class ChangeService:
         edit = None if arguments is None else await self._plan_edit(principal, cid, arguments)
         tenant_id, by, actor = principal.tenant_id, principal.display, Actor.of(principal)
 
-        def decide_and_execute(s: Session) -> PendingChange | None:
+        def decide_and_execute(s: Session) -> Decided:
             change = _claim(s, tenant_id, cid, Status.APPROVED, by, None, edit=edit)
             if change is None:
-                return None
+                return Decided(None)
             result = _execute(s, change)
             change.execution_result = result
             if result["success"]:
                 change.entity_id = result["entityId"]
-            s.connection().execute(statements.RECORD_RESULT, {
-                "p_id": cid, "p_result": result, "p_entity": change.entity_id})
             approved: dict[str, Any] = {"edited": bool(change.edited)}
             if change.edited:
                 approved.update(arguments=change.arguments, summary=change.summary)
-            recording.record(
-                s, self.recorders,
+            return Decided(change, (
                 Transition(recording.APPROVED, tenant_id, actor, change, approved),
-                Transition(recording.EXECUTED, tenant_id, actor, change, result))
-            return change
+                Transition(recording.EXECUTED, tenant_id, actor, change, result)), result)
 
-        change = await self.db.transact(decide_and_execute)
+        change = (await self.decisions.run(tenant_id, decide_and_execute)).change
         if change is None:
             raise await self._lost(principal, cid)
         return await self._after_decision(change)
@@ -210,7 +252,8 @@ class ChangeService:
         if applied == change.proposed_arguments:
             return None  # nothing edited: approve what was proposed, with its diff
         async with self.db.read() as s:
-            plan = await spec.plan(s, principal.tenant_id, args)
+            plan = await s.run_sync(
+                lambda sync: spec.plan(cast(Session, sync), principal.tenant_id, args))
         return Edit(applied, plan)
 
     async def reject(self, principal: Principal, change_id: object, reason: object
@@ -251,11 +294,19 @@ class ChangeService:
                           ) -> tuple[float, anyio.Event]:
         """Expire what is due; then how long until the next pass, and the event that ends
         that wait early (a proposal whose deadline comes sooner)."""
-        # Until the next wake-up is planned, every proposal wakes the loop (no gap).
+        # Until the next wake-up is planned, every proposal's deadline is either read by
+        # ``next_deadline`` (committed before it) or collected (``_deadline_added``): no gap.
         self.expiry_planned_at = None
+        self._expiry_passing, self._soonest_during_pass = True, None
         wake = self.deadline_changed
-        await self.expire_due(limit)
-        deadline = await self.next_deadline()
+        try:
+            await self.expire_due(limit)
+            deadline = await self.next_deadline()
+        finally:
+            self._expiry_passing = False  # a failed pass: proposals wake its restart
+        soonest = self._soonest_during_pass
+        if soonest is not None and (deadline is None or soonest < deadline):
+            deadline = soonest
         wait = max_wait
         if deadline is not None:
             wait = min(max_wait, max(0.0, (deadline - utcnow()).total_seconds()) + 0.005)
@@ -276,19 +327,19 @@ class ChangeService:
         """Reject or expire in a transaction of its own; the row if this call won, else
         None."""
 
-        def decide(s: Session) -> PendingChange | None:
+        def decide(s: Session) -> Decided:
             change = _claim(s, tenant_id, cid, status, by, reason, only_overdue)
-            if change is not None:
-                if status == Status.REJECTED:
-                    what = Transition(recording.REJECTED, tenant_id, actor, change,
-                                      {"reason": reason})
-                else:
-                    what = Transition(recording.EXPIRED, tenant_id, actor, change,
-                                      {"expiresAt": iso(change.expires_at)})
-                recording.record(s, self.recorders, what)
-            return change
+            if change is None:
+                return Decided(None)
+            if status == Status.REJECTED:
+                what = Transition(recording.REJECTED, tenant_id, actor, change,
+                                  {"reason": reason})
+            else:
+                what = Transition(recording.EXPIRED, tenant_id, actor, change,
+                                  {"expiresAt": iso(change.expires_at)})
+            return Decided(change, (what,))
 
-        return await self.db.transact(decide)
+        return (await self.decisions.run(tenant_id, decide)).change
 
     async def _lost(self, principal: Principal, cid: str) -> NotFound | Conflict:
         """Why a decision did not apply: NotFound or Conflict (expiring the change if due)."""
@@ -349,8 +400,15 @@ def _claim(
 
 
 def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
-    """Apply the change inside a savepoint: all of it, or none of it and an error."""
+    """Apply the change inside a savepoint: all of it, or none of it and an error.
+
+    In a transaction shared by several decisions (``GROUPED``) there is no savepoint (two
+    round trips on PostgreSQL): any failure raises instead, and store/groups.py runs each
+    decision again alone, where this savepoint catches it.
+    """
     spec = OPERATIONS[change.tool_name]
+    if s.info.get(GROUPED):
+        return {"success": True, "entityId": spec.execute(s, change), "error": None}
     try:
         with s.begin_nested():
             entity_id = spec.execute(s, change)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 import anyio
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -52,7 +52,7 @@ class Database:
     second-long tails (see benchmarks/RESULTS.md). Write sessions must not nest.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.sync_write_engine: Engine | None = None
@@ -76,10 +76,13 @@ class Database:
             # no pool checkout, reset and return per transaction.
             self._sync_conn: Connection | None = None
         else:
+            # No process-wide lock on PostgreSQL: concurrent transactions wait only on the
+            # rows they share. No ping per checkout (a round trip per transaction): a
+            # connection found dead is dropped with the rest of the pool, and a transaction
+            # function that met it runs once more on a fresh one (see ``transact``).
             self._write_lock = None
-            self.engine = create_async_engine(
-                self.url, pool_size=10, max_overflow=20, pool_pre_ping=True
-            )
+            size = max(1, pool_size)
+            self.engine = create_async_engine(self.url, pool_size=size, max_overflow=size)
             self.write_engine = self.engine
 
     # Sessions are shielded from cancellation: a caller cancelled half-way through a
@@ -120,10 +123,7 @@ class Database:
         cancellation takes effect.
         """
         if self.sync_write_engine is None:
-            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
-                async with session.begin():
-                    # sqlmodel's AsyncSession runs ``fn`` with its own (sqlmodel) Session.
-                    return await session.run_sync(lambda sync: fn(cast(Session, sync)))
+            return await self._transact_async(fn)
         engine = self.sync_write_engine
 
         def run() -> T:
@@ -143,6 +143,29 @@ class Database:
         assert self._write_lock is not None
         async with self._write_lock:
             return await anyio.to_thread.run_sync(run, limiter=self._sync_limiter)
+
+    async def _transact_async(self, fn: Callable[[Session], T]) -> T:
+        for attempt in (1, 2):
+            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+                transaction = await session.begin()
+                try:
+                    # sqlmodel's AsyncSession runs ``fn`` with its own (sqlmodel) Session.
+                    value = await session.run_sync(lambda sync: fn(cast(Session, sync)))
+                except DBAPIError as exc:
+                    await transaction.rollback()
+                    # A pooled connection that died (database restarted): nothing was
+                    # committed, so run once more on a fresh one.
+                    if attempt == 1 and exc.connection_invalidated:
+                        logger.warning("database connection lost; running the transaction "
+                                       "again on a new one")
+                        continue
+                    raise
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+                await transaction.commit()
+                return value
+        raise AssertionError("unreachable")
 
     async def create_schema(self, mode: str = "auto", lock_timeout: float = 600.0) -> None:
         """Bring the schema to the latest revision (``auto``) or refuse an older one

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import String, Table, bindparam, cast, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -80,6 +80,53 @@ TAKE_ISSUE_NUMBER = (
 
 INSERT_ISSUE = _ISSUE.insert()
 
+# -- proposals ----------------------------------------------------------------------------
+
+# A tenant's project by key (``p_tenant``, ``p_key``): its id, or no row.
+PROJECT_ID_BY_KEY = select(_PROJECT.c.id).where(
+    _PROJECT.c.tenant_id == bindparam("p_tenant"), _PROJECT.c.key == bindparam("p_key"))
+
+# A new pending change: every column given (see ``pending_change_row``).
+INSERT_PENDING_CHANGE = _PC.insert()
+_PC_COLUMNS = tuple((column.name, column.key) for column in _PC.columns)
+
+
+def pending_change_row(change: PendingChange) -> dict[str, Any]:
+    """The values of every column of a new change (the model's defaults included, which
+    Core would not apply), for ``INSERT_PENDING_CHANGE``."""
+    return {name: getattr(change, key) for name, key in _PC_COLUMNS}
+
+def _create_issue_statement() -> Any:
+    """TAKE_ISSUE_NUMBER and INSERT_ISSUE as one statement (PostgreSQL: a data-modifying
+    CTE): one round trip, and atomic by itself. Parameters: INSERT_ISSUE's, prefixed
+    ``i_``, except ``project_id``, ``key`` and ``number``; ``p_tenant``, ``p_key`` (the
+    project's key); RETURNING the
+    issue's ``id`` (no row: no such project, nothing changed)."""
+    # Constants as SQL text, not bound literals: SQLAlchemy's statement cache loses the
+    # values of bound literals inside a data-modifying CTE ("a value is required").
+    one: Any = literal_column("1")
+    taken = (
+        _PROJECT.update()
+        .where(_PROJECT.c.tenant_id == bindparam("p_tenant"),
+               _PROJECT.c.key == bindparam("p_key"))
+        .values(next_issue_number=_PROJECT.c.next_issue_number + one)
+        .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number)
+        .cte("taken"))
+    number = taken.c.next_issue_number - one
+    c = _ISSUE.c
+    given = ("id", "tenant_id", "title", "description", "type", "status", "priority",
+             "assignee", "created_at", "updated_at")
+    # ``i_``-prefixed: parameters named like the table's columns would be taken for
+    # column values of the INSERT itself.
+    values: list[Any] = [bindparam("i_" + name, type_=c[name].type) for name in given]
+    values += [taken.c.id, taken.c.key + literal_column("'-'") + cast(number, String),
+               number]
+    return _ISSUE.insert().from_select(
+        [*given, "project_id", "key", "number"], select(*values)).returning(c.id)
+
+
+CREATE_ISSUE_PG = _create_issue_statement()
+
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 
 # Take ``p_count`` sequence numbers of a tenant's chain (``p_tenant``): RETURNING the new
@@ -89,6 +136,11 @@ TAKE_AUDIT_SEQ = (
     _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant"))
     .values(seq=_HEAD.c.seq + bindparam("p_count"))
     .returning(_HEAD.c.seq, _HEAD.c.hash))
+
+# Lock a tenant's chain head without moving it (``p_tenant``): taken first by a
+# transaction that decides several changes (see store/groups.py).
+LOCK_AUDIT_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(
+    _HEAD.c.tenant_id == bindparam("p_tenant")).with_for_update()
 
 # The chain's head on first use (``p_tenant``, ``p_hash``: the genesis hash); a
 # concurrent first use is no error (the UPDATE above then waits on the row it made).
@@ -101,6 +153,11 @@ START_AUDIT_HEAD = {
 
 SET_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
     hash=bindparam("p_hash"))
+
+# The head after appending under a lock taken by LOCK_AUDIT_HEAD (``p_tenant``, ``p_seq``,
+# ``p_hash``).
+MOVE_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
+    seq=bindparam("p_seq"), hash=bindparam("p_hash"))
 
 INSERT_AUDIT_ENTRY = _AUDIT.insert()
 

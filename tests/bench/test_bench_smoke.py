@@ -132,3 +132,34 @@ def test_audit_smoke_measures_both_legs_and_only_one_writes_entries(tmp_path: Pa
     assert run["audit-off"]["audit_entries"] == 1
     assert run["audit-on"]["audit_entries"] > 2 * data["count"]
     assert data["summary"]["decisions"]["cpu_ms"]["difference"]["median"] is not None
+
+
+def test_mcp_memory_smoke_holds_every_client_of_both_eras(tmp_path: Path) -> None:
+    data = run_scenario("mcp-memory", tmp_path)
+    assert [r["era"] for r in data["runs"]] == ["legacy", "modern"]
+    for run in data["runs"]:
+        assert run["ready"] == run["clients"] > 0
+        assert run["rss_per_client_kib"] is not None
+
+
+def test_storm_smoke_reconnects_every_client_of_ours_and_the_peer(tmp_path: Path) -> None:
+    data = run_scenario("storm", tmp_path)
+    assert sorted(r["server"] for r in data["runs"]) == ["ours", "sio"]
+    for run in data["runs"]:
+        assert run["ready"] == run["clients"] > 0 and run["failed"] == 0, run["errors"]
+        assert run["server_cpu_s"] >= 0
+
+
+def test_mcp_propose_compares_with_the_bare_sdk_peer(tmp_path: Path) -> None:
+    out = tmp_path / "propose.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mcp_propose", "--sessions", "1,2", "--calls", "10",
+         "--rounds", "1", "--eras", "modern", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(out.read_text())
+    assert sorted((r["server"], r["sessions"]) for r in rows) == [
+        ("bare", 1), ("bare", 2), ("ours", 1), ("ours", 2)]
+    assert all(r["errors"] == 0 and r["server_cpu_ms_per_call"] >= 0 for r in rows)
+    assert "| modern | 1 |" in proc.stdout

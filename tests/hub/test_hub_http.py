@@ -82,7 +82,16 @@ async def test_long_polling_round_trip(env: HubEnv) -> None:
         assert event["target"] == "PendingChangeApproved"
 
 
-async def test_long_polling_status_codes(env: HubEnv) -> None:
+async def test_long_polling_status_codes(server_factory: ServerFactory) -> None:
+    # No keep-alive ping and no poll timeout inside the test: a poll is answered only by
+    # what the test does (a ping queued by the 1 s test keep-alive answered the poll the
+    # test was waiting to see held, on a loaded machine).
+    async with server_factory(hub_keep_alive_seconds=600.0, hub_long_poll_seconds=600.0,
+                              hub_client_timeout_seconds=1200.0) as env:
+        await _long_polling_status_codes(env)
+
+
+async def _long_polling_status_codes(env: HubEnv) -> None:
     t = await env.tenant("acme")
     async with httpx.AsyncClient(headers=auth(t), timeout=10) as http:
         assert (await http.get(env.hub_url)).status_code == 400

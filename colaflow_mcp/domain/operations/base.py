@@ -9,7 +9,7 @@ failing cleanly with ``ExecutionError`` if the entity changed since the diff.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from colaflow_mcp.domain.errors import ExecutionError, InvalidArguments
+from colaflow_mcp.store import statements
 from colaflow_mcp.store.tables import Comment, Issue, PendingChange, Project
 
 IssueType = Literal["Epic", "Story", "Task", "Bug"]
@@ -63,9 +64,11 @@ class Plan:
     summary: str
 
 
-Planner = Callable[[AsyncSession, str, Any], Awaitable[Plan]]
-# Execution is synchronous: it runs inside the decision's transaction function (see
-# ``Database.transact``), on a worker thread for SQLite or through ``run_sync`` for PostgreSQL.
+# Planning and execution are synchronous: a plan is made inside the proposal's transaction
+# function and an execution inside the decision's (see ``Database.transact``), on a worker
+# thread for SQLite or through ``run_sync`` for PostgreSQL: one hop each, not one per
+# statement.
+Planner = Callable[[Session, str, Any], Plan]
 Executor = Callable[[Session, PendingChange], str]
 
 
@@ -140,7 +143,7 @@ def require_same(current: dict[str, Any], before: dict[str, Any] | None, what: s
             )
 
 
-# -- lookups (shared by the async planners and the sync executors) ------------------------
+# -- lookups (async ones for queries, sync ones for planners and executors) ---------------
 
 def _project_by_key(tenant_id: str, key: str) -> SelectOfScalar[Project]:
     return select(Project).where(Project.tenant_id == tenant_id, Project.key == key)
@@ -161,26 +164,35 @@ async def find_issue(s: AsyncSession, tenant_id: str, key: str) -> Issue | None:
 
 
 def find_project_sync(s: Session, tenant_id: str, key: str) -> Project | None:
-    """:func:`find_project` for executors."""
+    """:func:`find_project` for planners and executors."""
     return s.exec(_project_by_key(tenant_id, key)).first()
 
 
 def find_issue_sync(s: Session, tenant_id: str, key: str) -> Issue | None:
-    """:func:`find_issue` for executors."""
+    """:func:`find_issue` for planners and executors."""
     return s.exec(_issue_by_key(tenant_id, key)).first()
 
 
-async def project_or_invalid(s: AsyncSession, tenant_id: str, key: str) -> Project:
+def require_project(s: Session, tenant_id: str, key: str) -> None:
+    """InvalidArguments unless the tenant has a project with this key (one indexed,
+    prebuilt lookup: proposals of issues only need to know it exists)."""
+    found = s.connection().execute(statements.PROJECT_ID_BY_KEY,
+                                   {"p_tenant": tenant_id, "p_key": key}).first()
+    if found is None:
+        raise InvalidArguments(f"project {key} does not exist")
+
+
+def project_or_invalid(s: Session, tenant_id: str, key: str) -> Project:
     """The project, or InvalidArguments saying it does not exist."""
-    project = await find_project(s, tenant_id, key)
+    project = find_project_sync(s, tenant_id, key)
     if project is None:
         raise InvalidArguments(f"project {key} does not exist")
     return project
 
 
-async def issue_or_invalid(s: AsyncSession, tenant_id: str, key: str) -> Issue:
+def issue_or_invalid(s: Session, tenant_id: str, key: str) -> Issue:
     """The issue, or InvalidArguments saying it does not exist."""
-    issue = await find_issue(s, tenant_id, key)
+    issue = find_issue_sync(s, tenant_id, key)
     if issue is None:
         raise InvalidArguments(f"issue {key} does not exist")
     return issue

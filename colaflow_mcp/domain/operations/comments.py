@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 from sqlmodel import Session
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from colaflow_mcp.domain.errors import ExecutionError, InvalidArguments
 from colaflow_mcp.domain.operations.base import (
@@ -38,9 +37,9 @@ class DeleteCommentArgs(Args):
     comment_id: str = Field(description="Id of the comment.")
 
 
-async def plan_add_comment(s: AsyncSession, tenant_id: str, a: AddCommentArgs) -> Plan:
+def plan_add_comment(s: Session, tenant_id: str, a: AddCommentArgs) -> Plan:
     """The diff shows the new comment on an existing issue."""
-    issue = await issue_or_invalid(s, tenant_id, a.issue_key)
+    issue = issue_or_invalid(s, tenant_id, a.issue_key)
     after = {"id": None, "issueKey": issue.key, "author": a.author or "agent", "body": a.body}
     short = a.body if len(a.body) <= 60 else a.body[:57] + "..."
     return Plan(None, make_diff("Create", "Comment", None, None, None, after),
@@ -60,17 +59,17 @@ def exec_add_comment(s: Session, ch: PendingChange) -> str:
     return c.id
 
 
-async def _comment_or_invalid(s: AsyncSession, tenant_id: str, cid: str) -> tuple[Comment, str]:
-    c = await s.get(Comment, cid)
+def _comment_or_invalid(s: Session, tenant_id: str, cid: str) -> tuple[Comment, str]:
+    c = s.get(Comment, cid)
     if c is None or c.tenant_id != tenant_id:
         raise InvalidArguments(f"comment {cid} does not exist")
-    issue = await s.get(Issue, c.issue_id)
+    issue = s.get(Issue, c.issue_id)
     return c, issue.key if issue else "?"
 
 
-async def plan_update_comment(s: AsyncSession, tenant_id: str, a: UpdateCommentArgs) -> Plan:
+def plan_update_comment(s: Session, tenant_id: str, a: UpdateCommentArgs) -> Plan:
     """The diff of the comment's new text."""
-    c, key = await _comment_or_invalid(s, tenant_id, a.comment_id)
+    c, key = _comment_or_invalid(s, tenant_id, a.comment_id)
     before = comment_snapshot(c, key)
     after = {**before, "body": a.body}
     return Plan(c.id, make_diff("Update", "Comment", c.id, None, before, after),
@@ -95,9 +94,9 @@ def exec_update_comment(s: Session, ch: PendingChange) -> str:
     return c.id
 
 
-async def plan_delete_comment(s: AsyncSession, tenant_id: str, a: DeleteCommentArgs) -> Plan:
+def plan_delete_comment(s: Session, tenant_id: str, a: DeleteCommentArgs) -> Plan:
     """The diff shows the comment going."""
-    c, key = await _comment_or_invalid(s, tenant_id, a.comment_id)
+    c, key = _comment_or_invalid(s, tenant_id, a.comment_id)
     before = comment_snapshot(c, key)
     return Plan(c.id, make_diff("Delete", "Comment", c.id, None, before, None),
                 f"Delete comment on {key}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 from sqlmodel import Session, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from colaflow_mcp.domain.errors import ExecutionError, InvalidArguments
 from colaflow_mcp.domain.operations.base import (
@@ -12,7 +11,6 @@ from colaflow_mcp.domain.operations.base import (
     Name,
     Plan,
     Text,
-    find_project,
     find_project_sync,
     make_diff,
     project_or_invalid,
@@ -43,9 +41,9 @@ class DeleteProjectArgs(Args):
     _k = field_validator("project_key")(valid_project_key)
 
 
-async def plan_create_project(s: AsyncSession, tenant_id: str, a: CreateProjectArgs) -> Plan:
+def plan_create_project(s: Session, tenant_id: str, a: CreateProjectArgs) -> Plan:
     """Refuse a key in use; the diff shows the new project."""
-    if await find_project(s, tenant_id, a.key) is not None:
+    if find_project_sync(s, tenant_id, a.key) is not None:
         raise InvalidArguments(f"project {a.key} already exists")
     after = {"key": a.key, "name": a.name, "description": a.description}
     return Plan(None, make_diff("Create", "Project", None, a.key, None, after),
@@ -64,9 +62,9 @@ def exec_create_project(s: Session, ch: PendingChange) -> str:
     return p.id
 
 
-async def plan_update_project(s: AsyncSession, tenant_id: str, a: UpdateProjectArgs) -> Plan:
+def plan_update_project(s: Session, tenant_id: str, a: UpdateProjectArgs) -> Plan:
     """The diff of the new name and/or description."""
-    p = await project_or_invalid(s, tenant_id, a.project_key)
+    p = project_or_invalid(s, tenant_id, a.project_key)
     before = project_snapshot(p)
     changes = a.model_dump(exclude={"project_key"}, exclude_none=True)
     if not changes:
@@ -93,10 +91,10 @@ def exec_update_project(s: Session, ch: PendingChange) -> str:
     return p.id
 
 
-async def plan_delete_project(s: AsyncSession, tenant_id: str, a: DeleteProjectArgs) -> Plan:
+def plan_delete_project(s: Session, tenant_id: str, a: DeleteProjectArgs) -> Plan:
     """Only an empty project may be deleted."""
-    p = await project_or_invalid(s, tenant_id, a.project_key)
-    if (await s.exec(select(Issue.id).where(Issue.project_id == p.id).limit(1))).first():
+    p = project_or_invalid(s, tenant_id, a.project_key)
+    if s.exec(select(Issue.id).where(Issue.project_id == p.id).limit(1)).first():
         raise InvalidArguments(f"project {p.key} still has issues; delete them first")
     before = project_snapshot(p)
     return Plan(p.id, make_diff("Delete", "Project", p.id, p.key, before, None),
