@@ -1,13 +1,14 @@
 """Webhooks: decision → webhook received, and approvals/s with 0, 1 and 10 endpoints.
 
 ``python -m benchmarks.webhooks [--approvals 2000] [--latency-decisions 500] [--rate 50]
-[--endpoints 0,1,10] [--smoke] [--out benchmarks/results]``
+[--endpoints 0,1,10] [--postgres-url URL] [--smoke] [--out benchmarks/results]``
 
-One run, one leg per endpoint count, each on a fresh `colaflow-mcp serve` (SQLite,
-production timings, private networks allowed for the loopback receiver) with that many
-endpoints added by ``colaflow-mcp webhooks add``. A receiver process (a bare HTTP/1.1
-server on 127.0.0.1, keep-alive, answering 204) stamps every delivery on arrival with
-``time.monotonic()`` (system-wide on Linux, so it compares with the orchestrator's). Per
+One run, one leg per endpoint count, each on a fresh `colaflow-mcp serve` (SQLite, or a
+fresh PostgreSQL database with ``--postgres-url``, an admin URL; production timings,
+private networks allowed for the loopback receiver) with that many endpoints added by
+``colaflow-mcp webhooks add``. A receiver process (a bare HTTP/1.1 server on 127.0.0.1,
+keep-alive, answering 204) stamps every delivery on arrival with ``time.monotonic()``
+(system-wide on Linux, so it compares with the orchestrator's). Per
 leg:
 
 1. **Throughput**: ``--approvals`` approvals (each executes: an issue is created),
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import achieved_rate, decide
-from benchmarks.scenarios import warm_up
+from benchmarks.scenarios import _pg_admin, create_pg_database, warm_up
 from benchmarks.server import COLAFLOW, HOST, running_server, seed_changes, summary_cpu
 from benchmarks.stats import summarize_ms
 
@@ -128,8 +129,23 @@ def add_endpoints(server: Any, port: int, leg: int, count: int) -> None:
 
 
 async def leg(workdir: Path, receiver: Receiver, endpoints: int, approvals: int,
-              latency_decisions: int, rate: float, warm: int) -> dict[str, Any]:
-    with running_server(workdir, extra_env=ALLOW) as server:
+              latency_decisions: int, rate: float, warm: int, pg_admin_url: str | None = None
+              ) -> dict[str, Any]:
+    if pg_admin_url is None:
+        return await _leg(workdir, None, receiver, endpoints, approvals, latency_decisions,
+                          rate, warm)
+    url, name = await create_pg_database(pg_admin_url)
+    try:
+        return await _leg(workdir, url, receiver, endpoints, approvals, latency_decisions,
+                          rate, warm)
+    finally:
+        await _pg_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _leg(workdir: Path, database_url: str | None, receiver: Receiver, endpoints: int,
+               approvals: int, latency_decisions: int, rate: float, warm: int
+               ) -> dict[str, Any]:
+    with running_server(workdir, database_url=database_url, extra_env=ALLOW) as server:
         await asyncio.to_thread(add_endpoints, server, receiver.port, endpoints, endpoints)
         # Seeding proposes one change over REST (a created event for every endpoint) and
         # clones the rest in SQL (no event); every decision is an event.
@@ -203,16 +219,17 @@ async def leg(workdir: Path, receiver: Receiver, endpoints: int, approvals: int,
 
 
 async def run(root: Path, endpoint_counts: list[int], approvals: int, latency_decisions: int,
-              rate: float, warm: int) -> dict[str, Any]:
+              rate: float, warm: int, pg_admin_url: str | None = None) -> dict[str, Any]:
     receiver = await start_receiver()
     try:
         legs = [await leg(root / f"leg-{n}", receiver, n, approvals, latency_decisions, rate,
-                          warm) for n in endpoint_counts]
+                          warm, pg_admin_url) for n in endpoint_counts]
     finally:
         assert receiver.proc.stdin is not None
         receiver.proc.stdin.close()
         await receiver.proc.wait()
-    return {"scenario": "webhooks", "approvals": approvals,
+    return {"scenario": "webhooks", "database": "postgresql" if pg_admin_url else "sqlite",
+            "approvals": approvals,
             "latency_decisions": latency_decisions, "rate": rate, "legs": legs}
 
 
@@ -223,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-decisions", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0, help="approvals/s, latency phase")
     parser.add_argument("--endpoints", default="0,1,10")
+    parser.add_argument("--postgres-url", help="a PostgreSQL admin URL: each leg on a fresh "
+                        "database there (else SQLite)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--receiver-process", action="store_true", help=argparse.SUPPRESS)
@@ -238,12 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="colaflow-bench-") as tmp:
         result = asyncio.run(run(Path(tmp), counts, approvals, latency_decisions, args.rate,
-                                 warm))
+                                 warm, args.postgres_url))
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     result["machine"] = {"cpus": os.cpu_count(), "loadavg_before": load_before,
                          "loadavg_after": os.getloadavg()}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"webhooks{'-smoke' if args.smoke else ''}.json"
+    name = "webhooks" + ("-postgres" if args.postgres_url else "") + (
+        "-smoke" if args.smoke else "")
+    path = args.out / f"{name}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     for item in result["legs"]:
         t, lat = item["throughput"], item["latency"]

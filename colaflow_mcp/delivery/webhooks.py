@@ -4,10 +4,10 @@ Each pass claims due deliveries in one statement (``store/statements.py:
 CLAIM_WEBHOOK_DELIVERIES``; PostgreSQL skips rows another instance is claiming, ``FOR
 UPDATE SKIP LOCKED``) with a lease longer than an attempt can take, so two instances never
 send one delivery at once; a lease that runs out (its instance died mid-attempt) makes the
-delivery claimable again, under the same ``webhook-id``. Each attempt is signed, sent with
-a bound on its whole duration, and recorded (status code, latency, error) with the
-delivery's next state in one transaction: succeeded on a 2xx, else pending until the next
-delay of the retry schedule, failed after the last.
+delivery claimable again, under the same ``webhook-id``. Each attempt is signed, sent
+(``delivery/webhook_http.py``) with a bound on its whole duration, and recorded (status
+code, latency, error) with the delivery's next state in one transaction: succeeded on a
+2xx, else pending until the next delay of the retry schedule, failed after the last.
 
 One endpoint cannot slow the others: each has at most ``webhook_endpoint_concurrency``
 requests in flight here, claims skip endpoints that are full or backing off, and after a
@@ -30,7 +30,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import httpx
 from sqlmodel import Session
 
 from colaflow_mcp import metrics
@@ -105,7 +104,7 @@ class WebhookSender:
         self._in_flight = 0
         self._held = 0  # claimed and not yet finished (waiting or in flight)
         self._tg: anyio.abc.TaskGroup | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: webhook_http.GuardedClient | None = None
         # Finished attempts not yet written: (the delivery's update, the attempt's row,
         # the result), written together by one transaction (``_flush``).
         self._records: list[tuple[dict[str, Any], dict[str, Any], str]] = []
@@ -142,8 +141,9 @@ class WebhookSender:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         s = self.settings
-        http = webhook_http.client(s.webhook_allow_private_networks, s.webhook_timeout_seconds,
-                                   s.webhook_max_in_flight, self._resolve)
+        http = webhook_http.GuardedClient(s.webhook_allow_private_networks,
+                                          s.webhook_timeout_seconds,
+                                          s.webhook_endpoint_concurrency, self._resolve)
         try:
             async with http, anyio.create_task_group() as tg:
                 self._http, self._tg = http, tg
@@ -292,8 +292,7 @@ class WebhookSender:
         error: str | None = None
         try:
             with anyio.fail_after(timeout):
-                response = await self._http.post(c.url, content=body, headers=headers)
-            status = response.status_code
+                status = await self._http.post(c.endpoint_id, c.url, body, headers)
             if not 200 <= status < 300:
                 error = (f"HTTP {status} (redirects are not followed)"
                          if 300 <= status < 400 else f"HTTP {status}")

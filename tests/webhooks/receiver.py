@@ -50,6 +50,9 @@ class Receiver:
     path_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     most_in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     concurrent_ids: list[str] = field(default_factory=list)  # ids seen twice at once
+    # The sender's connections each path was reached over (client address and port).
+    connections: dict[str, set[tuple[str, int]]] = field(
+        default_factory=lambda: defaultdict(set))
     release: anyio.Event = field(default_factory=anyio.Event)
     changed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -88,6 +91,9 @@ class Receiver:
                 verified = True
             except WebhookVerificationError:
                 verified = False
+        client = scope.get("client")
+        if client:
+            self.connections[path].add((client[0], client[1]))
         got = Received(path, msg_id, headers.get("webhook-timestamp", ""),
                        headers.get("webhook-signature", ""), body, verified)
         self.received.append(got)

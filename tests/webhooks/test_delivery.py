@@ -215,6 +215,23 @@ async def test_a_hanging_endpoint_delays_no_decision_and_no_other_endpoint(
         assert r.concurrent_ids == []
 
 
+async def test_each_endpoint_reuses_its_few_connections(any_database_url: str) -> None:
+    async with receiver() as r, app(any_database_url) as h:
+        await add(h, r, "/a")
+        await add(h, r, "/b")
+        key = await h.agent_key()
+        for _ in range(12):
+            await h.propose(key)
+        await r.wait_for(lambda: len(r.processed) == 24)
+
+        assert all(x.verified for x in r.received)
+        most = h.runtime.settings.webhook_endpoint_concurrency
+        # Kept alive per endpoint: 12 deliveries each over at most its concurrency's worth
+        # of connections, not one connection per delivery.
+        assert 1 <= len(r.connections["/a"]) <= most
+        assert 1 <= len(r.connections["/b"]) <= most
+
+
 async def test_a_removed_endpoint_gets_nothing_more(any_database_url: str) -> None:
     async with receiver() as r, app(any_database_url) as h:
         ep = await add(h, r, "/gone")
