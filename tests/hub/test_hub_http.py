@@ -15,6 +15,14 @@ from hubwire import HANDSHAKE, RS, frames, msg
 pytestmark = pytest.mark.anyio
 
 
+async def server_step() -> None:
+    """Let the in-process server take a step towards a state the test then checks (a held
+    poll, a send in progress), inside the caller's ``fail_after``. Not
+    ``wait_all_tasks_blocked``: with the server's background loops running, a moment at
+    which every task is blocked may not come within the bound."""
+    await anyio.sleep(0.002)
+
+
 def auth(t: Tenant) -> dict[str, str]:
     return {"Authorization": f"Bearer {t.key}"}
 
@@ -119,7 +127,7 @@ async def _long_polling_status_codes(env: HubEnv) -> None:
             tg.start_soon(held)
             with anyio.fail_after(5):
                 while not conn.poll_active:  # the held poll has arrived
-                    await anyio.wait_all_tasks_blocked()
+                    await server_step()
             generation = conn.poll_generation
             new_poll = tg.start_soon
             results_new: list[httpx.Response] = []
@@ -130,7 +138,7 @@ async def _long_polling_status_codes(env: HubEnv) -> None:
             new_poll(newer)
             with anyio.fail_after(5):
                 while conn.poll_generation == generation:
-                    await anyio.wait_all_tasks_blocked()
+                    await server_step()
             conn.send(msg({"type": 6}))
         assert results["old"] == 204
         assert results_new[0].status_code == 200
@@ -143,7 +151,7 @@ async def _long_polling_status_codes(env: HubEnv) -> None:
             tg.start_soon(last_poll)
             with anyio.fail_after(5):
                 while not conn.poll_active:
-                    await anyio.wait_all_tasks_blocked()
+                    await server_step()
             assert (await http.delete(url)).status_code == 202
         assert results["last"] == 204
         assert (await http.get(url)).status_code == 404
@@ -180,7 +188,7 @@ async def test_an_idle_long_poll_is_held_and_answered_the_moment_an_event_arrive
                 tg.start_soon(idle_poll)
                 with anyio.fail_after(5):
                     while not conn.poll_active:  # the poll has reached the server
-                        await anyio.wait_all_tasks_blocked()
+                        await server_step()
                 expiring = await env.propose(t, "expiring", expires_in=0.5)
                 await other_client.invoke("SubscribeToPendingChange", expiring)
                 await other_client.drain_until(
@@ -349,7 +357,7 @@ async def test_concurrent_send_is_409_and_the_connection_stays_open(env: HubEnv)
             tg.start_soon(first_post)
             with anyio.fail_after(5):
                 while not conn.posting:
-                    await anyio.wait_all_tasks_blocked()
+                    await server_step()
             second = await http.post(url, content=msg({"type": 6}))
             assert second.status_code == 409
             release.set()
