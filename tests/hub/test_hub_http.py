@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -12,15 +12,39 @@ import pytest
 from hubenv import HubEnv, ServerFactory, Tenant
 from hubwire import HANDSHAKE, RS, frames, msg
 
+from colaflow_mcp.hub.connection import HubConnection
+
 pytestmark = pytest.mark.anyio
 
 
-async def server_step() -> None:
-    """Let the in-process server take a step towards a state the test then checks (a held
-    poll, a send in progress), inside the caller's ``fail_after``. Not
-    ``wait_all_tasks_blocked``: with the server's background loops running, a moment at
-    which every task is blocked may not come within the bound."""
-    await anyio.sleep(0.002)
+class ServerSteps:
+    """Wakes a test when any hub connection begins a poll or a send, so it can wait, with a
+    bound, for the server to reach a state it then checks (a held poll, a send in
+    progress). Not ``wait_all_tasks_blocked``: with the server's background loops running,
+    a moment at which every task is blocked need not come within the bound."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._event = anyio.Event()
+        for name in ("begin_poll", "begin_send"):
+            original = getattr(HubConnection, name)
+
+            def wrapped(conn: HubConnection, *args: Any, _original: Any = original) -> Any:
+                result = _original(conn, *args)
+                self._event.set()
+                self._event = anyio.Event()
+                return result
+
+            monkeypatch.setattr(HubConnection, name, wrapped)
+
+    async def until(self, condition: Callable[[], bool], seconds: float = 5.0) -> None:
+        with anyio.fail_after(seconds):
+            while not condition():
+                await self._event.wait()
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> ServerSteps:
+    return ServerSteps(monkeypatch)
 
 
 def auth(t: Tenant) -> dict[str, str]:
@@ -90,16 +114,17 @@ async def test_long_polling_round_trip(env: HubEnv) -> None:
         assert event["target"] == "PendingChangeApproved"
 
 
-async def test_long_polling_status_codes(server_factory: ServerFactory) -> None:
+async def test_long_polling_status_codes(server_factory: ServerFactory, steps: ServerSteps
+                                         ) -> None:
     # No keep-alive ping and no poll timeout inside the test: a poll is answered only by
     # what the test does (a ping queued by the 1 s test keep-alive answered the poll the
     # test was waiting to see held, on a loaded machine).
     async with server_factory(hub_keep_alive_seconds=600.0, hub_long_poll_seconds=600.0,
                               hub_client_timeout_seconds=1200.0) as env:
-        await _long_polling_status_codes(env)
+        await _long_polling_status_codes(env, steps)
 
 
-async def _long_polling_status_codes(env: HubEnv) -> None:
+async def _long_polling_status_codes(env: HubEnv, steps: ServerSteps) -> None:
     t = await env.tenant("acme")
     async with httpx.AsyncClient(headers=auth(t), timeout=10) as http:
         assert (await http.get(env.hub_url)).status_code == 400
@@ -125,9 +150,7 @@ async def _long_polling_status_codes(env: HubEnv) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(held)
-            with anyio.fail_after(5):
-                while not conn.poll_active:  # the held poll has arrived
-                    await server_step()
+            await steps.until(lambda: conn.poll_active)  # the held poll has arrived
             generation = conn.poll_generation
             new_poll = tg.start_soon
             results_new: list[httpx.Response] = []
@@ -136,9 +159,7 @@ async def _long_polling_status_codes(env: HubEnv) -> None:
                 results_new.append(await http.get(url))
 
             new_poll(newer)
-            with anyio.fail_after(5):
-                while conn.poll_generation == generation:
-                    await server_step()
+            await steps.until(lambda: conn.poll_generation != generation)
             conn.send(msg({"type": 6}))
         assert results["old"] == 204
         assert results_new[0].status_code == 200
@@ -149,9 +170,7 @@ async def _long_polling_status_codes(env: HubEnv) -> None:
                 results["last"] = (await http.get(url)).status_code
 
             tg.start_soon(last_poll)
-            with anyio.fail_after(5):
-                while not conn.poll_active:
-                    await server_step()
+            await steps.until(lambda: conn.poll_active)
             assert (await http.delete(url)).status_code == 202
         assert results["last"] == 204
         assert (await http.get(url)).status_code == 404
@@ -159,7 +178,7 @@ async def _long_polling_status_codes(env: HubEnv) -> None:
 
 
 async def test_an_idle_long_poll_is_held_and_answered_the_moment_an_event_arrives(
-    server_factory: ServerFactory,
+    server_factory: ServerFactory, steps: ServerSteps,
 ) -> None:
     from hubwire import open_ws
 
@@ -186,9 +205,7 @@ async def test_an_idle_long_poll_is_held_and_answered_the_moment_an_event_arrive
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(idle_poll)
-                with anyio.fail_after(5):
-                    while not conn.poll_active:  # the poll has reached the server
-                        await server_step()
+                await steps.until(lambda: conn.poll_active)  # the poll reached the server
                 expiring = await env.propose(t, "expiring", expires_in=0.5)
                 await other_client.invoke("SubscribeToPendingChange", expiring)
                 await other_client.drain_until(
@@ -335,7 +352,8 @@ async def test_websocket_connection_refuses_http_posts(env: HubEnv) -> None:
         assert "error" not in done
 
 
-async def test_concurrent_send_is_409_and_the_connection_stays_open(env: HubEnv) -> None:
+async def test_concurrent_send_is_409_and_the_connection_stays_open(
+        env: HubEnv, steps: ServerSteps) -> None:
     t = await env.tenant("acme")
     async with httpx.AsyncClient(headers=auth(t), timeout=10) as http:
         token = await negotiate(http, env, t)
@@ -355,9 +373,7 @@ async def test_concurrent_send_is_409_and_the_connection_stays_open(env: HubEnv)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(first_post)
-            with anyio.fail_after(5):
-                while not conn.posting:
-                    await server_step()
+            await steps.until(lambda: conn.posting)
             second = await http.post(url, content=msg({"type": 6}))
             assert second.status_code == 409
             release.set()
