@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -21,7 +20,7 @@ from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.domain.errors import Conflict, Forbidden, InvalidArguments, NotFound
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import change_to_json
-from colaflow_mcp.http import json_error
+from colaflow_mcp.http import BadBody, BodyTooLarge, json_body, json_error
 from colaflow_mcp.rest import openapi, ops
 from colaflow_mcp.rest.openapi import Endpoint
 from colaflow_mcp.rest.schemas import (
@@ -59,10 +58,6 @@ class RestApi:
 Handler = Callable[[Request, Principal, RestApi], Awaitable[Response]]
 
 
-class PayloadTooLarge(Exception):
-    """The request body is over ``max_body_bytes``."""
-
-
 def api_of(request: Request) -> RestApi:
     """The app's REST dependencies."""
     api: RestApi = request.app.state.rest
@@ -84,7 +79,9 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return await handler(request, principal, api)
         except InvalidArguments as exc:
             return json_error(400, "invalid_request", str(exc))
-        except PayloadTooLarge as exc:
+        except BadBody as exc:
+            return json_error(400, "invalid_request", str(exc))
+        except BodyTooLarge as exc:
             return json_error(413, "payload_too_large", str(exc))
         except Forbidden as exc:
             return json_error(403, "forbidden", str(exc))
@@ -94,36 +91,6 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return json_error(409, "conflict", str(exc), currentStatus=exc.status)
 
     return run
-
-
-async def json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The request body as a JSON object, within the size limit."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body too large (limit {limit} bytes)")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body too large (limit {limit} bytes)")
-    if not body.strip():
-        return {}
-    try:
-        data = json.loads(body, parse_constant=_not_json)
-    except InvalidArguments:
-        raise
-    except RecursionError:
-        raise InvalidArguments("body is nested too deeply to be read as JSON") from None
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArguments("body must be JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidArguments("body must be a JSON object")
-    return data
-
-
-def _not_json(constant: str) -> Any:
-    # Python's json module reads NaN and Infinity; JSON has neither.
-    raise InvalidArguments(f"body must be JSON: {constant} is not a JSON value")
 
 
 def _query(request: Request, model: type[Q]) -> Q:

@@ -3,7 +3,6 @@ domain operations as the REST reviewer routes."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -12,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from colaflow_mcp.domain.console import Session
 from colaflow_mcp.domain.errors import Conflict, Forbidden, InvalidArguments, NotFound
 from colaflow_mcp.domain.representation import change_to_json
-from colaflow_mcp.http import json_error
+from colaflow_mcp.http import BadBody, BodyTooLarge, json_body, json_error
 from colaflow_mcp.web.console import Console, json_endpoint
 from colaflow_mcp.web.live import EventStream
 from colaflow_mcp.web.views import field_errors
@@ -24,23 +23,6 @@ def conflict_message(status: str) -> str:
             "reviewer, the CLI, or its expiry) while you had it open.")
 
 
-async def _body(request: Request, limit: int) -> dict[str, Any]:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise InvalidArguments(f"body too large (limit {limit} bytes)")
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidArguments("body must be JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidArguments("body must be a JSON object")
-    return data
-
-
 def _guarded(handler: Any) -> Any:
     """Domain errors as JSON answers (409 in words)."""
 
@@ -48,8 +30,10 @@ def _guarded(handler: Any) -> Any:
         try:
             response: Response = await handler(request, session, console)
             return response
-        except InvalidArguments as exc:
+        except (InvalidArguments, BadBody) as exc:
             return json_error(400, "invalid_request", str(exc))
+        except BodyTooLarge as exc:
+            return json_error(413, "payload_too_large", str(exc))
         except Forbidden as exc:
             return json_error(403, "forbidden", str(exc))
         except NotFound as exc:
@@ -85,7 +69,7 @@ async def get_change(request: Request, session: Session, console: Console) -> Re
 async def approve(request: Request, session: Session, console: Console) -> Response:
     """``POST /inbox/api/changes/{id}/approve`` ``{arguments?}``: an edit's bad fields come
     back one by one (``fields``), and nothing is approved."""
-    body = await _body(request, console.settings.max_body_bytes)
+    body = await json_body(request, console.settings.max_body_bytes)
     arguments = body.get("arguments")
     if arguments is not None:
         change = await console.queries.get_change(session.principal, request.path_params["id"])
@@ -101,7 +85,7 @@ async def approve(request: Request, session: Session, console: Console) -> Respo
 @_guarded
 async def reject(request: Request, session: Session, console: Console) -> Response:
     """``POST /inbox/api/changes/{id}/reject`` ``{reason}``"""
-    body = await _body(request, console.settings.max_body_bytes)
+    body = await json_body(request, console.settings.max_body_bytes)
     change = await console.changes.reject(session.principal, request.path_params["id"],
                                           body.get("reason"))
     return JSONResponse(change_to_json(change))
