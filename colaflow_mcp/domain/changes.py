@@ -11,6 +11,7 @@ reached through the :class:`Announcer` port, so the domain never imports deliver
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -95,6 +96,45 @@ class Decided:
     result: dict[str, Any] | None = None  # an approval's execution result
 
 
+_LOST = Decided(None)
+
+
+@dataclass(frozen=True, eq=False)
+class _Decision:
+    """One decision waiting for its transaction (see ``ChangeService._decide_group``)."""
+
+    cid: str
+    status: Status
+    by: str | None
+    reason: str | None
+    actor: Actor
+    only_overdue: bool = False  # an expiry: only once the deadline passed
+    edit: Edit | None = None  # an approval with the reviewer's arguments
+
+
+def _decided(tenant_id: str, d: _Decision, change: PendingChange,
+             result: dict[str, Any] | None) -> Decided:
+    """A won decision and the transitions it records."""
+    if d.status == Status.APPROVED:
+        assert result is not None
+        change.execution_result = result
+        if result["success"]:
+            change.entity_id = result["entityId"]
+        approved: dict[str, Any] = {"edited": bool(change.edited)}
+        if change.edited:
+            approved.update(arguments=change.arguments, summary=change.summary)
+        return Decided(change, (
+            Transition(recording.APPROVED, tenant_id, d.actor, change, approved),
+            Transition(recording.EXECUTED, tenant_id, d.actor, change, result)), result)
+    if d.status == Status.REJECTED:
+        what = Transition(recording.REJECTED, tenant_id, d.actor, change,
+                          {"reason": d.reason})
+    else:
+        what = Transition(recording.EXPIRED, tenant_id, d.actor, change,
+                          {"expiresAt": iso(change.expires_at)})
+    return Decided(change, (what,))
+
+
 class Announcer(Protocol):
     """Where a new or decided change goes once its transaction committed (delivery's
     outbox): a new one to review queues, a decided one to its subscribers too."""
@@ -122,9 +162,25 @@ class ChangeService:
         self._soonest_during_pass: datetime | None = None
         # Concurrent decisions of a tenant share a transaction (group commit): they take
         # turns on its audit chain (and its projects' issue numbers) anyway.
-        self.decisions: TransactionGroups[Decided] = TransactionGroups(
-            db, self._record_decided, audit.lock_chains,
-            max_size=settings.decision_group_max_size)
+        self.decisions: TransactionGroups[_Decision, Decided] = TransactionGroups(
+            db, self._decide_group, max_size=settings.decision_group_max_size)
+
+    def _decide_group(self, s: Session, tenant_id: str, items: list[_Decision]
+                      ) -> list[Decided]:
+        """One transaction's decisions of a tenant, set-wise: its chain head locked first
+        (``audit.lock_chains``), every change claimed with one statement, the approved
+        ones executed (a tool's consecutive executions together where it can), then the
+        results and audit entries written once."""
+        audit.lock_chains(s, tenant_id)
+        claimed = _claim_all(s, tenant_id, items)
+        pairs = list(zip(items, claimed, strict=True))
+        results = iter(_execute_all(s, [c for d, c in pairs
+                                        if c is not None and d.status == Status.APPROVED]))
+        out = [_LOST if c is None else _decided(
+            tenant_id, d, c, next(results) if d.status == Status.APPROVED else None)
+            for d, c in pairs]
+        self._record_decided(s, out)
+        return out
 
     def _record_decided(self, s: Session, decided: list[Decided]) -> None:
         """Execution results and the recorders' rows of a transaction's decisions, each
@@ -215,24 +271,9 @@ class ChangeService:
             raise Forbidden("only reviewers approve changes")
         cid = parse_change_id(change_id)
         edit = None if arguments is None else await self._plan_edit(principal, cid, arguments)
-        tenant_id, by, actor = principal.tenant_id, principal.display, Actor.of(principal)
-
-        def decide_and_execute(s: Session) -> Decided:
-            change = _claim(s, tenant_id, cid, Status.APPROVED, by, None, edit=edit)
-            if change is None:
-                return Decided(None)
-            result = _execute(s, change)
-            change.execution_result = result
-            if result["success"]:
-                change.entity_id = result["entityId"]
-            approved: dict[str, Any] = {"edited": bool(change.edited)}
-            if change.edited:
-                approved.update(arguments=change.arguments, summary=change.summary)
-            return Decided(change, (
-                Transition(recording.APPROVED, tenant_id, actor, change, approved),
-                Transition(recording.EXECUTED, tenant_id, actor, change, result)), result)
-
-        change = (await self.decisions.run(tenant_id, decide_and_execute)).change
+        decision = _Decision(cid, Status.APPROVED, principal.display, None,
+                             Actor.of(principal), edit=edit)
+        change = (await self.decisions.run(principal.tenant_id, decision)).change
         if change is None:
             raise await self._lost(principal, cid)
         return await self._after_decision(change)
@@ -324,22 +365,10 @@ class ChangeService:
         self, tenant_id: str, cid: str, status: Status, by: str | None, reason: str | None,
         only_overdue: bool = False, actor: Actor = EXPIRY,
     ) -> PendingChange | None:
-        """Reject or expire in a transaction of its own; the row if this call won, else
-        None."""
-
-        def decide(s: Session) -> Decided:
-            change = _claim(s, tenant_id, cid, status, by, reason, only_overdue)
-            if change is None:
-                return Decided(None)
-            if status == Status.REJECTED:
-                what = Transition(recording.REJECTED, tenant_id, actor, change,
-                                  {"reason": reason})
-            else:
-                what = Transition(recording.EXPIRED, tenant_id, actor, change,
-                                  {"expiresAt": iso(change.expires_at)})
-            return Decided(change, (what,))
-
-        return (await self.decisions.run(tenant_id, decide)).change
+        """Reject or expire (with the tenant's other concurrent decisions); the row if this
+        call won, else None."""
+        decision = _Decision(cid, status, by, reason, actor, only_overdue=only_overdue)
+        return (await self.decisions.run(tenant_id, decision)).change
 
     async def _lost(self, principal: Principal, cid: str) -> NotFound | Conflict:
         """Why a decision did not apply: NotFound or Conflict (expiring the change if due)."""
@@ -399,16 +428,83 @@ def _claim(
     return None if row is None else PendingChange(**row._asdict())
 
 
+def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
+               ) -> list[PendingChange | None]:
+    """:func:`_claim` for each of a transaction's decisions, the plain ones (no edit) with
+    one statement (``statements.CLAIM_MANY``). A change decided twice in one transaction
+    is claimed again after its first claim, as if one after the other: the second loses
+    unless the first did not apply (an approval of an overdue change, then its expiry)."""
+    out: list[PendingChange | None] = [None] * len(items)
+    remaining = list(range(len(items)))
+    while remaining:
+        seen: set[str] = set()
+        now_round: list[int] = []
+        later: list[int] = []
+        for i in remaining:
+            (later if items[i].cid in seen else now_round).append(i)
+            seen.add(items[i].cid)
+        plain = [i for i in now_round if items[i].edit is None]
+        for i in now_round:
+            d = items[i]
+            if d.edit is not None or len(plain) == 1:
+                out[i] = _claim(s, tenant_id, d.cid, d.status, d.by, d.reason,
+                                d.only_overdue, edit=d.edit)
+        if len(plain) > 1:
+            for i, change in zip(plain, _claim_many(s, tenant_id, [items[i] for i in plain]),
+                                 strict=True):
+                out[i] = change
+        remaining = later
+    return out
+
+
+def _claim_many(s: Session, tenant_id: str, items: list[_Decision]
+                ) -> list[PendingChange | None]:
+    """One statement deciding several changes (distinct ids, no edits): each one's row,
+    or None where another decision got there first."""
+    conn = s.connection()
+    dialect = conn.dialect.name
+    params: dict[str, Any] = {"p_tenant": tenant_id, "p_now": utcnow()}
+    if dialect == "postgresql":
+        params.update(p_ids=[d.cid for d in items], p_statuses=[d.status.value for d in items],
+                      p_bys=[d.by for d in items], p_reasons=[d.reason for d in items],
+                      p_overdue=[d.only_overdue for d in items])
+    else:
+        params["p_items"] = json.dumps(
+            [[d.cid, d.status.value, d.by, d.reason, d.only_overdue] for d in items])
+    rows = conn.execute(statements.CLAIM_MANY[dialect], params).all()
+    won = {row.id: PendingChange(**row._asdict()) for row in rows}
+    return [won.get(d.cid) for d in items]
+
+
+def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any]]:
+    """Execute approved changes in order; their results. In a transaction of several
+    decisions (``GROUPED``), a tool's consecutive changes go to its ``execute_many``."""
+    if not s.info.get(GROUPED):
+        return [_execute(s, ch) for ch in changes]
+    entity_ids: list[str] = []
+    start = 0
+    while start < len(changes):
+        spec = OPERATIONS[changes[start].tool_name]
+        end = start + 1
+        while end < len(changes) and changes[end].tool_name == spec.name:
+            end += 1
+        run = changes[start:end]
+        if spec.execute_many is not None and len(run) > 1:
+            entity_ids += spec.execute_many(s, run)
+        else:
+            entity_ids += [spec.execute(s, ch) for ch in run]
+        start = end
+    return [{"success": True, "entityId": e, "error": None} for e in entity_ids]
+
+
 def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
     """Apply the change inside a savepoint: all of it, or none of it and an error.
 
-    In a transaction shared by several decisions (``GROUPED``) there is no savepoint (two
-    round trips on PostgreSQL): any failure raises instead, and store/groups.py runs each
-    decision again alone, where this savepoint catches it.
+    In a transaction shared by several decisions there is no savepoint (two round trips on
+    PostgreSQL; see ``_execute_all``): any failure raises instead, and store/groups.py runs
+    each decision again alone, where this savepoint catches it.
     """
     spec = OPERATIONS[change.tool_name]
-    if s.info.get(GROUPED):
-        return {"success": True, "entityId": spec.execute(s, change), "error": None}
     try:
         with s.begin_nested():
             entity_id = spec.execute(s, change)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, cast, func, literal_column, select
+from sqlalchemy import String, Table, bindparam, cast, func, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -126,6 +126,71 @@ def _create_issue_statement() -> Any:
 
 
 CREATE_ISSUE_PG = _create_issue_statement()
+
+
+# -- set-wise decisions (a group of a tenant's decisions, see domain/changes.py) ------------
+
+
+def _claim_many(dialect: str) -> Any:
+    """CLAIM for many changes of one tenant at once (``p_tenant``, ``p_now``), each with its
+    own status, decider, reason and whether it is an expiry (only once overdue). On
+    PostgreSQL the parameters are parallel arrays ``p_ids``, ``p_statuses``, ``p_bys``,
+    ``p_reasons``, ``p_overdue``; on SQLite one JSON array ``p_items`` of
+    ``[id, status, by, reason, overdue]``. RETURNING every column of each row it decided
+    (in no particular order); an id must appear once."""
+    if dialect == "postgresql":
+        table, source = "pc", (
+            "unnest(CAST(:p_ids AS TEXT[]), CAST(:p_statuses AS TEXT[]), "
+            "CAST(:p_bys AS TEXT[]), CAST(:p_reasons AS TEXT[]), "
+            "CAST(:p_overdue AS BOOLEAN[])) AS v(id, status, decided_by, reason, overdue)")
+        target, returning = "pending_change AS pc", ", ".join(
+            f"pc.{c.name}" for c in _PC.columns)
+    else:
+        table, source = "pending_change", (
+            "(SELECT json_extract(j.value, '$[0]') AS id, json_extract(j.value, '$[1]') AS "
+            "status, json_extract(j.value, '$[2]') AS decided_by, json_extract(j.value, "
+            "'$[3]') AS reason, json_extract(j.value, '$[4]') AS overdue "
+            "FROM json_each(:p_items) AS j) AS v")
+        target, returning = "pending_change", ", ".join(c.name for c in _PC.columns)
+    sql = (f"UPDATE {target} SET status = v.status, decided_at = :p_now, "
+           f"decided_by = v.decided_by, reason = v.reason FROM {source} "
+           f"WHERE {table}.id = v.id AND {table}.tenant_id = :p_tenant "
+           f"AND {table}.status = '{Status.PENDING.value}' AND CASE WHEN v.overdue "
+           f"THEN {table}.expires_at <= :p_now ELSE {table}.expires_at > :p_now END "
+           f"RETURNING {returning}")
+    return text(sql).bindparams(
+        bindparam("p_now", type_=_PC.c.expires_at.type)).columns(*_PC.columns)
+
+
+CLAIM_MANY = {dialect: _claim_many(dialect) for dialect in ("postgresql", "sqlite")}
+
+# Several issues in one project (``p_tenant``, ``p_key``, ``p_count``, ``p_now``, parallel
+# arrays ``p_ids``, ``p_titles``, ``p_descriptions``, ``p_types``, ``p_statuses``,
+# ``p_priorities``, ``p_assignees``), numbered in array order from the project's next
+# number: one statement (PostgreSQL). RETURNING each issue's id (no row: no such project).
+CREATE_ISSUES_PG = text(
+    "WITH taken AS (UPDATE project SET next_issue_number = next_issue_number + :p_count "
+    "WHERE tenant_id = :p_tenant AND key = :p_key "
+    "RETURNING id, key, next_issue_number - :p_count AS first) "
+    "INSERT INTO issue (id, tenant_id, project_id, key, number, title, description, type, "
+    "status, priority, assignee, created_at, updated_at) "
+    "SELECT v.id, :p_tenant, taken.id, taken.key || '-' || "
+    "CAST(taken.first + v.ord - 1 AS TEXT), taken.first + v.ord - 1, v.title, "
+    "v.description, v.type, v.status, v.priority, v.assignee, "
+    "CAST(:p_now AS TIMESTAMPTZ), CAST(:p_now AS TIMESTAMPTZ) "
+    "FROM taken, unnest(CAST(:p_ids AS TEXT[]), CAST(:p_titles AS TEXT[]), "
+    "CAST(:p_descriptions AS TEXT[]), CAST(:p_types AS TEXT[]), CAST(:p_statuses AS TEXT[]), "
+    "CAST(:p_priorities AS TEXT[]), CAST(:p_assignees AS TEXT[])) WITH ORDINALITY "
+    "AS v(id, title, description, type, status, priority, assignee, ord) "
+    "RETURNING issue.id").bindparams(bindparam("p_now", type_=_ISSUE.c.created_at.type))
+
+# Take ``p_count`` issue numbers of a project (``p_tenant``, ``p_key``): RETURNING its id,
+# key and the next number after them (SQLite; PostgreSQL uses CREATE_ISSUES_PG).
+TAKE_ISSUE_NUMBERS = (
+    _PROJECT.update()
+    .where(_PROJECT.c.tenant_id == bindparam("p_tenant"), _PROJECT.c.key == bindparam("p_key"))
+    .values(next_issue_number=_PROJECT.c.next_issue_number + bindparam("p_count"))
+    .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number))
 
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 
