@@ -43,6 +43,7 @@ from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.groups import GROUPED, TransactionGroups
+from colaflow_mcp.store.native import native
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -185,10 +186,17 @@ class ChangeService:
     def _record_decided(self, s: Session, decided: list[Decided]) -> None:
         """Execution results and the recorders' rows of a transaction's decisions, each
         written once per transaction."""
-        results = [{"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
-                   for d in decided if d.change is not None and d.result is not None]
-        if results:
-            s.connection().execute(statements.RECORD_RESULT, results)
+        done = [d for d in decided if d.change is not None and d.result is not None]
+        fast = native(s.connection()) if done else None
+        if fast is not None:
+            fast.execute(statements.NATIVE_RECORD_RESULTS,
+                         [d.change.id for d in done if d.change is not None],
+                         [json.dumps(d.result) for d in done],
+                         [d.change.entity_id for d in done if d.change is not None])
+        elif done:
+            s.connection().execute(statements.RECORD_RESULT, [
+                {"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
+                for d in done if d.change is not None])
         transitions = [t for d in decided for t in d.transitions]
         if transitions:
             recording.record(s, self.recorders, *transitions)
@@ -444,12 +452,14 @@ def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
             (later if items[i].cid in seen else now_round).append(i)
             seen.add(items[i].cid)
         plain = [i for i in now_round if items[i].edit is None]
+        # One plain claim: CLAIM itself (SQLite), or the native statement (PostgreSQL).
+        setwise = len(plain) > 1 or s.connection().dialect.name == "postgresql"
         for i in now_round:
             d = items[i]
-            if d.edit is not None or len(plain) == 1:
+            if d.edit is not None or not setwise:
                 out[i] = _claim(s, tenant_id, d.cid, d.status, d.by, d.reason,
                                 d.only_overdue, edit=d.edit)
-        if len(plain) > 1:
+        if plain and setwise:
             for i, change in zip(plain, _claim_many(s, tenant_id, [items[i] for i in plain]),
                                  strict=True):
                 out[i] = change
@@ -462,17 +472,18 @@ def _claim_many(s: Session, tenant_id: str, items: list[_Decision]
     """One statement deciding several changes (distinct ids, no edits): each one's row,
     or None where another decision got there first."""
     conn = s.connection()
-    dialect = conn.dialect.name
-    params: dict[str, Any] = {"p_tenant": tenant_id, "p_now": utcnow()}
-    if dialect == "postgresql":
-        params.update(p_ids=[d.cid for d in items], p_statuses=[d.status.value for d in items],
-                      p_bys=[d.by for d in items], p_reasons=[d.reason for d in items],
-                      p_overdue=[d.only_overdue for d in items])
+    fast = native(conn)
+    if fast is not None:
+        won = {row["id"]: PendingChange(**dict(row.items())) for row in fast.fetch(
+            statements.NATIVE_CLAIM_MANY, tenant_id, utcnow(), [d.cid for d in items],
+            [d.status.value for d in items], [d.by for d in items],
+            [d.reason for d in items], [d.only_overdue for d in items])}
     else:
-        params["p_items"] = json.dumps(
+        items_json = json.dumps(
             [[d.cid, d.status.value, d.by, d.reason, d.only_overdue] for d in items])
-    rows = conn.execute(statements.CLAIM_MANY[dialect], params).all()
-    won = {row.id: PendingChange(**row._asdict()) for row in rows}
+        won = {row.id: PendingChange(**row._asdict()) for row in conn.execute(
+            statements.CLAIM_MANY, {"p_tenant": tenant_id, "p_now": utcnow(),
+                                    "p_items": items_json}).all()}
     return [won.get(d.cid) for d in items]
 
 
