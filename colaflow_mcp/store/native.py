@@ -24,7 +24,22 @@ from sqlalchemy.util.concurrency import in_greenlet
 # Errors that mean the connection is gone (the database restarted, the socket closed):
 # reported as SQLAlchemy's, the connection invalidated, so ``Database.transact`` runs the
 # transaction once more on a fresh one, as it does for its own statements.
-_GONE = ("ConnectionDoesNotExistError", "InterfaceError", "PostgresConnectionError")
+_GONE = ("ConnectionDoesNotExistError", "PostgresConnectionError")
+
+
+def _gone(exc: BaseException) -> bool:
+    return (isinstance(exc, OSError) or "connection is closed" in str(exc)
+            or any(cls.__name__ in _GONE for cls in type(exc).__mro__))
+
+
+def _guarded(conn: Connection, what: str, awaitable: Any) -> Any:
+    try:
+        return await_only(awaitable)
+    except Exception as exc:
+        if not _gone(exc):
+            raise
+        conn.invalidate(exc)
+        raise DBAPIError(what, None, exc, connection_invalidated=True) from exc
 
 
 class Native:
@@ -44,14 +59,7 @@ class Native:
         self._run(sql, self._raw.execute, args)
 
     def _run(self, sql: str, method: Any, args: tuple[Any, ...]) -> Any:
-        try:
-            return await_only(method(sql, *args))
-        except Exception as exc:
-            if not isinstance(exc, OSError) and not any(
-                    cls.__name__ in _GONE for cls in type(exc).__mro__):
-                raise
-            self._conn.invalidate(exc)
-            raise DBAPIError(sql, args, exc, connection_invalidated=True) from exc
+        return _guarded(self._conn, sql, method(sql, *args))
 
 
 def native(conn: Connection) -> Native | None:
@@ -65,7 +73,7 @@ def native(conn: Connection) -> Native | None:
     raw: Any = conn.connection.driver_connection
     if not raw.is_in_transaction():
         # SQLAlchemy's adapter sends BEGIN with its first statement; none has run yet.
-        await_only(adapter._start_transaction())
+        _guarded(conn, "BEGIN", adapter._start_transaction())
         if not raw.is_in_transaction():  # autocommit: nothing here may run outside one
             raise RuntimeError("native statements need a transaction")
     return Native(conn, raw)
