@@ -43,7 +43,7 @@ from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.groups import GROUPED, TransactionGroups
-from colaflow_mcp.store.native import native
+from colaflow_mcp.store.native import Native, native
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -438,8 +438,8 @@ def _claim(
 
 def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
                ) -> list[PendingChange | None]:
-    """:func:`_claim` for each of a transaction's decisions, the plain ones (no edit) with
-    one statement (``statements.CLAIM_MANY``). A change decided twice in one transaction
+    """:func:`_claim` for each of a transaction's decisions, on PostgreSQL the plain ones
+    (no edit) with one statement (``NATIVE_CLAIM_MANY``). A change decided twice in one transaction
     is claimed again after its first claim, as if one after the other: the second loses
     unless the first did not apply (an approval of an overdue change, then its expiry)."""
     out: list[PendingChange | None] = [None] * len(items)
@@ -451,39 +451,31 @@ def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
         for i in remaining:
             (later if items[i].cid in seen else now_round).append(i)
             seen.add(items[i].cid)
-        plain = [i for i in now_round if items[i].edit is None]
-        # One plain claim: CLAIM itself (SQLite), or the native statement (PostgreSQL).
-        setwise = len(plain) > 1 or s.connection().dialect.name == "postgresql"
+        # Set-wise on PostgreSQL (one round trip); on SQLite, where a statement costs no
+        # round trip, CLAIM each (an UPDATE … FROM a JSON list measured slower there).
+        fast = native(s.connection())
+        plain = [i for i in now_round if items[i].edit is None] if fast is not None else []
         for i in now_round:
             d = items[i]
-            if d.edit is not None or not setwise:
+            if i not in plain:
                 out[i] = _claim(s, tenant_id, d.cid, d.status, d.by, d.reason,
                                 d.only_overdue, edit=d.edit)
-        if plain and setwise:
-            for i, change in zip(plain, _claim_many(s, tenant_id, [items[i] for i in plain]),
-                                 strict=True):
+        if fast is not None and plain:
+            for i, change in zip(plain, _claim_many(fast, tenant_id,
+                                                    [items[i] for i in plain]), strict=True):
                 out[i] = change
         remaining = later
     return out
 
 
-def _claim_many(s: Session, tenant_id: str, items: list[_Decision]
+def _claim_many(fast: Native, tenant_id: str, items: list[_Decision]
                 ) -> list[PendingChange | None]:
-    """One statement deciding several changes (distinct ids, no edits): each one's row,
-    or None where another decision got there first."""
-    conn = s.connection()
-    fast = native(conn)
-    if fast is not None:
-        won = {row["id"]: PendingChange(**dict(row.items())) for row in fast.fetch(
-            statements.NATIVE_CLAIM_MANY, tenant_id, utcnow(), [d.cid for d in items],
-            [d.status.value for d in items], [d.by for d in items],
-            [d.reason for d in items], [d.only_overdue for d in items])}
-    else:
-        items_json = json.dumps(
-            [[d.cid, d.status.value, d.by, d.reason, d.only_overdue] for d in items])
-        won = {row.id: PendingChange(**row._asdict()) for row in conn.execute(
-            statements.CLAIM_MANY, {"p_tenant": tenant_id, "p_now": utcnow(),
-                                    "p_items": items_json}).all()}
+    """One statement deciding several changes (distinct ids, no edits; PostgreSQL): each
+    one's row, or None where another decision got there first."""
+    won = {row["id"]: PendingChange(**dict(row.items())) for row in fast.fetch(
+        statements.NATIVE_CLAIM_MANY, tenant_id, utcnow(), [d.cid for d in items],
+        [d.status.value for d in items], [d.by for d in items],
+        [d.reason for d in items], [d.only_overdue for d in items])}
     return [won.get(d.cid) for d in items]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, text
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -97,32 +97,6 @@ def pending_change_row(change: PendingChange) -> dict[str, Any]:
     return {name: getattr(change, key) for name, key in _PC_COLUMNS}
 
 
-
-# -- set-wise decisions (a group of a tenant's decisions, see domain/changes.py) ------------
-
-
-def _claim_many() -> Any:
-    """CLAIM for many changes of one tenant at once (``p_tenant``, ``p_now``; SQLite: on
-    PostgreSQL see NATIVE_CLAIM_MANY), each with its own status, decider, reason and
-    whether it is an expiry (only once overdue): ``p_items``, a JSON array of ``[id,
-    status, by, reason, overdue]``. RETURNING every column of each row it decided (in no
-    particular order); an id must appear once."""
-    source = ("(SELECT json_extract(j.value, '$[0]') AS id, json_extract(j.value, '$[1]') "
-              "AS status, json_extract(j.value, '$[2]') AS decided_by, "
-              "json_extract(j.value, '$[3]') AS reason, json_extract(j.value, '$[4]') AS "
-              "overdue FROM json_each(:p_items) AS j) AS v")
-    t = "pending_change"
-    sql = (f"UPDATE {t} SET status = v.status, decided_at = :p_now, "
-           f"decided_by = v.decided_by, reason = v.reason FROM {source} "
-           f"WHERE {t}.id = v.id AND {t}.tenant_id = :p_tenant "
-           f"AND {t}.status = '{Status.PENDING.value}' AND CASE WHEN v.overdue "
-           f"THEN {t}.expires_at <= :p_now ELSE {t}.expires_at > :p_now END "
-           f"RETURNING {', '.join(c.name for c in _PC.columns)}")
-    return text(sql).bindparams(
-        bindparam("p_now", type_=_PC.c.expires_at.type)).columns(*_PC.columns)
-
-
-CLAIM_MANY = _claim_many()
 
 # Take ``p_count`` issue numbers of a project (``p_tenant``, ``p_key``): RETURNING its id,
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
@@ -249,8 +223,10 @@ _PC_NAMES = ", ".join(f"pc.{c.name}" for c in _PC.columns)
 # a decision transaction (see domain/audit.py: lock_chains).
 NATIVE_LOCK_AUDIT_HEAD = "SELECT seq, hash FROM audit_head WHERE tenant_id = $1 FOR UPDATE"
 
-# CLAIM_MANY on PostgreSQL: $1 tenant, $2 now, arrays $3 ids, $4 statuses, $5 deciders,
-# $6 reasons, $7 only-overdue flags; RETURNING every column of each row it decided.
+# CLAIM for many changes of one tenant, each with its own status, decider, reason and
+# whether it is an expiry (only once overdue): $1 tenant, $2 now, arrays $3 ids,
+# $4 statuses, $5 deciders, $6 reasons, $7 only-overdue flags; RETURNING every column of
+# each row it decided (in no particular order). An id must appear once.
 NATIVE_CLAIM_MANY = (
     "UPDATE pending_change AS pc SET status = v.status, decided_at = $2, "
     "decided_by = v.decided_by, reason = v.reason "
