@@ -46,7 +46,13 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 from benchmarks.loadgen import decide, run_load
 from benchmarks.scenarios import _pg_admin, create_pg_database, warm_up
 from benchmarks.server import raise_fd_limit, running_server, seed_changes
-from benchmarks.tenants import CpuWindow, TenantLoad, seed_tenants, tenant_decider
+from benchmarks.tenants import (
+    CpuWindow,
+    TenantLoad,
+    pin_instances,
+    seed_tenants,
+    tenant_decider,
+)
 
 HERE = Path(__file__).resolve().parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -232,8 +238,8 @@ async def measured_tenants(server: Any, load: TenantLoad, per: int, inflight: in
 
 
 async def run_tenants(root: Path, engine: str, tenants: int, split: str,
-                      args: argparse.Namespace) -> dict[str, Any]:
-    """One (engine, tenants, split) configuration on a fresh database."""
+                      args: argparse.Namespace, pin: str = "-") -> dict[str, Any]:
+    """One (engine, tenants, split, pin) configuration on a fresh database."""
     pg = engine.startswith("postgres")
     instances = 2 if engine == "postgres-2" else 1
     db_url = db_name = None
@@ -244,7 +250,7 @@ async def run_tenants(root: Path, engine: str, tenants: int, split: str,
         env = {"COLAFLOW_REDIS_URL": args.redis_url,
                "COLAFLOW_REDIS_CHANNEL": f"colaflow:bench:{uuid.uuid4().hex[:8]}"}
     out: dict[str, Any] = {"engine": engine, "instances": instances, "tenants": tenants,
-                           "split": split if instances > 1 else None,
+                           "split": split if instances > 1 else None, "pin": pin,
                            "loadavg_before": os.getloadavg()}
     try:
         if pg and args.reference:
@@ -252,6 +258,10 @@ async def run_tenants(root: Path, engine: str, tenants: int, split: str,
             out["asyncpg_reference"] = await asyncpg_reference(db_url)
         with running_server(root, database_url=db_url, extra_env=env, instances=instances,
                             tenants=tenants) as server:
+            if pin != "-":
+                out["pinned_to_cpu"] = pin_instances(
+                    [s.pid for s in (server, *server.extra_instances)],
+                    [int(c) for c in pin.split(",")])
             for s in (server, *server.extra_instances):
                 await warm_up(s, 20 if args.smoke else 200)
                 for creds in server.tenants[1:]:  # each tenant's first decisions, too
@@ -269,7 +279,7 @@ async def run_tenants(root: Path, engine: str, tenants: int, split: str,
             await _pg_admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
     out["loadavg_after"] = os.getloadavg()
     steady = out["steady"]
-    print(json.dumps({"run": _label(engine, tenants, out["split"]),
+    print(json.dumps({"run": _label(engine, tenants, out["split"], pin),
                       "per_s": steady["approvals_per_s"],
                       "per_instance": steady["decisions_per_instance"],
                       "busy_cores": steady["cpu"]["machine"]["busy_cores"],
@@ -279,12 +289,29 @@ async def run_tenants(root: Path, engine: str, tenants: int, split: str,
     return out
 
 
-def _label(engine: str, tenants: int, split: str | None) -> str:
-    return f"{engine} t{tenants}" + (f" {split}" if split else "")
+def _label(engine: str, tenants: int, split: str | None, pin: str = "-") -> str:
+    return (f"{engine} t{tenants}" + (f" {split}" if split else "")
+            + (f" pin{pin}" if pin != "-" else ""))
 
 
 async def tenants_main(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Every (tenants, engine, split) per round; odd rounds run them in reverse order."""
+    configs: list[tuple[str, int, str, str]] = []
+    for pin in args.pin.split("/"):
+        configs += [(e, n, s, pin) for e, n, s in _configs(args)]
+    rounds = []
+    for i in range(args.repeats):
+        order = configs if i % 2 == 0 else list(reversed(configs))
+        runs = {}
+        for k, (engine, n, split, pin) in enumerate(order):
+            r = await run_tenants(root / f"round{i}-{k}", engine, n, split, args, pin)
+            runs[_label(engine, n, r["split"], pin)] = r
+        rounds.append(runs)
+    return {"scenario": "approvals-tenants", "subscribers": SUBSCRIBERS,
+            "approvals": args.approvals, "inflight": args.inflight, "rounds": rounds}
+
+
+def _configs(args: argparse.Namespace) -> list[tuple[str, int, str]]:
     configs: list[tuple[str, int, str]] = []
     for n in (int(v) for v in args.tenants.split(",")):
         for engine in args.engines.split(","):
@@ -292,16 +319,7 @@ async def tenants_main(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             # One tenant "by tenant" is one instance with an idle twin: not worth a run.
             configs += [(engine, n, s) for s in splits
                         if not (engine == "postgres-2" and n == 1 and s == "tenant")]
-    rounds = []
-    for i in range(args.repeats):
-        order = configs if i % 2 == 0 else list(reversed(configs))
-        runs = {}
-        for k, (engine, n, split) in enumerate(order):
-            r = await run_tenants(root / f"round{i}-{k}", engine, n, split, args)
-            runs[_label(engine, n, r["split"])] = r
-        rounds.append(runs)
-    return {"scenario": "approvals-tenants", "subscribers": SUBSCRIBERS,
-            "approvals": args.approvals, "inflight": args.inflight, "rounds": rounds}
+    return configs
 
 
 async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -340,6 +358,10 @@ def main() -> int:
     parser.add_argument("--split", default="tenant,round-robin",
                         help="with --tenants and postgres-2: how decisions go to the "
                              "instances, tenant (sticky) and/or round-robin (by lane)")
+    parser.add_argument("--pin", default="-", metavar="CPUS[/CPUS…]",
+                        help="with --tenants: pin instance i to CPU i mod len(CPUS) "
+                             "(e.g. 1 or 0,1; - for none); several variants separated "
+                             "by / multiply the runs")
     parser.add_argument("--subscribers", type=int, default=SUBSCRIBERS)
     parser.add_argument("--no-burst", dest="burst", action="store_false",
                         help="with --tenants: skip the burst of 16")

@@ -131,6 +131,17 @@ def tenant_decider(ports: list[int], load: TenantLoad, concurrency: int, split: 
 
 # -- CPU: every process, and the machine ----------------------------------------------------
 
+def pin_instances(pids: list[int], cpus: list[int]) -> list[int]:
+    """Instance ``i`` (every thread; later ones inherit it) onto CPU ``cpus[i mod len]``."""
+    placed = []
+    for i, pid in enumerate(pids):
+        cpu = cpus[i % len(cpus)]
+        for thread in psutil.Process(pid).threads():
+            os.sched_setaffinity(thread.id, {cpu})
+        placed.append(cpu)
+    return placed
+
+
 def _machine_jiffies() -> tuple[int, int]:
     """(busy, total) clock ticks of all CPUs since boot, from ``/proc/stat``."""
     with open("/proc/stat") as f:
