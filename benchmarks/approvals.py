@@ -18,7 +18,8 @@ The reference, measured in the same run on the same PostgreSQL: asyncpg alone do
 single-row ``UPDATE`` + ``COMMIT``, serially on one connection and with 8 concurrent
 transactions on 8 connections. Writes ``approvals.json``.
 
-``--tenants 1,8 [--split tenant,round-robin]``: the changes, subscribers and reviewers
+``--tenants 1,8 [--split tenant,round-robin] [--pin CPUS/…]`` (engines also
+``postgres-redis``: one instance with the backplane): the changes, subscribers and reviewers
 spread over N tenants (each its own project, agent key and reviewer token); with two
 instances, decisions go by tenant (a sticky or tenant-sharded deployment) or by lane
 (round-robin); every (N, engine, split) in each round, alternating the order. Adds per
@@ -239,14 +240,17 @@ async def measured_tenants(server: Any, load: TenantLoad, per: int, inflight: in
 
 async def run_tenants(root: Path, engine: str, tenants: int, split: str,
                       args: argparse.Namespace, pin: str = "-") -> dict[str, Any]:
-    """One (engine, tenants, split, pin) configuration on a fresh database."""
+    """One (engine, tenants, split, pin) configuration on a fresh database.
+
+    ``postgres-redis``: one instance with the Redis backplane (what the backplane costs).
+    """
     pg = engine.startswith("postgres")
     instances = 2 if engine == "postgres-2" else 1
     db_url = db_name = None
     env: dict[str, str] = {}
     if pg:
         db_url, db_name = await create_pg_database(args.postgres_url)
-    if instances > 1:
+    if instances > 1 or engine == "postgres-redis":
         env = {"COLAFLOW_REDIS_URL": args.redis_url,
                "COLAFLOW_REDIS_CHANNEL": f"colaflow:bench:{uuid.uuid4().hex[:8]}"}
     out: dict[str, Any] = {"engine": engine, "instances": instances, "tenants": tenants,
