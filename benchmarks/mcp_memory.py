@@ -67,9 +67,11 @@ async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = 
                 finally:
                     await stop_workers(pool)
                     meter.stop()
+                server_errors = _logged_errors(server.log_path)
             per = (full.rss_bytes - idle.rss_bytes) / 1024 / ready if ready else None
             run = {"era": era, "client": client, "clients": n, "ready": ready,
-                   "failed": failed, "errors": errors, "connect_s": round(connect_s, 1),
+                   "failed": failed, "errors": errors, "server_errors": server_errors,
+                   "connect_s": round(connect_s, 1),
                    "rss_idle_mib": round(idle.rss_bytes / 2**20, 1),
                    "rss_connected_mib": round(full.rss_bytes / 2**20, 1),
                    "rss_per_client_kib": round(per, 2) if per is not None else None,
@@ -100,3 +102,10 @@ async def _verify(server: ServerUnderTest, pool: list[Worker], ids: list[str], c
         delivered = False
     return {"approved": sum(1 for d in decisions if d.status == 200), "sample": len(sample),
             "all_delivered": delivered, "seconds": round(time.monotonic() - t0, 2)}
+
+
+def _logged_errors(log_path: Path) -> list[str]:
+    """The server's WARNING and ERROR lines and tracebacks (its log level is warning)."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    return [line[:300] for line in lines
+            if " ERROR " in line or " WARNING " in line or line.startswith("Traceback")][:20]
