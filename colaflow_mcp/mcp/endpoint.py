@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 MIN_SSE_RETRY_SECONDS = 2.0
+MAX_CACHED_USERS = 10_000
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
@@ -114,6 +115,7 @@ class McpEndpoint:
         self.auth = auth
         self.allowed_hosts = tuple(settings.allowed_hosts)
         self.allowed_origins = tuple(settings.allowed_origins)
+        self._users: dict[tuple[str, str], AuthenticatedUser] = {}
         if settings.mcp_sse_retry_seconds < MIN_SSE_RETRY_SECONDS:
             # Below this the Python SDK's one reconnection attempt comes too soon to ride
             # out an ordinary network blip.
@@ -227,14 +229,12 @@ class McpEndpoint:
         scope[SCOPE_KEY] = principal
         # The SDK binds each session to the credential that opened it (by client_id):
         # another key presenting the session id gets 404, as if it did not exist.
-        scope["user"] = AuthenticatedUser(AccessToken(
-            token=principal.api_key_id or "", client_id=principal.api_key_id or "", scopes=[],
-            subject=principal.tenant_id,
-        ))
+        scope["user"] = self._user_of(principal)
         if headers.get(MCP_SESSION_ID_HEADER):
             if scope["method"] == "GET":
                 # Every GET stream is served as a replay from the session's event store.
-                scope, send = sdk_hooks.serve_get_from_store(scope), self._with_retry_hint(send)
+                sdk_hooks.serve_get_from_store(scope)
+                send = self._with_retry_hint(send)
             await self.manager.handle_request(scope, receive, send)
             return
         with self.manager.opening(principal):  # may open a session: counted per key
@@ -242,6 +242,19 @@ class McpEndpoint:
                 await self.manager.handle_request(scope, receive, send)
             except sdk_hooks.SessionLimitReached as exc:
                 await self._session_limit_response(principal, exc.limit)(scope, receive, send)
+
+    def _user_of(self, principal: Principal) -> AuthenticatedUser:
+        """The SDK's view of the caller; one (immutable) object per API key and tenant,
+        since every open stream holds it in its scope (~0.7 KiB each if made per request).
+        """
+        key = (principal.api_key_id or "", principal.tenant_id)
+        user = self._users.get(key)
+        if user is None:
+            if len(self._users) >= MAX_CACHED_USERS:
+                self._users.clear()  # keys come and go; a bound, not an eviction policy
+            user = self._users[key] = AuthenticatedUser(AccessToken(
+                token=key[0], client_id=key[0], scopes=[], subject=principal.tenant_id))
+        return user
 
     def _session_limit_response(self, principal: Principal, limit: int) -> Response:
         logger.warning("refused a new MCP session: API key %s already has %d open",

@@ -181,14 +181,13 @@ def session_event_store(transport: StreamableHTTPServerTransport) -> SessionEven
     return store if isinstance(store, SessionEventStore) else None
 
 
-def serve_get_from_store(scope: Scope) -> Scope:
+def serve_get_from_store(scope: Scope) -> None:
     """Hook 6: a GET without ``Last-Event-ID`` gets ours, so the store serves it (resuming
     after what the session's earlier GET streams were sent, so nothing sent while none was
-    open is lost)."""
+    open is lost). Changes ``scope`` itself: the endpoint's own copy, held as long as the
+    stream is open (one copy per idle session, not two)."""
     header = LAST_EVENT_ID_HEADER.encode()
     if any(k == header and v for k, v in scope["headers"]):
-        return scope
-    scope = dict(scope)
+        return
     scope["headers"] = [(k, v) for k, v in scope["headers"] if k != header]
     scope["headers"].append((header, GET_STREAM_RESUME.encode()))
-    return scope
