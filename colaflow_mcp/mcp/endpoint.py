@@ -36,6 +36,7 @@ from colaflow_mcp.http import json_error
 from colaflow_mcp.mcp import sdk_hooks
 from colaflow_mcp.mcp.context import SCOPE_KEY, PrincipalMiddleware
 from colaflow_mcp.mcp.event_store import SessionEventStore
+from colaflow_mcp.mcp.keepalive import SseKeepAlive
 from colaflow_mcp.mcp.resources import register_resources
 from colaflow_mcp.mcp.subscriptions import Subscriptions
 from colaflow_mcp.mcp.tools import build_server
@@ -121,11 +122,17 @@ class McpEndpoint:
             # out an ordinary network blip.
             raise ValueError(f"COLAFLOW_MCP_SSE_RETRY_SECONDS must be at least "
                              f"{MIN_SSE_RETRY_SECONDS:g}, not {settings.mcp_sse_retry_seconds:g}")
+        if settings.mcp_sse_ping_seconds <= 0:
+            raise ValueError("COLAFLOW_MCP_SSE_PING_SECONDS must be positive, not "
+                             f"{settings.mcp_sse_ping_seconds:g}")
         retry_ms = round(settings.mcp_sse_retry_seconds * 1000)
         # Sent first on every GET stream (see ``_with_retry_hint``).
         self.retry_field = f"retry: {retry_ms}\r\n\r\n".encode()  # sse-starlette's line ends
         self.subscriptions = Subscriptions(notifier, settings.mcp_max_subscriptions_per_session,
                                            self._terminate_session)
+        # One task pings every session's SSE streams (not sse-starlette's task per stream).
+        sdk_hooks.disable_sse_ping_tasks()
+        self.keepalive = SseKeepAlive(settings.mcp_sse_ping_seconds)
         self.server = build_server(changes, queries)
         register_resources(self.server, queries)
         lowlevel = sdk_hooks.lowlevel_server(self.server)
@@ -168,6 +175,7 @@ class McpEndpoint:
         """Run the session manager (a mounted app's own lifespan never runs); session
         pumps are started with ``spawn`` (the supervisor's task group)."""
         self.subscriptions.start(spawn)
+        spawn(self.keepalive.run)
         try:
             async with self.manager.run():
                 yield
@@ -231,11 +239,15 @@ class McpEndpoint:
         # another key presenting the session id gets 404, as if it did not exist.
         scope["user"] = self._user_of(principal)
         if headers.get(MCP_SESSION_ID_HEADER):
+            send, stream = self.keepalive.track(send)  # pinged while it is an open SSE stream
             if scope["method"] == "GET":
                 # Every GET stream is served as a replay from the session's event store.
                 sdk_hooks.serve_get_from_store(scope)
                 send = self._with_retry_hint(send)
-            await self.manager.handle_request(scope, receive, send)
+            try:
+                await self.manager.handle_request(scope, receive, send)
+            finally:
+                self.keepalive.untrack(stream)
             return
         with self.manager.opening(principal):  # may open a session: counted per key
             try:
