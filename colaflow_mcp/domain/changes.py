@@ -2,8 +2,9 @@
 expire.
 
 Exactly one decision wins: every decision is a conditional UPDATE ``WHERE status =
-'Pending'`` (``store.statements.CLAIM``) and only the caller whose statement changed the
-row goes on to announce it. Each proposal and decision is one synchronous transaction
+'Pending'`` (``store.statements.CLAIM``; for a group of a tenant's decisions on PostgreSQL
+one statement for all, ``NATIVE_CLAIM_MANY``) and only the caller whose statement changed
+the row goes on to announce it. Each proposal and decision is one synchronous transaction
 (``Database.transact``) that ends by telling the recorders (``domain/recording.py``: the
 audit trail, …) what it did, so their rows commit with it. Announcing is delivery's job,
 reached through the :class:`Announcer` port, so the domain never imports delivery.
