@@ -5,16 +5,17 @@ run it (an execution context, parameter processing, a result object: about 0.1 m
 statement, a proposal runs six; see benchmarks/RESULTS.md). :func:`run` compiles a
 statement once per parameter set (its SQL text and the order of its parameters) and runs
 it on the sqlite3 cursor of the caller's connection, in the caller's transaction. Each
-value goes through the bind processor of its column's type, so what is written is what
-``Connection.execute`` would write (JSON text, datetime text). Rows come back as the
-driver's tuples, unprocessed: only for statements whose results are numbers and text.
+value goes through the bind processor of its column's type and each returned column
+through its result processor, so what is written and read is what ``Connection.execute``
+would write and read (JSON, datetimes); rows are tuples.
 
-On any other driver (asyncpg runs under ``run_sync``; its own cursor is async) it is
-``Connection.execute``.
+On any other driver (asyncpg, and aiosqlite under an ``AsyncSession``'s ``run_sync``:
+their own cursors are awaited) it is ``Connection.execute``.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ class _Compiled:
     # Per positional parameter: its name, its value when the statement holds one (a
     # literal), and its type's bind processor.
     binds: tuple[tuple[str, Any, Any], ...]
+    # Per returned column, its type's result processor (None: every one is None).
+    results: tuple[Any, ...] | None
 
     def values(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         out = []
@@ -38,6 +41,12 @@ class _Compiled:
             value = params[name] if fixed is _MISSING else fixed
             out.append(value if process is None or value is None else process(value))
         return tuple(out)
+
+    def rows(self, raw: list[Any]) -> list[Any]:
+        if self.results is None:
+            return raw
+        return [tuple(v if p is None or v is None else p(v)
+                      for p, v in zip(self.results, row, strict=True)) for row in raw]
 
 
 _cache: dict[tuple[int, frozenset[str], str], tuple[Any, _Compiled]] = {}
@@ -60,7 +69,11 @@ def _compiled(statement: Any, keys: frozenset[str], dialect: Dialect) -> _Compil
             raise ValueError(f"parameter {name!r} of a prepared statement has no value")
         impl = bind.type.dialect_impl(dialect)
         binds.append((name, fixed, impl.bind_processor(dialect)))
-    made = _Compiled(compiler.string, tuple(binds))
+    columns = getattr(statement, "exported_columns", ())
+    results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None)
+                    for c in columns)
+    made = _Compiled(compiler.string, tuple(binds),
+                     results if any(p is not None for p in results) else None)
     _cache[key] = (statement, made)  # the statement is kept: its id stays its own
     return made
 
@@ -69,21 +82,22 @@ def run(conn: Connection, statement: Any,
         params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Any]:
     """Run a prebuilt statement in ``conn``'s transaction with one parameter set or
     several (executemany); the rows it returns, all read (an empty list if none)."""
-    if conn.dialect.name != "sqlite":
+    # The DBAPI connection under the caller's transaction (already begun by SQLAlchemy:
+    # ``Session.connection()`` ran our BEGIN IMMEDIATE).
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection):  # asyncpg, aiosqlite: awaited cursors
         result = conn.execute(statement, params)  # type: ignore[arg-type]
         return list(result.all()) if result.returns_rows else []
     many = not isinstance(params, Mapping)
     first = params[0] if many else params  # type: ignore[index]
     compiled = _compiled(statement, frozenset(first), conn.dialect)
-    # The DBAPI connection under the caller's transaction (already begun by SQLAlchemy:
-    # ``Session.connection()`` ran our BEGIN IMMEDIATE).
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = driver.cursor()
     try:
         if many:
             cursor.executemany(compiled.sql, [compiled.values(p) for p in params])
             return []
         cursor.execute(compiled.sql, compiled.values(first))
-        return cursor.fetchall()  # every row read: the statement is done
+        return compiled.rows(cursor.fetchall())  # every row read: the statement is done
     finally:
         cursor.close()
 
