@@ -86,17 +86,18 @@ def run(conn: Connection, statement: Any,
     # ``Session.connection()`` ran our BEGIN IMMEDIATE).
     driver = conn.connection.driver_connection
     if not isinstance(driver, sqlite3.Connection):  # asyncpg, aiosqlite: awaited cursors
-        result = conn.execute(statement, params)  # type: ignore[arg-type]
+        result = conn.execute(statement, params)
         return list(result.all()) if result.returns_rows else []
-    many = not isinstance(params, Mapping)
-    first = params[0] if many else params  # type: ignore[index]
+    if not isinstance(params, Mapping) and not params:
+        return []
+    first = params if isinstance(params, Mapping) else params[0]
     compiled = _compiled(statement, frozenset(first), conn.dialect)
     cursor = driver.cursor()
     try:
-        if many:
+        if not isinstance(params, Mapping):
             cursor.executemany(compiled.sql, [compiled.values(p) for p in params])
             return []
-        cursor.execute(compiled.sql, compiled.values(first))
+        cursor.execute(compiled.sql, compiled.values(params))
         return compiled.rows(cursor.fetchall())  # every row read: the statement is done
     finally:
         cursor.close()
