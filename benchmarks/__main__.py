@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="peer, audit: rounds, alternating which runs first (default 3)")
     parser.add_argument("--servers", help="storm: comma-separated ours,sio (round 0's order)")
     parser.add_argument("--eras", help="mcp-memory: comma-separated legacy,modern")
+    parser.add_argument("--client", choices=["sdk", "raw"],
+                        help="mcp-memory: the official SDK client (default) or raw HTTP")
+    parser.add_argument("--verify", type=int,
+                        help="mcp-memory: approve this many watched changes, await each")
     parser.add_argument("--redis-url", help="redis: the Redis to use")
     parser.add_argument("--postgres-url", help="redis: PostgreSQL admin URL (creates a db)")
     args = parser.parse_args(argv)
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["servers"] = args.servers.split(",")
     if args.eras:
         kwargs["eras"] = args.eras.split(",")
+    if args.client:
+        kwargs["client"] = args.client
+    if args.verify:
+        kwargs["verify"] = args.verify
     if args.redis_url:
         kwargs["redis_url"] = args.redis_url
     if args.postgres_url:

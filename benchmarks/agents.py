@@ -1,7 +1,8 @@
 """Agents the load generator runs: each waits for the decisions on its own pending changes.
 
 Kinds: ``hub-ws``, ``hub-sse``, ``hub-lp`` (our SignalR hub on each transport, raw wire
-protocol), ``mcp-legacy``, ``mcp-modern`` (the official MCP Python SDK), ``poll`` (REST
+protocol), ``mcp-legacy``, ``mcp-modern`` (the official MCP Python SDK; ``mcp-legacy-raw`` and
+``mcp-modern-raw`` send the same requests over raw HTTP, ``mcp_raw``), ``poll`` (REST
 ``GET`` every ``poll_interval`` seconds) and ``sio`` (a raw Engine.IO 4 / Socket.IO 5
 WebSocket client for the python-socketio peer). Every agent calls ``record(change_id)`` the
 moment a decision reaches it; the timestamp is ``time.monotonic()`` (system-wide on Linux,
@@ -398,6 +399,11 @@ KINDS: dict[str, type[Agent]] = {
 
 def make_agent(kind: str, port: int, api_key: str, change_ids: list[str], record: Record,
                **options: Any) -> Agent:
+    if kind in ("mcp-legacy-raw", "mcp-modern-raw"):  # the SDK's wire without the SDK
+        from benchmarks.mcp_raw import RawLegacyAgent, RawModernAgent
+
+        raw = RawLegacyAgent if kind == "mcp-legacy-raw" else RawModernAgent
+        return raw(port, api_key, change_ids, record, **options)
     if kind not in KINDS:
         raise ValueError(f"unknown agent kind {kind!r}; one of {', '.join(KINDS)}")
     if kind.startswith("mcp-"):

@@ -10,7 +10,7 @@ a comma-separated list of:
   process by its signal, so there is no exit hook to report from);
 - ``gc-tune``: ``gc.set_threshold(50_000, 20, 100)`` (candidate fix for the pauses);
 - ``tracemalloc``: on SIGUSR1, the first time take a snapshot, later print the growth
-  since it by file (``TM …`` lines);
+  since it by file and by line (``TM …`` lines);
 - ``audit-off``: proposals and decisions tell no recorder (no audit entries): the
   "before" leg of the ``audit`` scenario, never a way to run the product.
 
@@ -87,6 +87,10 @@ def _tracemalloc() -> None:
         for s in stats[:25]:
             sys.stderr.write(f"TM {s.size_diff / 1024:10.0f} KiB {s.count_diff:8d} blocks "
                              f"{s.traceback[0].filename}\n")
+        for s in snapshot.compare_to(baseline[0], "lineno")[:40]:
+            frame = s.traceback[0]
+            sys.stderr.write(f"TM line {s.size_diff / 1024:10.1f} KiB {s.count_diff:8d} blocks "
+                             f"{frame.filename}:{frame.lineno}\n")
         sys.stderr.flush()
 
     signal.signal(signal.SIGUSR1, dump)

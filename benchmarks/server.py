@@ -217,7 +217,9 @@ def start_instance(env: dict[str, str], workdir: Path, name: str = "server"
     # scenario may set its own per server (``extra_env``).
     if env.get("BENCH_INSTRUMENT"):
         command = [sys.executable, "-m", "benchmarks.instrumented"]
-        env = {**env, "PYTHONPATH": str(REPO)}
+        # After a PYTHONPATH given (e.g. another checkout's colaflow_mcp, to compare).
+        env = {**env, "PYTHONPATH": os.pathsep.join(
+            p for p in (env.get("PYTHONPATH"), str(REPO)) if p)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [*command, "serve", "--host", HOST, "--port", "0"],

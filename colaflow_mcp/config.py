@@ -102,6 +102,9 @@ class Settings:
     # before reconnecting a dropped stream. The Python SDK makes one attempt after it and
     # gives up if that fails, so this is also the longest outage it rides out.
     mcp_sse_retry_seconds: float = 3.0
+    # SSE keep-alive comment on every open legacy session stream (sse-starlette's default),
+    # sent from one task for all of them: a proxy's idle-read timeout must be longer.
+    mcp_sse_ping_seconds: float = 15.0
 
     # REST.
     max_body_bytes: int = 256 * 1024

@@ -36,6 +36,7 @@ from colaflow_mcp.http import json_error
 from colaflow_mcp.mcp import sdk_hooks
 from colaflow_mcp.mcp.context import SCOPE_KEY, PrincipalMiddleware
 from colaflow_mcp.mcp.event_store import SessionEventStore
+from colaflow_mcp.mcp.keepalive import SseKeepAlive
 from colaflow_mcp.mcp.resources import register_resources
 from colaflow_mcp.mcp.subscriptions import Subscriptions
 from colaflow_mcp.mcp.tools import build_server
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 MIN_SSE_RETRY_SECONDS = 2.0
+MAX_CACHED_USERS = 10_000
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
@@ -114,16 +116,23 @@ class McpEndpoint:
         self.auth = auth
         self.allowed_hosts = tuple(settings.allowed_hosts)
         self.allowed_origins = tuple(settings.allowed_origins)
+        self._users: dict[tuple[str, str], AuthenticatedUser] = {}
         if settings.mcp_sse_retry_seconds < MIN_SSE_RETRY_SECONDS:
             # Below this the Python SDK's one reconnection attempt comes too soon to ride
             # out an ordinary network blip.
             raise ValueError(f"COLAFLOW_MCP_SSE_RETRY_SECONDS must be at least "
                              f"{MIN_SSE_RETRY_SECONDS:g}, not {settings.mcp_sse_retry_seconds:g}")
+        if settings.mcp_sse_ping_seconds <= 0:
+            raise ValueError("COLAFLOW_MCP_SSE_PING_SECONDS must be positive, not "
+                             f"{settings.mcp_sse_ping_seconds:g}")
         retry_ms = round(settings.mcp_sse_retry_seconds * 1000)
         # Sent first on every GET stream (see ``_with_retry_hint``).
         self.retry_field = f"retry: {retry_ms}\r\n\r\n".encode()  # sse-starlette's line ends
         self.subscriptions = Subscriptions(notifier, settings.mcp_max_subscriptions_per_session,
                                            self._terminate_session)
+        # One task pings every session's SSE streams (not sse-starlette's task per stream).
+        sdk_hooks.disable_sse_ping_tasks()
+        self.keepalive = SseKeepAlive(settings.mcp_sse_ping_seconds)
         self.server = build_server(changes, queries)
         register_resources(self.server, queries)
         lowlevel = sdk_hooks.lowlevel_server(self.server)
@@ -166,6 +175,7 @@ class McpEndpoint:
         """Run the session manager (a mounted app's own lifespan never runs); session
         pumps are started with ``spawn`` (the supervisor's task group)."""
         self.subscriptions.start(spawn)
+        spawn(self.keepalive.run)
         try:
             async with self.manager.run():
                 yield
@@ -227,21 +237,36 @@ class McpEndpoint:
         scope[SCOPE_KEY] = principal
         # The SDK binds each session to the credential that opened it (by client_id):
         # another key presenting the session id gets 404, as if it did not exist.
-        scope["user"] = AuthenticatedUser(AccessToken(
-            token=principal.api_key_id or "", client_id=principal.api_key_id or "", scopes=[],
-            subject=principal.tenant_id,
-        ))
+        scope["user"] = self._user_of(principal)
         if headers.get(MCP_SESSION_ID_HEADER):
+            send, stream = self.keepalive.track(send)  # pinged while it is an open SSE stream
             if scope["method"] == "GET":
                 # Every GET stream is served as a replay from the session's event store.
-                scope, send = sdk_hooks.serve_get_from_store(scope), self._with_retry_hint(send)
-            await self.manager.handle_request(scope, receive, send)
+                sdk_hooks.serve_get_from_store(scope)
+                send = self._with_retry_hint(send)
+            try:
+                await self.manager.handle_request(scope, receive, send)
+            finally:
+                self.keepalive.untrack(stream)
             return
         with self.manager.opening(principal):  # may open a session: counted per key
             try:
                 await self.manager.handle_request(scope, receive, send)
             except sdk_hooks.SessionLimitReached as exc:
                 await self._session_limit_response(principal, exc.limit)(scope, receive, send)
+
+    def _user_of(self, principal: Principal) -> AuthenticatedUser:
+        """The SDK's view of the caller; one (immutable) object per API key and tenant,
+        since every open stream holds it in its scope (~0.7 KiB each if made per request).
+        """
+        key = (principal.api_key_id or "", principal.tenant_id)
+        user = self._users.get(key)
+        if user is None:
+            if len(self._users) >= MAX_CACHED_USERS:
+                self._users.clear()  # keys come and go; a bound, not an eviction policy
+            user = self._users[key] = AuthenticatedUser(AccessToken(
+                token=key[0], client_id=key[0], scopes=[], subject=principal.tenant_id))
+        return user
 
     def _session_limit_response(self, principal: Principal, limit: int) -> Response:
         logger.warning("refused a new MCP session: API key %s already has %d open",

@@ -40,20 +40,27 @@ class SessionEventStore(EventStore):
     Served from the store, the stream has no gap: whatever is stored is sent, in order.
     """
 
+    __slots__ = ("_capacity", "_request_capacity", "_get", "_requests", "_seq", "_written",
+                 "_stream", "_closed", "_wake")
+
     def __init__(self, capacity: int, request_capacity: int = 32) -> None:
-        self._get: deque[tuple[int, types.JSONRPCMessage | None]] = deque(
-            maxlen=max(1, capacity))
-        self._requests: deque[tuple[int, StreamId, types.JSONRPCMessage | None]] = deque(
-            maxlen=min(max(1, capacity), max(1, request_capacity)))
+        # Memory per idle session matters (issue 14): the deques are made by the first
+        # event of their kind (an idle session's GET stream may never get one), the wake-up
+        # event only while a GET stream waits.
+        self._capacity = max(1, capacity)
+        self._request_capacity = min(self._capacity, max(1, request_capacity))
+        self._get: deque[tuple[int, types.JSONRPCMessage | None]] | None = None
+        self._requests: deque[tuple[int, StreamId, types.JSONRPCMessage | None]] | None = None
         self._seq = 0
         self._written = 0  # the last GET event handed to a GET stream
         self._stream = 0  # generation of the GET stream being served
         self._closed = False
-        self._wake = anyio.Event()
+        self._wake: anyio.Event | None = None
 
     def _notify(self) -> None:
-        self._wake.set()
-        self._wake = anyio.Event()
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
 
     def close(self) -> None:
         """The session ended: its GET stream ends too."""
@@ -65,10 +72,14 @@ class SessionEventStore(EventStore):
         """Keep one event of a stream; its id says which kind of stream it was."""
         self._seq += 1
         if stream_id == GET_STREAM_KEY:
+            if self._get is None:
+                self._get = deque(maxlen=self._capacity)
             self._get.append((self._seq, message))
             if message is not None:
                 self._notify()
             return f"g{self._seq}"
+        if self._requests is None:
+            self._requests = deque(maxlen=self._request_capacity)
         self._requests.append((self._seq, stream_id, message))
         return f"r{self._seq}"
 
@@ -85,10 +96,11 @@ class SessionEventStore(EventStore):
         if kind == "g":
             await self._serve_get_stream(after, send_callback)
             return None
-        stream_id = next((sid for seq, sid, _ in self._requests if seq == after), None)
+        requests = self._requests or ()
+        stream_id = next((sid for seq, sid, _ in requests if seq == after), None)
         if stream_id is None:
             return None
-        for seq, sid, message in list(self._requests):
+        for seq, sid, message in list(requests):
             if seq > after and sid == stream_id and message is not None:
                 await send_callback(EventMessage(message, f"r{seq}"))
         return stream_id
@@ -96,7 +108,7 @@ class SessionEventStore(EventStore):
     def _get_events_after(self, after: int) -> list[tuple[int, types.JSONRPCMessage | None]]:
         """GET events with seq > ``after``, oldest first; walks only those (newest end)."""
         newer: list[tuple[int, types.JSONRPCMessage | None]] = []
-        for event in reversed(self._get):
+        for event in reversed(self._get or ()):
             if event[0] <= after:
                 break
             newer.append(event)
@@ -109,6 +121,8 @@ class SessionEventStore(EventStore):
         me = self._stream
         self._notify()  # an older GET stream of this session ends
         while not self._closed and self._stream == me:
+            if self._wake is None:
+                self._wake = anyio.Event()
             wake = self._wake
             for seq, message in self._get_events_after(after):
                 if self._closed or self._stream != me:

@@ -28,6 +28,11 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
    ``EventStore.replay_events_after`` alone. :func:`serve_get_from_store` adds that header
    to every GET of a session, so the whole GET stream is served from the store
    (``event_store.SessionEventStore``), with no gap between replay and live updates.
+7. sse-starlette's ``EventSourceResponse.DEFAULT_PING_INTERVAL`` — the SDK builds its
+   legacy SSE responses without ``ping=``, so each gets this default, and with it a ping
+   task per open stream (~5 KiB per idle session). :func:`disable_sse_ping_tasks` sets it
+   to 0 (sse-starlette then starts no ping task); ``keepalive.SseKeepAlive`` pings the
+   endpoint's streams from one task instead.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from sse_starlette import EventSourceResponse
 from starlette.types import Scope
 
 from colaflow_mcp.domain.auth import Principal
@@ -181,14 +187,19 @@ def session_event_store(transport: StreamableHTTPServerTransport) -> SessionEven
     return store if isinstance(store, SessionEventStore) else None
 
 
-def serve_get_from_store(scope: Scope) -> Scope:
+def serve_get_from_store(scope: Scope) -> None:
     """Hook 6: a GET without ``Last-Event-ID`` gets ours, so the store serves it (resuming
     after what the session's earlier GET streams were sent, so nothing sent while none was
-    open is lost)."""
+    open is lost). Changes ``scope`` itself: the endpoint's own copy, held as long as the
+    stream is open (one copy per idle session, not two)."""
     header = LAST_EVENT_ID_HEADER.encode()
     if any(k == header and v for k, v in scope["headers"]):
-        return scope
-    scope = dict(scope)
+        return
     scope["headers"] = [(k, v) for k, v in scope["headers"] if k != header]
     scope["headers"].append((header, GET_STREAM_RESUME.encode()))
-    return scope
+
+
+def disable_sse_ping_tasks() -> None:
+    """Hook 7: no per-stream ping task in the SDK's SSE responses (the endpoint pings them
+    all from one task). Process-wide; the SDK is sse-starlette's only user here."""
+    EventSourceResponse.DEFAULT_PING_INTERVAL = 0

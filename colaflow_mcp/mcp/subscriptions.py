@@ -13,12 +13,12 @@ change is delivered to a subscriber at most once), so it cannot grow without lim
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
 import mcp_types as types
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
@@ -48,17 +48,34 @@ def not_found(uri: str) -> MCPError:
 
 
 class _Watcher:
-    """Shared part of both subscriber kinds: who, watched URIs, a bounded queue."""
+    """Shared part of both subscriber kinds: who, watched URIs, a bounded queue.
+
+    The queue is a plain deque, not a memory object stream: an idle MCP session costs
+    memory per session (issue 14), and a stream with its waiting receiver is ~2 KiB of
+    objects kept for nothing while no decision is due.
+    """
+
+    __slots__ = ("principal", "_tenant_id", "uris", "_queue", "capacity", "closed")
 
     def __init__(self, principal: Principal, capacity: int) -> None:
         self.principal = principal
         self._tenant_id = principal.tenant_id
         self.uris: dict[str, str] = {}  # change id -> URI as the client spelled it
-        # (URI, the decision's commit time for colaflow_notify_seconds, None for a catch-up)
-        self.send: MemoryObjectSendStream[Update]
-        self.recv: MemoryObjectReceiveStream[Update]
+        # (URI, the decision's commit time for colaflow_notify_seconds, None for a catch-up);
+        # made by the first update.
+        self._queue: deque[Update] | None = None
         # +1: room for a change that is re-subscribed after its update was queued.
-        self.send, self.recv = anyio.create_memory_object_stream[Update](capacity + 1)
+        self.capacity = capacity + 1
+        self.closed = False
+
+    @property
+    def queue(self) -> deque[Update]:
+        if self._queue is None:
+            self._queue = deque()
+        return self._queue
+
+    def _queued(self) -> bool:
+        return bool(self._queue)
 
     @property
     def tenant_id(self) -> str:
@@ -66,28 +83,55 @@ class _Watcher:
 
     def deliver(self, event: DecisionEvent) -> None:
         """Queue the update; never blocks (the queue holds one entry per watched change)."""
+        if self.closed:
+            return  # the session or stream is already gone
         uri = self.uris.get(event.change_id, event.resource_uri)
-        try:
-            self.send.send_nowait((uri, event.committed_at))
-        except anyio.WouldBlock:
+        if len(self.queue) >= self.capacity:
             logger.warning("MCP subscriber queue full; dropped the update for %s", uri)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # the session or stream is already gone
+            return
+        self.queue.append((uri, event.committed_at))
+        self._wake()
+
+    def close(self) -> None:
+        """No more updates; what is queued is still sent."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        raise NotImplementedError
 
 
 class LegacySession(_Watcher):
-    """One Streamable HTTP session's ``resources/subscribe`` subscriptions."""
+    """One Streamable HTTP session's ``resources/subscribe`` subscriptions.
+
+    Holds no task while idle: an update starts a sender (with ``spawn``) that empties the
+    queue onto the session's standalone (GET) stream and ends.
+    """
+
+    __slots__ = ("session_id", "outbound", "_spawn", "_sending")
 
     def __init__(self, session_id: str, principal: Principal, outbound: ServerSession,
-                 capacity: int) -> None:
+                 capacity: int, spawn: Spawn) -> None:
         super().__init__(principal, capacity)
         self.session_id = session_id
         self.outbound = outbound
+        self._spawn = spawn
+        self._sending = False
 
-    async def pump(self) -> None:
-        """Send queued updates on the session's standalone (GET) stream until closed."""
-        async with self.recv:
-            async for uri, committed in self.recv:
+    def _wake(self) -> None:
+        if self._sending or not self._queued() or self.closed:
+            return
+        self._sending = True
+        try:
+            self._spawn(self._send_queued)
+        except RuntimeError:  # the endpoint is stopping: nothing more is sent
+            self._sending = False
+
+    async def _send_queued(self) -> None:
+        """Send queued updates, in order, until the queue is empty or the session closed."""
+        try:
+            while self._queued() and not self.closed:
+                uri, committed = self.queue.popleft()
                 try:
                     # No related request id: the SDK routes it to the standalone GET stream;
                     # with no stream open it lands in the session's event store for replay.
@@ -96,10 +140,35 @@ class LegacySession(_Watcher):
                 except Exception:
                     logger.exception("sending resources/updated to session %s failed",
                                      self.session_id[:8])
+        finally:
+            self._sending = False
 
 
 class ListenStream(_Watcher):
-    """One ``subscriptions/listen`` stream (2026-07-28)."""
+    """One ``subscriptions/listen`` stream (2026-07-28); its request's task sends."""
+
+    __slots__ = ("_ready",)
+
+    def __init__(self, principal: Principal, capacity: int) -> None:
+        super().__init__(principal, capacity)
+        self._ready: anyio.Event | None = None  # exists only while the sender waits
+
+    def _wake(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
+
+    async def updates(self) -> AsyncIterator[Update]:
+        """Queued updates, waiting for more, until closed and drained."""
+        while True:
+            while self._queued():
+                yield self.queue.popleft()
+            if self.closed:
+                return
+            self._ready = anyio.Event()
+            try:
+                await self._ready.wait()
+            finally:
+                self._ready = None
 
 
 class Subscriptions:
@@ -182,11 +251,8 @@ class Subscriptions:
             raise MCPError(types.INTERNAL_ERROR, "the MCP endpoint is shutting down")
         if session is not None:  # cannot happen: the session manager binds a session to its key
             self.session_closed(session_id)
-        session = LegacySession(session_id, principal, ctx.session, self.max_per_session)
-        try:
-            self._spawn(session.pump)
-        except RuntimeError:
-            raise MCPError(types.INTERNAL_ERROR, "the MCP endpoint is shutting down") from None
+        session = LegacySession(session_id, principal, ctx.session, self.max_per_session,
+                                self._spawn)
         self.sessions[session_id] = session
         return session
 
@@ -197,7 +263,7 @@ class Subscriptions:
             return
         self.notifier.unregister_all(session, session.uris.keys())
         session.uris.clear()
-        session.send.close()
+        session.close()
 
     def live_key_ids(self) -> set[str]:
         """The API keys behind open sessions and listen streams."""
@@ -223,7 +289,7 @@ class Subscriptions:
             else:
                 # Ends the stream gracefully: the handler sends its final result.
                 self.notifier.unregister_all(watcher, watcher.uris.keys())
-                watcher.send.close()
+                watcher.close()
         if dropped:
             logger.info("closed %d MCP subscription(s) of revoked or expired keys", dropped)
         return dropped
@@ -273,17 +339,16 @@ class Subscriptions:
                 ),
                 related_request_id=subscription_id,
             )
-            async with stream.recv:
-                async for uri, committed in stream.recv:
-                    await ctx.session.send_notification(
-                        event_to_notification(ResourceUpdated(uri=uri), meta),
-                        related_request_id=subscription_id,
-                    )
-                    metrics.notified("mcp", committed)
+            async for uri, committed in stream.updates():
+                await ctx.session.send_notification(
+                    event_to_notification(ResourceUpdated(uri=uri), meta),
+                    related_request_id=subscription_id,
+                )
+                metrics.notified("mcp", committed)
         finally:
             self.listen_streams.discard(stream)
             self.notifier.unregister_all(stream, stream.uris.keys())
-            stream.send.close()
+            stream.close()
         return types.SubscriptionsListenResult(_meta=meta)
 
 

@@ -142,6 +142,18 @@ def test_mcp_memory_smoke_holds_every_client_of_both_eras(tmp_path: Path) -> Non
         assert run["rss_per_client_kib"] is not None
 
 
+def test_mcp_memory_raw_client_sessions_are_held_and_get_their_updates(tmp_path: Path
+                                                                        ) -> None:
+    data = run_scenario("mcp-memory", tmp_path, None, "--client", "raw", "--verify", "2")
+    assert [r["era"] for r in data["runs"]] == ["legacy", "modern"]
+    for run in data["runs"]:
+        assert run["client"] == "raw"
+        assert run["ready"] == run["clients"] > 0 and run["failed"] == 0, run["errors"]
+        assert run["verified"] == {**run["verified"], "approved": 2, "sample": 2,
+                                   "all_delivered": True}
+        assert run["server_errors"] == []
+
+
 def test_storm_smoke_reconnects_every_client_of_ours_and_the_peer(tmp_path: Path) -> None:
     data = run_scenario("storm", tmp_path)
     assert sorted(r["server"] for r in data["runs"]) == ["ours", "sio"]

@@ -3,10 +3,12 @@ so the Python SDK's single reconnection attempt rides out a short network outage
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -59,6 +61,42 @@ async def test_a_retry_hint_under_two_seconds_is_refused_at_startup(tmp_path: Pa
         async with in_process(settings):
             pass
     assert "COLAFLOW_MCP_SSE_RETRY_SECONDS must be at least 2" in _messages(refused.value)
+
+
+def _awaited_functions(task: asyncio.Task[Any]) -> Iterator[str]:
+    """Qualified names of the coroutines ``task`` is suspended in, outermost first."""
+    awaited: Any = task.get_coro()
+    while awaited is not None and hasattr(awaited, "cr_code"):
+        yield awaited.cr_code.co_qualname
+        awaited = awaited.cr_await
+
+
+async def test_open_streams_are_pinged_from_one_task_not_one_each(tmp_path: Path) -> None:
+    """sse-starlette's ping task per stream (~5 KiB per idle session) is off; the endpoint's
+    keep-alive still sends the SSE comment on every open GET stream, on time."""
+    settings = fast_settings(f"sqlite:///{tmp_path / 'ping.db'}", mcp_sse_ping_seconds=0.2)
+    async with live_server(settings) as h:
+        key = await h.agent_key()
+        headers = {"Authorization": f"Bearer {key}", "Accept": ACCEPT,
+                   "MCP-Protocol-Version": LEGACY}
+        opened = []
+        for _ in range(2):
+            r = await h.client.post("/mcp", json=INIT, headers=headers)
+            assert r.status_code == 200, r.text
+            opened.append({**headers, "Mcp-Session-Id": r.headers["mcp-session-id"]})
+        async with h.client.stream("GET", "/mcp", headers=opened[0]) as first, \
+                h.client.stream("GET", "/mcp", headers=opened[1]) as second:
+            for get in (first, second):
+                received = b""
+                with anyio.fail_after(10):
+                    async for chunk in get.aiter_raw():
+                        received += chunk
+                        if b": ping\r\n\r\n" in received:
+                            break
+            pinging = [name for task in asyncio.all_tasks()
+                       for name in _awaited_functions(task)
+                       if name in ("EventSourceResponse._ping", "SseKeepAlive.run")]
+            assert pinging == ["SseKeepAlive.run"]
 
 
 def _messages(error: BaseException) -> str:

@@ -14,6 +14,7 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from sse_starlette import EventSourceResponse
 
 from colaflow_mcp.mcp import sdk_hooks
 from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME, SessionEventStore
@@ -62,6 +63,14 @@ def test_the_sdk_still_has_every_private_hook_with_the_expected_shape() -> None:
     assert sdk_hooks.session_event_store(transport) is store
 
     assert LAST_EVENT_ID_HEADER == "last-event-id", _hook(6, "the Last-Event-ID header name")
+
+    assert isinstance(getattr(EventSourceResponse, "DEFAULT_PING_INTERVAL", None), int), _hook(
+        7, "sse-starlette's EventSourceResponse.DEFAULT_PING_INTERVAL is gone")
+    assert "ping=" not in inspect.getsource(StreamableHTTPServerTransport), _hook(
+        7, "the SDK now sets its SSE responses' ping interval itself")
+    sdk_hooks.disable_sse_ping_tasks()
+    assert EventSourceResponse(content=iter(())).ping_interval == 0, _hook(
+        7, "an SSE response built without ping= no longer takes the class default")
 
 
 async def test_a_real_session_passes_through_every_hook(
