@@ -17,7 +17,16 @@ benchmark's database is the only busy one while it runs).
 The reference, measured in the same run on the same PostgreSQL: asyncpg alone doing a
 single-row ``UPDATE`` + ``COMMIT``, serially on one connection and with 8 concurrent
 transactions on 8 connections. Writes ``approvals.json``.
+
+``--tenants 1,8 [--split tenant,round-robin] [--pin CPUS/…]`` (engines also
+``postgres-redis``: one instance with the backplane): the changes, subscribers and reviewers
+spread over N tenants (each its own project, agent key and reviewer token); with two
+instances, decisions go by tenant (a sticky or tenant-sharded deployment) or by lane
+(round-robin); every (N, engine, split) in each round, alternating the order. Adds per
+run the CPU of every component over the steady window (each instance, PostgreSQL, Redis,
+the load generator, the subscribers' worker) and the machine's busy cores (``/proc/stat``).
 """
+
 
 from __future__ import annotations
 
@@ -35,9 +44,16 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
-from benchmarks.loadgen import run_load
+from benchmarks.loadgen import decide, run_load
 from benchmarks.scenarios import _pg_admin, create_pg_database, warm_up
 from benchmarks.server import raise_fd_limit, running_server, seed_changes
+from benchmarks.tenants import (
+    CpuWindow,
+    TenantLoad,
+    pin_instances,
+    seed_tenants,
+    tenant_decider,
+)
 
 HERE = Path(__file__).resolve().parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -196,7 +212,123 @@ async def run_engine(root: Path, engine: str, approvals: int, inflight: int,
     return out
 
 
+async def measured_tenants(server: Any, load: TenantLoad, per: int, inflight: int,
+                           split: str, db_name: str | None) -> dict[str, Any]:
+    """One closed-loop run over the load's tenants; CPU of every component, per instance."""
+    servers = [server, *server.extra_instances]
+    window = CpuWindow([s.pid for s in servers], db_name)
+    counts: dict[int, int] = {}
+    decider = tenant_decider([s.port for s in servers], load, inflight, split, window, counts)
+    r = await run_load(server, kind="hub-ws", change_ids=load.change_ids,
+                       agents=len(load.assignments), per_agent=per, rate=1e9,
+                       concurrency=inflight, approve_share=1.0, api_keys=load.api_keys,
+                       decider=decider)
+    out = _row(r)
+    out["inflight"] = inflight
+    out["decisions_per_instance"] = [counts.get(s.port, 0) for s in servers]
+    out["cpu"] = window.result(r["decisions_ok"])
+    comp = out["cpu"]["components"]
+    out["server_cpu_ms_per_approval"] = round(sum(
+        comp.get(f"instance{i}", {}).get("ms_per_approval", 0.0)
+        for i in range(len(servers))), 3)
+    if db_name is not None:
+        out["postgres_cpu_ms_per_approval"] = round(sum(
+            comp.get(g, {}).get("ms_per_approval", 0.0)
+            for g in ("postgres_backends", "postgres_shared")), 3)
+    return out
+
+
+async def run_tenants(root: Path, engine: str, tenants: int, split: str,
+                      args: argparse.Namespace, pin: str = "-") -> dict[str, Any]:
+    """One (engine, tenants, split, pin) configuration on a fresh database.
+
+    ``postgres-redis``: one instance with the Redis backplane (what the backplane costs).
+    """
+    pg = engine.startswith("postgres")
+    instances = 2 if engine == "postgres-2" else 1
+    db_url = db_name = None
+    env: dict[str, str] = {}
+    if pg:
+        db_url, db_name = await create_pg_database(args.postgres_url)
+    if instances > 1 or engine == "postgres-redis":
+        env = {"COLAFLOW_REDIS_URL": args.redis_url,
+               "COLAFLOW_REDIS_CHANNEL": f"colaflow:bench:{uuid.uuid4().hex[:8]}"}
+    out: dict[str, Any] = {"engine": engine, "instances": instances, "tenants": tenants,
+                           "split": split if instances > 1 else None, "pin": pin,
+                           "loadavg_before": os.getloadavg()}
+    try:
+        if pg and args.reference:
+            assert db_url is not None
+            out["asyncpg_reference"] = await asyncpg_reference(db_url)
+        with running_server(root, database_url=db_url, extra_env=env, instances=instances,
+                            tenants=tenants) as server:
+            if pin != "-":
+                out["pinned_to_cpu"] = pin_instances(
+                    [s.pid for s in (server, *server.extra_instances)],
+                    [int(c) for c in pin.split(",")])
+            for s in (server, *server.extra_instances):
+                await warm_up(s, 20 if args.smoke else 200)
+                for creds in server.tenants[1:]:  # each tenant's first decisions, too
+                    ids = await seed_changes(server, 4 if args.smoke else 10, creds)
+                    await decide(s.port, creds.reviewer_token, ids, rate=1000, concurrency=2)
+            per = math.ceil(args.approvals / SUBSCRIBERS)
+            load = await seed_tenants(server, SUBSCRIBERS, per)
+            out["steady"] = await measured_tenants(server, load, per, args.inflight, split,
+                                                   db_name)
+            if args.burst:
+                load = await seed_tenants(server, SUBSCRIBERS, 1)
+                out["burst"] = await measured_tenants(server, load, 1, 16, split, db_name)
+    finally:
+        if db_name is not None:
+            await _pg_admin(args.postgres_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    out["loadavg_after"] = os.getloadavg()
+    steady = out["steady"]
+    print(json.dumps({"run": _label(engine, tenants, out["split"], pin),
+                      "per_s": steady["approvals_per_s"],
+                      "per_instance": steady["decisions_per_instance"],
+                      "busy_cores": steady["cpu"]["machine"]["busy_cores"],
+                      "cores": {g: c["cores"] for g, c in
+                                steady["cpu"]["components"].items()},
+                      "load": steady["loadavg_1m"]}), file=sys.stderr, flush=True)
+    return out
+
+
+def _label(engine: str, tenants: int, split: str | None, pin: str = "-") -> str:
+    return (f"{engine} t{tenants}" + (f" {split}" if split else "")
+            + (f" pin{pin}" if pin != "-" else ""))
+
+
+async def tenants_main(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Every (tenants, engine, split) per round; odd rounds run them in reverse order."""
+    configs: list[tuple[str, int, str, str]] = []
+    for pin in args.pin.split("/"):
+        configs += [(e, n, s, pin) for e, n, s in _configs(args)]
+    rounds = []
+    for i in range(args.repeats):
+        order = configs if i % 2 == 0 else list(reversed(configs))
+        runs = {}
+        for k, (engine, n, split, pin) in enumerate(order):
+            r = await run_tenants(root / f"round{i}-{k}", engine, n, split, args, pin)
+            runs[_label(engine, n, r["split"], pin)] = r
+        rounds.append(runs)
+    return {"scenario": "approvals-tenants", "subscribers": SUBSCRIBERS,
+            "approvals": args.approvals, "inflight": args.inflight, "rounds": rounds}
+
+
+def _configs(args: argparse.Namespace) -> list[tuple[str, int, str]]:
+    configs: list[tuple[str, int, str]] = []
+    for n in (int(v) for v in args.tenants.split(",")):
+        for engine in args.engines.split(","):
+            splits = args.split.split(",") if engine == "postgres-2" else ["tenant"]
+            # One tenant "by tenant" is one instance with an idle twin: not worth a run.
+            configs += [(engine, n, s) for s in splits
+                        if not (engine == "postgres-2" and n == 1 and s == "tenant")]
+    return configs
+
+
 async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    if args.tenants:
+        return await tenants_main(args, root)
     engines = args.engines.split(",")
     rounds = []
     for i in range(args.repeats):
@@ -209,6 +341,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def main() -> int:
+    global SUBSCRIBERS
     parser = argparse.ArgumentParser(prog="python -m benchmarks.approvals",
                                       description=__doc__,
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -223,7 +356,28 @@ def main() -> int:
     parser.add_argument("--py-spy", type=int, default=0, metavar="SECONDS",
                         help="profile the (first) server for SECONDS of the steady run "
                              "(one engine): writes <name>-py-spy.txt (collapsed stacks)")
+    parser.add_argument("--tenants", metavar="N[,N…]",
+                        help="spread changes, subscribers and reviewers over N tenants; "
+                             "adds per-component CPU and the machine's busy cores")
+    parser.add_argument("--split", default="tenant,round-robin",
+                        help="with --tenants and postgres-2: how decisions go to the "
+                             "instances, tenant (sticky) and/or round-robin (by lane)")
+    parser.add_argument("--pin", default="-", metavar="CPUS[/CPUS…]",
+                        help="with --tenants: pin instance i to CPU i mod len(CPUS) "
+                             "(e.g. 1 or 0,1; - for none); several variants separated "
+                             "by / multiply the runs")
+    parser.add_argument("--subscribers", type=int, default=SUBSCRIBERS)
+    parser.add_argument("--no-burst", dest="burst", action="store_false",
+                        help="with --tenants: skip the burst of 16")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="with --tenants: skip the asyncpg reference")
+    parser.add_argument("--smoke", action="store_true",
+                        help="with --tenants: a handful of subscribers and approvals")
     args = parser.parse_args()
+    SUBSCRIBERS = args.subscribers
+    if args.smoke:
+        SUBSCRIBERS = 6
+        args.approvals, args.burst, args.reference = 12, False, False
     if args.py_spy:
         args.out.mkdir(parents=True, exist_ok=True)
         PROFILE.update(seconds=args.py_spy, path=args.out / f"{args.name}-py-spy.txt")

@@ -125,7 +125,9 @@ class Worker:
 
 async def start_workers(kind: str, port: int, api_key: str, assignments: list[list[str]],
                         workers: int, options: dict[str, Any] | None = None,
-                        connect_concurrency: int = 64) -> list[Worker]:
+                        connect_concurrency: int = 64, api_keys: list[str] | None = None
+                        ) -> list[Worker]:
+    """``workers`` processes sharing the agents; ``api_keys``: one per agent (else ``api_key``)."""
     started = []
     for w in range(workers):
         share = assignments[w::workers]
@@ -137,6 +139,7 @@ async def start_workers(kind: str, port: int, api_key: str, assignments: list[li
         await worker.send(json.dumps({
             "kind": kind, "port": port, "api_key": api_key, "assignments": share,
             "options": options or {}, "connect_concurrency": connect_concurrency,
+            **({"api_keys": api_keys[w::workers]} if api_keys is not None else {}),
         }))
         started.append(worker)
     return started
@@ -169,8 +172,14 @@ async def run_load(
     connect_timeout: float = 600.0, settle_timeout: float = 30.0,
     decide_path: str = "/api/mcp/pending-changes/{id}/{verb}",
     on_ready: Callable[[], Awaitable[None]] | None = None,
+    api_keys: list[str] | None = None,
+    decider: Callable[[list[str]], Awaitable[list[Decision]]] | None = None,
 ) -> dict[str, Any]:
-    """One measured run; see the module docstring. Returns a JSON-able result."""
+    """One measured run; see the module docstring. Returns a JSON-able result.
+
+    ``api_keys``: one per agent (agents of several tenants); ``decider``: decides the given
+    ids instead of ``decide`` (e.g. each tenant's with its own reviewer token).
+    """
     agent_port = agent_port or server.port
     decide_port = decide_port or server.port
     assignments = split(change_ids, agents, per_agent)
@@ -178,7 +187,7 @@ async def run_load(
     idle = meter.read()
     t_connect = time.monotonic()
     pool = await start_workers(kind, agent_port, server.creds.api_key, assignments,
-                               min(workers, agents), options)
+                               min(workers, agents), options, api_keys=api_keys)
     try:
         ready_msgs = [await w.expect("ready", connect_timeout) for w in pool]
         connect_s = time.monotonic() - t_connect
@@ -196,8 +205,11 @@ async def run_load(
         pool_ids = decide_ids if decide_ids is not None else change_ids
         to_decide = [cid for cid in pool_ids if cid in waiting]
         t_dec = time.monotonic()
-        decisions = await decide(decide_port, server.creds.reviewer_token, to_decide, rate,
-                                 concurrency, approve_share, decide_path)
+        if decider is not None:
+            decisions = await decider(to_decide)
+        else:
+            decisions = await decide(decide_port, server.creds.reviewer_token, to_decide,
+                                     rate, concurrency, approve_share, decide_path)
         decide_s = time.monotonic() - t_dec
         decided = [d.change_id for d in decisions if d.status == 200]
         for w in pool:

@@ -143,6 +143,8 @@ class ServerUnderTest:
     workdir: Path
     log_path: Path
     extra_instances: list[ServerUnderTest] = field(default_factory=list)
+    # Every provisioned tenant's credentials, ``creds`` first (``running_server(tenants=N)``).
+    tenants: list[Credentials] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -232,19 +234,25 @@ def start_instance(env: dict[str, str], workdir: Path, name: str = "server"
 
 @contextmanager
 def running_server(workdir: Path, *, database_url: str | None = None,
-                   extra_env: dict[str, str] | None = None, instances: int = 1
-                   ) -> Iterator[ServerUnderTest]:
-    """Provision a database and run ``instances`` servers on it (the first is primary)."""
+                   extra_env: dict[str, str] | None = None, instances: int = 1,
+                   tenants: int = 1) -> Iterator[ServerUnderTest]:
+    """Provision a database and run ``instances`` servers on it (the first is primary).
+
+    ``tenants`` > 1 provisions more tenants (``bench-2``, …), each with its own project
+    ``WEB``, agent key and reviewer token, listed in ``ServerUnderTest.tenants``.
+    """
     raise_fd_limit()  # inherited by the servers: 10,000 connections need 10,000 fds
     workdir.mkdir(parents=True, exist_ok=True)
     database_url = database_url or f"sqlite:///{workdir / 'bench.db'}"
     env = bench_env(database_url, "bench-secret-" + uuid.uuid4().hex, extra_env)
     creds = provision(env, workdir)
+    all_creds = [creds, *(provision(env, workdir, f"bench-{i + 1}") for i in range(1, tenants))]
     started: list[ServerUnderTest] = []
     try:
         for i in range(instances):
             proc, port, log_path = start_instance(env, workdir, f"server{i}")
-            started.append(ServerUnderTest(proc, port, creds, database_url, workdir, log_path))
+            started.append(ServerUnderTest(proc, port, creds, database_url, workdir, log_path,
+                                           tenants=all_creds))
         main = started[0]
         main.extra_instances = started[1:]
         yield main
@@ -255,11 +263,13 @@ def running_server(workdir: Path, *, database_url: str | None = None,
 
 # -- seeding ---------------------------------------------------------------------------------
 
-async def seed_changes(server: ServerUnderTest, count: int) -> list[str]:
+async def seed_changes(server: ServerUnderTest, count: int,
+                       creds: Credentials | None = None) -> list[str]:
     """``count`` pending changes: one proposed over REST, the rest cloned from it in SQL.
 
     Proposals are set-up, not what is measured; cloning keeps set-up of tens of thousands of
-    changes to seconds. Each clone is an ordinary ``create_issue`` pending change.
+    changes to seconds. Each clone is an ordinary ``create_issue`` pending change (of the
+    tenant of ``creds``, by default the server's first).
     """
     from sqlalchemy import text
 
@@ -267,7 +277,8 @@ async def seed_changes(server: ServerUnderTest, count: int) -> list[str]:
     from colaflow_mcp.store.engine import Database
     from colaflow_mcp.store.tables import PendingChange
 
-    http = MiniHttp(HOST, server.port, {"Authorization": f"Bearer {server.creds.api_key}"})
+    key = (creds or server.creds).api_key
+    http = MiniHttp(HOST, server.port, {"Authorization": f"Bearer {key}"})
     template = await http.json("POST", "/api/mcp/pending-changes", {
         "tool": "create_issue",
         "arguments": {"project_key": "WEB", "title": "Benchmark issue"},

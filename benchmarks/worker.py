@@ -45,9 +45,11 @@ async def main() -> None:
         arrived.set()
 
     options = dict(config.get("options", {}))
+    # Optional per-agent keys (agents of several tenants), parallel to the assignments.
+    keys: list[str] = config.get("api_keys") or [config["api_key"]] * len(assignments)
     agents: list[Agent] = [
-        make_agent(config["kind"], config["port"], config["api_key"], ids, record, **options)
-        for ids in assignments
+        make_agent(config["kind"], config["port"], key, ids, record, **options)
+        for ids, key in zip(assignments, keys, strict=True)
     ]
     gate = asyncio.Semaphore(int(config.get("connect_concurrency", 64)))
     errors: list[str] = []
