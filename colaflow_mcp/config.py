@@ -65,6 +65,8 @@ class Settings:
     db_pool_size: int = 10
     # At most this many concurrent decisions of one tenant share a transaction.
     decision_group_max_size: int = 64
+    # At most this many concurrent proposals of one tenant share a transaction.
+    proposal_group_max_size: int = 64
     # Test hook: seconds to pause between a decision's commit and its announcement.
     pause_after_commit_seconds: float = 0.0
 

@@ -27,7 +27,7 @@ from colaflow_mcp.domain.errors import Forbidden, InvalidArguments
 from colaflow_mcp.domain.ids import parse_change_id
 from colaflow_mcp.domain.recording import Transition
 from colaflow_mcp.domain.representation import iso
-from colaflow_mcp.store import statements
+from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.native import native
 from colaflow_mcp.store.tables import AuditEntry, AuditHead, utcnow
@@ -110,13 +110,13 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
         last, prev = held[0] + len(transitions), held[1]
     else:
         params = {"p_tenant": tenant_id, "p_count": len(transitions)}
-        taken = conn.execute(statements.TAKE_AUDIT_SEQ, params).first()
-        if taken is None:  # the tenant's first entry: make its head, then take as usual
+        taken = prepared.run(conn, statements.TAKE_AUDIT_SEQ, params)
+        if not taken:  # the tenant's first entry: make its head, then take as usual
             conn.execute(statements.START_AUDIT_HEAD[conn.dialect.name],
                          {"p_tenant": tenant_id, "p_hash": GENESIS})
-            taken = conn.execute(statements.TAKE_AUDIT_SEQ, params).first()
-            assert taken is not None
-        last, prev = int(taken[0]), str(taken[1])
+            taken = prepared.run(conn, statements.TAKE_AUDIT_SEQ, params)
+            assert taken
+        last, prev = int(taken[0][0]), str(taken[0][1])
     at = _millis(utcnow())
     rows, texts = [], []
     for seq, t in enumerate(transitions, start=last - len(transitions) + 1):
@@ -140,8 +140,8 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
                          "change_id")), texts, [r["prev_hash"] for r in rows],
                      [r["hash"] for r in rows])
         return last
-    conn.execute(statements.INSERT_AUDIT_ENTRY, rows)
-    conn.execute(statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})
+    prepared.run(conn, statements.INSERT_AUDIT_ENTRY, rows)
+    prepared.run(conn, statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})
     return last
 
 

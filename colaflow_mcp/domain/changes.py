@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -41,7 +41,7 @@ from colaflow_mcp.domain.operations import OPERATIONS
 from colaflow_mcp.domain.operations.base import Operation, Plan
 from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
-from colaflow_mcp.store import statements
+from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.groups import GROUPED, TransactionGroups
 from colaflow_mcp.store.native import Native, native
@@ -137,6 +137,17 @@ def _decided(tenant_id: str, d: _Decision, change: PendingChange,
     return Decided(change, (what,))
 
 
+@dataclass(frozen=True)
+class Proposed:
+    """What a proposal's transaction function planned: the new change and its transition
+    (inserted and recorded once per transaction, for every proposal sharing it), or the
+    caller's InvalidArguments (the plan refused it; nothing of it was written)."""
+
+    change: PendingChange | None
+    transition: Transition | None
+    error: InvalidArguments | None = None
+
+
 class Announcer(Protocol):
     """Where a new or decided change goes once its transaction committed (delivery's
     outbox): a new one to review queues, a decided one to its subscribers too."""
@@ -162,10 +173,22 @@ class ChangeService:
         # otherwise be woken during itself and the loop would never rest.
         self._expiry_passing = False
         self._soonest_during_pass: datetime | None = None
-        # Concurrent decisions of a tenant share a transaction (group commit): they take
-        # turns on its audit chain (and its projects' issue numbers) anyway.
+        # Concurrent proposals of a tenant share a transaction (group commit): they take
+        # turns on its audit chain anyway. One INSERT and one audit append of all their
+        # entries, one commit, for whatever arrived while the previous one ran.
+        self.proposals: TransactionGroups[Callable[[Session], Proposed], Proposed] = (
+            TransactionGroups(db, self._propose_group,
+                              max_size=settings.proposal_group_max_size))
+        # Concurrent decisions of a tenant too (and its projects' issue numbers).
         self.decisions: TransactionGroups[_Decision, Decided] = TransactionGroups(
             db, self._decide_group, max_size=settings.decision_group_max_size)
+
+    def _propose_group(self, s: Session, tenant_id: str,
+                       fns: list[Callable[[Session], Proposed]]) -> list[Proposed]:
+        """One transaction's proposals of a tenant: each planned in turn, then recorded."""
+        proposed = [fn(s) for fn in fns]
+        self._record_proposed(s, proposed)
+        return proposed
 
     def _decide_group(self, s: Session, tenant_id: str, items: list[_Decision]
                       ) -> list[Decided]:
@@ -183,6 +206,20 @@ class ChangeService:
             for d, c in pairs]
         self._record_decided(s, out)
         return out
+
+    def _record_proposed(self, s: Session, proposed: list[Proposed]) -> None:
+        """The new changes of a transaction's proposals, one INSERT for all of them (a
+        prebuilt statement, not the ORM's unit of work; the objects are handed on as they
+        are, never attached to the session), then their recorders' rows (one audit append
+        of all their entries)."""
+        made = [p for p in proposed if p.change is not None]
+        if not made:
+            return
+        prepared.run(s.connection(), statements.INSERT_PENDING_CHANGE,
+                     [statements.pending_change_row(p.change) for p in made
+                      if p.change is not None])
+        recording.record(s, self.recorders, *(p.transition for p in made
+                                              if p.transition is not None))
 
     def _record_decided(self, s: Session, decided: list[Decided]) -> None:
         """Execution results and the recorders' rows of a transaction's decisions, each
@@ -222,32 +259,36 @@ class ChangeService:
         applied = args.model_dump(mode="json")
         tenant_id, actor = principal.tenant_id, Actor.of(principal)
 
-        def plan_and_insert(s: Session) -> PendingChange:
+        def plan(s: Session) -> Proposed:
             # Planned inside the transaction that stores it: one hop to the database for
             # the whole proposal, and the diff is of what the tenant has at that commit.
-            plan = spec.plan(s, tenant_id, args)
+            try:
+                planned = spec.plan(s, tenant_id, args)
+            except InvalidArguments as exc:
+                # Planners only read: nothing of this proposal is in the transaction, so
+                # the others sharing it go on and only this caller gets the error.
+                return Proposed(None, None, exc)
             now = utcnow()
             change = PendingChange(
                 tenant_id=tenant_id, api_key_id=principal.api_key_id,
                 api_key_name=principal.key_name, tool_name=spec.name,
                 operation=spec.operation, entity_type=spec.entity_type,
-                entity_id=plan.entity_id, arguments=applied,
-                proposed_arguments=dict(applied), rationale=why, diff=plan.diff,
-                summary=plan.summary[:500], created_at=now,
+                entity_id=planned.entity_id, arguments=applied,
+                proposed_arguments=dict(applied), rationale=why, diff=planned.diff,
+                summary=planned.summary[:500], created_at=now,
                 expires_at=now + timedelta(seconds=ttl),
             )
-            # A prebuilt INSERT, not the ORM's unit of work (a third of the proposal's
-            # CPU); the object is handed on as it is, never attached to the session.
-            s.connection().execute(statements.INSERT_PENDING_CHANGE,
-                                   statements.pending_change_row(change))
-            recording.record(s, self.recorders, Transition(
+            return Proposed(change, Transition(
                 recording.PROPOSED, tenant_id, actor, change, {
                     "toolName": spec.name, "arguments": applied, "rationale": why,
                     "summary": change.summary, "entityId": change.entity_id,
                     "expiresAt": iso(change.expires_at)}))
-            return change
 
-        change = await self.db.transact(plan_and_insert)
+        proposed = await self.proposals.run(tenant_id, plan)
+        if proposed.error is not None:
+            raise proposed.error
+        change = proposed.change
+        assert change is not None
         await self.announcer.announce(change)  # committed: reviewers' queues learn of it
         self._deadline_added(change.expires_at)
         return change

@@ -28,7 +28,7 @@ from colaflow_mcp.domain.errors import InvalidArguments, NotFound
 from colaflow_mcp.domain.netguard import Resolver, check_url, system_resolver
 from colaflow_mcp.domain.recording import Actor, Transition
 from colaflow_mcp.domain.representation import change_to_json, iso
-from colaflow_mcp.store import statements
+from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import (
     Tenant,
@@ -212,8 +212,8 @@ class WebhookRecorder:
                 continue
             if t.tenant_id not in targets:
                 targets[t.tenant_id] = [
-                    (str(r[0]), list(r[1])) for r in conn.execute(
-                        statements.WEBHOOK_TARGETS, {"p_tenant": t.tenant_id})]
+                    (str(r[0]), list(r[1])) for r in prepared.run(
+                        conn, statements.WEBHOOK_TARGETS, {"p_tenant": t.tenant_id})]
             wanted = [ep for ep, events in targets[t.tenant_id] if kind in events]
             if not wanted:
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session
@@ -68,13 +69,24 @@ async def test_a_connection_that_died_is_replaced_and_the_transaction_run_again(
         runs.append(None)
         return _backend(s)
 
+    closed = anyio.Event()
+
+    def watched(s: Session) -> Any:
+        # Told when the client sees the server end the connection: the next transaction
+        # then meets a connection known dead, not one whose end is still in flight.
+        s.connection().connection.driver_connection.add_termination_listener(
+            lambda _conn: closed.set())
+        return _backend(s)
+
     try:
-        first = await db.transact(_backend)
+        first = await db.transact(watched)
         admin = await _admin()
         try:
             await admin.execute("SELECT pg_terminate_backend($1)", first)
         finally:
             await admin.close()
+        with anyio.fail_after(10):
+            await closed.wait()
         second = await db.transact(record)
         assert second != first
         assert len(runs) == 2  # met the dead connection, then ran on a new one

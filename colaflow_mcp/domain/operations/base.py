@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from colaflow_mcp.domain.errors import ExecutionError, InvalidArguments
-from colaflow_mcp.store import statements
+from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.tables import Comment, Issue, PendingChange, Project
 
 IssueType = Literal["Epic", "Story", "Task", "Bug"]
@@ -181,9 +181,9 @@ def find_issue_sync(s: Session, tenant_id: str, key: str) -> Issue | None:
 def require_project(s: Session, tenant_id: str, key: str) -> None:
     """InvalidArguments unless the tenant has a project with this key (one indexed,
     prebuilt lookup: proposals of issues only need to know it exists)."""
-    found = s.connection().execute(statements.PROJECT_ID_BY_KEY,
-                                   {"p_tenant": tenant_id, "p_key": key}).first()
-    if found is None:
+    found = prepared.run(s.connection(), statements.PROJECT_ID_BY_KEY,
+                         {"p_tenant": tenant_id, "p_key": key})
+    if not found:
         raise InvalidArguments(f"project {key} does not exist")
 
 

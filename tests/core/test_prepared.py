@@ -1,0 +1,72 @@
+"""store/prepared.py: a prebuilt statement on SQLite's own cursor writes and reads what
+``Connection.execute`` does (JSON, datetimes, several rows at once), in the caller's
+transaction; on PostgreSQL it is ``Connection.execute``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, col, select
+
+from colaflow_mcp.domain import admin
+from colaflow_mcp.store import prepared, statements
+from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.tables import PendingChange, WebhookEndpoint, utcnow
+
+pytestmark = pytest.mark.anyio
+
+
+def _change(tenant_id: str, title: str) -> PendingChange:
+    now = utcnow()
+    return PendingChange(
+        tenant_id=tenant_id, tool_name="create_issue", operation="Create",
+        entity_type="Issue", arguments={"title": title, "n": [1, 2.5, None]},
+        proposed_arguments={"title": title}, diff={"after": {"title": title}},
+        summary=title, created_at=now, expires_at=now + timedelta(seconds=60))
+
+
+async def test_prepared_rows_read_back_like_core_ones(any_database_url: str) -> None:
+    db = Database(any_database_url)
+    await db.create_schema()
+    try:
+        tenant = await admin.get_or_create_tenant(db, "acme")
+        core, mine = _change(tenant.id, "core"), _change(tenant.id, "prepared")
+        more = [_change(tenant.id, f"many {i}") for i in range(3)]
+
+        def write(s: Session) -> list[object]:
+            conn = s.connection()
+            conn.execute(statements.INSERT_PENDING_CHANGE, statements.pending_change_row(core))
+            prepared.run(conn, statements.INSERT_PENDING_CHANGE,
+                         statements.pending_change_row(mine))
+            prepared.run(conn, statements.INSERT_PENDING_CHANGE,
+                         [statements.pending_change_row(c) for c in more])
+            s.add(WebhookEndpoint(id="ep_1", tenant_id=tenant.id, url="https://x.example/",
+                                  events=["pending_change.created"], secret="whsec_x"))
+            s.flush()
+            return prepared.run(conn, statements.WEBHOOK_TARGETS, {"p_tenant": tenant.id})
+
+        targets = await db.transact(write)
+        assert [tuple(t) for t in targets] == [("ep_1", ["pending_change.created"])]  # type: ignore[arg-type]
+
+        async with db.read() as s:
+            rows = {c.summary: c for c in (await s.exec(
+                select(PendingChange).where(col(PendingChange.tenant_id) == tenant.id))).all()}
+        assert sorted(rows) == sorted(["core", "prepared"] + [c.summary for c in more])
+        for made in [core, mine, *more]:
+            got = rows[made.summary]
+            assert got.model_dump() == made.model_dump()  # JSON and datetimes included
+
+        # In the caller's transaction: a rollback takes the prepared rows with it.
+        def fail(s: Session) -> None:
+            prepared.run(s.connection(), statements.INSERT_PENDING_CHANGE,
+                         statements.pending_change_row(_change(tenant.id, "rolled back")))
+            raise RuntimeError("undo")
+
+        with pytest.raises(RuntimeError):
+            await db.transact(fail)
+        async with db.read() as s:
+            assert (await s.exec(select(PendingChange).where(
+                col(PendingChange.summary) == "rolled back"))).first() is None
+    finally:
+        await db.dispose()
