@@ -4,7 +4,8 @@
 the change service alone approves ``--approvals`` ``create_issue`` changes with
 ``--inflight`` at a time; prints approvals/s, CPU per approval (this process, worker
 threads included; on PostgreSQL the database server's own work is not in it), database
-round trips per approval (statements, BEGIN and COMMIT, counted by SQLAlchemy events),
+round trips per approval (statements, BEGIN and COMMIT, counted by SQLAlchemy events, and
+statements sent on asyncpg itself, ``store/native.py``),
 and how the decisions were grouped into transactions (store/groups.py).
 """
 
@@ -37,7 +38,7 @@ class _NoGroups:
 async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
     db = Database(url)
     await db.create_schema()
-    counts = {"statements": 0, "begin": 0, "commit": 0}
+    counts = {"statements": 0, "native": 0, "begin": 0, "commit": 0}
     engine = db.sync_write_engine or db.write_engine.sync_engine
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -51,6 +52,19 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
     @event.listens_for(engine, "commit")
     def _commit(*_: Any) -> None:
         counts["commit"] += 1
+
+    try:  # statements sent on asyncpg itself (PostgreSQL) pass no SQLAlchemy event
+        from colaflow_mcp.store.native import Native
+    except ImportError:  # a checkout from before store/native.py
+        Native = None  # type: ignore[assignment,misc]  # noqa: N806
+    if Native is not None:
+        run_native = Native._run
+
+        def _counted(self: Any, *args: Any) -> Any:
+            counts["native"] += 1
+            return run_native(self, *args)
+
+        Native._run = _counted  # type: ignore[method-assign]
 
     try:
         tenant = await admin.get_or_create_tenant(db, "micro")

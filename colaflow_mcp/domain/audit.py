@@ -29,6 +29,7 @@ from colaflow_mcp.domain.recording import Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
+from colaflow_mcp.store.native import native
 from colaflow_mcp.store.tables import AuditEntry, AuditHead, utcnow
 
 GENESIS = "0" * 64
@@ -88,9 +89,10 @@ def lock_chains(s: Session, tenant_id: str) -> None:
     take (the change, projects, issues): then every decision transaction of a tenant, on
     any instance and however many decisions it holds, takes its locks in one order (head
     first) and two of them never deadlock."""
-    conn = s.connection()
-    if conn.dialect.name == "postgresql":
-        head = conn.execute(statements.LOCK_AUDIT_HEAD, {"p_tenant": tenant_id}).first()
+    fast = native(s.connection())
+    if fast is not None:
+        found = fast.fetch(statements.NATIVE_LOCK_AUDIT_HEAD, tenant_id)
+        head = found[0] if found else None
         if head is not None:  # appended later without reading it again
             s.info.setdefault(_HELD, {})[tenant_id] = (int(head[0]), str(head[1]))
 
@@ -102,7 +104,7 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
     Three statements however many entries: take the seqs (locking the head), insert the
     entries, move the head's hash. The lock is held until the transaction ends, so callers
     append last, after their other work. ``held``: the head (seq, hash) as this transaction
-    already read it under its lock (``lock_chains``): then two statements.
+    already read it under its lock (``lock_chains``, PostgreSQL): then one statement.
     """
     if held is not None:
         last, prev = held[0] + len(transitions), held[1]
@@ -116,10 +118,11 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
             assert taken
         last, prev = int(taken[0][0]), str(taken[0][1])
     at = _millis(utcnow())
-    rows = []
+    rows, texts = [], []
     for seq, t in enumerate(transitions, start=last - len(transitions) + 1):
         # Stored exactly as hashed: what reads back is plain JSON (lists, not tuples).
-        data = json.loads(canonical(dict(t.data)))
+        texts.append(canonical(dict(t.data)))
+        data = json.loads(texts[-1])
         digest = chain_hash(prev, _body(seq, iso(at), t.actor.to_json(), t.action,
                                         t.change_id, data))
         rows.append({"tenant_id": tenant_id, "seq": seq, "at": at,
@@ -128,12 +131,17 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
                      "change_id": t.change_id, "data": data, "prev_hash": prev,
                      "hash": digest})
         prev = digest
+    if held is not None:  # PostgreSQL (lock_chains): entries and the head in one statement
+        fast = native(conn)
+        assert fast is not None
+        fast.execute(statements.NATIVE_APPEND_AUDIT, tenant_id, last, prev, at,
+                     *([r[k] for r in rows] for k in (
+                         "seq", "actor_type", "actor_id", "actor_name", "action",
+                         "change_id")), texts, [r["prev_hash"] for r in rows],
+                     [r["hash"] for r in rows])
+        return last
     prepared.run(conn, statements.INSERT_AUDIT_ENTRY, rows)
-    if held is not None:
-        prepared.run(conn, statements.MOVE_AUDIT_HEAD,
-                     {"p_tenant": tenant_id, "p_seq": last, "p_hash": prev})
-    else:
-        prepared.run(conn, statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})
+    prepared.run(conn, statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})
     return last
 
 

@@ -2,8 +2,9 @@
 expire.
 
 Exactly one decision wins: every decision is a conditional UPDATE ``WHERE status =
-'Pending'`` (``store.statements.CLAIM``) and only the caller whose statement changed the
-row goes on to announce it. Each proposal and decision is one synchronous transaction
+'Pending'`` (``store.statements.CLAIM``; for a group of a tenant's decisions on PostgreSQL
+one statement for all, ``NATIVE_CLAIM_MANY``) and only the caller whose statement changed
+the row goes on to announce it. Each proposal and decision is one synchronous transaction
 (``Database.transact``) that ends by telling the recorders (``domain/recording.py``: the
 audit trail, …) what it did, so their rows commit with it. Announcing is delivery's job,
 reached through the :class:`Announcer` port, so the domain never imports delivery.
@@ -11,9 +12,10 @@ reached through the :class:`Announcer` port, so the domain never imports deliver
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -42,6 +44,7 @@ from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.groups import GROUPED, TransactionGroups
+from colaflow_mcp.store.native import Native, native
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
 
 logger = logging.getLogger(__name__)
@@ -95,6 +98,45 @@ class Decided:
     result: dict[str, Any] | None = None  # an approval's execution result
 
 
+_LOST = Decided(None)
+
+
+@dataclass(frozen=True, eq=False)
+class _Decision:
+    """One decision waiting for its transaction (see ``ChangeService._decide_group``)."""
+
+    cid: str
+    status: Status
+    by: str | None
+    reason: str | None
+    actor: Actor
+    only_overdue: bool = False  # an expiry: only once the deadline passed
+    edit: Edit | None = None  # an approval with the reviewer's arguments
+
+
+def _decided(tenant_id: str, d: _Decision, change: PendingChange,
+             result: dict[str, Any] | None) -> Decided:
+    """A won decision and the transitions it records."""
+    if d.status == Status.APPROVED:
+        assert result is not None
+        change.execution_result = result
+        if result["success"]:
+            change.entity_id = result["entityId"]
+        approved: dict[str, Any] = {"edited": bool(change.edited)}
+        if change.edited:
+            approved.update(arguments=change.arguments, summary=change.summary)
+        return Decided(change, (
+            Transition(recording.APPROVED, tenant_id, d.actor, change, approved),
+            Transition(recording.EXECUTED, tenant_id, d.actor, change, result)), result)
+    if d.status == Status.REJECTED:
+        what = Transition(recording.REJECTED, tenant_id, d.actor, change,
+                          {"reason": d.reason})
+    else:
+        what = Transition(recording.EXPIRED, tenant_id, d.actor, change,
+                          {"expiresAt": iso(change.expires_at)})
+    return Decided(change, (what,))
+
+
 @dataclass(frozen=True)
 class Proposed:
     """What a proposal's transaction function planned: the new change and its transition
@@ -134,12 +176,36 @@ class ChangeService:
         # Concurrent proposals of a tenant share a transaction (group commit): they take
         # turns on its audit chain anyway. One INSERT and one audit append of all their
         # entries, one commit, for whatever arrived while the previous one ran.
-        self.proposals: TransactionGroups[Proposed] = TransactionGroups(
-            db, self._record_proposed, max_size=settings.proposal_group_max_size)
+        self.proposals: TransactionGroups[Callable[[Session], Proposed], Proposed] = (
+            TransactionGroups(db, self._propose_group,
+                              max_size=settings.proposal_group_max_size))
         # Concurrent decisions of a tenant too (and its projects' issue numbers).
-        self.decisions: TransactionGroups[Decided] = TransactionGroups(
-            db, self._record_decided, audit.lock_chains,
-            max_size=settings.decision_group_max_size)
+        self.decisions: TransactionGroups[_Decision, Decided] = TransactionGroups(
+            db, self._decide_group, max_size=settings.decision_group_max_size)
+
+    def _propose_group(self, s: Session, tenant_id: str,
+                       fns: list[Callable[[Session], Proposed]]) -> list[Proposed]:
+        """One transaction's proposals of a tenant: each planned in turn, then recorded."""
+        proposed = [fn(s) for fn in fns]
+        self._record_proposed(s, proposed)
+        return proposed
+
+    def _decide_group(self, s: Session, tenant_id: str, items: list[_Decision]
+                      ) -> list[Decided]:
+        """One transaction's decisions of a tenant, set-wise: its chain head locked first
+        (``audit.lock_chains``), every change claimed with one statement, the approved
+        ones executed (a tool's consecutive executions together where it can), then the
+        results and audit entries written once."""
+        audit.lock_chains(s, tenant_id)
+        claimed = _claim_all(s, tenant_id, items)
+        pairs = list(zip(items, claimed, strict=True))
+        results = iter(_execute_all(s, [c for d, c in pairs
+                                        if c is not None and d.status == Status.APPROVED]))
+        out = [_LOST if c is None else _decided(
+            tenant_id, d, c, next(results) if d.status == Status.APPROVED else None)
+            for d, c in pairs]
+        self._record_decided(s, out)
+        return out
 
     def _record_proposed(self, s: Session, proposed: list[Proposed]) -> None:
         """The new changes of a transaction's proposals, one INSERT for all of them (a
@@ -158,10 +224,17 @@ class ChangeService:
     def _record_decided(self, s: Session, decided: list[Decided]) -> None:
         """Execution results and the recorders' rows of a transaction's decisions, each
         written once per transaction."""
-        results = [{"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
-                   for d in decided if d.change is not None and d.result is not None]
-        if results:
-            s.connection().execute(statements.RECORD_RESULT, results)
+        done = [d for d in decided if d.change is not None and d.result is not None]
+        fast = native(s.connection()) if done else None
+        if fast is not None:
+            fast.execute(statements.NATIVE_RECORD_RESULTS,
+                         [d.change.id for d in done if d.change is not None],
+                         [json.dumps(d.result) for d in done],
+                         [d.change.entity_id for d in done if d.change is not None])
+        elif done:
+            s.connection().execute(statements.RECORD_RESULT, [
+                {"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
+                for d in done if d.change is not None])
         transitions = [t for d in decided for t in d.transitions]
         if transitions:
             recording.record(s, self.recorders, *transitions)
@@ -248,24 +321,9 @@ class ChangeService:
             raise Forbidden("only reviewers approve changes")
         cid = parse_change_id(change_id)
         edit = None if arguments is None else await self._plan_edit(principal, cid, arguments)
-        tenant_id, by, actor = principal.tenant_id, principal.display, Actor.of(principal)
-
-        def decide_and_execute(s: Session) -> Decided:
-            change = _claim(s, tenant_id, cid, Status.APPROVED, by, None, edit=edit)
-            if change is None:
-                return Decided(None)
-            result = _execute(s, change)
-            change.execution_result = result
-            if result["success"]:
-                change.entity_id = result["entityId"]
-            approved: dict[str, Any] = {"edited": bool(change.edited)}
-            if change.edited:
-                approved.update(arguments=change.arguments, summary=change.summary)
-            return Decided(change, (
-                Transition(recording.APPROVED, tenant_id, actor, change, approved),
-                Transition(recording.EXECUTED, tenant_id, actor, change, result)), result)
-
-        change = (await self.decisions.run(tenant_id, decide_and_execute)).change
+        decision = _Decision(cid, Status.APPROVED, principal.display, None,
+                             Actor.of(principal), edit=edit)
+        change = (await self.decisions.run(principal.tenant_id, decision)).change
         if change is None:
             raise await self._lost(principal, cid)
         return await self._after_decision(change)
@@ -357,22 +415,10 @@ class ChangeService:
         self, tenant_id: str, cid: str, status: Status, by: str | None, reason: str | None,
         only_overdue: bool = False, actor: Actor = EXPIRY,
     ) -> PendingChange | None:
-        """Reject or expire in a transaction of its own; the row if this call won, else
-        None."""
-
-        def decide(s: Session) -> Decided:
-            change = _claim(s, tenant_id, cid, status, by, reason, only_overdue)
-            if change is None:
-                return Decided(None)
-            if status == Status.REJECTED:
-                what = Transition(recording.REJECTED, tenant_id, actor, change,
-                                  {"reason": reason})
-            else:
-                what = Transition(recording.EXPIRED, tenant_id, actor, change,
-                                  {"expiresAt": iso(change.expires_at)})
-            return Decided(change, (what,))
-
-        return (await self.decisions.run(tenant_id, decide)).change
+        """Reject or expire (with the tenant's other concurrent decisions); the row if this
+        call won, else None."""
+        decision = _Decision(cid, status, by, reason, actor, only_overdue=only_overdue)
+        return (await self.decisions.run(tenant_id, decision)).change
 
     async def _lost(self, principal: Principal, cid: str) -> NotFound | Conflict:
         """Why a decision did not apply: NotFound or Conflict (expiring the change if due)."""
@@ -432,16 +478,78 @@ def _claim(
     return None if row is None else PendingChange(**row._asdict())
 
 
+def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
+               ) -> list[PendingChange | None]:
+    """:func:`_claim` for each of a transaction's decisions, on PostgreSQL the plain ones
+    (no edit) with one statement (``NATIVE_CLAIM_MANY``). A change decided twice in one transaction
+    is claimed again after its first claim, as if one after the other: the second loses
+    unless the first did not apply (an approval of an overdue change, then its expiry)."""
+    out: list[PendingChange | None] = [None] * len(items)
+    remaining = list(range(len(items)))
+    while remaining:
+        seen: set[str] = set()
+        now_round: list[int] = []
+        later: list[int] = []
+        for i in remaining:
+            (later if items[i].cid in seen else now_round).append(i)
+            seen.add(items[i].cid)
+        # Set-wise on PostgreSQL (one round trip); on SQLite, where a statement costs no
+        # round trip, CLAIM each (an UPDATE … FROM a JSON list measured slower there).
+        fast = native(s.connection())
+        plain = [i for i in now_round if items[i].edit is None] if fast is not None else []
+        for i in now_round:
+            d = items[i]
+            if i not in plain:
+                out[i] = _claim(s, tenant_id, d.cid, d.status, d.by, d.reason,
+                                d.only_overdue, edit=d.edit)
+        if fast is not None and plain:
+            for i, change in zip(plain, _claim_many(fast, tenant_id,
+                                                    [items[i] for i in plain]), strict=True):
+                out[i] = change
+        remaining = later
+    return out
+
+
+def _claim_many(fast: Native, tenant_id: str, items: list[_Decision]
+                ) -> list[PendingChange | None]:
+    """One statement deciding several changes (distinct ids, no edits; PostgreSQL): each
+    one's row, or None where another decision got there first."""
+    won = {row["id"]: PendingChange(**dict(row.items())) for row in fast.fetch(
+        statements.NATIVE_CLAIM_MANY, tenant_id, utcnow(), [d.cid for d in items],
+        [d.status.value for d in items], [d.by for d in items],
+        [d.reason for d in items], [d.only_overdue for d in items])}
+    return [won.get(d.cid) for d in items]
+
+
+def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any]]:
+    """Execute approved changes in order; their results. In a transaction of several
+    decisions (``GROUPED``), a tool's consecutive changes go to its ``execute_many``."""
+    if not s.info.get(GROUPED):
+        return [_execute(s, ch) for ch in changes]
+    entity_ids: list[str] = []
+    start = 0
+    while start < len(changes):
+        spec = OPERATIONS[changes[start].tool_name]
+        end = start + 1
+        while end < len(changes) and changes[end].tool_name == spec.name:
+            end += 1
+        run = changes[start:end]
+        if spec.execute_many is not None and len(run) > 1:
+            entity_ids += spec.execute_many(s, run)
+        else:
+            entity_ids += [spec.execute(s, ch) for ch in run]
+        start = end
+    return [{"success": True, "entityId": e, "error": None} for e in entity_ids]
+
+
 def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
     """Apply the change inside a savepoint: all of it, or none of it and an error.
 
-    In a transaction shared by several decisions (``GROUPED``) there is no savepoint (two
-    round trips on PostgreSQL): any failure raises instead, and store/groups.py runs each
-    decision again alone, where this savepoint catches it.
+    In a transaction shared by several decisions there is no savepoint (two round trips on
+    PostgreSQL; see ``_execute_all``): any failure raises instead, and store/groups.py runs
+    each decision again alone, where this savepoint catches it.
     """
     spec = OPERATIONS[change.tool_name]
-    if s.info.get(GROUPED):
-        return {"success": True, "entityId": spec.execute(s, change), "error": None}
     try:
         with s.begin_nested():
             entity_id = spec.execute(s, change)

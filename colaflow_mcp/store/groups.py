@@ -7,9 +7,11 @@ instead of once per decision. Nothing waits to form a group: a caller that finds
 idle runs at once, alone; whoever arrives while a transaction of that key runs joins the
 next one. Different keys (tenants) never wait for each other here.
 
-A member that raises makes its group roll back; each member is then run again in a
-transaction of its own, so one member's failure (or a deadlock between instances) only
-ever fails that member. Members must therefore be safe to run again after a rollback.
+A group's work is one call, ``body(session, key, items)``, so it can do set-wise what its
+members share (claim them all with one statement, insert their rows with one). A body
+that raises makes its group roll back; each member is then run again alone (a body of one
+item), so one member's failure (or a deadlock between instances) only ever fails that
+member. Members must therefore be safe to run again after a rollback.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ logger = logging.getLogger(__name__)
 # ``Session.info`` key, true in a transaction of several members: a member may then skip
 # its savepoints and raise instead (any exception reruns every member alone, unmarked).
 GROUPED = "colaflow.grouped"
+I = TypeVar("I")  # noqa: E741 (a member's item)
 T = TypeVar("T")
+
+# ``body(session, key, items)``: every item's value, in order, in the caller's transaction.
+Body = Callable[[Session, str, list[I]], list[T]]
 
 
 @dataclass(eq=False)
-class _Member(Generic[T]):
+class _Member(Generic[I]):
     key: str
-    fn: Callable[[Session], T]
+    item: I
     done: anyio.Event = field(default_factory=anyio.Event)
     lead: bool = False
     value: Any = None
@@ -49,29 +55,23 @@ class _Lane:
     busy: bool = False
 
 
-class TransactionGroups(Generic[T]):
-    """Runs ``fn(session) -> T`` per key, concurrent calls of a key in one transaction.
+class TransactionGroups(Generic[I, T]):
+    """Runs items per key, the items of concurrent calls of a key in one transaction:
+    ``body(session, key, items) -> values`` (one value per item, in order) does the work
+    of a whole group; a group of several has ``Session.info[GROUPED]`` set."""
 
-    ``finish(session, values)`` runs last in every transaction with the values of its
-    members, in order (the place for work done once per transaction, such as audit
-    entries); ``start(session, key)`` runs first in every transaction (for example, to
-    take a lock that orders the row locks its members take, across instances).
-    """
-
-    def __init__(self, db: Database, finish: Callable[[Session, list[T]], None],
-                 start: Callable[[Session, str], None] | None = None,
-                 max_size: int = 64) -> None:
+    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64) -> None:
         self.db = db
-        self.finish = finish
-        self.start = start
+        self.body = body
         self.max_size = max(1, max_size)
         self._lanes: dict[str, _Lane] = {}
         self.transactions = 0  # committed groups (for tests and benchmarks)
         self.members = 0
         self.retried = 0  # groups that failed and were run member by member
 
-    async def run(self, key: str, fn: Callable[[Session], T]) -> T:
-        """``fn``'s value once its transaction committed; its exception if it raised.
+    async def run(self, key: str, item: I) -> T:
+        """``item``'s value once its transaction committed; the body's exception if it
+        raised for this item run alone.
 
         Shielded from cancellation: once submitted, a member's transaction finishes (it
         may be another caller's) before the caller's cancellation takes effect.
@@ -80,7 +80,7 @@ class TransactionGroups(Generic[T]):
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = _Lane()
-            member: _Member[T] = _Member(key, fn)
+            member: _Member[I] = _Member(key, item)
             lane.queue.append(member)
             if not lane.busy:
                 lane.busy = True
@@ -135,15 +135,8 @@ class TransactionGroups(Generic[T]):
 
     def _together(self, s: Session, key: str, batch: list[_Member[Any]]) -> list[Any]:
         s.info[GROUPED] = True
-        if self.start is not None:
-            self.start(s, key)
-        values = [m.fn(s) for m in batch]
-        self.finish(s, values)
-        return values
+        return self.body(s, key, [m.item for m in batch])
 
     def _alone(self, s: Session, member: _Member[Any]) -> Any:
-        if self.start is not None:
-            self.start(s, member.key)
-        value = member.fn(s)
-        self.finish(s, [value])
+        (value,) = self.body(s, member.key, [member.item])
         return value

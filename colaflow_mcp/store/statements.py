@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, cast, func, literal_column, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -70,12 +70,12 @@ MARK_ANNOUNCED = _PC.update().where(
     _PC.c.id.in_(bindparam("p_ids", expanding=True)), _PC.c.announced_at.is_(None),
 ).values(announced_at=bindparam("p_now", type_=_PC.c.announced_at.type))
 
-# Take a project's next issue number (``p_tenant``, ``p_key``): one statement takes the
-# row lock and the number, so concurrent creates number issues uniquely.
-TAKE_ISSUE_NUMBER = (
+# Take ``p_count`` issue numbers of a project (``p_tenant``, ``p_key``): RETURNING its id,
+# key and the next number after them (SQLite; PostgreSQL: NATIVE_CREATE_ISSUES).
+TAKE_ISSUE_NUMBERS = (
     _PROJECT.update()
     .where(_PROJECT.c.tenant_id == bindparam("p_tenant"), _PROJECT.c.key == bindparam("p_key"))
-    .values(next_issue_number=_PROJECT.c.next_issue_number + 1)
+    .values(next_issue_number=_PROJECT.c.next_issue_number + bindparam("p_count"))
     .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number))
 
 INSERT_ISSUE = _ISSUE.insert()
@@ -96,37 +96,9 @@ def pending_change_row(change: PendingChange) -> dict[str, Any]:
     Core would not apply), for ``INSERT_PENDING_CHANGE``."""
     return {name: getattr(change, key) for name, key in _PC_COLUMNS}
 
-def _create_issue_statement() -> Any:
-    """TAKE_ISSUE_NUMBER and INSERT_ISSUE as one statement (PostgreSQL: a data-modifying
-    CTE): one round trip, and atomic by itself. Parameters: INSERT_ISSUE's, prefixed
-    ``i_``, except ``project_id``, ``key`` and ``number``; ``p_tenant``, ``p_key`` (the
-    project's key); RETURNING the
-    issue's ``id`` (no row: no such project, nothing changed)."""
-    # Constants as SQL text, not bound literals: SQLAlchemy's statement cache loses the
-    # values of bound literals inside a data-modifying CTE ("a value is required").
-    one: Any = literal_column("1")
-    taken = (
-        _PROJECT.update()
-        .where(_PROJECT.c.tenant_id == bindparam("p_tenant"),
-               _PROJECT.c.key == bindparam("p_key"))
-        .values(next_issue_number=_PROJECT.c.next_issue_number + one)
-        .returning(_PROJECT.c.id, _PROJECT.c.key, _PROJECT.c.next_issue_number)
-        .cte("taken"))
-    number = taken.c.next_issue_number - one
-    c = _ISSUE.c
-    given = ("id", "tenant_id", "title", "description", "type", "status", "priority",
-             "assignee", "created_at", "updated_at")
-    # ``i_``-prefixed: parameters named like the table's columns would be taken for
-    # column values of the INSERT itself.
-    values: list[Any] = [bindparam("i_" + name, type_=c[name].type) for name in given]
-    values += [taken.c.id, taken.c.key + literal_column("'-'") + cast(number, String),
-               number]
-    return _ISSUE.insert().from_select(
-        [*given, "project_id", "key", "number"], select(*values)).returning(c.id)
 
 
-CREATE_ISSUE_PG = _create_issue_statement()
-
+# Take ``p_count`` issue numbers of a project (``p_tenant``, ``p_key``): RETURNING its id,
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 
 # Take ``p_count`` sequence numbers of a tenant's chain (``p_tenant``): RETURNING the new
@@ -136,11 +108,6 @@ TAKE_AUDIT_SEQ = (
     _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant"))
     .values(seq=_HEAD.c.seq + bindparam("p_count"))
     .returning(_HEAD.c.seq, _HEAD.c.hash))
-
-# Lock a tenant's chain head without moving it (``p_tenant``): taken first by a
-# transaction that decides several changes (see store/groups.py).
-LOCK_AUDIT_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(
-    _HEAD.c.tenant_id == bindparam("p_tenant")).with_for_update()
 
 # The chain's head on first use (``p_tenant``, ``p_hash``: the genesis hash); a
 # concurrent first use is no error (the UPDATE above then waits on the row it made).
@@ -153,11 +120,6 @@ START_AUDIT_HEAD = {
 
 SET_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
     hash=bindparam("p_hash"))
-
-# The head after appending under a lock taken by LOCK_AUDIT_HEAD (``p_tenant``, ``p_seq``,
-# ``p_hash``).
-MOVE_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")).values(
-    seq=bindparam("p_seq"), hash=bindparam("p_hash"))
 
 INSERT_AUDIT_ENTRY = _AUDIT.insert()
 
@@ -252,3 +214,59 @@ RENEW_WEBHOOK_LEASE = _DELIVERY.update().where(
     _DELIVERY.c.id == bindparam("p_id"), _DELIVERY.c.claimed_by == bindparam("p_me"),
     _DELIVERY.c.attempts == bindparam("p_attempt"), _DELIVERY.c.state == "delivering",
 ).values(lease_until=bindparam("p_lease", type_=_DELIVERY.c.lease_until.type))
+
+# -- the decision path on asyncpg itself (store/native.py; PostgreSQL, positional) --------
+
+_PC_NAMES = ", ".join(f"pc.{c.name}" for c in _PC.columns)
+
+# Lock a tenant's chain head without moving it ($1 tenant), RETURNING it: taken first by
+# a decision transaction (see domain/audit.py: lock_chains).
+NATIVE_LOCK_AUDIT_HEAD = "SELECT seq, hash FROM audit_head WHERE tenant_id = $1 FOR UPDATE"
+
+# CLAIM for many changes of one tenant, each with its own status, decider, reason and
+# whether it is an expiry (only once overdue): $1 tenant, $2 now, arrays $3 ids,
+# $4 statuses, $5 deciders, $6 reasons, $7 only-overdue flags; RETURNING every column of
+# each row it decided (in no particular order). An id must appear once.
+NATIVE_CLAIM_MANY = (
+    "UPDATE pending_change AS pc SET status = v.status, decided_at = $2, "
+    "decided_by = v.decided_by, reason = v.reason "
+    "FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[]) "
+    "AS v(id, status, decided_by, reason, overdue) "
+    f"WHERE pc.id = v.id AND pc.tenant_id = $1 AND pc.status = '{Status.PENDING.value}' "
+    "AND CASE WHEN v.overdue THEN pc.expires_at <= $2 ELSE pc.expires_at > $2 END "
+    f"RETURNING {_PC_NAMES}")
+
+# Several issues in one project, numbered in array order from its next number, in one
+# statement (atomic by itself): $1 tenant, $2 project key, $3 count, $4 now, arrays $5 ids,
+# $6 titles, $7 descriptions, $8 types, $9 statuses, $10 priorities, $11 assignees;
+# RETURNING each issue's id (no row: no such project).
+NATIVE_CREATE_ISSUES = (
+    "WITH taken AS (UPDATE project SET next_issue_number = next_issue_number + $3 "
+    "WHERE tenant_id = $1 AND key = $2 RETURNING id, key, next_issue_number - $3 AS first) "
+    "INSERT INTO issue (id, tenant_id, project_id, key, number, title, description, type, "
+    "status, priority, assignee, created_at, updated_at) "
+    "SELECT v.id, $1, taken.id, taken.key || '-' || (taken.first + v.ord - 1)::text, "
+    "taken.first + v.ord - 1, v.title, v.description, v.type, v.status, v.priority, "
+    "v.assignee, $4, $4 FROM taken, unnest($5::text[], $6::text[], $7::text[], $8::text[], "
+    "$9::text[], $10::text[], $11::text[]) WITH ORDINALITY "
+    "AS v(id, title, description, type, status, priority, assignee, ord) RETURNING issue.id")
+
+# RECORD_RESULT for many changes: arrays $1 ids, $2 results (JSON text), $3 entity ids.
+NATIVE_RECORD_RESULTS = (
+    "UPDATE pending_change AS pc SET execution_result = v.result::json, entity_id = v.entity "
+    "FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, result, entity) "
+    "WHERE pc.id = v.id")
+
+# INSERT_AUDIT_ENTRY for many entries and the head moved, under the head's lock taken by
+# NATIVE_LOCK_AUDIT_HEAD, as one statement: $1 tenant,
+# $2 the new head seq, $3 its hash, $4 at; arrays $5 seqs, $6 actor types, $7 actor ids,
+# $8 actor names, $9 actions, $10 change ids, $11 data (JSON text), $12 prev hashes,
+# $13 hashes.
+NATIVE_APPEND_AUDIT = (
+    "WITH entries AS (INSERT INTO audit_entry (tenant_id, seq, at, actor_type, actor_id, "
+    "actor_name, action, change_id, data, prev_hash, hash) "
+    "SELECT $1, v.seq, $4, v.actor_type, v.actor_id, v.actor_name, v.action, v.change_id, "
+    "v.data::json, v.prev_hash, v.hash FROM unnest($5::bigint[], $6::text[], $7::text[], "
+    "$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[]) "
+    "AS v(seq, actor_type, actor_id, actor_name, action, change_id, data, prev_hash, hash)) "
+    "UPDATE audit_head SET seq = $2, hash = $3 WHERE tenant_id = $1")

@@ -3,6 +3,8 @@ one member's failure fails only that member, tenants do not wait for each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import pytest
 from sqlmodel import Session, col, select, update
@@ -15,7 +17,7 @@ from tests.harness import Harness
 pytestmark = pytest.mark.anyio
 
 
-def _add(slug: str, fail: bool = False) -> object:
+def _add(slug: str, fail: bool = False) -> Fn:
     def fn(s: Session) -> str:
         s.add(Tenant(slug=slug, name=slug))
         s.flush()
@@ -23,6 +25,19 @@ def _add(slug: str, fail: bool = False) -> object:
             raise ValueError(f"{slug} refused")
         return slug
     return fn
+
+
+Fn = Callable[[Session], str]
+
+
+def _each(finished: list[list[str]] | None = None) -> Callable[[Session, str, list[Fn]], list[str]]:
+    """A body running each member's function in turn (and noting each group's values)."""
+    def body(s: Session, key: str, fns: list[Fn]) -> list[str]:
+        values = [fn(s) for fn in fns]
+        if finished is not None:
+            finished.append(values)
+        return values
+    return body
 
 
 async def _slugs(db: Database) -> list[str]:
@@ -35,13 +50,12 @@ async def test_concurrent_members_share_transactions_and_fail_alone(
     db = Database(any_database_url)
     await db.create_schema()
     finished: list[list[str]] = []
-    groups: TransactionGroups[str] = TransactionGroups(
-        db, lambda s, values: finished.append(list(values)))
+    groups: TransactionGroups[Fn, str] = TransactionGroups(db, _each(finished))
     results: dict[str, object] = {}
 
     async def one(slug: str, fail: bool = False) -> None:
         try:
-            results[slug] = await groups.run("tenant-a", _add(slug, fail))  # type: ignore[arg-type]
+            results[slug] = await groups.run("tenant-a", _add(slug, fail))
         except ValueError as exc:
             results[slug] = exc
 
@@ -84,9 +98,9 @@ async def test_tenants_do_not_wait_for_each_other(any_database_url: str) -> None
         await db.dispose()
         pytest.skip("SQLite writers take turns on one lock by design (one writer)")
     await db.create_schema()
-    groups: TransactionGroups[str] = TransactionGroups(db, lambda s, values: None)
+    groups: TransactionGroups[Fn, str] = TransactionGroups(db, _each())
     entered = anyio.Event()
-    await groups.run("setup", _add("locked"))  # type: ignore[arg-type]
+    await groups.run("setup", _add("locked"))
 
     def waits_on_a_row(s: Session) -> str:
         entered.set()  # on PostgreSQL this runs on the event loop (run_sync)
@@ -110,7 +124,7 @@ async def test_tenants_do_not_wait_for_each_other(any_database_url: str) -> None
                 with anyio.fail_after(10):
                     await entered.wait()
                     # tenant-a's transaction waits on the row; tenant-b's commits.
-                    assert await groups.run("tenant-b", _add("other")) == "other"  # type: ignore[arg-type]
+                    assert await groups.run("tenant-b", _add("other")) == "other"
                 assert not done_a.is_set()
                 await blocker.rollback()
                 with anyio.fail_after(10):

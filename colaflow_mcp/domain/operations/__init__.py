@@ -50,7 +50,8 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in [
     Operation("create_issue", "Create", "Issue", issues.CreateIssueArgs,
               issues.plan_create_issue, issues.exec_create_issue,
               "Propose a new issue in an existing project (see list_projects for keys). "
-              "Nothing is created until a human approves; returns a pendingChangeId."),
+              "Nothing is created until a human approves; returns a pendingChangeId.",
+              execute_many=issues.exec_create_issues),
     Operation("update_issue", "Update", "Issue", issues.UpdateIssueArgs,
               issues.plan_update_issue, issues.exec_update_issue,
               "Propose changing an issue's title, description, type, priority or assignee "

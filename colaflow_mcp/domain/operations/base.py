@@ -70,6 +70,10 @@ class Plan:
 # statement.
 Planner = Callable[[Session, str, Any], Plan]
 Executor = Callable[[Session, PendingChange], str]
+# Several approved changes of one tool and tenant at once, in order, with fewer statements
+# than one execution each; the entity ids in order. Used in a transaction shared by several
+# decisions, where any failure raises and each is then executed again alone.
+ManyExecutor = Callable[[Session, list[PendingChange]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Operation:
     execute: Executor
     description: str
     mcp: bool = True  # an MCP tool too (every operation is proposable over REST)
+    execute_many: ManyExecutor | None = None  # optional: set-wise ``execute``
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from colaflow_mcp.domain.operations.base import (
     valid_project_key,
 )
 from colaflow_mcp.store import statements
+from colaflow_mcp.store.native import native
 from colaflow_mcp.store.tables import Comment, Issue, PendingChange, new_id, utcnow
 
 
@@ -72,29 +73,44 @@ def plan_create_issue(s: Session, tenant_id: str, a: CreateIssueArgs) -> Plan:
 
 def exec_create_issue(s: Session, ch: PendingChange) -> str:
     """Take the project's next number and insert the issue."""
-    after = ch.diff["after"]
+    return exec_create_issues(s, [ch])[0]
+
+
+def exec_create_issues(s: Session, changes: list[PendingChange]) -> list[str]:
+    """Create issues in order: per project, its numbers taken at once and the issues
+    inserted with one statement on PostgreSQL (atomic by itself), two on SQLite."""
     conn = s.connection()
-    issue_id, now = new_id(), utcnow()
-    fields = {"id": issue_id, "tenant_id": ch.tenant_id, "title": after["title"],
-              "description": after["description"], "type": after["type"],
-              "status": after["status"], "priority": after["priority"],
-              "assignee": after["assignee"], "created_at": now, "updated_at": now}
-    if conn.dialect.name == "postgresql":  # one round trip instead of two
-        made = conn.execute(statements.CREATE_ISSUE_PG, {
-            **{"i_" + k: v for k, v in fields.items()}, "p_tenant": ch.tenant_id,
-            "p_key": after["projectKey"]}).first()
-        if made is None:
-            raise ExecutionError(f"project {after['projectKey']} no longer exists")
-        return issue_id
-    taken = conn.execute(statements.TAKE_ISSUE_NUMBER, {
-        "p_tenant": ch.tenant_id, "p_key": after["projectKey"]}).first()
-    if taken is None:
-        raise ExecutionError(f"project {after['projectKey']} no longer exists")
-    project_id, key, next_number = taken
-    number = next_number - 1
-    conn.execute(statements.INSERT_ISSUE, {
-        **fields, "project_id": project_id, "key": f"{key}-{number}", "number": number})
-    return issue_id
+    fast = native(conn)
+    now, ids = utcnow(), [new_id() for _ in changes]
+    by_project: dict[str, list[int]] = {}
+    for i, ch in enumerate(changes):
+        by_project.setdefault(ch.diff["after"]["projectKey"], []).append(i)
+    for project_key, members in by_project.items():
+        tenant_id = changes[members[0]].tenant_id
+        afters = [changes[i].diff["after"] for i in members]
+        if fast is not None:
+            made = fast.fetch(statements.NATIVE_CREATE_ISSUES, tenant_id, project_key,
+                              len(members), now, [ids[i] for i in members],
+                              *([a[f] for a in afters] for f in _ISSUE_FIELDS))
+            if len(made) != len(members):
+                raise ExecutionError(f"project {project_key} no longer exists")
+            continue
+        taken = conn.execute(statements.TAKE_ISSUE_NUMBERS, {
+            "p_tenant": tenant_id, "p_key": project_key, "p_count": len(members)}).first()
+        if taken is None:
+            raise ExecutionError(f"project {project_key} no longer exists")
+        project_id, key, next_number = taken
+        first = next_number - len(members)
+        conn.execute(statements.INSERT_ISSUE, [{
+            "id": ids[i], "tenant_id": tenant_id, **{f: a[f] for f in _ISSUE_FIELDS},
+            "created_at": now, "updated_at": now, "project_id": project_id,
+            "key": f"{key}-{first + n}", "number": first + n}
+            for n, (i, a) in enumerate(zip(members, afters, strict=True))])
+    return ids
+
+
+# A new issue's fields as its diff's ``after`` has them (NATIVE_CREATE_ISSUES's order).
+_ISSUE_FIELDS = ("title", "description", "type", "status", "priority", "assignee")
 
 
 def plan_update_issue(s: Session, tenant_id: str, a: UpdateIssueArgs) -> Plan:
