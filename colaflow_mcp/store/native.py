@@ -32,11 +32,21 @@ def _gone(exc: BaseException) -> bool:
             or any(cls.__name__ in _GONE for cls in type(exc).__mro__))
 
 
+def _closed(conn: Connection) -> bool:
+    """Whether the driver's connection is closed: after a failure, the failure was the
+    connection's (asyncpg can report a socket the server closed as an internal error
+    before it has noticed the close itself)."""
+    try:
+        return bool(conn.connection.driver_connection.is_closed())
+    except Exception:
+        return False
+
+
 def _guarded(conn: Connection, what: str, awaitable: Any) -> Any:
     try:
         return await_only(awaitable)
     except Exception as exc:
-        if not _gone(exc):
+        if not (_gone(exc) or _closed(conn)):
             raise
         conn.invalidate(exc)
         raise DBAPIError(what, None, exc, connection_invalidated=True) from exc
