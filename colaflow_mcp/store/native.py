@@ -37,7 +37,8 @@ def _closed(conn: Connection) -> bool:
     connection's (asyncpg can report a socket the server closed as an internal error
     before it has noticed the close itself)."""
     try:
-        return bool(conn.connection.driver_connection.is_closed())
+        raw: Any = conn.connection.driver_connection
+        return raw is not None and bool(raw.is_closed())
     except Exception:
         return False
 
