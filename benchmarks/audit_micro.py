@@ -50,17 +50,24 @@ async def _block(changes: ChangeService, agent: Principal, reviewer: Principal, 
             "decide_wall_ms": (wall2 - wall1) * 1000 / size}
 
 
+async def micro_principals(db: Database) -> tuple[Principal, Principal]:
+    """The micro benchmarks' tenant ``micro`` with project WEB: its agent (an API key) and
+    a reviewer."""
+    tenant = await admin.get_or_create_tenant(db, "micro")
+    await admin.create_project_direct(db, tenant.id, "WEB", "Website")
+    row, _ = await admin.create_api_key(db, tenant, "micro")
+    agent = Principal(kind="agent", tenant_id=tenant.id, tenant_slug=tenant.slug,
+                      api_key_id=row.id, key_name="micro")
+    reviewer = Principal(kind="reviewer", tenant_id=tenant.id, tenant_slug=tenant.slug,
+                         user="rita")
+    return agent, reviewer
+
+
 async def run(url: str, blocks: int, size: int) -> dict[str, Any]:
     db = Database(url)
     await db.create_schema()
     try:
-        tenant = await admin.get_or_create_tenant(db, "micro")
-        await admin.create_project_direct(db, tenant.id, "WEB", "Website")
-        row, _ = await admin.create_api_key(db, tenant, "micro")
-        agent = Principal(kind="agent", tenant_id=tenant.id, tenant_slug=tenant.slug,
-                          api_key_id=row.id, key_name="micro")
-        reviewer = Principal(kind="reviewer", tenant_id=tenant.id, tenant_slug=tenant.slug,
-                             user="rita")
+        agent, reviewer = await micro_principals(db)
         changes = ChangeService(db, Outbox(db, Notifier(db), MemoryBackplane()),
                                 Settings(database_url=url))
         await _block(changes, agent, reviewer, size)  # warm-up

@@ -20,13 +20,11 @@ from typing import Any
 
 from sqlalchemy import event
 
-from benchmarks.audit_micro import _pg
+from benchmarks.audit_micro import _pg, micro_principals
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery.backplane import MemoryBackplane
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.delivery.outbox import Outbox
-from colaflow_mcp.domain import admin
-from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.store.engine import Database
 
@@ -67,13 +65,7 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
         Native._run = _counted  # type: ignore[method-assign]
 
     try:
-        tenant = await admin.get_or_create_tenant(db, "micro")
-        await admin.create_project_direct(db, tenant.id, "WEB", "Website")
-        row, _ = await admin.create_api_key(db, tenant, "micro")
-        agent = Principal(kind="agent", tenant_id=tenant.id, tenant_slug=tenant.slug,
-                          api_key_id=row.id, key_name="micro")
-        reviewer = Principal(kind="reviewer", tenant_id=tenant.id, tenant_slug=tenant.slug,
-                             user="rita")
+        agent, reviewer = await micro_principals(db)
         changes = ChangeService(db, Outbox(db, Notifier(db), MemoryBackplane()),
                                 Settings(database_url=url))
         ids = [(await changes.propose(agent, "create_issue",

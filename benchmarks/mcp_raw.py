@@ -179,7 +179,21 @@ def _result(answer: Any, what: str) -> Any:
     return answer["result"]
 
 
-class RawLegacyAgent(Agent):
+class _RawAgent(Agent):
+    """What both eras' raw agents share: the held stream's updates are recorded."""
+
+    events: AsyncIterator[dict[str, str]]
+
+    async def run(self) -> None:
+        async for event in self.events:
+            if not event.get("data"):
+                continue
+            message = json.loads(event["data"])
+            if message.get("method") == UPDATED:
+                self.record(str(message["params"]["uri"]).removeprefix(URI_PREFIX))
+
+
+class RawLegacyAgent(_RawAgent):
     """A legacy (2025-11-25) session: initialize, GET stream, resources/subscribe, idle."""
 
     async def start(self) -> None:
@@ -211,14 +225,6 @@ class RawLegacyAgent(Agent):
             _result(answer, f"resources/subscribe ({response.status})")
         self.session_headers = session
 
-    async def run(self) -> None:
-        async for event in self.events:
-            if not event.get("data"):
-                continue
-            message = json.loads(event["data"])
-            if message.get("method") == UPDATED:
-                self.record(str(message["params"]["uri"]).removeprefix(URI_PREFIX))
-
     def local_ports(self) -> list[int]:
         assert self.get.writer is not None
         return [int(self.get.writer.get_extra_info("sockname")[1])]
@@ -228,7 +234,7 @@ class RawLegacyAgent(Agent):
         self.get.close()
 
 
-class RawModernAgent(Agent):
+class RawModernAgent(_RawAgent):
     """A modern (2026-07-28) listener: server/discover, then one subscriptions/listen."""
 
     async def start(self) -> None:
@@ -256,14 +262,6 @@ class RawModernAgent(Agent):
         honored = ack["params"]["notifications"].get("resourceSubscriptions") or []
         if len(honored) != len(uris):
             raise AgentError(f"listen honored {len(honored)} of {len(uris)}: {ack}")
-
-    async def run(self) -> None:
-        async for event in self.events:
-            if not event.get("data"):
-                continue
-            message = json.loads(event["data"])
-            if message.get("method") == UPDATED:
-                self.record(str(message["params"]["uri"]).removeprefix(URI_PREFIX))
 
     def local_ports(self) -> list[int]:
         assert self.conn.writer is not None

@@ -21,12 +21,12 @@ from typing import Any
 import anyio
 
 import colaflow_mcp
-from benchmarks.audit_micro import _drop_pg, _pg
+from benchmarks.audit_micro import _drop_pg, _pg, micro_principals
 from colaflow_mcp.config import Settings
 from colaflow_mcp.delivery.backplane import MemoryBackplane
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.delivery.outbox import Outbox
-from colaflow_mcp.domain import admin, audit
+from colaflow_mcp.domain import audit
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.changes import ChangeService
 from colaflow_mcp.domain.webhooks import WebhookRecorder
@@ -57,11 +57,7 @@ async def run(url: str, levels: list[int], blocks: int, size: int) -> dict[str, 
     db = Database(url)
     await db.create_schema()
     try:
-        tenant = await admin.get_or_create_tenant(db, "micro")
-        await admin.create_project_direct(db, tenant.id, "WEB", "Website")
-        row, _ = await admin.create_api_key(db, tenant, "micro")
-        agent = Principal(kind="agent", tenant_id=tenant.id, tenant_slug=tenant.slug,
-                          api_key_id=row.id, key_name="micro")
+        agent, _ = await micro_principals(db)
         settings = Settings(database_url=url)
         # The server's recorders (runtime.py): webhook deliveries (none configured here:
         # one lookup of the tenant's endpoints) and the audit trail.
