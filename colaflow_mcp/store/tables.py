@@ -146,6 +146,38 @@ class PendingChange(SQLModel, table=True):
     announced_at: datetime | None = None
 
 
+# Per column of ``PendingChange`` not given to :func:`new_pending_change`: its default, or
+# its default factory (called per change).
+_PC_DEFAULTS = tuple(
+    (name, field.default_factory, None if field.default_factory else field.default)
+    for name, field in PendingChange.model_fields.items() if not field.is_required())
+_PC_REQUIRED = frozenset(name for name, field in PendingChange.model_fields.items()
+                         if field.is_required())
+
+
+def new_pending_change(**values: Any) -> PendingChange:
+    """A new ``PendingChange`` made the way the ORM makes a row it loads: the instance
+    without per-attribute events, its columns written into it directly, every column not
+    given set to its default. The same object ``PendingChange(**values)`` makes (a table
+    model validates nothing either), for a few times less CPU: what a proposal builds and
+    inserts with a prebuilt statement (``statements.pending_change_row``), never added to
+    a session."""
+    missing = _PC_REQUIRED - values.keys()
+    if missing:
+        raise TypeError(f"missing columns: {', '.join(sorted(missing))}")
+    unknown = values.keys() - PendingChange.model_fields.keys()
+    if unknown:
+        raise TypeError(f"unknown columns: {', '.join(sorted(unknown))}")
+    change = PendingChange._sa_class_manager.new_instance()
+    given = set(values)
+    for name, factory, default in _PC_DEFAULTS:
+        if name not in given:
+            values[name] = factory() if factory is not None else default  # type: ignore[call-arg]
+    change.__dict__.update(values)
+    object.__setattr__(change, "__pydantic_fields_set__", given)
+    return change
+
+
 class AuditEntry(SQLModel, table=True):
     """One link of a tenant's audit chain: ``hash = sha256(prev_hash + canonical JSON of
     {seq, at, actor, action, changeId, data})`` (see ``domain/audit.py``).
