@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Text, UniqueConstraint, false
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Field, SQLModel
 
@@ -170,6 +171,10 @@ def new_pending_change(**values: Any) -> PendingChange:
     unknown = values.keys() - PendingChange.model_fields.keys()
     if unknown:
         raise TypeError(f"unknown columns: {', '.join(sorted(unknown))}")
+    if not _PC_MANAGER.mapper.configured:
+        # The constructor configures the mappers on first use; this path must too (its
+        # attributes cannot be read before).
+        configure_mappers()
     change: PendingChange = _PC_MANAGER.new_instance()
     given = set(values)
     for name, factory, default in _PC_DEFAULTS:

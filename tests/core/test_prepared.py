@@ -4,6 +4,8 @@ transaction; on PostgreSQL it is ``Connection.execute``."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -119,3 +121,16 @@ async def test_a_fast_made_change_is_written_and_read_back_whole(any_database_ur
         assert got is not None and got.model_dump() == change.model_dump()
     finally:
         await db.dispose()
+
+
+def test_new_pending_change_works_as_a_process_s_first_use_of_the_orm() -> None:
+    # A proposal may be the first thing a process does with the tables (an instance
+    # started under load): the mappers are configured then, as the constructor would.
+    code = ("from colaflow_mcp.store.tables import new_pending_change, utcnow\n"
+            "c = new_pending_change(tenant_id='t', tool_name='create_issue', "
+            "operation='Create', entity_type='Issue', expires_at=utcnow())\n"
+            "print(c.tool_name, c.status, c.arguments)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "create_issue Pending {}"
