@@ -45,7 +45,7 @@ from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.groups import GROUPED, TransactionGroups
 from colaflow_mcp.store.native import Native, native
-from colaflow_mcp.store.tables import PendingChange, Status, utcnow
+from colaflow_mcp.store.tables import PendingChange, Status, new_pending_change, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class ChangeService:
                 # the others sharing it go on and only this caller gets the error.
                 return Proposed(None, None, exc)
             now = utcnow()
-            change = PendingChange(
+            change = new_pending_change(
                 tenant_id=tenant_id, api_key_id=principal.api_key_id,
                 api_key_name=principal.key_name, tool_name=spec.name,
                 operation=spec.operation, entity_type=spec.entity_type,

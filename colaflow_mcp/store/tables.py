@@ -9,6 +9,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Text, UniqueConstraint, false
+from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Field, SQLModel
 
 
@@ -144,6 +146,43 @@ class PendingChange(SQLModel, table=True):
     # Set once the decision has been published on the backplane; the sweep re-announces
     # decisions whose commit happened but whose publication did not.
     announced_at: datetime | None = None
+
+
+# Per column of ``PendingChange`` not given to :func:`new_pending_change`: its default, or
+# its default factory (called per change).
+_PC_DEFAULTS = tuple(
+    (name, field.default_factory, None if field.default_factory else field.default)
+    for name, field in PendingChange.model_fields.items() if not field.is_required())
+_PC_MANAGER = manager_of_class(PendingChange)
+_PC_REQUIRED = frozenset(name for name, field in PendingChange.model_fields.items()
+                         if field.is_required())
+
+
+def new_pending_change(**values: Any) -> PendingChange:
+    """A new ``PendingChange`` made the way the ORM makes a row it loads: the instance
+    without per-attribute events, its columns written into it directly, every column not
+    given set to its default. The same object ``PendingChange(**values)`` makes (a table
+    model validates nothing either), for about a tenth of its CPU: what a proposal builds and
+    inserts with a prebuilt statement (``statements.pending_change_row``), never added to
+    a session."""
+    missing = _PC_REQUIRED - values.keys()
+    if missing:
+        raise TypeError(f"missing columns: {', '.join(sorted(missing))}")
+    unknown = values.keys() - PendingChange.model_fields.keys()
+    if unknown:
+        raise TypeError(f"unknown columns: {', '.join(sorted(unknown))}")
+    if not _PC_MANAGER.mapper.configured:
+        # The constructor configures the mappers on first use; this path must too (its
+        # attributes cannot be read before).
+        configure_mappers()
+    change: PendingChange = _PC_MANAGER.new_instance()
+    given = set(values)
+    for name, factory, default in _PC_DEFAULTS:
+        if name not in given:
+            values[name] = factory() if factory is not None else default  # type: ignore[call-arg]
+    change.__dict__.update(values)
+    object.__setattr__(change, "__pydantic_fields_set__", given)
+    return change
 
 
 class AuditEntry(SQLModel, table=True):
