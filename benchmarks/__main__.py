@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="peer, audit: rounds, alternating which runs first (default 3)")
     parser.add_argument("--servers", help="storm: comma-separated ours,sio (round 0's order)")
     parser.add_argument("--eras", help="mcp-memory: comma-separated legacy,modern")
-    parser.add_argument("--client", choices=["sdk", "raw"],
-                        help="mcp-memory: the official SDK client (default) or raw HTTP")
+    parser.add_argument("--client", choices=["sdk", "raw", "python", "node"],
+                        help="mcp-memory: the official SDK client (default) or raw HTTP; "
+                             "storm: Python worker processes (default) or Node.js "
+                             "(tests/js/hub_storm.mjs)")
     parser.add_argument("--verify", type=int,
                         help="mcp-memory: approve this many watched changes, await each")
     parser.add_argument("--redis-url", help="redis: the Redis to use")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import REDIS_URL, redis_address, require_service
+from tests.harness import REDIS_URL, absent, redis_address, require_service
 from tests.pgdb import PG_ADMIN_URL, admin_address
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,6 +161,19 @@ def test_storm_smoke_reconnects_every_client_of_ours_and_the_peer(tmp_path: Path
     for run in data["runs"]:
         assert run["ready"] == run["clients"] > 0 and run["failed"] == 0, run["errors"]
         assert run["server_cpu_s"] >= 0
+
+
+def test_storm_node_clients_reconnect_every_client_of_ours_and_the_peer(tmp_path: Path
+                                                                        ) -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        absent("node and npm are needed for the storm's Node.js clients")
+    data = run_scenario("storm", tmp_path, None, "--client", "node")
+    assert data["client"] == "node"
+    assert sorted(r["server"] for r in data["runs"]) == ["ours", "sio"]
+    for run in data["runs"]:
+        assert run["client"] == "node"
+        assert run["ready"] == run["clients"] > 0 and run["failed"] == 0, run["errors"]
+        assert run["client_cpu_s"] is not None and run["client_cpu_s"] > 0
 
 
 def test_mcp_propose_compares_with_the_bare_sdk_peer(tmp_path: Path) -> None:
