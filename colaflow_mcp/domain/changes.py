@@ -557,8 +557,9 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
 
 
 def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any]]:
-    """Execute approved changes in order; their results. In a transaction of several
-    decisions (``GROUPED``), a tool's consecutive changes go to its ``execute_many``."""
+    """Execute approved changes in order; their results. In a group's first try
+    (``GROUPED``, one decision or several), a tool's consecutive changes go to its
+    ``execute_many``, without savepoints."""
     if not s.info.get(GROUPED):
         return [_execute(s, ch) for ch in changes]
     entity_ids: list[str] = []
@@ -580,9 +581,9 @@ def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any
 def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
     """Apply the change inside a savepoint: all of it, or none of it and an error.
 
-    In a transaction shared by several decisions there is no savepoint (two round trips on
-    PostgreSQL; see ``_execute_all``): any failure raises instead, and store/groups.py runs
-    each decision again alone, where this savepoint catches it.
+    In a group's first try there is no savepoint (two round trips on PostgreSQL; see
+    ``_execute_all``): any failure raises instead, and store/groups.py runs each decision
+    again alone, where this savepoint catches it.
     """
     spec = OPERATIONS[change.tool_name]
     try:
