@@ -33,8 +33,7 @@ class _NoGroups:
     transactions = members = retried = 0
 
 
-async def run(url: str, approvals: int, inflight: int, depth: int | None = None
-              ) -> dict[str, Any]:
+async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
     db = Database(url)
     await db.create_schema()
     counts = {"statements": 0, "native": 0, "begin": 0, "commit": 0}
@@ -77,8 +76,6 @@ async def run(url: str, approvals: int, inflight: int, depth: int | None = None
         todo = iter(ids[100:])
         # (getattr: the same script measures a checkout from before group commit too.)
         groups: Any = getattr(changes, "decisions", None) or _NoGroups()
-        if depth is not None and hasattr(groups, "depth"):  # PostgreSQL's setting
-            groups.depth = depth
         before = dict(counts), groups.transactions, groups.members, groups.retried
 
         async def lane() -> None:
@@ -99,7 +96,6 @@ async def run(url: str, approvals: int, inflight: int, depth: int | None = None
             "mean_group": round((groups.members - before[2])
                                 / max(1, groups.transactions - before[1]), 2),
             "groups_retried": groups.retried - before[3],
-            "groups_in_flight": getattr(groups, "depth", 1),
             "loadavg": os.getloadavg()}
 
 
@@ -107,7 +103,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.postgres_url:
         name, url = await _pg(args.postgres_url)
         try:
-            return await run(url, args.approvals, args.inflight, args.groups_in_flight)
+            return await run(url, args.approvals, args.inflight)
         finally:
             import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
@@ -126,9 +122,6 @@ def main() -> int:
     parser.add_argument("--postgres-url")
     parser.add_argument("--approvals", type=int, default=2000)
     parser.add_argument("--inflight", type=int, default=8)
-    parser.add_argument("--groups-in-flight", type=int,
-                        help="decision groups of the tenant in flight at once (PostgreSQL; "
-                             "default: the setting's)")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(main_async(args))))
     return 0

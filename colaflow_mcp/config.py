@@ -65,10 +65,6 @@ class Settings:
     db_pool_size: int = 10
     # At most this many concurrent decisions of one tenant share a transaction.
     decision_group_max_size: int = 64
-    # On PostgreSQL, at most this many transactions of one tenant's decisions in flight at
-    # once (the next one's first statements wait at the database, not in the process);
-    # SQLite has one writer: always 1 there.
-    decision_groups_in_flight: int = 2
     # At most this many concurrent proposals of one tenant share a transaction.
     proposal_group_max_size: int = 64
     # Test hook: seconds to pause between a decision's commit and its announcement.

@@ -180,11 +180,8 @@ class ChangeService:
             TransactionGroups(db, self._propose_group,
                               max_size=settings.proposal_group_max_size))
         # Concurrent decisions of a tenant too (and its projects' issue numbers).
-        # On PostgreSQL a few groups of a tenant in flight at once: each takes the tenant's
-        # audit head first (``_claim_all``), so the database orders them.
         self.decisions: TransactionGroups[_Decision, Decided] = TransactionGroups(
-            db, self._decide_group, max_size=settings.decision_group_max_size,
-            depth=1 if db.is_sqlite else settings.decision_groups_in_flight)
+            db, self._decide_group, max_size=settings.decision_group_max_size)
 
     def _propose_group(self, s: Session, tenant_id: str,
                        fns: list[Callable[[Session], Proposed]]) -> list[Proposed]:
@@ -496,7 +493,7 @@ def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
 
     On PostgreSQL the tenant's chain head is locked before any change row (one lock order
     for every decision transaction of a tenant, on any instance, so two of them never
-    deadlock, however many are in flight): by the first set-wise claim itself
+    deadlock): by the first set-wise claim itself
     (``NATIVE_LOCK_HEAD_CLAIM_MANY``, one round trip), or by ``audit.lock_chains`` first
     when the first round has only edited approvals."""
     out: list[PendingChange | None] = [None] * len(items)

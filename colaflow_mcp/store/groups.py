@@ -12,12 +12,6 @@ members share (claim them all with one statement, insert their rows with one). A
 that raises makes its group roll back; each member is then run again alone (a body of one
 item), so one member's failure (or a deadlock between instances) only ever fails that
 member. Members must therefore be safe to run again after a rollback.
-
-``depth``: how many groups of one key may be in flight at once (1: one at a time, SQLite's
-single writer). With more (PostgreSQL), the next group's BEGIN and first statement are
-already at the database while the previous one commits; the database's own row locks
-(whatever the body takes first, e.g. a tenant's audit head) then order what the data
-requires, and a group waiting on them costs no round trip once they are released.
 """
 
 from __future__ import annotations
@@ -59,7 +53,7 @@ class _Member(Generic[I]):
 @dataclass(eq=False)
 class _Lane:
     queue: list[_Member[Any]] = field(default_factory=list)
-    running: int = 0  # groups in flight (each led by one member)
+    busy: bool = False
 
 
 class TransactionGroups(Generic[I, T]):
@@ -67,21 +61,14 @@ class TransactionGroups(Generic[I, T]):
     ``body(session, key, items) -> values`` (one value per item, in order) does the work
     of a whole group; a group's first try has ``Session.info[GROUPED]`` set."""
 
-    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64,
-                 depth: int = 1) -> None:
+    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64) -> None:
         self.db = db
         self.body = body
         self.max_size = max(1, max_size)
-        self.depth = max(1, depth)
         self._lanes: dict[str, _Lane] = {}
         self.transactions = 0  # committed groups (for tests and benchmarks)
         self.members = 0
         self.retried = 0  # groups that failed and were run member by member
-
-    def in_flight(self, key: str) -> tuple[int, int]:
-        """How many groups of ``key`` run now, and how many members wait for the next."""
-        lane = self._lanes.get(key)
-        return (0, 0) if lane is None else (lane.running, len(lane.queue))
 
     async def run(self, key: str, item: I) -> T:
         """``item``'s value once its transaction committed; the body's exception if it
@@ -95,39 +82,34 @@ class TransactionGroups(Generic[I, T]):
             if lane is None:
                 lane = self._lanes[key] = _Lane()
             member: _Member[I] = _Member(key, item)
-            if lane.running < self.depth:
-                # A free slot means nobody is queued (a finished group hands its slot to
-                # the first queued member): lead a group now, alone.
-                lane.running += 1
-                await self._lead(key, lane, member)
+            lane.queue.append(member)
+            if not lane.busy:
+                lane.busy = True
+                await self._lead(key, lane)
             else:
-                lane.queue.append(member)
                 await member.done.wait()  # a result, or the turn to lead the next group
                 if member.lead:
-                    await self._lead(key, lane, member)
+                    await self._lead(key, lane)
         if member.error is not None:
             raise member.error
         return member.value  # type: ignore[no-any-return]
 
-    async def _lead(self, key: str, lane: _Lane, first: _Member[Any]) -> None:
-        """Run ``first`` and as many queued members as fit, in one group; then hand this
-        group's slot to the first member still queued (taken off the queue at once, so
-        two finishing groups never hand it the same slot), or give the slot up."""
-        first.lead = False
-        batch = [first, *lane.queue[:self.max_size - 1]]
-        del lane.queue[:self.max_size - 1]
+    async def _lead(self, key: str, lane: _Lane) -> None:
+        batch = lane.queue[:self.max_size]
+        del lane.queue[:self.max_size]
         try:
             await self._run(key, batch)
         finally:
             if lane.queue:
-                nxt = lane.queue.pop(0)
+                nxt = lane.queue[0]
                 nxt.lead = True
                 nxt.done.set()
             else:
-                lane.running -= 1
-                if lane.running == 0 and self._lanes.get(key) is lane:
+                lane.busy = False
+                if self._lanes.get(key) is lane:
                     del self._lanes[key]
             for m in batch:
+                m.lead = False
                 m.done.set()
 
     async def _run(self, key: str, batch: list[_Member[Any]]) -> None:

@@ -24,11 +24,8 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def harness(any_database_url: str) -> AsyncIterator[Harness]:
-    """The app with its expiry loop asleep: the tests expire overdue changes themselves;
-    one decision transaction of a tenant at a time, so concurrent calls form one group
-    (test_pipelined_decisions.py: several in flight)."""
-    settings = fast_settings(any_database_url, expiry_max_wait_seconds=3600.0,
-                             decision_groups_in_flight=1)
+    """The app with its expiry loop asleep: the tests expire overdue changes themselves."""
+    settings = fast_settings(any_database_url, expiry_max_wait_seconds=3600.0)
     async with in_process(settings) as h:
         yield h
 
