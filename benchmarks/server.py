@@ -44,7 +44,8 @@ def raise_fd_limit(wanted: int = 65536) -> int:
 
 def bench_env(database_url: str, jwt_secret: str, extra: dict[str, str] | None = None
               ) -> dict[str, str]:
-    """The server's environment: no inherited COLAFLOW_*, warnings-only logs."""
+    """The server's environment: no inherited COLAFLOW_*, warnings-only logs; settings to
+    compare go in ``BENCH_SERVER_ENV`` (``COLAFLOW_X=1 COLAFLOW_Y=2``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLAFLOW_")}
     env["PATH"] = str(VENV_BIN) + os.pathsep + env.get("PATH", "")
     env.update({
@@ -58,6 +59,8 @@ def bench_env(database_url: str, jwt_secret: str, extra: dict[str, str] | None =
         "COLAFLOW_MCP_MAX_SESSIONS_PER_KEY": "10000",
     })
     env.update(extra or {})
+    env.update(pair.split("=", 1) for pair in os.environ.get("BENCH_SERVER_ENV", "").split()
+               if pair.startswith("COLAFLOW_") and "=" in pair)
     return env
 
 

@@ -72,6 +72,9 @@ def _millis(at: datetime) -> datetime:
 
 # ``Session.info`` key: the chain heads (seq, hash) this transaction read under their lock.
 _HELD = "colaflow.audit_heads"
+# ``Session.info`` key: decisions' execution results the next append writes with its own
+# statement on PostgreSQL (``carry_results``).
+_RESULTS = "colaflow.audit_carried_results"
 
 
 def record(s: Session, transitions: Sequence[Transition]) -> None:
@@ -81,7 +84,7 @@ def record(s: Session, transitions: Sequence[Transition]) -> None:
         by_tenant.setdefault(t.tenant_id, []).append(t)
     held: dict[str, tuple[int, str]] = s.info.get(_HELD, {})
     for tenant_id, items in by_tenant.items():
-        append(s.connection(), tenant_id, items, held.pop(tenant_id, None))
+        append(s.connection(), tenant_id, items, held.pop(tenant_id, None), s)
 
 
 def lock_chains(s: Session, tenant_id: str) -> None:
@@ -94,17 +97,39 @@ def lock_chains(s: Session, tenant_id: str) -> None:
         found = fast.fetch(statements.NATIVE_LOCK_AUDIT_HEAD, tenant_id)
         head = found[0] if found else None
         if head is not None:  # appended later without reading it again
-            s.info.setdefault(_HELD, {})[tenant_id] = (int(head[0]), str(head[1]))
+            hold(s, tenant_id, int(head[0]), str(head[1]))
+
+
+def hold(s: Session, tenant_id: str, seq: int, hash_: str) -> None:
+    """Note the tenant's chain head as this transaction read it under its lock (taken by
+    the caller's own statement, before any other row lock: see ``lock_chains``)."""
+    s.info.setdefault(_HELD, {})[tenant_id] = (seq, hash_)
+
+
+def carry_results(s: Session, ids: list[str], results: list[str],
+                  entity_ids: list[str | None]) -> None:
+    """Hand decisions' execution results (JSON text) to the next append of a held head
+    (PostgreSQL), which writes them with its own statement; ``carried_results`` takes back
+    whatever no append took."""
+    s.info[_RESULTS] = (ids, results, entity_ids)
+
+
+def carried_results(s: Session) -> tuple[list[str], list[str], list[str | None]] | None:
+    """The results ``carry_results`` handed over that no append wrote (then the caller
+    writes them)."""
+    carried: tuple[list[str], list[str], list[str | None]] | None = s.info.pop(_RESULTS, None)
+    return carried
 
 
 def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
-           held: tuple[int, str] | None = None) -> int:
+           held: tuple[int, str] | None = None, s: Session | None = None) -> int:
     """Append entries to the tenant's chain in the caller's transaction; the last seq.
 
     Three statements however many entries: take the seqs (locking the head), insert the
     entries, move the head's hash. The lock is held until the transaction ends, so callers
     append last, after their other work. ``held``: the head (seq, hash) as this transaction
-    already read it under its lock (``lock_chains``, PostgreSQL): then one statement.
+    already read it under its lock (``lock_chains``, PostgreSQL): then one statement,
+    which also writes the results ``s`` carries (``carry_results``).
     """
     if held is not None:
         last, prev = held[0] + len(transitions), held[1]
@@ -134,11 +159,14 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
     if held is not None:  # PostgreSQL (lock_chains): entries and the head in one statement
         fast = native(conn)
         assert fast is not None
-        fast.execute(statements.NATIVE_APPEND_AUDIT, tenant_id, last, prev, at,
-                     *([r[k] for r in rows] for k in (
-                         "seq", "actor_type", "actor_id", "actor_name", "action",
-                         "change_id")), texts, [r["prev_hash"] for r in rows],
-                     [r["hash"] for r in rows])
+        args = [tenant_id, last, prev, at, *([r[k] for r in rows] for k in (
+            "seq", "actor_type", "actor_id", "actor_name", "action", "change_id")),
+            texts, [r["prev_hash"] for r in rows], [r["hash"] for r in rows]]
+        carried = carried_results(s) if s is not None else None
+        if carried is not None:  # and the decisions' results, still one statement
+            fast.execute(statements.NATIVE_APPEND_AUDIT_RECORD_RESULTS, *args, *carried)
+        else:
+            fast.execute(statements.NATIVE_APPEND_AUDIT, *args)
         return last
     prepared.run(conn, statements.INSERT_AUDIT_ENTRY, rows)
     prepared.run(conn, statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})

@@ -3,7 +3,7 @@ expire.
 
 Exactly one decision wins: every decision is a conditional UPDATE ``WHERE status =
 'Pending'`` (``store.statements.CLAIM``; for a group of a tenant's decisions on PostgreSQL
-one statement for all, ``NATIVE_CLAIM_MANY``) and only the caller whose statement changed
+one statement for all, ``NATIVE_LOCK_HEAD_CLAIM_MANY``) and only the caller whose statement changed
 the row goes on to announce it. Each proposal and decision is one synchronous transaction
 (``Database.transact``) that ends by telling the recorders (``domain/recording.py``: the
 audit trail, …) what it did, so their rows commit with it. Announcing is delivery's job,
@@ -193,10 +193,9 @@ class ChangeService:
     def _decide_group(self, s: Session, tenant_id: str, items: list[_Decision]
                       ) -> list[Decided]:
         """One transaction's decisions of a tenant, set-wise: its chain head locked first
-        (``audit.lock_chains``), every change claimed with one statement, the approved
-        ones executed (a tool's consecutive executions together where it can), then the
-        results and audit entries written once."""
-        audit.lock_chains(s, tenant_id)
+        (on PostgreSQL by the claim's own statement, ``_claim_all``), every change claimed
+        with one statement, the approved ones executed (a tool's consecutive executions
+        together where it can), then the results and audit entries written once."""
         claimed = _claim_all(s, tenant_id, items)
         pairs = list(zip(items, claimed, strict=True))
         results = iter(_execute_all(s, [c for d, c in pairs
@@ -223,19 +222,25 @@ class ChangeService:
 
     def _record_decided(self, s: Session, decided: list[Decided]) -> None:
         """Execution results and the recorders' rows of a transaction's decisions, each
-        written once per transaction."""
+        written once per transaction (on PostgreSQL the results by the audit append's own
+        statement, when it has the head: ``audit.carry_results``)."""
         done = [d for d in decided if d.change is not None and d.result is not None]
         fast = native(s.connection()) if done else None
+        transitions = [t for d in decided for t in d.transitions]
         if fast is not None:
-            fast.execute(statements.NATIVE_RECORD_RESULTS,
-                         [d.change.id for d in done if d.change is not None],
-                         [json.dumps(d.result) for d in done],
-                         [d.change.entity_id for d in done if d.change is not None])
-        elif done:
+            results = ([d.change.id for d in done if d.change is not None],
+                       [json.dumps(d.result) for d in done],
+                       [d.change.entity_id for d in done if d.change is not None])
+            audit.carry_results(s, *results)
+            if transitions:
+                recording.record(s, self.recorders, *transitions)
+            if audit.carried_results(s) is not None:  # no append took them
+                fast.execute(statements.NATIVE_RECORD_RESULTS, *results)
+            return
+        if done:
             s.connection().execute(statements.RECORD_RESULT, [
                 {"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
                 for d in done if d.change is not None])
-        transitions = [t for d in decided for t in d.transitions]
         if transitions:
             recording.record(s, self.recorders, *transitions)
 
@@ -481,11 +486,22 @@ def _claim(
 def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
                ) -> list[PendingChange | None]:
     """:func:`_claim` for each of a transaction's decisions, on PostgreSQL the plain ones
-    (no edit) with one statement (``NATIVE_CLAIM_MANY``). A change decided twice in one transaction
-    is claimed again after its first claim, as if one after the other: the second loses
-    unless the first did not apply (an approval of an overdue change, then its expiry)."""
+    (no edit) with one statement (``NATIVE_CLAIM_MANY``). A change decided twice in one
+    transaction is claimed again after its first claim, as if one after the other: the
+    second loses unless the first did not apply (an approval of an overdue change, then
+    its expiry).
+
+    On PostgreSQL the tenant's chain head is locked before any change row (one lock order
+    for every decision transaction of a tenant, on any instance, so two of them never
+    deadlock): by the first set-wise claim itself
+    (``NATIVE_LOCK_HEAD_CLAIM_MANY``, one round trip), or by ``audit.lock_chains`` first
+    when the first round has only edited approvals."""
     out: list[PendingChange | None] = [None] * len(items)
     remaining = list(range(len(items)))
+    # Set-wise on PostgreSQL (one round trip); on SQLite, where a statement costs no
+    # round trip, CLAIM each (an UPDATE … FROM a JSON list measured slower there).
+    fast = native(s.connection())
+    head_locked = fast is None  # SQLite: one writer, nothing to order
     while remaining:
         seen: set[str] = set()
         now_round: list[int] = []
@@ -493,37 +509,54 @@ def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
         for i in remaining:
             (later if items[i].cid in seen else now_round).append(i)
             seen.add(items[i].cid)
-        # Set-wise on PostgreSQL (one round trip); on SQLite, where a statement costs no
-        # round trip, CLAIM each (an UPDATE … FROM a JSON list measured slower there).
-        fast = native(s.connection())
         plain = [i for i in now_round if items[i].edit is None] if fast is not None else []
+        if fast is not None and plain:
+            for i, change in zip(plain, _claim_many(
+                    s, fast, tenant_id, [items[i] for i in plain], lock_head=not head_locked),
+                    strict=True):
+                out[i] = change
+            head_locked = True
+        elif not head_locked:
+            audit.lock_chains(s, tenant_id)
+            head_locked = True
         for i in now_round:
             d = items[i]
             if i not in plain:
                 out[i] = _claim(s, tenant_id, d.cid, d.status, d.by, d.reason,
                                 d.only_overdue, edit=d.edit)
-        if fast is not None and plain:
-            for i, change in zip(plain, _claim_many(fast, tenant_id,
-                                                    [items[i] for i in plain]), strict=True):
-                out[i] = change
         remaining = later
     return out
 
 
-def _claim_many(fast: Native, tenant_id: str, items: list[_Decision]
-                ) -> list[PendingChange | None]:
+def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision],
+                lock_head: bool = False) -> list[PendingChange | None]:
     """One statement deciding several changes (distinct ids, no edits; PostgreSQL): each
-    one's row, or None where another decision got there first."""
-    won = {row["id"]: PendingChange(**dict(row.items())) for row in fast.fetch(
-        statements.NATIVE_CLAIM_MANY, tenant_id, utcnow(), [d.cid for d in items],
-        [d.status.value for d in items], [d.by for d in items],
-        [d.reason for d in items], [d.only_overdue for d in items])}
+    one's row, or None where another decision got there first. ``lock_head``: the same
+    statement locks the tenant's chain head first and notes it (``audit.hold``)."""
+    args = (tenant_id, utcnow(), [d.cid for d in items], [d.status.value for d in items],
+            [d.by for d in items], [d.reason for d in items],
+            [d.only_overdue for d in items])
+    if not lock_head:
+        rows = fast.fetch(statements.NATIVE_CLAIM_MANY, *args)
+        won = {row["id"]: PendingChange(**dict(row.items())) for row in rows}
+        return [won.get(d.cid) for d in items]
+    rows = fast.fetch(statements.NATIVE_LOCK_HEAD_CLAIM_MANY, *args)
+    head_seq, head_hash = rows[0]["head_seq"], rows[0]["head_hash"]
+    if head_seq is not None:  # appended later without reading it again
+        audit.hold(s, tenant_id, int(head_seq), str(head_hash))
+    won = {}
+    for row in rows:
+        if row["id"] is not None:
+            fields = dict(row.items())
+            del fields["head_seq"], fields["head_hash"]
+            won[row["id"]] = PendingChange(**fields)
     return [won.get(d.cid) for d in items]
 
 
 def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any]]:
-    """Execute approved changes in order; their results. In a transaction of several
-    decisions (``GROUPED``), a tool's consecutive changes go to its ``execute_many``."""
+    """Execute approved changes in order; their results. In a group's first try
+    (``GROUPED``, one decision or several), a tool's consecutive changes go to its
+    ``execute_many``, without savepoints."""
     if not s.info.get(GROUPED):
         return [_execute(s, ch) for ch in changes]
     entity_ids: list[str] = []
@@ -545,9 +578,9 @@ def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any
 def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
     """Apply the change inside a savepoint: all of it, or none of it and an error.
 
-    In a transaction shared by several decisions there is no savepoint (two round trips on
-    PostgreSQL; see ``_execute_all``): any failure raises instead, and store/groups.py runs
-    each decision again alone, where this savepoint catches it.
+    In a group's first try there is no savepoint (two round trips on PostgreSQL; see
+    ``_execute_all``): any failure raises instead, and store/groups.py runs each decision
+    again alone, where this savepoint catches it.
     """
     spec = OPERATIONS[change.tool_name]
     try:

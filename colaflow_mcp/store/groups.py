@@ -29,8 +29,9 @@ from colaflow_mcp.store.engine import Database
 
 logger = logging.getLogger(__name__)
 
-# ``Session.info`` key, true in a transaction of several members: a member may then skip
-# its savepoints and raise instead (any exception reruns every member alone, unmarked).
+# ``Session.info`` key, true in a group's first try (of one member or several): a member
+# may then skip its savepoints and raise instead (any exception reruns every member alone,
+# unmarked).
 GROUPED = "colaflow.grouped"
 I = TypeVar("I")  # noqa: E741 (a member's item)
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class _Lane:
 class TransactionGroups(Generic[I, T]):
     """Runs items per key, the items of concurrent calls of a key in one transaction:
     ``body(session, key, items) -> values`` (one value per item, in order) does the work
-    of a whole group; a group of several has ``Session.info[GROUPED]`` set."""
+    of a whole group; a group's first try has ``Session.info[GROUPED]`` set."""
 
     def __init__(self, db: Database, body: Body[I, T], max_size: int = 64) -> None:
         self.db = db
@@ -112,19 +113,20 @@ class TransactionGroups(Generic[I, T]):
                 m.done.set()
 
     async def _run(self, key: str, batch: list[_Member[Any]]) -> None:
-        if len(batch) > 1:
-            try:
-                values = await self.db.transact(lambda s: self._together(s, key, batch))
-            except Exception as exc:  # each member is run again on its own below
-                logger.info("a group of %d transactions failed (%s: %s); running each "
-                            "alone", len(batch), type(exc).__name__, exc)
-                self.retried += 1
-            else:
-                for m, v in zip(batch, values, strict=True):
-                    m.value = v
-                self.transactions += 1
-                self.members += len(batch)
-                return
+        # A group of one too is tried marked first: its member skips its savepoints (two
+        # round trips on PostgreSQL) and is run again unmarked only if it raises.
+        try:
+            values = await self.db.transact(lambda s: self._together(s, key, batch))
+        except Exception as exc:  # each member is run again on its own below
+            logger.info("a group of %d transactions failed (%s: %s); running each "
+                        "alone", len(batch), type(exc).__name__, exc)
+            self.retried += 1
+        else:
+            for m, v in zip(batch, values, strict=True):
+                m.value = v
+            self.transactions += 1
+            self.members += len(batch)
+            return
         for m in batch:
             try:
                 m.value = await self.db.transact(partial(self._alone, member=m))

@@ -236,6 +236,26 @@ NATIVE_CLAIM_MANY = (
     "AND CASE WHEN v.overdue THEN pc.expires_at <= $2 ELSE pc.expires_at > $2 END "
     f"RETURNING {_PC_NAMES}")
 
+# NATIVE_LOCK_AUDIT_HEAD and NATIVE_CLAIM_MANY in one round trip, the head locked before
+# any change row: the claim's condition on the head is a one-time filter (an InitPlan run
+# before the scan starts), so a transaction waiting for the head holds no change row.
+# Same parameters; one row per claimed change (the columns of NATIVE_CLAIM_MANY after
+# head_seq, head_hash), or one row of nulls but the head if none was claimed; head_seq
+# null: the tenant has no head yet.
+NATIVE_LOCK_HEAD_CLAIM_MANY = (
+    "WITH head AS MATERIALIZED (SELECT seq, hash FROM audit_head WHERE tenant_id = $1 "
+    "FOR UPDATE), claimed AS ("
+    "UPDATE pending_change AS pc SET status = v.status, decided_at = $2, "
+    "decided_by = v.decided_by, reason = v.reason "
+    "FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[]) "
+    "AS v(id, status, decided_by, reason, overdue) "
+    "WHERE (SELECT count(*) FROM head) >= 0 "
+    f"AND pc.id = v.id AND pc.tenant_id = $1 AND pc.status = '{Status.PENDING.value}' "
+    "AND CASE WHEN v.overdue THEN pc.expires_at <= $2 ELSE pc.expires_at > $2 END "
+    f"RETURNING {_PC_NAMES}) "
+    "SELECT head.seq AS head_seq, head.hash AS head_hash, claimed.* "
+    "FROM (SELECT 1) AS one LEFT JOIN head ON true LEFT JOIN claimed ON true")
+
 # Several issues in one project, numbered in array order from its next number, in one
 # statement (atomic by itself): $1 tenant, $2 project key, $3 count, $4 now, arrays $5 ids,
 # $6 titles, $7 descriptions, $8 types, $9 statuses, $10 priorities, $11 assignees;
@@ -270,3 +290,11 @@ NATIVE_APPEND_AUDIT = (
     "$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[]) "
     "AS v(seq, actor_type, actor_id, actor_name, action, change_id, data, prev_hash, hash)) "
     "UPDATE audit_head SET seq = $2, hash = $3 WHERE tenant_id = $1")
+
+# NATIVE_APPEND_AUDIT and NATIVE_RECORD_RESULTS in one statement (one round trip):
+# NATIVE_APPEND_AUDIT's parameters, then NATIVE_RECORD_RESULTS' arrays as $14 ids,
+# $15 results (JSON text), $16 entity ids.
+NATIVE_APPEND_AUDIT_RECORD_RESULTS = (
+    "WITH results AS (UPDATE pending_change AS pc SET execution_result = r.result::json, "
+    "entity_id = r.entity FROM unnest($14::text[], $15::text[], $16::text[]) "
+    "AS r(id, result, entity) WHERE pc.id = r.id), " + NATIVE_APPEND_AUDIT[len("WITH "):])
