@@ -62,12 +62,12 @@ SUBSCRIBERS = 1000
 PROFILE: dict[str, Any] = {"seconds": 0, "path": ""}  # --py-spy
 
 
-def _cpu_of(pids: list[int]) -> float:
+def _cpu_of(pids: list[int], system_only: bool = False) -> float:
     total = 0.0
     for pid in pids:
         try:
             t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
+            total += t.system if system_only else t.user + t.system
         except psutil.Error:
             pass
     return total
@@ -149,6 +149,7 @@ async def measured(server: Any, ids: list[str], per: int, inflight: int,
 
     async def ready() -> None:
         marks["cpu0"] = _cpu_of(pids)
+        marks["sys0"] = _cpu_of(pids, system_only=True)
         marks["pg0"] = postgres_cpu() if pg else 0.0
         if PROFILE["seconds"] and not spies:  # py-spy on the first instance, steady state
             spies.append(await asyncio.create_subprocess_exec(
@@ -164,10 +165,12 @@ async def measured(server: Any, ids: list[str], per: int, inflight: int,
         await spies[0].wait()
         PROFILE["seconds"] = 0  # the steady phase only
     cpu = _cpu_of(pids) - marks["cpu0"]
+    sys_cpu = _cpu_of(pids, system_only=True) - marks["sys0"]
     pg_cpu = postgres_cpu() - marks["pg0"] if pg else None
     out = _row(r)
     ok = max(1, r["decisions_ok"])
     out["server_cpu_ms_per_approval"] = round(cpu * 1000 / ok, 3)
+    out["server_sys_ms_per_approval"] = round(sys_cpu * 1000 / ok, 3)  # kernel share
     out["server_cpu_cores"] = round(cpu / r["decide_s"], 2) if r["decide_s"] else None
     if pg_cpu is not None:
         out["postgres_cpu_ms_per_approval"] = round(pg_cpu * 1000 / ok, 3)

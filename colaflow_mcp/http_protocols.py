@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocols with a deadline for the request head, which uvicorn lacks.
+"""uvicorn's HTTP protocols with a deadline for the request head, which uvicorn lacks, and
+each response's head and body in one write.
 
 uvicorn bounds only the idle time *between* requests (``timeout_keep_alive``, armed after a
 response and cancelled by the first byte of the next request). A connection that sends
@@ -8,6 +9,14 @@ complete ``http_header_timeout_seconds`` after the connection opened or, on a ke
 connection, after the first byte of the next request. Once a head is complete the deadline
 is off: a long response (SSE, a held long poll) or a WebSocket upgraded from it is never
 cut. Idle kept-alive connections stay under uvicorn's own keep-alive timeout.
+
+uvicorn writes a response's status line and headers as soon as the app starts the response,
+and the body in a second ``write``: two system calls, and on a busy machine two wake-ups of
+the client, for every small JSON answer (profiled: these writes were a tenth of the
+server's time per approval). :class:`HeadWithBody` holds the head until the body's first
+write of the same pass of the event loop and sends both at once; a head whose body does not
+follow in that pass (a stream, an app that awaits in between) goes out alone at the end of
+the pass, so nothing waits longer than it did.
 """
 
 from __future__ import annotations
@@ -105,6 +114,49 @@ class H11HeadTimeout(H11Protocol):
         super().connection_lost(exc)
 
 
+class HeadWithBody:
+    """The transport of one request-response cycle: its first write (the response head, or
+    a ``100 Continue``) is held until the next write joins it, or until the end of this
+    pass of the event loop; later writes go straight through. Everything else is the
+    connection's transport's."""
+
+    __slots__ = ("transport", "loop", "held", "joined")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.held: bytes | None = None
+        self.joined = False  # the held head went out (alone or with the body)
+
+    def write(self, data: bytes) -> None:
+        if self.joined:
+            self.transport.write(data)
+        elif self.held is None:
+            self.held = data
+            self.loop.call_soon(self.flush)
+        else:
+            held, self.held, self.joined = self.held, None, True
+            self.transport.write(held + data)
+
+    def flush(self) -> None:
+        """Send a head still held (nothing followed it in its pass of the loop)."""
+        held = self.held
+        if held is not None:
+            self.held, self.joined = None, True
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 def _httptools_class() -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -133,7 +185,11 @@ def _httptools_class() -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:  # also called for a WebSocket upgrade
             self._in_head = False
             self._head_deadline.disarm()
+            before = self.cycle
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle is not before:  # a request (not an upgrade)
+                cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head_deadline.disarm()
@@ -159,4 +215,4 @@ def http_protocol(settings: Settings, impl: Impl = "auto") -> type[asyncio.Proto
                 {"header_timeout_seconds": settings.http_header_timeout_seconds})
 
 
-__all__ = ["REQUEST_TIMEOUT", "H11HeadTimeout", "http_protocol"]
+__all__ = ["REQUEST_TIMEOUT", "H11HeadTimeout", "HeadWithBody", "http_protocol"]

@@ -4,6 +4,9 @@
 local subscribers and queues the event. The publisher task hands queued events to the
 backplane and the marker task records ``announced_at`` for what was published, in batches.
 Whatever cannot be queued or published is left to the announce sweep (``recovery``).
+With the in-process backplane (one instance, no Redis) publishing is handing the event to
+this instance's own notifier, which ``announce`` has just done: a decision goes straight
+to the marker and nothing to the publisher (one task wake-up per event fewer).
 
 A new proposal is announced the same way (``PendingChangeCreated``, for review queues),
 but never marked: ``announced_at`` is about the decision. A creation that is not
@@ -18,7 +21,7 @@ import time
 import anyio
 
 from colaflow_mcp import metrics
-from colaflow_mcp.delivery.backplane import Backplane
+from colaflow_mcp.delivery.backplane import Backplane, MemoryBackplane
 from colaflow_mcp.delivery.events import DecisionEvent, created_event, event_from_change
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.store import statements
@@ -42,6 +45,8 @@ class Outbox:
         self._marks_send, self._marks_receive = anyio.create_memory_object_stream[str](
             max_buffer_size=size)
         self._closing = False
+        # The in-process backplane only re-dispatches locally what announce dispatched.
+        self._local_only = isinstance(bus, MemoryBackplane)
 
     async def announce(self, change: PendingChange) -> None:
         """Deliver locally at once, queue for the backplane (the ``Announcer`` port).
@@ -59,7 +64,12 @@ class Outbox:
         self.notifier.dispatch(event)
         net = "reconcile" if created else "the announce sweep"
         try:
-            self._outbox_send.send_nowait(event)
+            if not self._local_only:
+                self._outbox_send.send_nowait(event)
+            elif self._closing:
+                raise anyio.ClosedResourceError
+            elif not created:  # published (to this instance alone): to be marked
+                self._marks_send.send_nowait(change.id)
         except anyio.WouldBlock:
             logger.warning("publish queue full; %s left to %s", change.id, net)
         except anyio.ClosedResourceError:
