@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from colaflow_mcp.app import create_app
 from colaflow_mcp.config import Settings
 from colaflow_mcp.domain import admin
+from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.runtime import Runtime
 from colaflow_mcp.serving import uvicorn_config
 from tests import pgdb
@@ -257,6 +258,35 @@ class _ReadyServer(uvicorn.Server):
 
     def install_signal_handlers(self) -> None:  # tests own the signals
         pass
+
+
+@asynccontextmanager
+async def served_config(config: uvicorn.Config) -> AsyncIterator[int]:
+    """uvicorn with ``config`` on its own bound socket in this event loop, until the block
+    ends; yields the port."""
+    server = _ReadyServer(config)
+    sock = config.bind_socket()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        with anyio.fail_after(10):
+            await server.ready.wait()
+        try:
+            yield sock.getsockname()[1]
+        finally:
+            server.should_exit = True
+    sock.close()
+
+
+async def two_projects(h: Harness) -> tuple[str, Principal, Principal]:
+    """An agent key with projects WEB and OPS: the tenant, the agent and a reviewer."""
+    key = await h.agent_key()
+    await h.project(key="WEB")
+    await h.project(key="OPS", name="Operations")
+    agent = await h.runtime.auth.authenticate(key)
+    assert agent is not None
+    reviewer = Principal(kind="reviewer", tenant_id=agent.tenant_id,
+                         tenant_slug=agent.tenant_slug, user="rita")
+    return agent.tenant_id, agent, reviewer
 
 
 @asynccontextmanager

@@ -21,7 +21,7 @@ from colaflow_mcp.domain import recording
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.errors import Conflict
 from colaflow_mcp.store.tables import AuditEntry, Issue, PendingChange, Project, Status
-from tests.harness import Harness, fast_settings, in_process
+from tests.harness import Harness, fast_settings, in_process, two_projects
 
 pytestmark = pytest.mark.anyio
 
@@ -34,17 +34,6 @@ async def harnesses(any_database_url: str) -> AsyncIterator[tuple[Harness, Harne
     settings = fast_settings(any_database_url, expiry_max_wait_seconds=3600.0)
     async with in_process(settings) as one, in_process(settings) as two:
         yield one, two
-
-
-async def _setup(h: Harness) -> tuple[str, Principal, Principal]:
-    key = await h.agent_key()
-    await h.project(key="WEB")
-    await h.project(key="OPS", name="Operations")
-    agent = await h.runtime.auth.authenticate(key)
-    assert agent is not None
-    reviewer = Principal(kind="reviewer", tenant_id=agent.tenant_id,
-                         tenant_slug=agent.tenant_slug, user="rita")
-    return agent.tenant_id, agent, reviewer
 
 
 async def _propose(h: Harness, agent: Principal, project_key: str = "WEB",
@@ -109,7 +98,7 @@ async def _chain_ok(h: Harness, tenant_id: str) -> list[AuditEntry]:
 async def test_two_instances_deciding_one_change_at_once_exactly_one_wins(
         harnesses: tuple[Harness, Harness]) -> None:
     h, changes, other = harnesses[0], harnesses[0].runtime.changes, harnesses[1].runtime.changes
-    tenant_id, agent, rita = await _setup(h)
+    tenant_id, agent, rita = await two_projects(h)
     x, y = await _propose(h, agent, title="x"), await _propose(h, agent, title="y")
     out: dict[str, Any] = {}
 
@@ -156,7 +145,7 @@ async def test_two_instances_deciding_one_change_at_once_exactly_one_wins(
 async def test_a_transaction_failing_while_another_is_in_flight_fails_only_its_member(
         harnesses: tuple[Harness, Harness]) -> None:
     h, changes, other = harnesses[0], harnesses[0].runtime.changes, harnesses[1].runtime.changes
-    tenant_id, agent, rita = await _setup(h)
+    tenant_id, agent, rita = await two_projects(h)
     a, b = await _propose(h, agent, title="a"), await _propose(h, agent, title="b")
     orphan = await _propose(h, agent, project_key="OPS", title="orphan")
     c = await _propose(h, agent, title="c")

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from colaflow_mcp.config import Settings
 from colaflow_mcp.http_protocols import REQUEST_TIMEOUT, Impl, http_protocol
-from tests.harness import _ReadyServer, fast_settings, live_server
+from tests.harness import fast_settings, live_server, served_config
 from tests.mcp.mcpenv import Updates, propose_issue, subscribe
 from tests.procs import AsyncServe
 
@@ -44,17 +44,8 @@ async def tiny_server(impl: Impl, keep_alive: float = 30.0) -> AsyncIterator[int
                             lifespan="off", log_level="warning", log_config=None,
                             timeout_keep_alive=int(keep_alive),
                             http=http_protocol(settings, impl))
-    server = _ReadyServer(config)
-    sock = config.bind_socket()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(10):
-            await server.ready.wait()
-        try:
-            yield sock.getsockname()[1]
-        finally:
-            server.should_exit = True
-    sock.close()
+    async with served_config(config) as port:
+        yield port
 
 
 async def read_until_closed(stream: SocketStream, within: float) -> bytes:

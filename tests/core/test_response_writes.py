@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from colaflow_mcp.config import Settings
 from colaflow_mcp.http_protocols import HeadWithBody, http_protocol
-from tests.harness import _ReadyServer
+from tests.harness import served_config
 
 pytestmark = pytest.mark.anyio
 
@@ -86,17 +86,8 @@ async def served(app: Starlette) -> AsyncIterator[int]:
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
                             log_level="warning", log_config=None,
                             http=http_protocol(Settings(), "httptools"))
-    server = _ReadyServer(config)
-    sock = config.bind_socket()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        with anyio.fail_after(10):
-            await server.ready.wait()
-        try:
-            yield sock.getsockname()[1]
-        finally:
-            server.should_exit = True
-    sock.close()
+    async with served_config(config) as port:
+        yield port
 
 
 async def test_served_responses_are_whole_and_a_streams_head_is_not_held() -> None:

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.errors import Conflict
 from colaflow_mcp.store.tables import Issue, PendingChange, Project, Status, utcnow
-from tests.harness import Harness, fast_settings, in_process
+from tests.harness import Harness, fast_settings, in_process, two_projects
 
 pytestmark = pytest.mark.anyio
 
@@ -28,17 +28,6 @@ async def harness(any_database_url: str) -> AsyncIterator[Harness]:
     settings = fast_settings(any_database_url, expiry_max_wait_seconds=3600.0)
     async with in_process(settings) as h:
         yield h
-
-
-async def _setup(h: Harness) -> tuple[str, Principal, Principal]:
-    key = await h.agent_key()
-    await h.project(key="WEB")
-    await h.project(key="OPS", name="Operations")
-    agent = await h.runtime.auth.authenticate(key)
-    assert agent is not None
-    reviewer = Principal(kind="reviewer", tenant_id=agent.tenant_id,
-                         tenant_slug=agent.tenant_slug, user="rita")
-    return agent.tenant_id, agent, reviewer
 
 
 async def _propose(h: Harness, agent: Principal, tool: str = "create_issue",
@@ -87,7 +76,7 @@ async def _issues(h: Harness) -> dict[str, Issue]:
 async def test_a_group_mixing_decisions_and_tools_decides_as_one_after_the_other(
         harness: Harness) -> None:
     h, changes = harness, harness.runtime.changes
-    tenant_id, agent, rita = await _setup(h)
+    tenant_id, agent, rita = await two_projects(h)
     seed = await _propose(h, agent, title="to update")
     issue_id = (await changes.approve(rita, seed)).entity_id
     assert issue_id is not None
@@ -134,7 +123,7 @@ async def test_a_group_mixing_decisions_and_tools_decides_as_one_after_the_other
 async def test_an_approval_that_misses_its_deadline_lets_the_expiry_in_its_group_win(
         harness: Harness) -> None:
     h, changes = harness, harness.runtime.changes
-    tenant_id, agent, rita = await _setup(h)
+    tenant_id, agent, rita = await two_projects(h)
     lead, late = await _propose(h, agent), await _propose(h, agent)
     await _overdue(h, late)
     approved, expired = await _in_one_group(h, lambda: changes.approve(rita, lead), [
@@ -151,7 +140,7 @@ async def test_an_approval_that_misses_its_deadline_lets_the_expiry_in_its_group
 async def test_a_failing_execution_in_a_group_fails_only_its_change(
         harness: Harness) -> None:
     h, changes = harness, harness.runtime.changes
-    tenant_id, agent, rita = await _setup(h)
+    tenant_id, agent, rita = await two_projects(h)
     lead = await _propose(h, agent)
     ok1 = await _propose(h, agent, title="ok1")
     orphan = await _propose(h, agent, project_key="OPS", title="orphan")
