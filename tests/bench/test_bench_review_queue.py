@@ -4,12 +4,13 @@ so it never rots: a real server, a reviewers' process, a few proposals."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bench.runner import bench_env
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.bench
@@ -18,8 +19,7 @@ pytestmark = pytest.mark.bench
 def test_review_queue_smoke_brings_every_proposal_to_every_reviewer_once(
     tmp_path: Path,
 ) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("COLAFLOW_") and k != "BENCH_INSTRUMENT"}
+    env = bench_env()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.review_queue", "--smoke", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)

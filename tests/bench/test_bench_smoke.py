@@ -7,7 +7,6 @@ process, worker processes, a handful of agents, a few decisions, seconds in all.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.bench.runner import bench_env
 from tests.harness import REDIS_URL, absent, redis_address, require_service
 from tests.pgdb import PG_ADMIN_URL, admin_address
 
@@ -25,8 +25,7 @@ pytestmark = pytest.mark.bench
 
 def run_scenario(name: str, out: Path, extra_env: dict[str, str] | None = None,
                  *args: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("COLAFLOW_") and k != "BENCH_INSTRUMENT"}
+    env = bench_env()
     env.update(extra_env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", name, "--smoke", "--out", str(out), *args],
