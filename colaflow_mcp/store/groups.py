@@ -118,8 +118,9 @@ class TransactionGroups(Generic[I, T]):
         try:
             values = await self.db.transact(lambda s: self._together(s, key, batch))
         except Exception as exc:  # each member is run again on its own below
-            logger.info("a group of %d transactions failed (%s: %s); running each "
-                        "alone", len(batch), type(exc).__name__, exc)
+            logger.info("a transaction of %d member(s) failed on its first try (%s: %s); "
+                        "running each alone, with savepoints", len(batch),
+                        type(exc).__name__, exc)
             self.retried += 1
         else:
             for m, v in zip(batch, values, strict=True):
