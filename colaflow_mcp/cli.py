@@ -181,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(getattr(args, "log_level", None) or settings.log_level, settings.log_format)
     if args.command == "changes":
         return reviewer_cli.run(args, settings)
+    try:  # a bad database URL is said in one line, not a traceback (serve's included)
+        async_url(settings.database_url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.command == "serve":
         return _serve(settings.replace(
             **{k: v for k, v in {"host": args.host, "port": args.port,
