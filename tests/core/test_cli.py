@@ -112,6 +112,18 @@ def test_serve_refuses_a_bad_database_url_in_one_line(tmp_path: Path, url: str) 
     assert r.stderr.startswith("error: ") and "sqlite:///" in r.stderr
 
 
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_serve_refuses_a_redis_url_without_scheme(tmp_path: Path, how: str) -> None:
+    """``host:port`` where redis://host:port belongs: a usage error, not a traceback from
+    uvicorn's startup."""
+    env = cli_env({"COLAFLOW_REDIS_URL": "127.0.0.1:6379"} if how == "env" else {})
+    flag = ["--redis-url", "127.0.0.1:6379"] if how == "flag" else []
+    r = subprocess.run(["colaflow-mcp", "serve", "--port", "0", *flag], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "COLAFLOW_REDIS_URL (or --redis-url) must start with redis://" in r.stderr
+
+
 @pytest.mark.anyio
 async def test_postgres_url_with_libpq_sslmode(tmp_path: Path) -> None:
     """``?sslmode=`` (psql's and most hosting providers' spelling) works: asyncpg calls it
