@@ -181,10 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(getattr(args, "log_level", None) or settings.log_level, settings.log_format)
     if args.command == "changes":
         return reviewer_cli.run(args, settings)
+    try:  # a bad database URL is said in one line, not a traceback (serve's included)
+        async_url(settings.database_url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.command == "serve":
-        return _serve(settings.replace(
-            **{k: v for k, v in {"host": args.host, "port": args.port,
-                                 "redis_url": args.redis_url}.items() if v is not None}))
+        try:
+            settings = settings.replace(
+                **{k: v for k, v in {"host": args.host, "port": args.port,
+                                     "redis_url": args.redis_url}.items() if v is not None})
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return _serve(settings)
     handlers: dict[str, Callable[[Database, Settings, Any], Awaitable[Any]]] = {
         "keys": _keys, "token": _token, "projects": _projects, "audit": _audit,
         "webhooks": _webhooks,

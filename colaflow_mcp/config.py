@@ -191,6 +191,10 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise ValueError(f"{ENV_PREFIX}LOG_FORMAT: {self.log_format[:20]!r} must be "
                              "'text' or 'json'")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            # (not echoed: it may hold a password)
+            raise ValueError(f"{ENV_PREFIX}REDIS_URL (or --redis-url) must start with redis://, "
+                             "rediss:// or unix://, e.g. redis://127.0.0.1:6379/0")
         if self.instance_tag and not INSTANCE_TAG.fullmatch(self.instance_tag):
             raise ValueError(f"{ENV_PREFIX}INSTANCE_TAG: {self.instance_tag[:40]!r} must be 1-32 "
                              "letters, digits, '_' or '-'")

@@ -1,8 +1,8 @@
 // A Node agent that waits for human decisions on its pending changes over the hub.
 //
-//   npm install @microsoft/signalr
+//   cd examples && npm ci                  # @microsoft/signalr, pinned in package.json
 //   COLAFLOW_URL=http://127.0.0.1:8000 COLAFLOW_API_KEY=cola_… \
-//     node examples/hub_agent.js <pendingChangeId> [<pendingChangeId> …]
+//     node hub_agent.js <pendingChangeId> [<pendingChangeId> …]
 //
 // Prints one JSON line per decision and exits once every change is decided. It survives
 // dropped connections: the client reconnects by itself, and on reconnect the agent

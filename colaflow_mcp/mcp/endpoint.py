@@ -225,9 +225,15 @@ class McpEndpoint:
         if credential and credential.strip().startswith(KEY_PREFIX):
             principal = await self.auth.authenticate(credential)
         if principal is None or principal.kind != "agent":
-            message = ("MCP needs an API key: send 'Authorization: Bearer cola_…' or "
-                       "'X-API-Key: cola_…'" if not credential else
-                       "invalid, revoked or expired API key")
+            if not credential:
+                message = ("MCP needs an API key: send 'Authorization: Bearer cola_…' or "
+                           "'X-API-Key: cola_…'")
+            elif not credential.strip().startswith(KEY_PREFIX):  # a reviewer token, say
+                message = ("MCP needs an agent's API key (cola_…, from colaflow-mcp keys "
+                           "create), not a reviewer token: those are for the REST API, "
+                           "the hub and the changes commands")
+            else:
+                message = "invalid, revoked or expired API key"
             await json_error(401, "unauthorized", message,
                              {"WWW-Authenticate": 'Bearer realm="colaflow"'})(
                 scope, receive, send)

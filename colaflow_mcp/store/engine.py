@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 import anyio
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,12 +26,21 @@ T = TypeVar("T")
 
 def async_url(url: str) -> str:
     """Accept the plain URL forms users have and pick the async driver."""
-    u = make_url(url)
+    try:
+        u = make_url(url)
+    except ArgumentError:  # a bare path, say (not echoed: it may hold a password)
+        raise ValueError("the database URL (COLAFLOW_DATABASE_URL or --database-url) is not a "
+                         "URL: use sqlite:///path/to.db or postgresql://user@host:5432/db"
+                         ) from None
     backend = u.get_backend_name()
     if backend == "sqlite":
         u = u.set(drivername="sqlite+aiosqlite")
     elif backend in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+asyncpg")
+        if "sslmode" in u.query:  # libpq's spelling (psql, Heroku-style URLs); asyncpg's is ssl
+            if "ssl" not in u.query:
+                u = u.update_query_dict({"ssl": u.query["sslmode"]})
+            u = u.difference_update_query(["sslmode"])
     else:
         raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
     return u.render_as_string(hide_password=False)

@@ -7,8 +7,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 
+from colaflow_mcp.store.engine import async_url
+from tests.harness import database_url_for
 from tests.procs import cli_env, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,15 +89,53 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path) -> None:
         assert key not in server.output()
 
 
-@pytest.mark.parametrize("url", ["sqlite:///{tmp}/x.db", "ftp://nope"])
+@pytest.mark.parametrize("url", ["sqlite:///{tmp}/x.db", "ftp://nope", "colaflow.db"])
 def test_database_url_forms(tmp_path: Path, url: str) -> None:
     env = cli_env({"COLAFLOW_DATABASE_URL": url.format(tmp=tmp_path)})
     r = subprocess.run(["colaflow-mcp", "keys", "create", "--tenant", "t"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=60)
     if url.startswith("ftp"):
         assert r.returncode == 1 and "unsupported database" in r.stderr
+    elif url == "colaflow.db":  # a path where a URL belongs: one line that says so
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "is not a URL: use sqlite:///path/to.db" in r.stderr
     else:
         assert r.returncode == 0
+
+
+@pytest.mark.parametrize("url", ["colaflow.db", "mysql://app@db/colaflow"])
+def test_serve_refuses_a_bad_database_url_in_one_line(tmp_path: Path, url: str) -> None:
+    env = cli_env({"COLAFLOW_DATABASE_URL": url})
+    r = subprocess.run(["colaflow-mcp", "serve", "--port", "0"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: ") and "sqlite:///" in r.stderr
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_serve_refuses_a_redis_url_without_scheme(tmp_path: Path, how: str) -> None:
+    """``host:port`` where redis://host:port belongs: a usage error, not a traceback from
+    uvicorn's startup."""
+    env = cli_env({"COLAFLOW_REDIS_URL": "127.0.0.1:6379"} if how == "env" else {})
+    flag = ["--redis-url", "127.0.0.1:6379"] if how == "flag" else []
+    r = subprocess.run(["colaflow-mcp", "serve", "--port", "0", *flag], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "COLAFLOW_REDIS_URL (or --redis-url) must start with redis://" in r.stderr
+
+
+@pytest.mark.anyio
+async def test_postgres_url_with_libpq_sslmode(tmp_path: Path) -> None:
+    """``?sslmode=`` (psql's and most hosting providers' spelling) works: asyncpg calls it
+    ``ssl``, and passing ``sslmode`` through failed with a TypeError traceback."""
+    url = await database_url_for("postgres", tmp_path)
+    env = cli_env({"COLAFLOW_DATABASE_URL": f"{url}?sslmode=disable"})
+    r = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        ["colaflow-mcp", "projects", "create", "--tenant", "t", "--key", "WEB", "--name",
+         "Web"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60))
+    assert r.returncode == 0, r.stderr
+    assert async_url("postgresql://u@h/d?sslmode=require") == \
+        "postgresql+asyncpg://u@h/d?ssl=require"
 
 
 @pytest.mark.parametrize("args", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import pytest
 from anyio.abc import ByteReceiveStream
 from hubenv import HubEnv
 
+from tests.mcp.nodeproc import require_node_package
+
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
-JS_MODULES = ROOT / "tests" / "js" / "node_modules"
+EXAMPLES = ROOT / "examples"
 
 
 class Lines:
@@ -46,8 +49,22 @@ class Lines:
 
 
 def agent_env(env: HubEnv, key: str) -> dict[str, str]:
-    return {**os.environ, "COLAFLOW_URL": env.base, "COLAFLOW_API_KEY": key,
-            "NODE_PATH": str(JS_MODULES)}
+    # No NODE_PATH: the Node example finds its client in examples/node_modules, as it does
+    # for a user who ran `npm ci` there (scripts/test does).
+    return {**os.environ, "COLAFLOW_URL": env.base, "COLAFLOW_API_KEY": key}
+
+
+def test_examples_package_json_declares_what_the_examples_import() -> None:
+    """`cd examples && npm ci` is all a user runs before any Node example."""
+    declared = set(json.loads((EXAMPLES / "package.json").read_text())["dependencies"])
+    imported = set()
+    for script in [*EXAMPLES.glob("*.js"), *EXAMPLES.glob("*.mjs")]:
+        for name in re.findall(r"""(?:require\(|from )["']([^"'.][^"']*)["']""",
+                               script.read_text()):
+            if not name.startswith("node:"):
+                parts = name.split("/")
+                imported.add("/".join(parts[:2]) if name.startswith("@") else parts[0])
+    assert imported and imported <= declared, imported - declared
 
 
 async def run_agent(env: HubEnv, command: list[str], key: str, ids: list[str],
@@ -68,7 +85,8 @@ async def run_agent(env: HubEnv, command: list[str], key: str, ids: list[str],
     return [json.loads(line) for line in out.lines if line.strip()]
 
 
-async def test_node_example_agent_reports_each_decision(env: HubEnv, node_ready: None) -> None:
+async def test_node_example_agent_reports_each_decision(env: HubEnv) -> None:
+    require_node_package(EXAMPLES, "@microsoft/signalr")
     t = await env.tenant("acme")
     one, two = await env.propose(t, "one"), await env.propose(t, "two")
 

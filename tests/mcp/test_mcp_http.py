@@ -111,6 +111,16 @@ async def test_bad_revoked_or_reviewer_credentials_are_refused(server: Harness) 
             assert "API key" in r.json()["message"]
 
 
+async def test_a_reviewer_token_is_told_mcp_takes_an_api_key(server: Harness) -> None:
+    """The newcomer who pastes the reviewer token is told which credential MCP wants."""
+    token = await server.reviewer_token()
+    r = await server.client.post("/mcp", json=_init_body(), headers={
+        "Accept": ACCEPT, "Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    assert "not a reviewer token" in r.json()["message"]
+    assert "colaflow-mcp keys create" in r.json()["message"]
+
+
 async def test_x_api_key_header_is_accepted(server: Harness) -> None:
     key = await server.agent_key()
     r = await server.client.post("/mcp", json=_init_body(),
