@@ -236,6 +236,16 @@ async def test_edit_validates_then_save_and_approve_applies_the_edit(
     await page.get_by_role("button", name="Save and approve").click()
     await expect(page.locator("#change-status")).to_have_text("Approved by alice")
     await expect(page.get_by_role("alert")).to_contain_text("Approved with your edits")
+    # The page now shows what was applied, as a reload would: the edited title in the
+    # heading and the diff, the decision and the execution in the facts and the audit trail.
+    await expect(page.get_by_role("heading", level=2)).to_contain_text("Fix the SSO login page")
+    await expect(page.get_by_role("row", name=re.compile("^title"))).to_contain_text(
+        "Fix the SSO login page")
+    await expect(page.locator("dl.facts")).to_contain_text("by alice before approval")
+    audit = page.get_by_role("region", name="Audit trail")
+    await expect(audit).to_contain_text("change.approved by alice")
+    await expect(audit).to_contain_text("change.executed")
+    await expect(page.get_by_role("button", name="Save and approve")).to_be_hidden()
     got = (await server.client.get(f"/api/mcp/pending-changes/{change['id']}",
                                    headers=agent)).json()
     assert got["edited"] is True and got["editedBy"] == "alice"
@@ -261,6 +271,10 @@ async def test_change_decided_elsewhere_shows_its_status_and_disables_actions(
     for name in ("Approve", "Reject", "Edit"):
         await expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
     await expect(page.get_by_role("alert")).to_contain_text("rejected elsewhere by bob")
+    # The decision's facts and audit entry appear without a reload.
+    await expect(page.locator("dl.facts")).to_contain_text("bob says no")
+    await expect(page.get_by_role("region", name="Audit trail")).to_contain_text(
+        "change.rejected by bob")
 
 
 async def test_agent_markup_is_shown_as_text_and_never_runs(

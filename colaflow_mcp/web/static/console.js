@@ -93,6 +93,31 @@
     const countdown = document.querySelector(".countdown");
     if (countdown) countdown.textContent = status === "Expired" ? "expired" : "decided";
     disableActions();
+    rerenderOpen();
+  }
+
+  // After a decision the server's rendering of the change is the truth: its heading and
+  // diff (an edited approval applies other arguments than the agent proposed), the
+  // decided facts, the execution result and the audit trail. The status line, the outcome
+  // message and the (disabled) actions stay as they are.
+  const DECIDED_PARTS = ["h2", "dl.facts", 'section[aria-labelledby="diff-title"]', "section.audit"];
+
+  async function rerenderOpen() {
+    if (!article) return;
+    let r;
+    try {
+      r = await fetch(PREFIX + "/changes/" + encodeURIComponent(openId),
+        { headers: { Accept: "text/html" }, credentials: "same-origin" });
+    } catch (_) { return; } // offline: what is shown stays until the next visit
+    if (!r.ok) return;
+    const fresh = new DOMParser().parseFromString(await r.text(), "text/html")
+      .querySelector("article.change");
+    if (!fresh || fresh.dataset.id !== openId || fresh.dataset.status === "Pending") return;
+    for (const selector of DECIDED_PARTS) {
+      const now = article.querySelector(selector);
+      const then = fresh.querySelector(selector);
+      if (now && then) now.replaceWith(document.importNode(then, true));
+    }
   }
 
   async function refreshOpen() {
