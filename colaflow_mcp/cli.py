@@ -25,7 +25,7 @@ from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import migrate
 from colaflow_mcp.store.engine import Database, async_url
-from colaflow_mcp.store.tables import utcnow
+from colaflow_mcp.store.tables import Tenant, utcnow
 
 logger = logging.getLogger("colaflow_mcp.cli")
 
@@ -262,8 +262,20 @@ async def _keys(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
             "text": f"revoked {revoked.id}"}
 
 
+async def _reviewers_tenant(db: Database, slug: str) -> Tenant:
+    """The tenant a reviewer credential is for; made if new, with a word on stderr, since a
+    misspelt slug otherwise gives a credential that sees an empty queue without a hint."""
+    existed = await admin.get_tenant(db, slug)
+    tenant = await admin.get_or_create_tenant(db, slug)  # (checks the slug)
+    if existed is None:
+        print(f"note: tenant {tenant.slug!r} did not exist and was created; its queue is "
+              "empty until an agent of it proposes (check the spelling if you expected "
+              "changes)", file=sys.stderr)
+    return tenant
+
+
 async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
-    tenant = await admin.get_or_create_tenant(db, args.tenant)
+    tenant = await _reviewers_tenant(db, args.tenant)
     secret = await jwt_secret(db, settings.jwt_secret)
     issuer = TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
     ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
@@ -274,7 +286,7 @@ async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
 
 async def _login_link(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
     """``login-link --tenant T --user U``: the URL, shown once (only its hash is kept)."""
-    tenant = await admin.get_or_create_tenant(db, args.tenant)
+    tenant = await _reviewers_tenant(db, args.tenant)
     token = await ConsoleAuth(db, settings.console_session_ttl_seconds).create_link(
         tenant, args.user, args.ttl_minutes)
     base = (args.base_url or f"http://{settings.host}:{settings.port}").rstrip("/")

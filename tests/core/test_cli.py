@@ -53,6 +53,20 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert r.returncode == 1 and "slug" in r.stderr
 
 
+def test_token_and_login_link_for_an_unknown_tenant_say_they_created_it(tmp_path: Path) -> None:
+    cli(tmp_path, "keys", "create", "--tenant", "acme")
+    known = cli(tmp_path, "token", "--tenant", "acme", "--user", "alice")
+    assert known.stdout.count(".") == 2 and "did not exist" not in known.stderr
+    typo = cli(tmp_path, "token", "--tenant", "acm", "--user", "alice")
+    assert typo.stdout.count(".") == 2  # still a working token, as before
+    assert "tenant 'acm' did not exist and was created" in typo.stderr
+    link = cli(tmp_path, "login-link", "--tenant", "Acne", "--user", "alice")
+    assert "/inbox/login?token=" in link.stdout
+    assert "tenant 'acne' did not exist" in link.stderr and "token=" not in link.stderr
+    again = cli(tmp_path, "login-link", "--tenant", "acne", "--user", "alice")
+    assert "did not exist" not in again.stderr
+
+
 def test_token_is_accepted_by_the_server_the_cli_shares_a_secret_with(tmp_path: Path) -> None:
     import httpx
 
