@@ -37,7 +37,7 @@ from colaflow_mcp.domain.errors import (
     format_validation_error,
 )
 from colaflow_mcp.domain.ids import parse_change_id
-from colaflow_mcp.domain.operations import OPERATIONS
+from colaflow_mcp.domain.operations import OPERATIONS, issues
 from colaflow_mcp.domain.operations.base import Operation, Plan
 from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
@@ -198,12 +198,16 @@ class ChangeService:
         together where it can), then the results and audit entries written once."""
         claimed = _claim_all(s, tenant_id, items)
         pairs = list(zip(items, claimed, strict=True))
-        results = iter(_execute_all(s, [c for d, c in pairs
-                                        if c is not None and d.status == Status.APPROVED]))
+        approved = [c for d, c in pairs if c is not None and d.status == Status.APPROVED]
+        deferred = _deferred_issues(s, approved)
+        results = iter(_execute_all(s, approved) if deferred is None else [
+            {"success": True, "entityId": i, "error": None} for i in deferred[0]])
         out = [_LOST if c is None else _decided(
             tenant_id, d, c, next(results) if d.status == Status.APPROVED else None)
             for d, c in pairs]
-        self._record_decided(s, out)
+        self._record_decided(s, out, deferred)
+        if deferred is not None:
+            issues.check_made(approved, deferred[0], deferred[2])
         return out
 
     def _record_proposed(self, s: Session, proposed: list[Proposed]) -> None:
@@ -220,10 +224,12 @@ class ChangeService:
         recording.record(s, self.recorders, *(p.transition for p in made
                                               if p.transition is not None))
 
-    def _record_decided(self, s: Session, decided: list[Decided]) -> None:
+    def _record_decided(self, s: Session, decided: list[Decided],
+                        deferred: _Deferred | None = None) -> None:
         """Execution results and the recorders' rows of a transaction's decisions, each
-        written once per transaction (on PostgreSQL the results by the audit append's own
-        statement, when it has the head: ``audit.carry_results``)."""
+        written once per transaction (on PostgreSQL the results, and the ``deferred``
+        issues, by the audit append's own statement when it has the head:
+        ``audit.carry_results``; the ids of the issues made go in ``deferred[2]``)."""
         done = [d for d in decided if d.change is not None and d.result is not None]
         fast = native(s.connection()) if done else None
         transitions = [t for d in decided for t in d.transitions]
@@ -231,11 +237,17 @@ class ChangeService:
             results = ([d.change.id for d in done if d.change is not None],
                        [json.dumps(d.result) for d in done],
                        [d.change.entity_id for d in done if d.change is not None])
-            audit.carry_results(s, *results)
+            audit.carry_results(s, *results, None if deferred is None else deferred[1])
             if transitions:
                 recording.record(s, self.recorders, *transitions)
-            if audit.carried_results(s) is not None:  # no append took them
+            left = audit.carried_results(s)
+            if left is not None:  # no append took them
                 fast.execute(statements.NATIVE_RECORD_RESULTS, *results)
+                if deferred is not None:
+                    deferred[2].extend(row[0] for row in fast.fetch(
+                        statements.NATIVE_CREATE_ISSUES_MANY, *deferred[1]))
+            elif deferred is not None:
+                deferred[2].extend(audit.made_issues(s))
             return
         if done:
             s.connection().execute(statements.RECORD_RESULT, [
@@ -551,6 +563,28 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
             del fields["head_seq"], fields["head_hash"]
             won[row["id"]] = PendingChange(**fields)
     return [won.get(d.cid) for d in items]
+
+
+# Approved ``create_issue`` changes whose issues the audit append makes: their new ids,
+# ``NATIVE_CREATE_ISSUES_MANY``'s parameters, and (filled once written)
+# the ids of the issues made.
+_Deferred = tuple[list[str], list[Any], list[str]]
+
+
+def _deferred_issues(s: Session, changes: list[PendingChange]) -> _Deferred | None:
+    """In a group's first try on PostgreSQL, when every approved change creates an issue:
+    their issues, made later by the audit append's own statement (one round trip fewer,
+    ``audit.carry_results``); None: execute them now (``_execute_all``). A project gone
+    by then fails the group (``issues.check_made``), which runs each decision again alone,
+    executed in its savepoint."""
+    if (not changes or not s.info.get(GROUPED) or native(s.connection()) is None
+            or any(ch.tool_name != _CREATE_ISSUE for ch in changes)):
+        return None
+    ids, params = issues.new_issues(changes)
+    return ids, params, []
+
+
+_CREATE_ISSUE = "create_issue"
 
 
 def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any]]:

@@ -97,8 +97,6 @@ def pending_change_row(change: PendingChange) -> dict[str, Any]:
     return {name: getattr(change, key) for name, key in _PC_COLUMNS}
 
 
-
-# Take ``p_count`` issue numbers of a project (``p_tenant``, ``p_key``): RETURNING its id,
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 
 # Take ``p_count`` sequence numbers of a tenant's chain (``p_tenant``): RETURNING the new
@@ -256,20 +254,36 @@ NATIVE_LOCK_HEAD_CLAIM_MANY = (
     "SELECT head.seq AS head_seq, head.hash AS head_hash, claimed.* "
     "FROM (SELECT 1) AS one LEFT JOIN head ON true LEFT JOIN claimed ON true")
 
-# Several issues in one project, numbered in array order from its next number, in one
-# statement (atomic by itself): $1 tenant, $2 project key, $3 count, $4 now, arrays $5 ids,
-# $6 titles, $7 descriptions, $8 types, $9 statuses, $10 priorities, $11 assignees;
-# RETURNING each issue's id (no row: no such project).
-NATIVE_CREATE_ISSUES = (
-    "WITH taken AS (UPDATE project SET next_issue_number = next_issue_number + $3 "
-    "WHERE tenant_id = $1 AND key = $2 RETURNING id, key, next_issue_number - $3 AS first) "
-    "INSERT INTO issue (id, tenant_id, project_id, key, number, title, description, type, "
-    "status, priority, assignee, created_at, updated_at) "
-    "SELECT v.id, $1, taken.id, taken.key || '-' || (taken.first + v.ord - 1)::text, "
-    "taken.first + v.ord - 1, v.title, v.description, v.type, v.status, v.priority, "
-    "v.assignee, $4, $4 FROM taken, unnest($5::text[], $6::text[], $7::text[], $8::text[], "
-    "$9::text[], $10::text[], $11::text[]) WITH ORDINALITY "
-    "AS v(id, title, description, type, status, priority, assignee, ord) RETURNING issue.id")
+# Issues in a tenant's projects, each project's numbered in array order from its next
+# number, in one statement (atomic by itself): $1 tenant, $2 now, arrays $3 project keys,
+# $4 ids, $5 titles, $6 descriptions, $7 types, $8 statuses, $9 priorities, $10 assignees;
+# one row per issue made (its id): an issue of a project that does not exist is not made.
+_CREATE_ISSUES_CTES = (
+    "new_issue AS (SELECT * FROM unnest({keys}::text[], {ids}::text[], {fields}) "
+    "WITH ORDINALITY AS v(project_key, id, title, description, type, status, priority, "
+    "assignee, ord)), "
+    "taken AS (UPDATE project AS p SET next_issue_number = p.next_issue_number + c.n "
+    "FROM (SELECT project_key, count(*) AS n FROM new_issue GROUP BY project_key) AS c "
+    "WHERE p.tenant_id = $1 AND p.key = c.project_key "
+    "RETURNING p.id, p.key, p.next_issue_number - c.n AS first), "
+    "made AS (INSERT INTO issue (id, tenant_id, project_id, key, number, title, "
+    "description, type, status, priority, assignee, created_at, updated_at) "
+    "SELECT v.id, $1, taken.id, taken.key || '-' || (taken.first + v.n - 1)::text, "
+    "taken.first + v.n - 1, v.title, v.description, v.type, v.status, v.priority, "
+    "v.assignee, {now}, {now} FROM (SELECT *, row_number() OVER (PARTITION BY project_key "
+    "ORDER BY ord) AS n FROM new_issue) AS v JOIN taken ON taken.key = v.project_key "
+    "RETURNING issue.id)")
+
+
+def _create_issues_ctes(first: int) -> str:
+    """``_CREATE_ISSUES_CTES`` with its parameters from ``$first`` (now, then the 8
+    arrays)."""
+    n = [f"${first + i}" for i in range(9)]
+    return _CREATE_ISSUES_CTES.format(
+        now=n[0], keys=n[1], ids=n[2], fields=", ".join(f"{p}::text[]" for p in n[3:]))
+
+
+NATIVE_CREATE_ISSUES_MANY = f"WITH {_create_issues_ctes(2)} SELECT id FROM made"
 
 # RECORD_RESULT for many changes: arrays $1 ids, $2 results (JSON text), $3 entity ids.
 NATIVE_RECORD_RESULTS = (
@@ -298,3 +312,12 @@ NATIVE_APPEND_AUDIT_RECORD_RESULTS = (
     "WITH results AS (UPDATE pending_change AS pc SET execution_result = r.result::json, "
     "entity_id = r.entity FROM unnest($14::text[], $15::text[], $16::text[]) "
     "AS r(id, result, entity) WHERE pc.id = r.id), " + NATIVE_APPEND_AUDIT[len("WITH "):])
+
+# NATIVE_APPEND_AUDIT_RECORD_RESULTS and NATIVE_CREATE_ISSUES_MANY in one statement (one
+# round trip, under the head's lock): NATIVE_APPEND_AUDIT_RECORD_RESULTS' parameters, then
+# NATIVE_CREATE_ISSUES_MANY's after the tenant as $17 now, arrays $18 project keys, $19 ids,
+# $20-$25 the fields; one row per issue made (its id).
+NATIVE_CREATE_ISSUES_APPEND_AUDIT_RECORD_RESULTS = (
+    f"WITH {_create_issues_ctes(17)}, "
+    + NATIVE_APPEND_AUDIT_RECORD_RESULTS[len("WITH "):].replace(
+        " UPDATE audit_head SET", ", head AS (UPDATE audit_head SET") + ") SELECT id FROM made")
