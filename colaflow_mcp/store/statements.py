@@ -238,8 +238,9 @@ NATIVE_CLAIM_MANY = (
 # any change row: the claim's condition on the head is a one-time filter (an InitPlan run
 # before the scan starts), so a transaction waiting for the head holds no change row.
 # Same parameters; one row per claimed change (the columns of NATIVE_CLAIM_MANY after
-# head_seq, head_hash), or one row of nulls but the head if none was claimed; head_seq
-# null: the tenant has no head yet.
+# head_seq, head_hash, webhook_targets), or one row of nulls but those if none was
+# claimed; head_seq null: the tenant has no head yet. webhook_targets: WEBHOOK_TARGETS'
+# rows read in the same round trip, as a JSON list of [id, events].
 NATIVE_LOCK_HEAD_CLAIM_MANY = (
     "WITH head AS MATERIALIZED (SELECT seq, hash FROM audit_head WHERE tenant_id = $1 "
     "FOR UPDATE), claimed AS ("
@@ -251,7 +252,9 @@ NATIVE_LOCK_HEAD_CLAIM_MANY = (
     f"AND pc.id = v.id AND pc.tenant_id = $1 AND pc.status = '{Status.PENDING.value}' "
     "AND CASE WHEN v.overdue THEN pc.expires_at <= $2 ELSE pc.expires_at > $2 END "
     f"RETURNING {_PC_NAMES}) "
-    "SELECT head.seq AS head_seq, head.hash AS head_hash, claimed.* "
+    "SELECT head.seq AS head_seq, head.hash AS head_hash, (SELECT coalesce(json_agg("
+    "json_build_array(e.id, e.events)), '[]') FROM webhook_endpoint AS e "
+    "WHERE e.tenant_id = $1 AND e.removed_at IS NULL) AS webhook_targets, claimed.* "
     "FROM (SELECT 1) AS one LEFT JOIN head ON true LEFT JOIN claimed ON true")
 
 # Issues in a tenant's projects, each project's numbered in array order from its next

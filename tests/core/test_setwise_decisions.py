@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, event, update
 from sqlmodel import col, select
 
 from colaflow_mcp.domain.auth import Principal
@@ -213,8 +213,8 @@ async def _check_new_issues(h: Harness, tenant_id: str, out: list[Any],
 async def test_a_group_making_issues_makes_them_with_its_audit_entries(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """On PostgreSQL the issues of a group whose approvals all create issues are made by
-    the audit append's own statement: 2 statements for the group (claim; issues, results
-    and audit), besides BEGIN and COMMIT."""
+    the audit append's own statement: 2 statements for the group (the claim, which also
+    reads the webhook endpoints; issues, results and audit), besides BEGIN and COMMIT."""
     from colaflow_mcp.store.native import Native
 
     sent: list[str] = []
@@ -224,8 +224,17 @@ async def test_a_group_making_issues_makes_them_with_its_audit_entries(
         sent.append(sql)
         return run(self, sql, *args)
 
+    def adapter(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        sent.append(sql)
+
     monkeypatch.setattr(Native, "_run", counted)
-    tenant_id, out, approved = await _approve_new_issues_in_one_group(harness, sent.clear)
+    engine = harness.runtime.db.write_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", adapter)
+    try:
+        tenant_id, out, approved = await _approve_new_issues_in_one_group(
+            harness, sent.clear)
+    finally:
+        event.remove(engine, "before_cursor_execute", adapter)
     await _check_new_issues(harness, tenant_id, out, approved)
     if not harness.runtime.db.is_sqlite:  # the lead's group of one, then the group
         assert len(sent) == 2 * 2, sent
