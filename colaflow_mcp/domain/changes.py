@@ -26,24 +26,23 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from colaflow_mcp.config import Settings
-from colaflow_mcp.domain import audit, recording, webhooks
+from colaflow_mcp.domain import audit, execution, recording, webhooks
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.errors import (
     Conflict,
-    ExecutionError,
     Forbidden,
     InvalidArguments,
     NotFound,
     format_validation_error,
 )
 from colaflow_mcp.domain.ids import parse_change_id
-from colaflow_mcp.domain.operations import OPERATIONS, issues
+from colaflow_mcp.domain.operations import OPERATIONS
 from colaflow_mcp.domain.operations.base import Operation, Plan
 from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
-from colaflow_mcp.store.groups import GROUPED, TransactionGroups
+from colaflow_mcp.store.groups import TransactionGroups
 from colaflow_mcp.store.native import Native, native
 from colaflow_mcp.store.tables import PendingChange, Status, new_pending_change, utcnow
 
@@ -195,19 +194,21 @@ class ChangeService:
         """One transaction's decisions of a tenant, set-wise: its chain head locked first
         (on PostgreSQL by the claim's own statement, ``_claim_all``), every change claimed
         with one statement, the approved ones executed (a tool's consecutive executions
-        together where it can), then the results and audit entries written once."""
+        together where it can; on PostgreSQL, when all of them create issues, by the audit
+        append's statement: ``execution.deferred_issues``), then the results and audit
+        entries written once."""
         claimed = _claim_all(s, tenant_id, items)
         pairs = list(zip(items, claimed, strict=True))
         approved = [c for d, c in pairs if c is not None and d.status == Status.APPROVED]
-        deferred = _deferred_issues(s, approved)
-        results = iter(_execute_all(s, approved) if deferred is None else [
+        deferred = execution.deferred_issues(s, approved)
+        results = iter(execution.execute_all(s, approved) if deferred is None else [
             {"success": True, "entityId": i, "error": None} for i in deferred[0]])
         out = [_LOST if c is None else _decided(
             tenant_id, d, c, next(results) if d.status == Status.APPROVED else None)
             for d, c in pairs]
         self._record_decided(s, out, deferred)
         if deferred is not None:
-            issues.check_made(approved, deferred[0], deferred[2])
+            execution.check_made(approved, deferred)
         return out
 
     def _record_proposed(self, s: Session, proposed: list[Proposed]) -> None:
@@ -225,7 +226,7 @@ class ChangeService:
                                               if p.transition is not None))
 
     def _record_decided(self, s: Session, decided: list[Decided],
-                        deferred: _Deferred | None = None) -> None:
+                        deferred: execution.Deferred | None = None) -> None:
         """Execution results and the recorders' rows of a transaction's decisions, each
         written once per transaction (on PostgreSQL the results, and the ``deferred``
         issues, by the audit append's own statement when it has the head:
@@ -566,67 +567,3 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
             del fields["head_seq"], fields["head_hash"], fields["webhook_targets"]
             won[row["id"]] = PendingChange(**fields)
     return [won.get(d.cid) for d in items]
-
-
-# Approved ``create_issue`` changes whose issues the audit append makes: their new ids,
-# ``NATIVE_CREATE_ISSUES_MANY``'s parameters, and (filled once written)
-# the ids of the issues made.
-_Deferred = tuple[list[str], list[Any], list[str]]
-
-
-def _deferred_issues(s: Session, changes: list[PendingChange]) -> _Deferred | None:
-    """In a group's first try on PostgreSQL, when every approved change creates an issue:
-    their issues, made later by the audit append's own statement (one round trip fewer,
-    ``audit.carry_results``); None: execute them now (``_execute_all``). A project gone
-    by then fails the group (``issues.check_made``), which runs each decision again alone,
-    executed in its savepoint."""
-    if (not changes or not s.info.get(GROUPED) or native(s.connection()) is None
-            or any(ch.tool_name != _CREATE_ISSUE for ch in changes)):
-        return None
-    ids, params = issues.new_issues(changes)
-    return ids, params, []
-
-
-_CREATE_ISSUE = "create_issue"
-
-
-def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any]]:
-    """Execute approved changes in order; their results. In a group's first try
-    (``GROUPED``, one decision or several), a tool's consecutive changes go to its
-    ``execute_many``, without savepoints."""
-    if not s.info.get(GROUPED):
-        return [_execute(s, ch) for ch in changes]
-    entity_ids: list[str] = []
-    start = 0
-    while start < len(changes):
-        spec = OPERATIONS[changes[start].tool_name]
-        end = start + 1
-        while end < len(changes) and changes[end].tool_name == spec.name:
-            end += 1
-        run = changes[start:end]
-        if spec.execute_many is not None and len(run) > 1:
-            entity_ids += spec.execute_many(s, run)
-        else:
-            entity_ids += [spec.execute(s, ch) for ch in run]
-        start = end
-    return [{"success": True, "entityId": e, "error": None} for e in entity_ids]
-
-
-def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
-    """Apply the change inside a savepoint: all of it, or none of it and an error.
-
-    In a group's first try there is no savepoint (two round trips on PostgreSQL; see
-    ``_execute_all``): any failure raises instead, and store/groups.py runs each decision
-    again alone, where this savepoint catches it.
-    """
-    spec = OPERATIONS[change.tool_name]
-    try:
-        with s.begin_nested():
-            entity_id = spec.execute(s, change)
-    except ExecutionError as exc:
-        return {"success": False, "entityId": change.entity_id, "error": str(exc)}
-    except Exception as exc:
-        logger.exception("execution of %s failed", change.id)
-        return {"success": False, "entityId": change.entity_id,
-                "error": f"execution failed: {type(exc).__name__}"}
-    return {"success": True, "entityId": entity_id, "error": None}
