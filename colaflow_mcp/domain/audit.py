@@ -72,14 +72,9 @@ def _millis(at: datetime) -> datetime:
 
 # ``Session.info`` key: the chain heads (seq, hash) this transaction read under their lock.
 _HELD = "colaflow.audit_heads"
-# ``Session.info`` key: decisions' execution results (and the issues they make) the next
-# append writes with its own statement on PostgreSQL (``carry_results``).
+# ``Session.info`` key: decisions' execution results the next append writes with its own
+# statement on PostgreSQL (``carry_results``).
 _RESULTS = "colaflow.audit_carried_results"
-# ``Session.info`` key: the ids of the issues that append made.
-_MADE = "colaflow.audit_made_issues"
-# What ``carry_results`` hands over: ids, results (JSON text), entity ids, and the issues
-# to make (``NATIVE_CREATE_ISSUES_MANY``'s parameters, the tenant first) or None.
-Carried = tuple[list[str], list[str], list[str | None], list[Any] | None]
 
 
 def record(s: Session, transitions: Sequence[Transition]) -> None:
@@ -112,25 +107,18 @@ def hold(s: Session, tenant_id: str, seq: int, hash_: str) -> None:
 
 
 def carry_results(s: Session, ids: list[str], results: list[str],
-                  entity_ids: list[str | None], issues: list[Any] | None = None) -> None:
-    """Hand decisions' execution results (JSON text), and the issues approvals make
-    (``NATIVE_CREATE_ISSUES_MANY``'s parameters, the tenant first), to the next append of a
-    held head (PostgreSQL), which writes them with its own statement (the ids of the issues
-    it made: ``made_issues``); ``carried_results`` takes back whatever no append took."""
-    s.info[_RESULTS] = (ids, results, entity_ids, issues)
+                  entity_ids: list[str | None]) -> None:
+    """Hand decisions' execution results (JSON text) to the next append of a held head
+    (PostgreSQL), which writes them with its own statement; ``carried_results`` takes back
+    whatever no append took."""
+    s.info[_RESULTS] = (ids, results, entity_ids)
 
 
-def carried_results(s: Session) -> Carried | None:
-    """What ``carry_results`` handed over that no append wrote (then the caller writes
-    it)."""
-    carried: Carried | None = s.info.pop(_RESULTS, None)
+def carried_results(s: Session) -> tuple[list[str], list[str], list[str | None]] | None:
+    """The results ``carry_results`` handed over that no append wrote (then the caller
+    writes them)."""
+    carried: tuple[list[str], list[str], list[str | None]] | None = s.info.pop(_RESULTS, None)
     return carried
-
-
-def made_issues(s: Session) -> list[str]:
-    """The ids of the issues the append made from what ``carry_results`` handed over."""
-    made: list[str] = s.info.pop(_MADE, [])
-    return made
 
 
 def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
@@ -141,7 +129,7 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
     entries, move the head's hash. The lock is held until the transaction ends, so callers
     append last, after their other work. ``held``: the head (seq, hash) as this transaction
     already read it under its lock (``lock_chains``, PostgreSQL): then one statement,
-    which also writes the results ``s`` carries and makes its issues (``carry_results``).
+    which also writes the results ``s`` carries (``carry_results``).
     """
     if held is not None:
         last, prev = held[0] + len(transitions), held[1]
@@ -175,15 +163,10 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
             "seq", "actor_type", "actor_id", "actor_name", "action", "change_id")),
             texts, [r["prev_hash"] for r in rows], [r["hash"] for r in rows]]
         carried = carried_results(s) if s is not None else None
-        if carried is None:
+        if carried is not None:  # and the decisions' results, still one statement
+            fast.execute(statements.NATIVE_APPEND_AUDIT_RECORD_RESULTS, *args, *carried)
+        else:
             fast.execute(statements.NATIVE_APPEND_AUDIT, *args)
-        elif carried[3] is None:  # and the decisions' results, still one statement
-            fast.execute(statements.NATIVE_APPEND_AUDIT_RECORD_RESULTS, *args, *carried[:3])
-        else:  # and the issues the approvals make, still one statement
-            assert s is not None
-            s.info[_MADE] = [row[0] for row in fast.fetch(
-                statements.NATIVE_CREATE_ISSUES_APPEND_AUDIT_RECORD_RESULTS, *args,
-                *carried[:3], *carried[3][1:])]
         return last
     prepared.run(conn, statements.INSERT_AUDIT_ENTRY, rows)
     prepared.run(conn, statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})

@@ -26,10 +26,11 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from colaflow_mcp.config import Settings
-from colaflow_mcp.domain import audit, execution, recording, webhooks
+from colaflow_mcp.domain import audit, recording
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.errors import (
     Conflict,
+    ExecutionError,
     Forbidden,
     InvalidArguments,
     NotFound,
@@ -42,7 +43,7 @@ from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
-from colaflow_mcp.store.groups import TransactionGroups
+from colaflow_mcp.store.groups import GROUPED, TransactionGroups
 from colaflow_mcp.store.native import Native, native
 from colaflow_mcp.store.tables import PendingChange, Status, new_pending_change, utcnow
 
@@ -194,21 +195,15 @@ class ChangeService:
         """One transaction's decisions of a tenant, set-wise: its chain head locked first
         (on PostgreSQL by the claim's own statement, ``_claim_all``), every change claimed
         with one statement, the approved ones executed (a tool's consecutive executions
-        together where it can; on PostgreSQL, when all of them create issues, by the audit
-        append's statement: ``execution.deferred_issues``), then the results and audit
-        entries written once."""
+        together where it can), then the results and audit entries written once."""
         claimed = _claim_all(s, tenant_id, items)
         pairs = list(zip(items, claimed, strict=True))
-        approved = [c for d, c in pairs if c is not None and d.status == Status.APPROVED]
-        deferred = execution.deferred_issues(s, approved)
-        results = iter(execution.execute_all(s, approved) if deferred is None else [
-            {"success": True, "entityId": i, "error": None} for i in deferred[0]])
+        results = iter(_execute_all(s, [c for d, c in pairs
+                                        if c is not None and d.status == Status.APPROVED]))
         out = [_LOST if c is None else _decided(
             tenant_id, d, c, next(results) if d.status == Status.APPROVED else None)
             for d, c in pairs]
-        self._record_decided(s, out, deferred)
-        if deferred is not None:
-            execution.check_made(approved, deferred)
+        self._record_decided(s, out)
         return out
 
     def _record_proposed(self, s: Session, proposed: list[Proposed]) -> None:
@@ -225,12 +220,10 @@ class ChangeService:
         recording.record(s, self.recorders, *(p.transition for p in made
                                               if p.transition is not None))
 
-    def _record_decided(self, s: Session, decided: list[Decided],
-                        deferred: execution.Deferred | None = None) -> None:
+    def _record_decided(self, s: Session, decided: list[Decided]) -> None:
         """Execution results and the recorders' rows of a transaction's decisions, each
-        written once per transaction (on PostgreSQL the results, and the ``deferred``
-        issues, by the audit append's own statement when it has the head:
-        ``audit.carry_results``; the ids of the issues made go in ``deferred[2]``)."""
+        written once per transaction (on PostgreSQL the results by the audit append's own
+        statement, when it has the head: ``audit.carry_results``)."""
         done = [d for d in decided if d.change is not None and d.result is not None]
         fast = native(s.connection()) if done else None
         transitions = [t for d in decided for t in d.transitions]
@@ -238,17 +231,11 @@ class ChangeService:
             results = ([d.change.id for d in done if d.change is not None],
                        [json.dumps(d.result) for d in done],
                        [d.change.entity_id for d in done if d.change is not None])
-            audit.carry_results(s, *results, None if deferred is None else deferred[1])
+            audit.carry_results(s, *results)
             if transitions:
                 recording.record(s, self.recorders, *transitions)
-            left = audit.carried_results(s)
-            if left is not None:  # no append took them
+            if audit.carried_results(s) is not None:  # no append took them
                 fast.execute(statements.NATIVE_RECORD_RESULTS, *results)
-                if deferred is not None:
-                    deferred[2].extend(row[0] for row in fast.fetch(
-                        statements.NATIVE_CREATE_ISSUES_MANY, *deferred[1]))
-            elif deferred is not None:
-                deferred[2].extend(audit.made_issues(s))
             return
         if done:
             s.connection().execute(statements.RECORD_RESULT, [
@@ -545,9 +532,7 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
                 lock_head: bool = False) -> list[PendingChange | None]:
     """One statement deciding several changes (distinct ids, no edits; PostgreSQL): each
     one's row, or None where another decision got there first. ``lock_head``: the same
-    statement locks the tenant's chain head first and notes it (``audit.hold``), and
-    reads the tenant's webhook endpoints for the ``WebhookRecorder``
-    (``webhooks.hold_targets``)."""
+    statement locks the tenant's chain head first and notes it (``audit.hold``)."""
     args = (tenant_id, utcnow(), [d.cid for d in items], [d.status.value for d in items],
             [d.by for d in items], [d.reason for d in items],
             [d.only_overdue for d in items])
@@ -559,11 +544,52 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
     head_seq, head_hash = rows[0]["head_seq"], rows[0]["head_hash"]
     if head_seq is not None:  # appended later without reading it again
         audit.hold(s, tenant_id, int(head_seq), str(head_hash))
-    webhooks.hold_targets(s, tenant_id, rows[0]["webhook_targets"])  # not read again
     won = {}
     for row in rows:
         if row["id"] is not None:
             fields = dict(row.items())
-            del fields["head_seq"], fields["head_hash"], fields["webhook_targets"]
+            del fields["head_seq"], fields["head_hash"]
             won[row["id"]] = PendingChange(**fields)
     return [won.get(d.cid) for d in items]
+
+
+def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any]]:
+    """Execute approved changes in order; their results. In a group's first try
+    (``GROUPED``, one decision or several), a tool's consecutive changes go to its
+    ``execute_many``, without savepoints."""
+    if not s.info.get(GROUPED):
+        return [_execute(s, ch) for ch in changes]
+    entity_ids: list[str] = []
+    start = 0
+    while start < len(changes):
+        spec = OPERATIONS[changes[start].tool_name]
+        end = start + 1
+        while end < len(changes) and changes[end].tool_name == spec.name:
+            end += 1
+        run = changes[start:end]
+        if spec.execute_many is not None and len(run) > 1:
+            entity_ids += spec.execute_many(s, run)
+        else:
+            entity_ids += [spec.execute(s, ch) for ch in run]
+        start = end
+    return [{"success": True, "entityId": e, "error": None} for e in entity_ids]
+
+
+def _execute(s: Session, change: PendingChange) -> dict[str, Any]:
+    """Apply the change inside a savepoint: all of it, or none of it and an error.
+
+    In a group's first try there is no savepoint (two round trips on PostgreSQL; see
+    ``_execute_all``): any failure raises instead, and store/groups.py runs each decision
+    again alone, where this savepoint catches it.
+    """
+    spec = OPERATIONS[change.tool_name]
+    try:
+        with s.begin_nested():
+            entity_id = spec.execute(s, change)
+    except ExecutionError as exc:
+        return {"success": False, "entityId": change.entity_id, "error": str(exc)}
+    except Exception as exc:
+        logger.exception("execution of %s failed", change.id)
+        return {"success": False, "entityId": change.entity_id,
+                "error": f"execution failed: {type(exc).__name__}"}
+    return {"success": True, "entityId": entity_id, "error": None}

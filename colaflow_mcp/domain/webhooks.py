@@ -191,19 +191,6 @@ async def deliveries(db: Database, endpoint: WebhookEndpoint, limit: int = 50
              "finishedAt": iso(r.finished_at)} for r in rows]
 
 
-# ``Session.info`` key: the tenants' live endpoints (id, events) as this transaction
-# already read them (``hold_targets``).
-_TARGETS = "colaflow.webhook_targets"
-
-
-def hold_targets(s: Session, tenant_id: str, targets: Sequence[Sequence[Any]]) -> None:
-    """Note a tenant's live endpoints as this transaction read them (``WEBHOOK_TARGETS``'
-    rows, [id, events] each, read by the caller's own statement): the recorder then does
-    not read them again (PostgreSQL: one round trip fewer per decision transaction)."""
-    s.info.setdefault(_TARGETS, {})[tenant_id] = [(str(ep), list(events))
-                                                  for ep, events in targets]
-
-
 @dataclass
 class WebhookRecorder:
     """The recorder that queues deliveries (see the module docstring); ``on_commit`` is
@@ -224,8 +211,7 @@ class WebhookRecorder:
             if kind is None or t.change is None:
                 continue
             if t.tenant_id not in targets:
-                held = s.info.get(_TARGETS, {}).get(t.tenant_id)
-                targets[t.tenant_id] = held if held is not None else [
+                targets[t.tenant_id] = [
                     (str(r[0]), list(r[1])) for r in prepared.run(
                         conn, statements.WEBHOOK_TARGETS, {"p_tenant": t.tenant_id})]
             wanted = [ep for ep, events in targets[t.tenant_id] if kind in events]

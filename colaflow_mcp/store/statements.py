@@ -97,6 +97,8 @@ def pending_change_row(change: PendingChange) -> dict[str, Any]:
     return {name: getattr(change, key) for name, key in _PC_COLUMNS}
 
 
+
+# Take ``p_count`` issue numbers of a project (``p_tenant``, ``p_key``): RETURNING its id,
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 
 # Take ``p_count`` sequence numbers of a tenant's chain (``p_tenant``): RETURNING the new
@@ -238,9 +240,8 @@ NATIVE_CLAIM_MANY = (
 # any change row: the claim's condition on the head is a one-time filter (an InitPlan run
 # before the scan starts), so a transaction waiting for the head holds no change row.
 # Same parameters; one row per claimed change (the columns of NATIVE_CLAIM_MANY after
-# head_seq, head_hash, webhook_targets), or one row of nulls but those if none was
-# claimed; head_seq null: the tenant has no head yet. webhook_targets: WEBHOOK_TARGETS'
-# rows read in the same round trip, as a JSON list of [id, events].
+# head_seq, head_hash), or one row of nulls but the head if none was claimed; head_seq
+# null: the tenant has no head yet.
 NATIVE_LOCK_HEAD_CLAIM_MANY = (
     "WITH head AS MATERIALIZED (SELECT seq, hash FROM audit_head WHERE tenant_id = $1 "
     "FOR UPDATE), claimed AS ("
@@ -252,41 +253,23 @@ NATIVE_LOCK_HEAD_CLAIM_MANY = (
     f"AND pc.id = v.id AND pc.tenant_id = $1 AND pc.status = '{Status.PENDING.value}' "
     "AND CASE WHEN v.overdue THEN pc.expires_at <= $2 ELSE pc.expires_at > $2 END "
     f"RETURNING {_PC_NAMES}) "
-    "SELECT head.seq AS head_seq, head.hash AS head_hash, (SELECT coalesce(json_agg("
-    "json_build_array(e.id, e.events)), '[]') FROM webhook_endpoint AS e "
-    "WHERE e.tenant_id = $1 AND e.removed_at IS NULL) AS webhook_targets, claimed.* "
+    "SELECT head.seq AS head_seq, head.hash AS head_hash, claimed.* "
     "FROM (SELECT 1) AS one LEFT JOIN head ON true LEFT JOIN claimed ON true")
 
-# Issues in a tenant's projects, each project's numbered in array order from its next
-# number, in one statement (atomic by itself): $1 tenant, $2 now, arrays $3 project keys,
-# $4 ids, $5 titles, $6 descriptions, $7 types, $8 statuses, $9 priorities, $10 assignees;
-# one row per issue made (its id): an issue of a project that does not exist is not made.
-_CREATE_ISSUES_CTES = (
-    "new_issue AS (SELECT * FROM unnest({keys}::text[], {ids}::text[], {fields}) "
-    "WITH ORDINALITY AS v(project_key, id, title, description, type, status, priority, "
-    "assignee, ord)), "
-    "taken AS (UPDATE project AS p SET next_issue_number = p.next_issue_number + c.n "
-    "FROM (SELECT project_key, count(*) AS n FROM new_issue GROUP BY project_key) AS c "
-    "WHERE p.tenant_id = $1 AND p.key = c.project_key "
-    "RETURNING p.id, p.key, p.next_issue_number - c.n AS first), "
-    "made AS (INSERT INTO issue (id, tenant_id, project_id, key, number, title, "
-    "description, type, status, priority, assignee, created_at, updated_at) "
-    "SELECT v.id, $1, taken.id, taken.key || '-' || (taken.first + v.n - 1)::text, "
-    "taken.first + v.n - 1, v.title, v.description, v.type, v.status, v.priority, "
-    "v.assignee, {now}, {now} FROM (SELECT *, row_number() OVER (PARTITION BY project_key "
-    "ORDER BY ord) AS n FROM new_issue) AS v JOIN taken ON taken.key = v.project_key "
-    "RETURNING issue.id)")
-
-
-def _create_issues_ctes(first: int) -> str:
-    """``_CREATE_ISSUES_CTES`` with its parameters from ``$first`` (now, then the 8
-    arrays)."""
-    n = [f"${first + i}" for i in range(9)]
-    return _CREATE_ISSUES_CTES.format(
-        now=n[0], keys=n[1], ids=n[2], fields=", ".join(f"{p}::text[]" for p in n[3:]))
-
-
-NATIVE_CREATE_ISSUES_MANY = f"WITH {_create_issues_ctes(2)} SELECT id FROM made"
+# Several issues in one project, numbered in array order from its next number, in one
+# statement (atomic by itself): $1 tenant, $2 project key, $3 count, $4 now, arrays $5 ids,
+# $6 titles, $7 descriptions, $8 types, $9 statuses, $10 priorities, $11 assignees;
+# RETURNING each issue's id (no row: no such project).
+NATIVE_CREATE_ISSUES = (
+    "WITH taken AS (UPDATE project SET next_issue_number = next_issue_number + $3 "
+    "WHERE tenant_id = $1 AND key = $2 RETURNING id, key, next_issue_number - $3 AS first) "
+    "INSERT INTO issue (id, tenant_id, project_id, key, number, title, description, type, "
+    "status, priority, assignee, created_at, updated_at) "
+    "SELECT v.id, $1, taken.id, taken.key || '-' || (taken.first + v.ord - 1)::text, "
+    "taken.first + v.ord - 1, v.title, v.description, v.type, v.status, v.priority, "
+    "v.assignee, $4, $4 FROM taken, unnest($5::text[], $6::text[], $7::text[], $8::text[], "
+    "$9::text[], $10::text[], $11::text[]) WITH ORDINALITY "
+    "AS v(id, title, description, type, status, priority, assignee, ord) RETURNING issue.id")
 
 # RECORD_RESULT for many changes: arrays $1 ids, $2 results (JSON text), $3 entity ids.
 NATIVE_RECORD_RESULTS = (
@@ -315,12 +298,3 @@ NATIVE_APPEND_AUDIT_RECORD_RESULTS = (
     "WITH results AS (UPDATE pending_change AS pc SET execution_result = r.result::json, "
     "entity_id = r.entity FROM unnest($14::text[], $15::text[], $16::text[]) "
     "AS r(id, result, entity) WHERE pc.id = r.id), " + NATIVE_APPEND_AUDIT[len("WITH "):])
-
-# NATIVE_APPEND_AUDIT_RECORD_RESULTS and NATIVE_CREATE_ISSUES_MANY in one statement (one
-# round trip, under the head's lock): NATIVE_APPEND_AUDIT_RECORD_RESULTS' parameters, then
-# NATIVE_CREATE_ISSUES_MANY's after the tenant as $17 now, arrays $18 project keys, $19 ids,
-# $20-$25 the fields; one row per issue made (its id).
-NATIVE_CREATE_ISSUES_APPEND_AUDIT_RECORD_RESULTS = (
-    f"WITH {_create_issues_ctes(17)}, "
-    + NATIVE_APPEND_AUDIT_RECORD_RESULTS[len("WITH "):].replace(
-        " UPDATE audit_head SET", ", head AS (UPDATE audit_head SET") + ") SELECT id FROM made")

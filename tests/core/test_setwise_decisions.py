@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import delete, event, update
+from sqlalchemy import delete, update
 from sqlmodel import col, select
 
 from colaflow_mcp.domain.auth import Principal
@@ -165,90 +165,3 @@ async def test_a_failing_execution_in_a_group_fails_only_its_change(
     assert sorted(issues[out[c].entity_id].key  # type: ignore[index]
                   for c in (lead, ok1, ok2)) == ["WEB-1", "WEB-2", "WEB-3"]
     assert (await h.runtime.audit.verify(tenant_id)).ok
-
-
-async def _approve_new_issues_in_one_group(
-        h: Harness, proposed: Callable[[], None] = lambda: None,
-) -> tuple[str, list[Any], list[str]]:
-    """A lead approval, then a group of three approvals making issues in two projects and
-    a rejection (``proposed`` called before them); the tenant, the group's values, and its
-    approved changes' ids."""
-    changes = h.runtime.changes
-    tenant_id, agent, rita = await two_projects(h)
-    lead = await _propose(h, agent, title="lead")
-    web1, ops1, web2 = (await _propose(h, agent, title="w1 ‘quoted’ \"x\""),
-                        await _propose(h, agent, project_key="OPS", title="o1",
-                                       assignee="Zoë", priority="High"),
-                        await _propose(h, agent, title="w2"))
-    rej = await _propose(h, agent, title="no")
-    proposed()
-    out = await _in_one_group(h, lambda: changes.approve(rita, lead), [
-        lambda: changes.approve(rita, web1), lambda: changes.approve(rita, ops1),
-        lambda: changes.reject(rita, rej, "not now"), lambda: changes.approve(rita, web2)])
-    return tenant_id, out, [web1, ops1, web2]
-
-
-async def _check_new_issues(h: Harness, tenant_id: str, out: list[Any],
-                            approved: list[str]) -> None:
-    first, ops, rejected, last = out
-    assert rejected.status == Status.REJECTED.value
-    issues = await _issues(h)
-    assert [issues[c.entity_id].key for c in (first, ops, last)] == ["WEB-2", "OPS-1", "WEB-3"]
-    assert issues[first.entity_id].title == "w1 ‘quoted’ \"x\""
-    made = issues[ops.entity_id]
-    assert (made.assignee, made.priority, made.status) == ("Zoë", "High", "ToDo")
-    async with h.runtime.db.read() as s:
-        numbers = {p.key: p.next_issue_number for p in (await s.exec(select(Project))).all()}
-        stored = [await s.get(PendingChange, cid) for cid in approved]
-    assert numbers == {"WEB": 4, "OPS": 2}
-    for change, row in zip((first, ops, last), stored, strict=True):
-        assert row is not None and row.entity_id == change.entity_id
-        assert row.execution_result == {"success": True, "entityId": change.entity_id,
-                                        "error": None}
-    verdict = await h.runtime.audit.verify(tenant_id)
-    # key.created, 5 proposals, the lead's 2; in the group 3 × 2 approvals, a rejection.
-    assert (verdict.ok, verdict.entries) == (True, 1 + 5 + 2 + 6 + 1), verdict
-
-
-async def test_a_group_making_issues_makes_them_with_its_audit_entries(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On PostgreSQL the issues of a group whose approvals all create issues are made by
-    the audit append's own statement: 2 statements for the group (the claim, which also
-    reads the webhook endpoints; issues, results and audit), besides BEGIN and COMMIT."""
-    from colaflow_mcp.store.native import Native
-
-    sent: list[str] = []
-    run = Native._run
-
-    def counted(self: Native, sql: str, *args: Any) -> Any:
-        sent.append(sql)
-        return run(self, sql, *args)
-
-    def adapter(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
-        sent.append(sql)
-
-    monkeypatch.setattr(Native, "_run", counted)
-    engine = harness.runtime.db.write_engine.sync_engine
-    event.listen(engine, "before_cursor_execute", adapter)
-    try:
-        tenant_id, out, approved = await _approve_new_issues_in_one_group(
-            harness, sent.clear)
-    finally:
-        event.remove(engine, "before_cursor_execute", adapter)
-    await _check_new_issues(harness, tenant_id, out, approved)
-    if not harness.runtime.db.is_sqlite:  # the lead's group of one, then the group
-        assert len(sent) == 2 * 2, sent
-
-
-async def test_a_group_making_issues_without_the_audit_trail_makes_them(
-        harness: Harness) -> None:
-    """With no audit append to carry them, the issues are made by their own statement."""
-    harness.runtime.changes.recorders = ()
-    tenant_id, out, approved = await _approve_new_issues_in_one_group(harness)
-    issues = await _issues(harness)
-    assert sorted(issues[c.entity_id].key for c in (out[0], out[1], out[3])) == [
-        "OPS-1", "WEB-2", "WEB-3"]
-    async with harness.runtime.db.read() as s:
-        stored = [await s.get(PendingChange, cid) for cid in approved]
-    assert all(row is not None and row.execution_result is not None
-               and row.execution_result["success"] for row in stored)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field, field_validator
 from sqlmodel import Session, col, delete
 
@@ -79,16 +77,10 @@ def exec_create_issue(s: Session, ch: PendingChange) -> str:
 
 
 def exec_create_issues(s: Session, changes: list[PendingChange]) -> list[str]:
-    """Create issues in order: on PostgreSQL with one statement for all of them, each
-    project's numbers taken at once (atomic by itself); on SQLite two statements per
-    project."""
+    """Create issues in order: per project, its numbers taken at once and the issues
+    inserted with one statement on PostgreSQL (atomic by itself), two on SQLite."""
     conn = s.connection()
     fast = native(conn)
-    if fast is not None:
-        ids, params = new_issues(changes)
-        check_made(changes, ids, [row[0] for row in fast.fetch(
-            statements.NATIVE_CREATE_ISSUES_MANY, *params)])
-        return ids
     now, ids = utcnow(), [new_id() for _ in changes]
     by_project: dict[str, list[int]] = {}
     for i, ch in enumerate(changes):
@@ -96,6 +88,13 @@ def exec_create_issues(s: Session, changes: list[PendingChange]) -> list[str]:
     for project_key, members in by_project.items():
         tenant_id = changes[members[0]].tenant_id
         afters = [changes[i].diff["after"] for i in members]
+        if fast is not None:
+            made = fast.fetch(statements.NATIVE_CREATE_ISSUES, tenant_id, project_key,
+                              len(members), now, [ids[i] for i in members],
+                              *([a[f] for a in afters] for f in _ISSUE_FIELDS))
+            if len(made) != len(members):
+                raise ExecutionError(f"project {project_key} no longer exists")
+            continue
         taken = conn.execute(statements.TAKE_ISSUE_NUMBERS, {
             "p_tenant": tenant_id, "p_key": project_key, "p_count": len(members)}).first()
         if taken is None:
@@ -110,25 +109,7 @@ def exec_create_issues(s: Session, changes: list[PendingChange]) -> list[str]:
     return ids
 
 
-def new_issues(changes: list[PendingChange]) -> tuple[list[str], list[Any]]:
-    """The new ids of one tenant's approved ``create_issue`` changes, and the parameters
-    of ``NATIVE_CREATE_ISSUES_MANY`` that make those issues (PostgreSQL; sent as that
-    statement, or within the audit append's: ``audit.carry_results``)."""
-    ids = [new_id() for _ in changes]
-    afters = [ch.diff["after"] for ch in changes]
-    return ids, [changes[0].tenant_id, utcnow(), [a["projectKey"] for a in afters], ids,
-                 *([a[f] for a in afters] for f in _ISSUE_FIELDS)]
-
-
-def check_made(changes: list[PendingChange], ids: list[str], made: list[str]) -> None:
-    """ExecutionError naming a project whose issue was not made (the project is gone)."""
-    if len(made) != len(ids):
-        missing = set(ids) - set(made)
-        gone = next(ch for ch, i in zip(changes, ids, strict=True) if i in missing)
-        raise ExecutionError(f"project {gone.diff['after']['projectKey']} no longer exists")
-
-
-# A new issue's fields as its diff's ``after`` has them (NATIVE_CREATE_ISSUES_MANY's order).
+# A new issue's fields as its diff's ``after`` has them (NATIVE_CREATE_ISSUES's order).
 _ISSUE_FIELDS = ("title", "description", "type", "status", "priority", "assignee")
 
 
