@@ -1,16 +1,31 @@
-import json, glob, os, re, sys
-d = sys.argv[1] if len(sys.argv) > 1 else "/work/wt/pg-onetrip/benchmarks/results/approvals/pg-onetrip"
+"""One line per raw file of a pg-onetrip window: ``python pg-onetrip-summary.py [DIR]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+where = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
 print("micro:")
-for f in sorted(glob.glob(f"{d}/micro-*.txt")):
-    try:
-        j = json.loads(open(f).read().strip().splitlines()[-1])
-    except Exception as e:
-        print(os.path.basename(f), "??", e); continue
+for f in sorted(where.glob("micro-*.txt")):
+    lines = f.read_text().strip().splitlines()
+    if not lines:
+        print(f.name, "(empty)")
+        continue
+    j = json.loads(lines[-1])
     rt = j["round_trips_per_approval"]
-    print(f"{os.path.basename(f):28s} {j['per_s']:7.1f}/s cpu {j['cpu_ms_per_approval']:.3f} ms  rt/appr {sum(rt.values()):.2f} ({rt})  load {j['loadavg'][0]:.2f}")
+    print(f"{f.name:28s} {j['per_s']:7.1f}/s cpu {j['cpu_ms_per_approval']:.3f} ms  "
+          f"rt/approval {sum(rt.values()):.2f} {rt}  load {j['loadavg'][0]:.2f}")
 print("served:")
-for f in sorted(glob.glob(f"{d}/served-*.json"), key=lambda p: (re.findall(r'-(\d+)\.json', p), p)):
-    j = json.load(open(f))
-    for e, v in j["rounds"][0].items():
+for f in sorted(where.glob("served-*.json")):
+    for engine, v in json.loads(f.read_text())["rounds"][0].items():
         s, b = v["steady"], v.get("burst", {})
-        print(f"{os.path.basename(f):24s} {e:8s} {s['approvals_per_s']:7.1f}/s  ev p50/p99 {s['event_after_return_ms']['p50']:.2f}/{s['event_after_return_ms']['p99']:.1f}  call p50/p99 {s['call_ms']['p50']:.1f}/{s['call_ms']['p99']:.0f}  srvCPU {s['server_cpu_ms_per_approval']:.2f}  cores {s['server_cpu_cores']}  pgCPU {s.get('postgres_cpu_ms_per_approval','-')}  burst {b.get('approvals_per_s','-')}  load {s['loadavg_1m']}  miss/dup {s['missing']}/{s['duplicates']}")
+        ev = s["event_after_return_ms"]
+        print(f"{f.name:24s} {engine:8s} {s['approvals_per_s']:7.1f}/s  "
+              f"event p50/p99 {ev['p50']:.2f}/{ev['p99']:.1f}  "
+              f"server CPU {s['server_cpu_ms_per_approval']:.2f} ms  "
+              f"PG CPU {s.get('postgres_cpu_ms_per_approval', '-')}  "
+              f"burst {b.get('approvals_per_s', '-')}  load {s['loadavg_1m']}  "
+              f"missing/dup {s['missing']}/{s['duplicates']}")
