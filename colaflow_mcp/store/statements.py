@@ -97,8 +97,6 @@ def pending_change_row(change: PendingChange) -> dict[str, Any]:
     return {name: getattr(change, key) for name, key in _PC_COLUMNS}
 
 
-
-# Take ``p_count`` issue numbers of a project (``p_tenant``, ``p_key``): RETURNING its id,
 # -- the audit chain (see domain/audit.py) -------------------------------------------------
 
 # Take ``p_count`` sequence numbers of a tenant's chain (``p_tenant``): RETURNING the new
