@@ -216,6 +216,10 @@ class Notifier:
         """Tenant id -> its queue subscribers and their state (for reconcile; read-only)."""
         return self._queues
 
+    def has_queue(self, tenant_id: str) -> bool:
+        """Whether some local queue subscriber of the tenant waits for its changes."""
+        return tenant_id in self._queues
+
     def queue_subscriber_count(self) -> int:
         """Queue subscribers held."""
         return sum(len(q) for q in self._queues.values())

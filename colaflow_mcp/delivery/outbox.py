@@ -56,8 +56,14 @@ class Outbox:
         """
         created = change.status == Status.PENDING.value
         if created:
-            event = created_event(change)
             metrics.proposed(change.tool_name)
+            if self._local_only and not self.notifier.has_queue(change.tenant_id):
+                # A creation goes to review queues only, and this instance is the only one
+                # (nothing is published) with no queue of the tenant: nobody to tell, so the
+                # change's JSON is not built. A queue subscribing later reads it in its
+                # snapshot.
+                return
+            event = created_event(change)
         else:
             event = event_from_change(change, time.time())  # just committed
             metrics.decided(change.status)

@@ -68,10 +68,9 @@ class Proposal(BaseModel):
     summary: str = Field(description="One line describing the proposed change.")
 
 
-def proposal_of(change: PendingChange) -> Proposal:
-    """The proposal a proposing tool answers with."""
-    return Proposal(
-        pendingChangeId=change.id, status=change.status,
-        resourceUri=pending_change_uri(change.id), expiresAt=iso(change.expires_at),
-        diff=change.diff, summary=change.summary,
-    )
+def proposal_json(change: PendingChange) -> dict[str, Any]:
+    """The proposal a proposing tool answers with (a :class:`Proposal` as JSON; the model
+    is not built here: the MCP SDK validates a tool's structured content against it)."""
+    return {"pendingChangeId": change.id, "status": change.status,
+            "resourceUri": pending_change_uri(change.id), "expiresAt": iso(change.expires_at),
+            "diff": change.diff, "summary": change.summary}

@@ -34,7 +34,7 @@ from colaflow_mcp.domain.operations import (
 )
 from colaflow_mcp.domain.operations.base import Args
 from colaflow_mcp.domain.queries import Queries
-from colaflow_mcp.domain.representation import change_to_json, proposal_of
+from colaflow_mcp.domain.representation import change_to_json, proposal_json
 from colaflow_mcp.domain.uris import PENDING_CHANGE_PREFIX
 from colaflow_mcp.mcp.context import require_principal
 from colaflow_mcp.store.tables import PendingChange
@@ -137,13 +137,13 @@ def _readers(queries: Queries) -> dict[str, Call]:
 
 def proposal_result(change: PendingChange) -> types.CallToolResult:
     """Structured proposal plus a one-line summary for the model to read."""
-    proposal = proposal_of(change)
+    proposal = proposal_json(change)
     text = (f"Proposed: {change.summary}. Pending change {change.id} awaits human review "
-            f"(expires {proposal.expiresAt}); subscribe to {proposal.resourceUri} for the "
-            f"decision.")
+            f"(expires {proposal['expiresAt']}); subscribe to {proposal['resourceUri']} for "
+            f"the decision.")
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)],
-        structured_content=proposal.model_dump(mode="json"),
+        structured_content=proposal,
     )
 
 

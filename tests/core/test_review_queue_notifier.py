@@ -14,6 +14,7 @@ from colaflow_mcp.delivery.notifier import Notifier, QueueState
 from colaflow_mcp.domain import admin
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import PendingChange, utcnow
+from tests.harness import Harness
 
 pytestmark = pytest.mark.anyio
 
@@ -125,3 +126,27 @@ async def test_creations_go_to_queue_subscribers_only_and_stay_in_their_tenant(
     notifier.unregister_queue(reviewer)
     notifier.unregister_queue(foreign)
     assert notifier.queue_subscriber_count() == 0
+
+
+async def test_a_queue_of_one_instance_gets_what_was_proposed_before_it_and_each_creation_after(
+    harness: Harness,
+) -> None:
+    """One instance (no backplane): a creation with no queue of its tenant to tell is not
+    turned into an event, so a queue subscribing later must find it in its snapshot, and
+    the creations after it arrive as events, once each, and only for its tenant."""
+    h = harness
+    await h.project("acme", "WEB")
+    await h.project("globex", "WEB")
+    acme_key, globex_key = await h.agent_key("acme"), await h.agent_key("globex")
+    before = await h.propose(acme_key, arguments={"project_key": "WEB", "title": "before"})
+    runtime = h.runtime
+    acme = await admin.get_or_create_tenant(runtime.db, "acme")
+    reviewer = Reviewer(acme.id)
+    snapshot = await runtime.notifier.subscribe_queue(reviewer)
+    try:
+        assert [c["id"] for c in snapshot] == [before["id"]]
+        after = await h.propose(acme_key, arguments={"project_key": "WEB", "title": "after"})
+        await h.propose(globex_key, arguments={"project_key": "WEB", "title": "elsewhere"})
+        assert reviewer.events == [("PendingChangeCreated", after["id"])]
+    finally:
+        runtime.notifier.unregister_queue(reviewer)

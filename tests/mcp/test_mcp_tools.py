@@ -10,6 +10,7 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from colaflow_mcp.domain.representation import Proposal
 from tests.harness import Harness
 from tests.mcp.mcpenv import Mode, mcp_client, propose_issue, read_json
 
@@ -68,6 +69,9 @@ async def test_proposing_returns_structured_content_and_a_summary_and_changes_no
         text = _text(result)
         projects = await client.call_tool("list_projects", {})
     assert data["status"] == "Pending"
+    # Exactly the advertised output schema's fields, as the model would dump them.
+    assert data == Proposal.model_validate(data).model_dump(mode="json")
+    assert set(data) == set(Proposal.model_fields) and data["summary"] in text
     assert data["resourceUri"] == f"colaflow://pending-changes/{data['pendingChangeId']}"
     assert data["expiresAt"].endswith("Z")
     assert data["diff"]["after"]["title"] == "Login fails"
