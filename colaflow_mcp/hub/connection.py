@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +74,9 @@ class Hub(Protocol):
     def closed(self, conn: HubConnection) -> None:
         """The connection closed: drop what it held."""
 
+
+# An idle connection that watches nothing shares this (an empty set is ~0.2 KiB).
+_NO_SUBSCRIPTIONS: frozenset[str] = frozenset()
 
 # One dispatch hands the same event to every subscriber (a creation to every reviewer of
 # the tenant): frame it once, not once per connection.
@@ -120,7 +124,8 @@ class HubConnection:
         self._on_closed = on_closed
         self.state = ConnectionState.NEGOTIATED
         self.transport: Transport | None = None
-        self.subscriptions: set[str] = set()
+        # The changes it watches (a set made by the first subscription: see ``watch``).
+        self.subscriptions: AbstractSet[str] = _NO_SUBSCRIPTIONS
         self.review_queue = False  # subscribed to its tenant's review queue (reviewers)
         self.handshake_version: int | None = None
         self.close_error: str | None = None
@@ -182,6 +187,25 @@ class HubConnection:
         owner = self.principal
         return (owner.tenant_id, owner.api_key_id, owner.user) == (
             principal.tenant_id, principal.api_key_id, principal.user)
+
+    def watch(self, change_id: str) -> None:
+        """Add ``change_id`` to :attr:`subscriptions`."""
+        watched = self.subscriptions
+        if isinstance(watched, set):
+            watched.add(change_id)
+        else:
+            self.subscriptions = {change_id}
+
+    def unwatch(self, change_id: str) -> None:
+        """Drop ``change_id`` from :attr:`subscriptions`."""
+        watched = self.subscriptions
+        if isinstance(watched, set):
+            watched.discard(change_id)
+
+    def unwatch_all(self) -> AbstractSet[str]:
+        """Empty :attr:`subscriptions`; what it held."""
+        watched, self.subscriptions = self.subscriptions, _NO_SUBSCRIPTIONS
+        return watched
 
     # -- outbound ---------------------------------------------------------------------
 

@@ -57,12 +57,12 @@ class McpHub:
         if conn.closed:  # closed while we read: leave nothing registered
             self.notifier.unregister(conn, change_id)
         else:
-            conn.subscriptions.add(change_id)
+            conn.watch(change_id)
         return snapshot
 
     def unsubscribe(self, conn: HubConnection, change_id: str) -> None:
         """Stop sending this change's decision to ``conn``."""
-        conn.subscriptions.discard(change_id)
+        conn.unwatch(change_id)
         self.notifier.unregister(conn, change_id)
 
     async def subscribe_queue(self, conn: HubConnection) -> list[dict[str, Any]]:
@@ -83,8 +83,7 @@ class McpHub:
 
     def closed(self, conn: HubConnection) -> None:
         """The connection closed: drop its registrations."""
-        self.notifier.unregister_all(conn, conn.subscriptions)
-        conn.subscriptions.clear()
+        self.notifier.unregister_all(conn, conn.unwatch_all())
         if conn.review_queue:
             self.unsubscribe_queue(conn)
 
