@@ -76,7 +76,7 @@ class Hub(Protocol):
 
 
 # An idle connection that watches nothing shares this (an empty set is ~0.2 KiB).
-_NO_SUBSCRIPTIONS: frozenset[str] = frozenset()
+NO_SUBSCRIPTIONS: frozenset[str] = frozenset()
 
 # One dispatch hands the same event to every subscriber (a creation to every reviewer of
 # the tenant): frame it once, not once per connection.
@@ -124,8 +124,8 @@ class HubConnection:
         self._on_closed = on_closed
         self.state = ConnectionState.NEGOTIATED
         self.transport: Transport | None = None
-        # The changes it watches (a set made by the first subscription: see ``watch``).
-        self.subscriptions: AbstractSet[str] = _NO_SUBSCRIPTIONS
+        # The changes it watches: a set made by the first subscription (methods.py).
+        self.subscriptions: AbstractSet[str] = NO_SUBSCRIPTIONS
         self.review_queue = False  # subscribed to its tenant's review queue (reviewers)
         self.handshake_version: int | None = None
         self.close_error: str | None = None
@@ -187,25 +187,6 @@ class HubConnection:
         owner = self.principal
         return (owner.tenant_id, owner.api_key_id, owner.user) == (
             principal.tenant_id, principal.api_key_id, principal.user)
-
-    def watch(self, change_id: str) -> None:
-        """Add ``change_id`` to :attr:`subscriptions`."""
-        watched = self.subscriptions
-        if isinstance(watched, set):
-            watched.add(change_id)
-        else:
-            self.subscriptions = {change_id}
-
-    def unwatch(self, change_id: str) -> None:
-        """Drop ``change_id`` from :attr:`subscriptions`."""
-        watched = self.subscriptions
-        if isinstance(watched, set):
-            watched.discard(change_id)
-
-    def unwatch_all(self) -> AbstractSet[str]:
-        """Empty :attr:`subscriptions`; what it held."""
-        watched, self.subscriptions = self.subscriptions, _NO_SUBSCRIPTIONS
-        return watched
 
     # -- outbound ---------------------------------------------------------------------
 
