@@ -238,9 +238,7 @@ class McpEndpoint:
                 scope, receive, send)
             return
         logs.bind(tenant=principal.tenant_slug)
-        # Edited in place, not copied: the scope is this request's own (the app's prefix
-        # dispatcher made it), and an open stream holds it for its whole life (~0.9 KiB
-        # per idle session for a second copy).
+        scope = dict(scope)
         scope[SCOPE_KEY] = principal
         # The SDK binds each session to the credential that opened it (by client_id):
         # another key presenting the session id gets 404, as if it did not exist.

@@ -51,7 +51,6 @@ class GetStream:
         """Send the response head, then events, until the client goes, a newer GET stream
         of the session takes over, the session ends or the server shuts down."""
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
-        del headers  # not kept for the stream's life (~1 KiB per idle session)
         disconnected = False
         try:
             with anyio.CancelScope() as self.scope:

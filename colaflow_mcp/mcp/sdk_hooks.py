@@ -217,8 +217,8 @@ def session_event_store(transport: StreamableHTTPServerTransport) -> SessionEven
 def serve_get_from_store(scope: Scope) -> None:
     """Hook 6: a GET without ``Last-Event-ID`` gets ours, so the store serves it (resuming
     after what the session's earlier GET streams were sent, so nothing sent while none was
-    open is lost). Changes ``scope`` itself (the request's own, held as long as the stream
-    is open: not copied again)."""
+    open is lost). Changes ``scope`` itself: the endpoint's own copy, held as long as the
+    stream is open (one copy per idle session, not two)."""
     header = LAST_EVENT_ID_HEADER.encode()
     if any(k == header and v for k, v in scope["headers"]):
         return
