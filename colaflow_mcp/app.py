@@ -8,7 +8,7 @@ supervisor owns every background task.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,13 +37,16 @@ class PrefixDispatch:
 
     SignalR clients call ``/hubs/mcp?id=…`` and MCP clients ``/mcp`` exactly; a plain
     ``Mount`` would answer those with a 307, which WebSockets and POSTs do not follow.
+
+    Like the other layers here, a plain function that returns the next layer's awaitable:
+    no frame of its own stays alive for as long as a connection is open (issue 14).
     """
 
     def __init__(self, app: Any, prefixes: dict[str, Any]) -> None:
         self.app = app
         self.prefixes = prefixes
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         if scope["type"] in ("http", "websocket"):
             path: str = scope["path"]
             for prefix, target in self.prefixes.items():
@@ -53,9 +56,10 @@ class PrefixDispatch:
                     child["path"] = rest
                     child["raw_path"] = rest.encode()
                     child["root_path"] = scope.get("root_path", "") + prefix
-                    await target(child, receive, send)
-                    return
-        await self.app(scope, receive, send)
+                    routed: Awaitable[None] = target(child, receive, send)
+                    return routed
+        other: Awaitable[None] = self.app(scope, receive, send)
+        return other
 
 
 class LogScope:
@@ -68,8 +72,11 @@ class LogScope:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        with logs.scope():
+        token = logs.open_scope()  # not ``with logs.scope()``: no generator per connection
+        try:
             await self.app(scope, receive, send)
+        finally:
+            logs.close_scope(token)
 
 
 class _Lazy:
@@ -78,10 +85,11 @@ class _Lazy:
     def __init__(self) -> None:
         self.target: Any = None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         if self.target is None:
             raise RuntimeError("the app is not started (lifespan has not run)")
-        await self.target(scope, receive, send)
+        result: Awaitable[None] = self.target(scope, receive, send)
+        return result
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -103,7 +111,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.metrics = metrics.registry(runtime.live)
         app.state.hub = runtime.hub  # serving.HubAwareServer shuts it down first
         app.state.console = runtime.console  # and ends the console's live streams
-        hub_router.target = Starlette(routes=runtime.hub.routes)
+        app.state.mcp = runtime.mcp  # and the MCP sessions' GET streams
+        hub_router.target = runtime.hub.app()
         mcp_app.target = runtime.mcp.app
         console.target = console_app(runtime.console)
         async with runtime.running():

@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +36,16 @@ def redact(text: str) -> str:
 # in as it becomes known (``bind``). Field names as in JSON lines.
 _CONTEXT: ContextVar[dict[str, str] | None] = ContextVar("colaflow_log_context", default=None)
 _NAMES = {"tenant": "tenant", "change_id": "changeId", "connection_id": "connectionId"}
+
+
+def open_scope() -> Token[dict[str, str] | None]:
+    """:func:`scope` without a context manager: give the token to :func:`close_scope`."""
+    return _CONTEXT.set({})
+
+
+def close_scope(token: Token[dict[str, str] | None]) -> None:
+    """End the context :func:`open_scope` opened."""
+    _CONTEXT.reset(token)
 
 
 @contextmanager

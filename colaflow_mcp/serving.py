@@ -62,12 +62,15 @@ class HubAwareServer(uvicorn.Server):
         self.hub_shutdown_seconds = hub_shutdown_seconds
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """End the console's live streams and close the hub's connections (Close with
-        allowReconnect), then uvicorn's."""
+        """End the console's live streams and the MCP sessions' GET streams, close the
+        hub's connections (Close with allowReconnect), then uvicorn's."""
         state = getattr(self.config.app, "state", None)
         console: Any = getattr(state, "console", None)
         if console is not None:
             await console.shutdown()  # sets an event: the streams end by themselves
+        mcp: Any = getattr(state, "mcp", None)
+        if mcp is not None:
+            mcp.end_get_streams()  # legacy GET streams (the sessions end with the lifespan)
         hub: Any = getattr(state, "hub", None)
         if hub is not None:
             try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +74,9 @@ class Hub(Protocol):
     def closed(self, conn: HubConnection) -> None:
         """The connection closed: drop what it held."""
 
+
+# An idle connection that watches nothing shares this (an empty set is ~0.2 KiB).
+NO_SUBSCRIPTIONS: frozenset[str] = frozenset()
 
 # One dispatch hands the same event to every subscriber (a creation to every reviewer of
 # the tenant): frame it once, not once per connection.
@@ -120,7 +124,8 @@ class HubConnection:
         self._on_closed = on_closed
         self.state = ConnectionState.NEGOTIATED
         self.transport: Transport | None = None
-        self.subscriptions: set[str] = set()
+        # The changes it watches: a set made by the first subscription (methods.py).
+        self.subscriptions: AbstractSet[str] = NO_SUBSCRIPTIONS
         self.review_queue = False  # subscribed to its tenant's review queue (reviewers)
         self.handshake_version: int | None = None
         self.close_error: str | None = None

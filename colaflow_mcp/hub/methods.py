@@ -7,7 +7,7 @@ from typing import Any
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.domain.errors import InvalidArguments
 from colaflow_mcp.domain.ids import parse_change_id
-from colaflow_mcp.hub.connection import HubConnection, HubError
+from colaflow_mcp.hub.connection import NO_SUBSCRIPTIONS, HubConnection, HubError
 
 NOT_FOUND = "pending change not found"
 INVALID_ID = "invalid pendingChangeId: must be a UUID"
@@ -57,12 +57,16 @@ class McpHub:
         if conn.closed:  # closed while we read: leave nothing registered
             self.notifier.unregister(conn, change_id)
         else:
-            conn.subscriptions.add(change_id)
+            if isinstance(conn.subscriptions, set):
+                conn.subscriptions.add(change_id)
+            else:  # the shared empty one (connection.NO_SUBSCRIPTIONS)
+                conn.subscriptions = {change_id}
         return snapshot
 
     def unsubscribe(self, conn: HubConnection, change_id: str) -> None:
         """Stop sending this change's decision to ``conn``."""
-        conn.subscriptions.discard(change_id)
+        if isinstance(conn.subscriptions, set):
+            conn.subscriptions.discard(change_id)
         self.notifier.unregister(conn, change_id)
 
     async def subscribe_queue(self, conn: HubConnection) -> list[dict[str, Any]]:
@@ -83,8 +87,8 @@ class McpHub:
 
     def closed(self, conn: HubConnection) -> None:
         """The connection closed: drop its registrations."""
-        self.notifier.unregister_all(conn, conn.subscriptions)
-        conn.subscriptions.clear()
+        watched, conn.subscriptions = conn.subscriptions, NO_SUBSCRIPTIONS
+        self.notifier.unregister_all(conn, watched)
         if conn.review_queue:
             self.unsubscribe_queue(conn)
 

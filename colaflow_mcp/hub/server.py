@@ -1,6 +1,7 @@
 """HubServer: negotiate, admission of every transport request, timers, revocation, shutdown.
 
-The runtime mounts ``routes`` under ``/hubs/mcp``, has its supervisor run
+The app mounts :meth:`HubServer.app` (``routes`` behind a WebSocket shortcut) under
+``/hubs/mcp``, the runtime has its supervisor run
 :meth:`HubServer.run_timers`, feeds the revocation pass into
 :meth:`HubServer.drop_revoked` and awaits :meth:`HubServer.shutdown` before stopping.
 """
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 import anyio
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from colaflow_mcp import logs
@@ -55,6 +59,27 @@ class HubServer:
             Route("/", self.http_endpoint, methods=["GET", "POST", "DELETE"]),
             WebSocketRoute("/", self.websocket_endpoint),
         ]
+
+    def app(self) -> ASGIApp:
+        """The hub as one ASGI app: a WebSocket at ``/`` goes straight to its endpoint, the
+        rest (negotiate, SSE, long polling) through Starlette's router.
+
+        Not through the router for the WebSocket: every frame of an ASGI stack stays
+        alive as long as the socket, and Starlette's second stack (application, error and
+        exception middleware, router, route, session wrapper) was ~3 KiB per idle
+        connection (issue 14). Nothing in it acts on a WebSocket the hub serves: the
+        endpoint raises no ``WebSocketException``, and an unexpected error reaches uvicorn
+        either way (it closes the socket, 1011, and logs it).
+        """
+        router = Starlette(routes=self.routes)
+        endpoint = self.websocket_endpoint
+
+        def hub_app(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+            if scope["type"] == "websocket" and scope["path"] == "/":
+                return endpoint(WebSocket(scope, receive, send))
+            return router(scope, receive, send)
+
+        return hub_app
 
     @property
     def connections(self) -> dict[str, HubConnection]:

@@ -186,6 +186,11 @@ class McpEndpoint:
         """A session ended (DELETE, idle timeout, crash, revocation, shutdown)."""
         self.subscriptions.session_closed(session_id)
 
+    def end_get_streams(self) -> None:
+        """The server is shutting down: end the legacy sessions' GET streams now, so the
+        server does not wait for them (their clients reconnect, elsewhere)."""
+        self.manager.end_get_streams()
+
     async def _terminate_session(self, session_id: str) -> int:
         return await self.manager.terminate(session_id)
 

@@ -33,7 +33,16 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
    task per open stream (~5 KiB per idle session). :func:`disable_sse_ping_tasks` sets it
    to 0 (sse-starlette then starts no ping task); ``keepalive.SseKeepAlive`` pings the
    endpoint's streams from one task instead.
+8. ``StreamableHTTPServerTransport._replay_events(last_event_id, request, send)`` — what
+   the transport's GET handling calls, after validating the request, for a GET with
+   ``Last-Event-ID``; with ``_create_event_data(event_message)``, how it frames an event
+   for sse-starlette, and ``CONTENT_TYPE_SSE``. Each session's transport is made a
+   :class:`LeanGetTransport` (its class swapped when admitted, no per-session cost) whose
+   ``_replay_events`` serves a GET-stream resumption with ``get_stream.GetStream``
+   instead of an sse-starlette response with its task group: the same head and the same
+   bytes per event, no task while idle. Request-stream resumptions go to the SDK.
 """
+
 
 from __future__ import annotations
 
@@ -42,16 +51,26 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import mcp_types as types
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
-from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http import (
+    CONTENT_TYPE_SSE,
+    LAST_EVENT_ID_HEADER,
+    MCP_SESSION_ID_HEADER,
+    EventMessage,
+    StreamableHTTPServerTransport,
+)
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from sse_starlette import EventSourceResponse
-from starlette.types import Scope
+from sse_starlette.event import ensure_bytes
+from starlette.requests import Request
+from starlette.types import Scope, Send
 
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME, SessionEventStore
+from colaflow_mcp.mcp.get_stream import GetStream
 
 # Who is opening a session: set by the endpoint around the request, read at admission
 # (the SDK hands ``_admit_session`` only the credential's identity, not our principal).
@@ -130,6 +149,7 @@ class SessionManager(StreamableHTTPSessionManager):
             self.event_store = None
         if transport is not None:
             self._tag(transport)
+            transport.__class__ = LeanGetTransport  # hook 8
         if transport is not None and key_id is not None:
             session_id = transport.mcp_session_id
             assert session_id is not None
@@ -167,6 +187,13 @@ class SessionManager(StreamableHTTPSessionManager):
         if not ids:
             del self._sessions_of[key_id]
 
+    def end_get_streams(self) -> None:
+        """Hooks 4 and 5: end every session's open GET stream (the sessions stay)."""
+        for transport in list(self._server_instances.values()):
+            store = session_event_store(transport)
+            if store is not None:
+                store.end_get_stream()
+
     def session_ids(self) -> list[str]:
         """Hook 4: the ids of the live sessions."""
         return list(self._server_instances)
@@ -203,3 +230,31 @@ def disable_sse_ping_tasks() -> None:
     """Hook 7: no per-stream ping task in the SDK's SSE responses (the endpoint pings them
     all from one task). Process-wide; the SDK is sse-starlette's only user here."""
     EventSourceResponse.DEFAULT_PING_INTERVAL = 0
+
+
+class LeanGetTransport(StreamableHTTPServerTransport):
+    """Hook 8: the SDK's transport, with GET streams served by ``get_stream.GetStream``."""
+
+    async def _replay_events(self, last_event_id: str, request: Request, send: Send) -> None:
+        store = session_event_store(self)
+        after = store.get_stream_start(last_event_id) if store is not None else None
+        if store is None or after is None:
+            await super()._replay_events(last_event_id, request, send)
+            return
+        stream = GetStream(store, after, send, self._encode_event)
+        await stream.serve(sse_headers(self.mcp_session_id), request.receive)
+
+    def _encode_event(self, message: types.JSONRPCMessage, event_id: str) -> bytes:
+        """One event as the SDK's SSE responses put it on the wire."""
+        return ensure_bytes(self._create_event_data(EventMessage(message, event_id)),
+                            EventSourceResponse.DEFAULT_SEPARATOR)
+
+
+def sse_headers(session_id: str | None) -> list[tuple[bytes, bytes]]:
+    """Hook 8: the head of the SDK's SSE responses (its headers, then sse-starlette's)."""
+    headers = [(b"cache-control", b"no-cache, no-transform"), (b"connection", b"keep-alive"),
+               (b"content-type", CONTENT_TYPE_SSE.encode())]
+    if session_id:
+        headers.append((MCP_SESSION_ID_HEADER.encode(), session_id.encode()))
+    headers.append((b"x-accel-buffering", b"no"))
+    return headers

@@ -142,3 +142,36 @@ async def test_the_python_client_rides_out_a_two_second_outage_of_its_get_stream
         with anyio.fail_after(10):
             await updates.wait_for(second["resourceUri"])
     assert updates.uris == [first["resourceUri"], second["resourceUri"]]
+
+
+def _tasks_in(*names: str) -> list[str]:
+    return [name for task in asyncio.all_tasks() for name in _awaited_functions(task)
+            if name in names]
+
+
+async def test_an_idle_get_stream_holds_no_task_of_its_own(server: Harness) -> None:
+    """The GET stream is served from the session's store (issue 14): while idle only the
+    request's own task waits (no sse-starlette task group, no sender); an update still
+    arrives on it, and the sender that carried it ends with the burst."""
+    await server.project()
+    key, token = await server.agent_key(), await server.reviewer_token()
+    updates = Updates()
+    ours = ("GetStream.serve", "GetStream._write", "EventSourceResponse.__call__")
+    async with mcp_client(server, key, "legacy", updates) as client:
+        first = await propose_issue(client, "first")
+        assert (await server.approve(token, first["pendingChangeId"])).status_code == 200
+        await subscribe(client, first["resourceUri"])  # decided: reported at once
+        with anyio.fail_after(10):
+            await updates.wait_for(first["resourceUri"])
+        second = await propose_issue(client, "second")
+        await subscribe(client, second["resourceUri"])
+        assert _tasks_in(*ours) == ["GetStream.serve"]
+        assert (await server.approve(token, second["pendingChangeId"])).status_code == 200
+        with anyio.fail_after(10):
+            await updates.wait_for(second["resourceUri"])
+        senders = [task for task in asyncio.all_tasks()
+                   if "GetStream._write" in _awaited_functions(task)]
+        with anyio.fail_after(10):  # the sender ends once nothing is left to send
+            await asyncio.wait(senders) if senders else None
+        assert _tasks_in(*ours) == ["GetStream.serve"]
+    assert updates.uris == [first["resourceUri"], second["resourceUri"]]

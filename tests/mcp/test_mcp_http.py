@@ -264,9 +264,10 @@ async def test_event_store_replays_only_its_stream_and_forgets_the_oldest() -> N
 
 
 async def test_get_stream_is_served_from_the_store_with_no_gap_and_one_at_a_time() -> None:
-    from mcp.server.streamable_http import GET_STREAM_KEY, EventMessage
+    from mcp.server.streamable_http import GET_STREAM_KEY
 
     from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME
+    from colaflow_mcp.mcp.get_stream import GetStream
 
     store = SessionEventStore(capacity=3)
     note: Any = {"jsonrpc": "2.0", "method": "notifications/resources/updated"}
@@ -278,9 +279,17 @@ async def test_get_stream_is_served_from_the_store_with_no_gap_and_one_at_a_time
     ended: list[int] = []
 
     async def serve(n: int, last_event_id: str) -> None:
-        async def send(event: EventMessage) -> None:
-            await streams[n][0].send(event.event_id)
-        assert await store.replay_events_after(last_event_id, send) is None
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.body" and message["body"]:
+                await streams[n][0].send(message["body"].decode())
+
+        async def receive() -> Any:
+            await anyio.sleep_forever()  # the client stays: the server ends the stream
+
+        after = store.get_stream_start(last_event_id)
+        assert after is not None
+        await GetStream(store, after, send, lambda _, event_id: event_id.encode()).serve(
+            [], receive)
         ended.append(n)
         streams[n][0].close()
 

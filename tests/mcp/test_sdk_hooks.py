@@ -9,10 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
-from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http import (
+    LAST_EVENT_ID_HEADER,
+    EventMessage,
+    StreamableHTTPServerTransport,
+)
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from sse_starlette import EventSourceResponse
 
@@ -72,6 +77,36 @@ def test_the_sdk_still_has_every_private_hook_with_the_expected_shape() -> None:
     assert EventSourceResponse(content=iter(())).ping_interval == 0, _hook(
         7, "an SSE response built without ping= no longer takes the class default")
 
+    replay_events = getattr(StreamableHTTPServerTransport, "_replay_events", None)
+    assert replay_events is not None and inspect.iscoroutinefunction(replay_events) and (
+        _parameters(replay_events) == ["self", "last_event_id", "request", "send"]), _hook(
+        8, "async StreamableHTTPServerTransport._replay_events(last_event_id, request, send) "
+           "is gone or re-signed")
+    get_source = inspect.getsource(StreamableHTTPServerTransport._handle_get_request)
+    assert "await self._replay_events(last_event_id, request, send)" in get_source, _hook(
+        8, "the transport's GET handling no longer hands a resumption to _replay_events")
+    # Our GET stream's head is the SDK's: its headers as sse-starlette completes them.
+    replay_source = inspect.getsource(replay_events)
+    sdk_headers = {"Cache-Control": "no-cache, no-transform", "Connection": "keep-alive",
+                   "Content-Type": "text/event-stream", "mcp-session-id": "canary"}
+    for name, value in sdk_headers.items():
+        if name != "mcp-session-id":
+            assert f'"{name}": ' in replay_source and (
+                f'"{value}"' in replay_source or name == "Content-Type"), _hook(
+                8, f"the SDK's SSE responses no longer send {name}: {value}")
+    assert sdk_hooks.sse_headers("canary") == EventSourceResponse(
+        content=iter(()), headers=sdk_headers).raw_headers, _hook(
+        8, "sse-starlette completes the SDK's SSE headers differently")
+    message = types.JSONRPCNotification(jsonrpc="2.0", method="notifications/canary")
+    framed = transport._create_event_data(EventMessage(message, "g7"))
+    assert framed == {"event": "message", "id": "g7", "data": message.model_dump_json(
+        by_alias=True, exclude_unset=True)}, _hook(
+        8, "the SDK frames an SSE event differently (_create_event_data)")
+    transport.__class__ = sdk_hooks.LeanGetTransport
+    assert transport._encode_event(message, "g7") == (
+        b"id: g7\r\nevent: message\r\ndata: " + message.model_dump_json(
+            by_alias=True, exclude_unset=True).encode() + b"\r\n\r\n")
+
 
 async def test_a_real_session_passes_through_every_hook(
     server: Harness, monkeypatch: pytest.MonkeyPatch
@@ -102,14 +137,14 @@ async def test_a_real_session_passes_through_every_hook(
         monkeypatch.setattr(sdk_hooks.SessionManager, name,
                             spy(name, getattr(sdk_hooks.SessionManager, name)))
     replayed: list[str] = []
-    original_replay = SessionEventStore.replay_events_after
+    original_start = SessionEventStore.get_stream_start
 
-    async def replay(self: SessionEventStore, last_event_id: str, send: Any) -> Any:
+    def start(self: SessionEventStore, last_event_id: str) -> int | None:
         replayed.append(last_event_id)
         seen.set()
-        return await original_replay(self, last_event_id, send)
+        return original_start(self, last_event_id)
 
-    monkeypatch.setattr(SessionEventStore, "replay_events_after", replay)
+    monkeypatch.setattr(SessionEventStore, "get_stream_start", start)
 
     async def wait_until(done: Callable[[], bool], message: str) -> None:
         nonlocal seen
@@ -137,8 +172,10 @@ async def test_a_real_session_passes_through_every_hook(
         transport = manager._server_instances[session_id]
         assert isinstance(sdk_hooks.session_event_store(transport), SessionEventStore), _hook(
             5, "a session's transport was not built with the store _admit_session set")
+        assert isinstance(transport, sdk_hooks.LeanGetTransport), _hook(
+            8, "a session's transport did not become a LeanGetTransport")
         await wait_until(lambda: GET_STREAM_RESUME in replayed, _hook(
-            6, "a GET with our Last-Event-ID is no longer served by replay_events_after"))
+            6, "a GET with our Last-Event-ID is no longer handed to _replay_events (hook 8)"))
         await manager.terminate(session_id)
         await wait_until(lambda: "_discard_session" in calls, _hook(
             3, "ending a session no longer passes through _discard_session"))
