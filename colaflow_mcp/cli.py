@@ -408,6 +408,8 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
 
 
 def _serve(settings: Settings) -> int:
+    from uvicorn.config import STARTUP_FAILURE
+
     from colaflow_mcp.app import create_app
     from colaflow_mcp.serving import HubAwareServer, uvicorn_config
 
@@ -418,7 +420,14 @@ def _serve(settings: Settings) -> int:
     server = HubAwareServer(uvicorn_config(create_app(settings), settings),
                             settings.hub_shutdown_seconds)
     logger.info("serving on http://%s:%d", settings.host, settings.port)
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn could not start: a port in use, a failed lifespan
+        if exc.code != STARTUP_FAILURE:  # (3: what ``changes`` says of "already decided")
+            raise
+        print(f"error: could not start serving on {settings.host}:{settings.port} "
+              "(the reason is the error logged above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -31,14 +31,25 @@ const connection = new signalR.HubConnectionBuilder()
   .configureLogging(signalR.LogLevel.Warning)
   .build();
 
+// The id whose SubscribeToPendingChange is awaiting its result, and decisions of it that
+// arrived meanwhile: for a change already decided the event can come in the same frame as
+// the result, and is reported after the "watching" line.
+let subscribing = null;
+let held = [];
+
+function report(kind, n) {
+  if (!waiting.delete(n.pendingChangeId)) return;  // not ours, or already reported
+  const line = { event: kind, pendingChangeId: n.pendingChangeId, status: n.status };
+  if (kind === "PendingChangeApproved") line.executionResult = n.executionResult;
+  if (kind === "PendingChangeRejected") line.reason = n.reason;
+  console.log(JSON.stringify(line));
+  if (waiting.size === 0) connection.stop().then(() => process.exit(0));
+}
+
 function decided(kind) {
   return (n) => {
-    if (!waiting.delete(n.pendingChangeId)) return;  // not ours, or already reported
-    const line = { event: kind, pendingChangeId: n.pendingChangeId, status: n.status };
-    if (kind === "PendingChangeApproved") line.executionResult = n.executionResult;
-    if (kind === "PendingChangeRejected") line.reason = n.reason;
-    console.log(JSON.stringify(line));
-    if (waiting.size === 0) connection.stop().then(() => process.exit(0));
+    if (n.pendingChangeId === subscribing) held.push(() => report(kind, n));
+    else report(kind, n);
   };
 }
 connection.on("PendingChangeApproved", decided("PendingChangeApproved"));
@@ -47,6 +58,7 @@ connection.on("PendingChangeExpired", decided("PendingChangeExpired"));
 
 async function subscribeAll() {
   for (const id of [...waiting]) {
+    subscribing = id;
     try {
       const snapshot = await connection.invoke("SubscribeToPendingChange", id);
       console.error(`watching ${id} (${snapshot.status}): ${snapshot.summary || snapshot.toolName}`);
@@ -54,6 +66,9 @@ async function subscribeAll() {
       // Unknown, foreign or malformed id: nothing will ever arrive for it.
       console.error(`cannot watch ${id}: ${err.message || err}`);
       waiting.delete(id);
+    } finally {
+      subscribing = null;
+      for (const deliver of held.splice(0)) deliver();
     }
   }
   if (waiting.size === 0) await connection.stop().then(() => process.exit(1));

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -191,3 +192,19 @@ def test_lifetimes_in_days_are_honoured(tmp_path: Path) -> None:
 
     expires = datetime.fromisoformat(data["expiresAt"].replace("Z", "+00:00"))
     assert abs(expires - (datetime.now(UTC) + timedelta(days=2))) < timedelta(minutes=1)
+
+
+def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
+    """uvicorn exits 3 when it cannot bind; ``serve`` says so in one ``error:`` line and
+    exits 1 (3 is what the ``changes`` commands say of a change already decided)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(["colaflow-mcp", "serve", "--port", str(port)], cwd=tmp_path,
+                           env=cli_env({}), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "address already in use" in r.stderr
+    assert r.stderr.rstrip().endswith(
+        f"error: could not start serving on 127.0.0.1:{port} (the reason is the error "
+        "logged above)")

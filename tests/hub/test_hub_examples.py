@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -99,6 +100,35 @@ async def test_node_example_agent_reports_each_decision(env: HubEnv) -> None:
     assert len(lines) == 2
     assert by_id[one]["executionResult"]["success"] is True  # type: ignore[index]
     assert by_id[two]["reason"] == "too big"
+
+
+@pytest.mark.parametrize("transport", ["WebSockets", "ServerSentEvents", "LongPolling"])
+async def test_node_example_agent_on_a_change_already_decided(env: HubEnv, transport: str
+                                                              ) -> None:
+    """The decision of a change decided before the agent starts can arrive in the same
+    message as the subscription's result (a long poll's response holds both); the agent
+    still says what it watches before it reports the decision (stderr and stdout in one
+    pipe, in the order written)."""
+    require_node_package(EXAMPLES, "@microsoft/signalr")
+    t = await env.tenant("acme")
+    change = await env.propose(t, "late")
+    await env.reject(t, change, "done already")
+    process = await anyio.open_process(["node", "examples/hub_agent.js", change],
+                                       env={**agent_env(env, t.key),
+                                            "COLAFLOW_TRANSPORT": transport},
+                                       cwd=ROOT, stderr=subprocess.STDOUT)
+    out = Lines(process.stdout)
+    try:
+        with anyio.fail_after(15):
+            await out.rest()
+            assert await process.wait() == 0, out.lines
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert len(out.lines) == 2, out.lines
+    assert out.lines[0].startswith(f"watching {change} (Rejected)"), out.lines
+    assert json.loads(out.lines[1])["reason"] == "done already"
 
 
 async def test_pysignalr_example_agent_survives_a_server_close(env: HubEnv) -> None:
