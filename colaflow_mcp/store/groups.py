@@ -61,10 +61,14 @@ class TransactionGroups(Generic[I, T]):
     ``body(session, key, items) -> values`` (one value per item, in order) does the work
     of a whole group; a group's first try has ``Session.info[GROUPED]`` set."""
 
-    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64) -> None:
+    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64,
+                 short_max: int = 0) -> None:
         self.db = db
         self.body = body
         self.max_size = max(1, max_size)
+        # A group of at most this many members is a short transaction (``Database.transact``:
+        # on SQLite it may run on the event loop, without the thread hop); 0: none is.
+        self.short_max = short_max
         self._lanes: dict[str, _Lane] = {}
         self.transactions = 0  # committed groups (for tests and benchmarks)
         self.members = 0
@@ -116,7 +120,8 @@ class TransactionGroups(Generic[I, T]):
         # A group of one too is tried marked first: its member skips its savepoints (two
         # round trips on PostgreSQL) and is run again unmarked only if it raises.
         try:
-            values = await self.db.transact(lambda s: self._together(s, key, batch))
+            values = await self.db.transact(lambda s: self._together(s, key, batch),
+                                            short=len(batch) <= self.short_max)
         except Exception as exc:  # each member is run again on its own below
             logger.info("a transaction of %d member(s) failed on its first try (%s: %s); "
                         "running each alone, with savepoints", len(batch),
