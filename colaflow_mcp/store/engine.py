@@ -66,6 +66,11 @@ class Database:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.sync_write_engine: Engine | None = None
+        # Short transactions run on the event loop (SQLite), since the last one on the
+        # worker thread (see ``transact``: they never checkpoint the WAL themselves) and
+        # in all (for tests and benchmarks).
+        self._inline_since_thread = 0
+        self.inline_transactions = 0
         if self.is_sqlite:
             connect_args: dict[str, Any] = {"timeout": 30}
             self.engine = create_async_engine(self.url, connect_args=connect_args)
@@ -86,10 +91,6 @@ class Database:
             # no pool checkout, reset and return per transaction.
             self._sync_conn: Connection | None = None
             self._busy_timeout_ms = int(connect_args["timeout"] * 1000)
-            # Short transactions run on the event loop since the last one on the worker
-            # thread (see ``transact``: they never checkpoint the WAL themselves).
-            self._inline_since_thread = 0
-            self.inline_transactions = 0  # for tests and benchmarks
         else:
             # No process-wide lock on PostgreSQL: concurrent transactions wait only on the
             # rows they share. No ping per checkout (a round trip per transaction): a

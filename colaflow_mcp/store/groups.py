@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 from sqlmodel import Session
 
 from colaflow_mcp.store.engine import Database
@@ -89,6 +90,11 @@ class TransactionGroups(Generic[I, T]):
             lane.queue.append(member)
             if not lane.busy:
                 lane.busy = True
+                if self.short_max:
+                    # A transaction that may run on the event loop leaves no time to join
+                    # it: let the callers that are ready to run now (concurrent requests)
+                    # queue first, so that concurrent proposals still share one.
+                    await anyio.lowlevel.cancel_shielded_checkpoint()
                 await self._lead(key, lane)
             else:
                 await member.done.wait()  # a result, or the turn to lead the next group
