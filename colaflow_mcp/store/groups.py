@@ -90,7 +90,7 @@ class TransactionGroups(Generic[I, T]):
             lane.queue.append(member)
             if not lane.busy:
                 lane.busy = True
-                if self.short_max:
+                if self.short_max and self.db.is_sqlite:
                     # A transaction that may run on the event loop leaves no time to join
                     # it: let the callers that are ready to run now (concurrent requests)
                     # queue first, so that concurrent proposals still share one.
