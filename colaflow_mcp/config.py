@@ -67,10 +67,6 @@ class Settings:
     decision_group_max_size: int = 64
     # At most this many concurrent proposals of one tenant share a transaction.
     proposal_group_max_size: int = 64
-    # On SQLite, a proposal transaction of at most this many proposals runs on the event
-    # loop when SQLite's writer lock is free at once (no thread hop; see
-    # store/engine.py: Database.transact); 0: always on the worker thread.
-    proposal_inline_max_size: int = 4
     # Test hook: seconds to pause between a decision's commit and its announcement.
     pause_after_commit_seconds: float = 0.0
 

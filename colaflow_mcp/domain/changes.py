@@ -178,8 +178,7 @@ class ChangeService:
         # entries, one commit, for whatever arrived while the previous one ran.
         self.proposals: TransactionGroups[Callable[[Session], Proposed], Proposed] = (
             TransactionGroups(db, self._propose_group,
-                              max_size=settings.proposal_group_max_size,
-                              short_max=settings.proposal_inline_max_size))
+                              max_size=settings.proposal_group_max_size))
         # Concurrent decisions of a tenant too (and its projects' issue numbers).
         self.decisions: TransactionGroups[_Decision, Decided] = TransactionGroups(
             db, self._decide_group, max_size=settings.decision_group_max_size)

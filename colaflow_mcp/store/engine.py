@@ -66,11 +66,6 @@ class Database:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.sync_write_engine: Engine | None = None
-        # Short transactions run on the event loop (SQLite), since the last one on the
-        # worker thread (see ``transact``: they never checkpoint the WAL themselves) and
-        # in all (for tests and benchmarks).
-        self._inline_since_thread = 0
-        self.inline_transactions = 0
         if self.is_sqlite:
             connect_args: dict[str, Any] = {"timeout": 30}
             self.engine = create_async_engine(self.url, connect_args=connect_args)
@@ -90,7 +85,6 @@ class Database:
             # The one connection transaction functions run on (they take turns anyway):
             # no pool checkout, reset and return per transaction.
             self._sync_conn: Connection | None = None
-            self._busy_timeout_ms = int(connect_args["timeout"] * 1000)
         else:
             # No process-wide lock on PostgreSQL: concurrent transactions wait only on the
             # rows they share. No ping per checkout (a round trip per transaction): a
@@ -128,7 +122,7 @@ class Database:
                     async with session.begin():
                         yield session
 
-    async def transact(self, fn: Callable[[Session], T], *, short: bool = False) -> T:
+    async def transact(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in one write transaction: committed if it returns, rolled
         back if it raises.
 
@@ -137,56 +131,27 @@ class Database:
         runs through ``AsyncSession.run_sync`` over asyncpg. On SQLite a started
         transaction is not abandoned: it finishes (or rolls back) before the caller's
         cancellation takes effect.
-
-        ``short``: the caller vouches that ``fn`` is a few indexed statements and a bounded
-        amount of Python (a proposal: no scans, no network, no waiting). On SQLite such a
-        transaction runs on the event loop itself, without the thread hop, when it cannot
-        wait there: no transaction of this process is in flight or queued, and SQLite's
-        writer lock is free at once (``BEGIN IMMEDIATE`` with no busy wait; if another
-        process holds it, the transaction goes to the worker thread and waits there as
-        any other). It never checkpoints the WAL (an fsync): that stays with the
-        worker thread's commits, and every ``INLINE_RUN``-th transaction in a row goes
-        there so that the WAL keeps its usual bound. ``fn`` runs once either way (the
-        writer lock is tried before it runs).
         """
         if self.sync_write_engine is None:
             return await self._transact_async(fn)
         engine = self.sync_write_engine
-        busy_ms = self._busy_timeout_ms
 
-        def run(inline: bool = False) -> T:
+        def run() -> T:
             conn = self._sync_conn
             if conn is None or conn.closed or conn.invalidated:
                 conn = self._sync_conn = engine.connect()
             try:
                 with Session(bind=conn, expire_on_commit=False) as session, session.begin():
-                    if inline:
-                        _begin_at_once(conn, session, busy_ms)
-                    value = fn(session)
+                    return fn(session)
             except BaseException:
                 # Whatever state a failure left it in, the next transaction starts on a
                 # fresh checkout (closing rolls back and returns it to the pool).
                 self._sync_conn = None
                 conn.close()
                 raise
-            if inline:  # committed without a checkpoint; the next commits may again
-                _set_autocheckpoint(conn, True)
-            return value
 
         assert self._write_lock is not None
-        if short and not self._write_lock.locked() and self._inline_since_thread < INLINE_RUN:
-            # Nothing of this process holds or waits for the connection, and nothing can
-            # start before this returns (no await in between).
-            try:
-                value = run(inline=True)
-            except _WriterBusy:
-                pass  # another process writes: wait for it on the worker thread
-            else:
-                self._inline_since_thread += 1
-                self.inline_transactions += 1
-                return value
         async with self._write_lock:
-            self._inline_since_thread = 0
             return await anyio.to_thread.run_sync(run, limiter=self._sync_limiter)
 
     async def _transact_async(self, fn: Callable[[Session], T]) -> T:
@@ -258,40 +223,6 @@ class Database:
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
-
-
-# A run of short transactions on the event loop is at most this long (see ``transact``).
-INLINE_RUN = 128
-_WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
-
-
-class _WriterBusy(Exception):
-    """SQLite's writer lock was held by another connection: nothing was run."""
-
-
-def _set_autocheckpoint(conn: Connection, on: bool) -> None:
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    driver.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES if on else 0}")
-
-
-def _begin_at_once(conn: Connection, session: Session, busy_ms: int) -> None:
-    """``BEGIN IMMEDIATE`` on ``session``'s connection without SQLite's busy wait (raises
-    ``_WriterBusy`` if another connection writes), and no WAL checkpoint at its commit."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    driver.execute("PRAGMA busy_timeout=0")
-    try:
-        session.connection()  # begins (the engine's listener: BEGIN IMMEDIATE)
-    except (sqlite3.OperationalError, DBAPIError) as exc:
-        orig = exc.orig if isinstance(exc, DBAPIError) else exc
-        code = getattr(orig, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF == sqlite3.SQLITE_BUSY:
-            raise _WriterBusy from exc
-        raise
-    finally:
-        driver.execute(f"PRAGMA busy_timeout={busy_ms}")
-    _set_autocheckpoint(conn, False)
 
 
 def _sqlite_tuning(sync_engine: Engine, *, immediate: bool) -> None:

@@ -23,7 +23,6 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 import anyio
-import anyio.lowlevel
 from sqlmodel import Session
 
 from colaflow_mcp.store.engine import Database
@@ -62,14 +61,10 @@ class TransactionGroups(Generic[I, T]):
     ``body(session, key, items) -> values`` (one value per item, in order) does the work
     of a whole group; a group's first try has ``Session.info[GROUPED]`` set."""
 
-    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64,
-                 short_max: int = 0) -> None:
+    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64) -> None:
         self.db = db
         self.body = body
         self.max_size = max(1, max_size)
-        # A group of at most this many members is a short transaction (``Database.transact``:
-        # on SQLite it may run on the event loop, without the thread hop); 0: none is.
-        self.short_max = short_max
         self._lanes: dict[str, _Lane] = {}
         self.transactions = 0  # committed groups (for tests and benchmarks)
         self.members = 0
@@ -90,11 +85,6 @@ class TransactionGroups(Generic[I, T]):
             lane.queue.append(member)
             if not lane.busy:
                 lane.busy = True
-                if self.short_max and self.db.is_sqlite:
-                    # A transaction that may run on the event loop leaves no time to join
-                    # it: let the callers that are ready to run now (concurrent requests)
-                    # queue first, so that concurrent proposals still share one.
-                    await anyio.lowlevel.cancel_shielded_checkpoint()
                 await self._lead(key, lane)
             else:
                 await member.done.wait()  # a result, or the turn to lead the next group
@@ -126,8 +116,7 @@ class TransactionGroups(Generic[I, T]):
         # A group of one too is tried marked first: its member skips its savepoints (two
         # round trips on PostgreSQL) and is run again unmarked only if it raises.
         try:
-            values = await self.db.transact(lambda s: self._together(s, key, batch),
-                                            short=len(batch) <= self.short_max)
+            values = await self.db.transact(lambda s: self._together(s, key, batch))
         except Exception as exc:  # each member is run again on its own below
             logger.info("a transaction of %d member(s) failed on its first try (%s: %s); "
                         "running each alone, with savepoints", len(batch),

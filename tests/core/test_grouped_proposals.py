@@ -168,37 +168,3 @@ async def test_a_failure_in_the_shared_transaction_fails_only_its_member(
     assert sorted(await _proposed_entries(h, principal.tenant_id)) == sorted(ids)
     verdict = await audit.AuditLog(h.runtime.db).verify(principal.tenant_id)
     assert verdict.ok, verdict.describe()
-
-
-async def test_lone_proposals_on_sqlite_skip_the_thread_hop_and_concurrent_ones_share(
-        harness: Harness) -> None:
-    # A proposal that finds its tenant's lane idle runs its transaction on the event loop
-    # (SQLite, ``proposal_inline_max_size``); proposals that are ready at the same moment
-    # still queue first and share a transaction (more than the inline maximum: on the
-    # worker thread). Each is stored, audited and announced once, after its commit.
-    h = harness
-    changes, announcer, principal = await _setup(h)
-    assert 0 < h.settings.proposal_inline_max_size < 8
-    db = h.runtime.db
-    before = db.inline_transactions
-    ids = []
-    for i in range(5):
-        change = await changes.propose(principal, "create_issue",
-                                       {"project_key": "WEB", "title": f"lone {i}"})
-        ids.append(change.id)
-    assert changes.proposals.transactions == 5
-    assert db.inline_transactions - before == (5 if db.is_sqlite else 0)
-    results = await _propose_all(
-        changes, principal, [{"project_key": "WEB", "title": f"t{i}"} for i in range(8)])
-    assert all(isinstance(r, PendingChange) for r in results), results
-    ids += [r.id for r in results]
-    assert changes.proposals.transactions < 13  # the 8 shared
-    assert db.inline_transactions - before == (5 if db.is_sqlite else 0)
-    assert changes.proposals.members == 13 and changes.proposals.retried == 0
-    assert sorted(announcer.announced) == sorted(ids) and announcer.unseen == []
-    assert sorted(await _proposed_entries(h, principal.tenant_id)) == sorted(ids)
-    async with h.runtime.db.read() as s:
-        stored = (await s.exec(select(PendingChange.id))).all()
-    assert sorted(stored) == sorted(ids)
-    verdict = await audit.AuditLog(h.runtime.db).verify(principal.tenant_id)
-    assert verdict.ok, verdict.describe()

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
-from anyio import wait_all_tasks_blocked
 from sqlmodel import Session, select
 
-from colaflow_mcp.store.engine import INLINE_RUN, Database
+from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import Tenant
 
 pytestmark = pytest.mark.anyio
@@ -153,129 +151,5 @@ async def test_a_begin_that_fails_does_not_break_the_next_transaction(tmp_path: 
             s.add(Tenant(slug="next", name="next"))
         await db.transact(add)
         assert await _names(db) == ["next"]
-    finally:
-        await db.dispose()
-
-
-async def test_a_short_transaction_runs_on_the_event_loop_when_it_cannot_wait(
-    any_database_url: str,
-) -> None:
-    # ``short``: on SQLite, no thread hop when this process has no transaction in flight
-    # and SQLite's writer lock is free at once; committed and rolled back as any other.
-    db = Database(any_database_url)
-    await db.create_schema()
-    try:
-        loop_thread = threading.current_thread()
-        ran_on: list[threading.Thread] = []
-
-        def add(name: str) -> Callable[[Session], str]:
-            def fn(s: Session) -> str:
-                ran_on.append(threading.current_thread())
-                s.add(Tenant(slug=name, name=name))
-                s.flush()
-                return name
-            return fn
-
-        assert await db.transact(add("kept"), short=True) == "kept"
-
-        def add_then_fail(s: Session) -> None:
-            ran_on.append(threading.current_thread())
-            s.add(Tenant(slug="dropped", name="dropped"))
-            s.flush()
-            raise RuntimeError("boom")
-
-        with pytest.raises(RuntimeError, match="boom"):
-            await db.transact(add_then_fail, short=True)
-        assert await db.transact(add("after"), short=True) == "after"
-        assert await _names(db) == ["after", "kept"]
-        if db.is_sqlite:
-            assert ran_on == [loop_thread] * 3 and db.inline_transactions == 2
-            # Not short: the worker thread, as before.
-            await db.transact(add("threaded"))
-            assert ran_on[-1] is not loop_thread
-        else:  # PostgreSQL: through run_sync, as any transaction
-            assert db.inline_transactions == 0
-    finally:
-        await db.dispose()
-
-
-async def test_a_short_transaction_waits_for_another_writer_on_the_worker_thread(
-    tmp_path: Path,
-) -> None:
-    # Another process (here: connection) holds SQLite's writer lock: the short transaction
-    # must not wait on the event loop. It goes to the worker thread, waits there while the
-    # loop runs on, and commits once when the lock is released.
-    import sqlite3
-
-    path = tmp_path / "busy.sqlite"
-    db = Database(f"sqlite:///{path}")
-    await db.create_schema()
-    try:
-        calls: list[threading.Thread] = []
-
-        def add(s: Session) -> str:
-            calls.append(threading.current_thread())
-            s.add(Tenant(slug="waited", name="waited"))
-            s.flush()
-            return "waited"
-
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        done = anyio.Event()
-        result: list[str] = []
-
-        async def propose() -> None:
-            result.append(await db.transact(add, short=True))
-            done.set()
-
-        try:
-            with anyio.fail_after(10):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(propose)
-                    # The loop is free while the transaction waits for the lock: every
-                    # other task is blocked, and this one runs.
-                    await wait_all_tasks_blocked()
-                    assert not done.is_set()
-                    other.execute("ROLLBACK")
-                    await done.wait()
-        finally:
-            if other.in_transaction:
-                other.execute("ROLLBACK")
-            other.close()
-        assert result == ["waited"]
-        # ``fn`` ran once, on the worker thread; nothing was run on the loop first.
-        assert len(calls) == 1 and calls[0] is not threading.current_thread()
-        assert db.inline_transactions == 0
-        assert await _names(db) == ["waited"]
-        # And the next short transaction is back on the loop (the busy timeout restored).
-        assert await db.transact(lambda s: s.connection().exec_driver_sql(
-            "PRAGMA busy_timeout").scalar(), short=True) == 30000
-        assert db.inline_transactions == 1
-    finally:
-        await db.dispose()
-
-
-async def test_short_transactions_leave_wal_checkpoints_to_the_worker_thread(
-    tmp_path: Path,
-) -> None:
-    # A WAL checkpoint (an fsync) never runs on the event loop: short transactions commit
-    # with autocheckpoint off, and after INLINE_RUN of them in a row the next one goes to
-    # the worker thread, whose commit checkpoints as SQLite's default would.
-    db = Database(f"sqlite:///{tmp_path / 'wal.sqlite'}")
-    await db.create_schema()
-    try:
-        seen: list[tuple[bool, int]] = []
-
-        def probe(s: Session) -> None:
-            seen.append((threading.current_thread() is threading.main_thread(),
-                         s.connection().exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()))
-
-        for _ in range(INLINE_RUN + 1):
-            await db.transact(probe, short=True)
-        assert seen[:INLINE_RUN] == [(True, 0)] * INLINE_RUN
-        assert seen[INLINE_RUN] == (False, 1000)
-        assert db.inline_transactions == INLINE_RUN
-        await db.transact(probe, short=True)  # a new run on the loop
-        assert seen[-1] == (True, 0)
     finally:
         await db.dispose()
