@@ -66,6 +66,7 @@ async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = 
                     await asyncio.sleep(settle)
                     full = meter.read()
                     load_connected = os.getloadavg()
+                    mcp_health = _mcp_health(server.port)
                     _tracemalloc_mark(server)
                     verified = await _verify(server, pool, ids, verify) if verify else None
                 finally:
@@ -80,6 +81,7 @@ async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = 
                    "rss_connected_mib": round(full.rss_bytes / 2**20, 1),
                    "rss_per_client_kib": round(per, 2) if per is not None else None,
                    "loadavg_connected": load_connected, "verified": verified,
+                   "mcp_health": mcp_health,
                    "loadavg": os.getloadavg()}
             print(f"[mcp-memory] {run}", file=sys.stderr, flush=True)
             _progress("mcp-memory", run)
@@ -106,6 +108,22 @@ async def _verify(server: ServerUnderTest, pool: list[Worker], ids: list[str], c
         delivered = False
     return {"approved": sum(1 for d in decisions if d.status == 200), "sample": len(sample),
             "all_delivered": delivered, "seconds": round(time.monotonic() - t0, 2)}
+
+
+def _mcp_health(port: int) -> dict[str, Any]:
+    """The server's MCP counters (``/health``): subscribed, parked legacy sessions."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        body = json.loads(conn.getresponse().read() or b"{}")
+    except (OSError, ValueError):
+        return {}
+    finally:
+        conn.close()
+    mcp = body.get("mcp") if isinstance(body, dict) else None
+    return mcp if isinstance(mcp, dict) else {}
 
 
 def _logged_errors(log_path: Path) -> list[str]:
