@@ -84,6 +84,7 @@ from typing import Any, Final
 import anyio
 import mcp_types as types
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -434,6 +435,14 @@ class SessionManager(StreamableHTTPSessionManager):
     def _parked(self, transport: StreamableHTTPServerTransport, life: SessionLife) -> None:
         life.state = PARKED
         self.parked += 1
+        # The last life's streams are closed; shared closed ones do the same while parked
+        # (a GET checks only that the read stream's writer is set, a DELETE closes them
+        # again) and the next life's ``connect()`` replaces them.
+        send, receive = _closed_streams()
+        transport._read_stream_writer = send  # type: ignore[assignment]
+        transport._write_stream = send  # type: ignore[assignment]
+        transport._read_stream = receive  # type: ignore[assignment]
+        transport._write_stream_reader = receive  # type: ignore[assignment]
         if not transport._requests_in_flight:
             # Nothing in flight (no GET stream): it expires when the SDK's idle timer set
             # by its last request would have fired.
@@ -519,6 +528,20 @@ class SessionManager(StreamableHTTPSessionManager):
                 await self._expire_parked(now)
             except Exception:
                 logger.exception("parking idle MCP sessions failed")
+
+
+_CLOSED: tuple[MemoryObjectSendStream[Any], MemoryObjectReceiveStream[Any]] | None = None
+
+
+def _closed_streams() -> tuple[MemoryObjectSendStream[Any], MemoryObjectReceiveStream[Any]]:
+    """Hook 9: one closed pair of memory streams, shared by every parked transport."""
+    global _CLOSED
+    if _CLOSED is None:
+        send, receive = anyio.create_memory_object_stream[Any](0)
+        send.close()
+        receive.close()
+        _CLOSED = (send, receive)
+    return _CLOSED
 
 
 def life_of(transport: StreamableHTTPServerTransport | None) -> SessionLife | None:
