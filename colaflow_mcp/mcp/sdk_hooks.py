@@ -62,7 +62,10 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
    closes the last life's streams again, which is a no-op). A POST, or a GET resuming a
    request stream, un-parks first (:meth:`LeanGetTransport.handle_request`): a new life on
    the same transport (``connect()`` makes fresh streams and a fresh ``idle_scope``), its
-   ``Connection`` given the saved state, so it is initialized as before. The SDK's own
+   ``Connection`` given the saved state, so it is initialized as before (a connection's
+   ``state`` scratch dict and ``exit_stack`` are not kept: neither the SDK's server nor
+   our handlers use them; anything pushed on the exit stack would run at each park). The
+   SDK's own
    idle timeout keeps working while a session lives (the transport counts requests in
    flight across lives); a parked session with no request in flight expires by the same
    deadline through :meth:`SessionManager._expire_parked`. Resource updates reach a parked
