@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(tests/js/hub_storm.mjs)")
     parser.add_argument("--verify", type=int,
                         help="mcp-memory: approve this many watched changes, await each")
+    parser.add_argument("--settle", type=float,
+                        help="mcp-memory: seconds idle after the last client is ready before "
+                             "RSS is read (default 2; legacy sessions park after 10)")
     parser.add_argument("--redis-url", help="redis: the Redis to use")
     parser.add_argument("--postgres-url", help="redis: PostgreSQL admin URL (creates a db)")
     args = parser.parse_args(argv)
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["client"] = args.client
     if args.verify:
         kwargs["verify"] = args.verify
+    if args.settle is not None:
+        kwargs["settle"] = args.settle
     if args.redis_url:
         kwargs["redis_url"] = args.redis_url
     if args.postgres_url:

@@ -12,7 +12,8 @@ writes the Python allocations' growth by file into the server's log (printed at 
 raw HTTP: ~10x cheaper to set up, so 10,000 sessions fit in minutes on a shared machine);
 ``--client sdk`` (the default) the official SDK client. ``--verify N`` then approves N of
 the watched changes over REST and waits until each reached its session (the sessions are
-held and working, not just open).
+held and working, not just open). ``--settle S``: the seconds idle before the RSS is read
+(2 by default; idle legacy sessions are parked after 10 s, so 15 measures them parked).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from benchmarks.server import ServerUnderTest, running_server, seed_changes
 
 async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = None,
                      eras: list[str] | None = None, client: str = "sdk",
-                     verify: int = 0) -> dict[str, Any]:
+                     verify: int = 0, settle: float = 2.0) -> dict[str, Any]:
     """RSS per idle MCP client, both eras."""
     sizes = [3] if smoke else (sizes or [1000])
     if client not in ("sdk", "raw"):
@@ -59,9 +60,13 @@ async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = 
                     failed = sum(r["failed"] for r in reports)
                     errors = [e for r in reports for e in r["errors"]][:20]
                     connect_s = time.monotonic() - t0
-                    await asyncio.sleep(2.0)  # the connect burst's garbage collected
+                    # The connect burst's garbage collected; with ``settle`` past the
+                    # park delay (``sdk_hooks.PARK_AFTER_SECONDS``), idle legacy sessions
+                    # are parked.
+                    await asyncio.sleep(settle)
                     full = meter.read()
                     load_connected = os.getloadavg()
+                    mcp_health = _mcp_health(server.port)
                     _tracemalloc_mark(server)
                     verified = await _verify(server, pool, ids, verify) if verify else None
                 finally:
@@ -71,11 +76,12 @@ async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = 
             per = (full.rss_bytes - idle.rss_bytes) / 1024 / ready if ready else None
             run = {"era": era, "client": client, "clients": n, "ready": ready,
                    "failed": failed, "errors": errors, "server_errors": server_errors,
-                   "connect_s": round(connect_s, 1),
+                   "connect_s": round(connect_s, 1), "settle_s": settle,
                    "rss_idle_mib": round(idle.rss_bytes / 2**20, 1),
                    "rss_connected_mib": round(full.rss_bytes / 2**20, 1),
                    "rss_per_client_kib": round(per, 2) if per is not None else None,
                    "loadavg_connected": load_connected, "verified": verified,
+                   "mcp_health": mcp_health,
                    "loadavg": os.getloadavg()}
             print(f"[mcp-memory] {run}", file=sys.stderr, flush=True)
             _progress("mcp-memory", run)
@@ -102,6 +108,22 @@ async def _verify(server: ServerUnderTest, pool: list[Worker], ids: list[str], c
         delivered = False
     return {"approved": sum(1 for d in decisions if d.status == 200), "sample": len(sample),
             "all_delivered": delivered, "seconds": round(time.monotonic() - t0, 2)}
+
+
+def _mcp_health(port: int) -> dict[str, Any]:
+    """The server's MCP counters (``/health``): subscribed, parked legacy sessions."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        body = json.loads(conn.getresponse().read() or b"{}")
+    except (OSError, ValueError):
+        return {}
+    finally:
+        conn.close()
+    mcp = body.get("mcp") if isinstance(body, dict) else None
+    return mcp if isinstance(mcp, dict) else {}
 
 
 def _logged_errors(log_path: Path) -> list[str]:

@@ -129,7 +129,9 @@ class McpEndpoint:
         # Sent first on every GET stream (see ``_with_retry_hint``).
         self.retry_field = f"retry: {retry_ms}\r\n\r\n".encode()  # sse-starlette's line ends
         self.subscriptions = Subscriptions(notifier, settings.mcp_max_subscriptions_per_session,
-                                           self._terminate_session)
+                                           self._terminate_session,
+                                           lambda session_id: self.manager.event_store_of(
+                                               session_id))
         # One task pings every session's SSE streams (not sse-starlette's task per stream).
         sdk_hooks.disable_sse_ping_tasks()
         self.keepalive = SseKeepAlive(settings.mcp_sse_ping_seconds)
@@ -137,6 +139,7 @@ class McpEndpoint:
         register_resources(self.server, queries)
         lowlevel = sdk_hooks.lowlevel_server(self.server)
         lowlevel.middleware.append(PrincipalMiddleware())
+        lowlevel.middleware.append(sdk_hooks.SessionActivity())  # hook 9: not parked mid-call
         lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams,
                                      self.subscriptions.subscribe)
         lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams,
@@ -325,7 +328,8 @@ class McpEndpoint:
 
     def session_counts(self) -> dict[str, int]:
         """Open sessions by protocol era (for ``/metrics``): legacy sessions
-        (Mcp-Session-Id), and modern ``subscriptions/listen`` streams."""
+        (Mcp-Session-Id, parked ones included), and modern ``subscriptions/listen``
+        streams."""
         return {"legacy": len(self.manager.session_ids()),
                 "modern": len(self.subscriptions.listen_streams)}
 
@@ -333,6 +337,7 @@ class McpEndpoint:
         """Counters for ``/health``."""
         return {
             "legacySessionsSubscribed": len(self.subscriptions.sessions),
+            "legacySessionsParked": self.manager.parked,
             "listenStreams": len(self.subscriptions.listen_streams),
         }
 

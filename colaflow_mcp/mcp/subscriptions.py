@@ -20,8 +20,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
-from mcp.server.session import ServerSession
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http import GET_STREAM_KEY, MCP_SESSION_ID_HEADER
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import (
     SUBSCRIPTION_ID_META_KEY,
@@ -35,11 +34,23 @@ from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.uris import PENDING_CHANGE_PREFIX, change_id_of, is_other_colaflow_uri
 from colaflow_mcp.mcp.context import require_principal
+from colaflow_mcp.mcp.event_store import SessionEventStore
 
 logger = logging.getLogger(__name__)
 
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 Update = tuple[str, float | None]
+StoreOf = Callable[[str], SessionEventStore | None]
+
+
+def resource_updated(uri: str) -> types.JSONRPCNotification:
+    """``notifications/resources/updated`` as the SDK's session builds it (typed model,
+    dumped by alias without None, wrapped by its dispatcher)."""
+    data = types.ResourceUpdatedNotification(
+        params=types.ResourceUpdatedNotificationParams(uri=uri),
+    ).model_dump(by_alias=True, mode="json", exclude_none=True)
+    return types.JSONRPCNotification(jsonrpc="2.0", method=data["method"],
+                                     params=dict(data["params"]))
 
 
 def not_found(uri: str) -> MCPError:
@@ -105,16 +116,19 @@ class LegacySession(_Watcher):
     """One Streamable HTTP session's ``resources/subscribe`` subscriptions.
 
     Holds no task while idle: an update starts a sender (with ``spawn``) that empties the
-    queue onto the session's standalone (GET) stream and ends.
+    queue into the session's event store and ends. The store serves the session's GET
+    stream (``get_stream.GetStream``) and keeps the update for replay while no stream is
+    open: the same place the SDK's message router would have put it, without going through
+    the SDK's session, which a parked session does not have (``sdk_hooks``, hook 9).
     """
 
-    __slots__ = ("session_id", "outbound", "_spawn", "_sending")
+    __slots__ = ("session_id", "_store_of", "_spawn", "_sending")
 
-    def __init__(self, session_id: str, principal: Principal, outbound: ServerSession,
+    def __init__(self, session_id: str, principal: Principal, store_of: StoreOf,
                  capacity: int, spawn: Spawn) -> None:
         super().__init__(principal, capacity)
         self.session_id = session_id
-        self.outbound = outbound
+        self._store_of = store_of
         self._spawn = spawn
         self._sending = False
 
@@ -133,9 +147,12 @@ class LegacySession(_Watcher):
             while self._queued() and not self.closed:
                 uri, committed = self.queue.popleft()
                 try:
-                    # No related request id: the SDK routes it to the standalone GET stream;
-                    # with no stream open it lands in the session's event store for replay.
-                    await self.outbound.send_resource_updated(uri)
+                    store = self._store_of(self.session_id)
+                    if store is None or store.closed:
+                        return  # the session ended meanwhile
+                    # What the SDK's ``ServerSession.send_resource_updated`` stores via its
+                    # message router (no related request: the GET stream's events).
+                    await store.store_event(GET_STREAM_KEY, resource_updated(uri))
                     metrics.notified("mcp", committed)
                 except Exception:
                     logger.exception("sending resources/updated to session %s failed",
@@ -175,8 +192,10 @@ class Subscriptions:
     """Request handlers for both eras and the registry of legacy sessions."""
 
     def __init__(self, notifier: Notifier, max_per_session: int,
-                 terminate_session: Callable[[str], Awaitable[object]] | None = None) -> None:
+                 terminate_session: Callable[[str], Awaitable[object]] | None = None,
+                 store_of: StoreOf = lambda session_id: None) -> None:
         self.notifier = notifier
+        self._store_of = store_of  # a legacy session's event store, by session id
         self.max_per_session = max_per_session
         self.sessions: dict[str, LegacySession] = {}
         self.listen_streams: set[ListenStream] = set()
@@ -245,13 +264,12 @@ class Subscriptions:
                            "(stateful Streamable HTTP, Mcp-Session-Id header)")
         session = self.sessions.get(session_id)
         if session is not None and session.tenant_id == principal.tenant_id:
-            session.outbound = ctx.session
             return session
         if self._spawn is None:
             raise MCPError(types.INTERNAL_ERROR, "the MCP endpoint is shutting down")
         if session is not None:  # cannot happen: the session manager binds a session to its key
             self.session_closed(session_id)
-        session = LegacySession(session_id, principal, ctx.session, self.max_per_session,
+        session = LegacySession(session_id, principal, self._store_of, self.max_per_session,
                                 self._spawn)
         self.sessions[session_id] = session
         return session

@@ -11,6 +11,8 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+from mcp.server import runner
+from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.streamable_http import (
@@ -102,10 +104,51 @@ def test_the_sdk_still_has_every_private_hook_with_the_expected_shape() -> None:
     assert framed == {"event": "message", "id": "g7", "data": message.model_dump_json(
         by_alias=True, exclude_unset=True)}, _hook(
         8, "the SDK frames an SSE event differently (_create_event_data)")
+    _check_hook_9()
     transport.__class__ = sdk_hooks.LeanGetTransport
     assert transport._encode_event(message, "g7") == (
         b"id: g7\r\nevent: message\r\ndata: " + message.model_dump_json(
             by_alias=True, exclude_unset=True).encode() + b"\r\n\r\n")
+
+
+def _check_hook_9() -> None:
+    serve_opening = getattr(StreamableHTTPSessionManager, "_serve_opening_request", None)
+    assert serve_opening is not None and inspect.iscoroutinefunction(serve_opening) and (
+        _parameters(serve_opening) == ["self", "http_transport", "scope", "receive", "send"]
+    ), _hook(9, "async StreamableHTTPSessionManager._serve_opening_request(http_transport, "
+                "scope, receive, send) is gone or re-signed")
+    stateful = inspect.getsource(StreamableHTTPSessionManager._handle_stateful_request)
+    assert "await self._serve_opening_request(http_transport, scope, receive, send)" in (
+        stateful), _hook(9, "the manager no longer opens a session via _serve_opening_request")
+    # What our copy of the SDK's session recipe does, the SDK's own still does.
+    opening = inspect.getsource(serve_opening)
+    assert "http_transport.connect()" in opening and "serve_loop(" in opening and (
+        "idle_scope" in opening), _hook(9, "the SDK runs a session differently")
+    serve_loop_source = inspect.getsource(runner.serve_loop)
+    assert 'inline_methods=frozenset({"initialize"})' in serve_loop_source and (
+        "Connection.for_loop(dispatcher, session_id=session_id)" in serve_loop_source) and (
+        "await serve_connection(" in serve_loop_source), _hook(
+        9, "serve_loop builds its dispatcher and connection differently")
+    transport = StreamableHTTPServerTransport(mcp_session_id="canary", idle_timeout=5)
+    assert transport._requests_in_flight == 0 and hasattr(transport, "idle_scope"), _hook(
+        9, "the transport no longer counts requests in flight (_requests_in_flight) or "
+           "has an idle_scope")
+    get_source = inspect.getsource(StreamableHTTPServerTransport._handle_get_request)
+    assert "writer = self._read_stream_writer" in get_source and (
+        "self._request_streams" in get_source), _hook(
+        9, "the transport's GET handling uses more of the session than its read stream's "
+           "presence")
+    connect_source = inspect.getsource(StreamableHTTPServerTransport.connect)
+    assert "self._read_stream_writer = read_stream_writer" in connect_source and (
+        "self.idle_scope = anyio.CancelScope()" in connect_source), _hook(
+        9, "transport.connect() no longer makes fresh streams and idle scope each time")
+    connection = Connection.for_loop(None, session_id="canary")  # type: ignore[arg-type]
+    params = types.InitializeRequestParams(
+        protocol_version="2025-06-18", capabilities=types.ClientCapabilities(),
+        client_info=types.Implementation(name="canary", version="0"))
+    connection.client_params = params
+    assert connection.initialize_accepted and connection.client_capabilities is not None, _hook(
+        9, "a Connection given client_params is not initialized")
 
 
 async def test_a_real_session_passes_through_every_hook(

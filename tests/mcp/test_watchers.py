@@ -7,7 +7,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
+from mcp.server.streamable_http import GET_STREAM_KEY
 
 from colaflow_mcp.delivery.events import DecisionEvent
 from colaflow_mcp.domain.auth import Principal
@@ -24,7 +26,10 @@ def event(change_id: str) -> DecisionEvent:
 
 
 class Outbound:
-    """Records what the session sends; each send waits until ``gate`` is set."""
+    """A session's event store as the session sees it: records the updates stored for its
+    GET stream; each store waits until ``gate`` is set."""
+
+    closed = False
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -32,12 +37,19 @@ class Outbound:
         self.first_started = anyio.Event()
         self._changed = anyio.Event()
 
-    async def send_resource_updated(self, uri: str) -> None:
+    async def store_event(self, stream_id: str, message: types.JSONRPCNotification) -> str:
+        assert stream_id == GET_STREAM_KEY
+        assert message.method == "notifications/resources/updated"
         self.first_started.set()
         await self.gate.wait()
-        self.sent.append(uri)
+        assert message.params is not None
+        self.sent.append(message.params["uri"])
         self._changed.set()
         self._changed = anyio.Event()
+        return f"g{len(self.sent)}"
+
+    def __call__(self, session_id: str) -> Outbound:
+        return self  # ``store_of``: the store of the session
 
     async def wait_sent(self, count: int) -> None:
         with anyio.fail_after(5):
