@@ -14,6 +14,9 @@ database:
   other users of the cluster add to it) deltas, per approval;
 - ``--perf N``: ``perf record`` of every ``postgres`` process for N seconds of the steady
   window (``perf report`` by symbol into the output directory);
+- ``--auto-explain MS``: ``auto_explain`` on the benchmark's database only (its
+  ``session_preload_libraries``), every statement slower than MS logged with its plan and
+  row counts; the server log's lines from the run go to ``server-log.txt``;
 - ``--log-statements``: ``log_min_duration_statement = 0`` on the benchmark's database only
   (``ALTER DATABASE … SET``, before the server connects): the server log's ``parse`` /
   ``bind`` / ``execute`` lines of that database are counted per statement (is a statement
@@ -43,7 +46,7 @@ from benchmarks import approvals
 
 CLK = os.sysconf("SC_CLK_TCK")
 PG_LOG = Path("/var/log/postgresql/postgresql-15-main.log")
-STATE: dict[str, Any] = {"db": None, "url": None, "windows": [], "perf": 0,
+STATE: dict[str, Any] = {"db": None, "url": None, "windows": [], "perf": 0, "explain": 0,
                          "log": False, "out": Path("."), "log_start": 0}
 
 
@@ -161,6 +164,12 @@ def install() -> None:
         if STATE["log"]:
             await approvals._pg_admin(
                 admin_url, f'ALTER DATABASE "{name}" SET log_min_duration_statement = 0')
+        if STATE["explain"]:  # the plans the server's statements really ran with
+            for setting in ("session_preload_libraries = 'auto_explain'",
+                            f"auto_explain.log_min_duration = {STATE['explain']}",
+                            "auto_explain.log_analyze = on",
+                            "auto_explain.log_timing = off"):
+                await approvals._pg_admin(admin_url, f'ALTER DATABASE "{name}" SET {setting}')
         return url, name
 
     async def run_load(*args: Any, on_ready: Any = None, **kw: Any) -> dict[str, Any]:
@@ -218,12 +227,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--perf", type=int, default=0)
     parser.add_argument("--log-statements", action="store_true")
+    parser.add_argument("--auto-explain", type=float, default=0.0, metavar="MS")
     parser.add_argument("--probe-out", type=Path, default=Path("pg-probe"))
     ours, rest = parser.parse_known_args()
     STATE["perf"], STATE["log"] = ours.perf, ours.log_statements
-    STATE["out"] = ours.probe_out
+    STATE["out"], STATE["explain"] = ours.probe_out, ours.auto_explain
     ours.probe_out.mkdir(parents=True, exist_ok=True)
-    if ours.log_statements:
+    if ours.log_statements or ours.auto_explain:
         STATE["log_start"] = PG_LOG.stat().st_size
     install()
     if "--engines" not in rest:
@@ -231,6 +241,10 @@ def main() -> int:
     sys.argv = [sys.argv[0], *rest]
     rc = approvals.main()
     result: dict[str, Any] = {"windows": STATE["windows"]}
+    if ours.auto_explain and STATE["db"]:
+        with PG_LOG.open("rb") as fh:
+            fh.seek(STATE["log_start"])
+            (ours.probe_out / "server-log.txt").write_bytes(fh.read())
     if ours.log_statements and STATE["db"]:
         result["log"] = statement_log(STATE["db"], STATE["log_start"])
     (ours.probe_out / "probe.json").write_text(json.dumps(result, indent=1))
