@@ -90,9 +90,19 @@ class Database:
             # rows they share. No ping per checkout (a round trip per transaction): a
             # connection found dead is dropped with the rest of the pool, and a transaction
             # function that met it runs once more on a fresh one (see ``transact``).
+            # Every statement planned for its own parameters (``plan_cache_mode``): both
+            # drivers keep statements prepared per connection, and after five executions
+            # PostgreSQL may keep one generic plan for good. Chosen while the tables were
+            # small (the first decisions after start), that plan stayed a sequential scan
+            # of ``pending_change`` per decision group as the table grew, until the next
+            # ANALYZE (never, with autovacuum off): PostgreSQL's CPU per decision grew with
+            # the table (benchmarks/RESULTS.md, "Where PostgreSQL's own CPU goes"). Planning
+            # the few statements of a group costs ~0.05-0.15 ms each.
             self._write_lock = None
             size = max(1, pool_size)
-            self.engine = create_async_engine(self.url, pool_size=size, max_overflow=size)
+            self.engine = create_async_engine(
+                self.url, pool_size=size, max_overflow=size,
+                connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
             self.write_engine = self.engine
 
     # Sessions are shielded from cancellation: a caller cancelled half-way through a

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, case, false, func, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -65,9 +65,13 @@ RECORD_RESULT = _PC.update().where(_PC.c.id == bindparam("p_id")).values(
     execution_result=bindparam("p_result", type_=_PC.c.execution_result.type),
     entity_id=bindparam("p_entity"))
 
-# Published decisions (``p_ids``, ``p_now``); rows already marked stay as they are.
+# Published decisions (``p_ids``, ``p_now``); rows already marked stay as they are. The
+# "not yet marked" test inside a CASE: as a plain ``announced_at IS NULL``, without
+# statistics PostgreSQL's planner took ``ix_pending_change_unannounced`` and read every
+# undecided change per batch instead of the ids' primary keys (see _CLAIMABLE below).
 MARK_ANNOUNCED = _PC.update().where(
-    _PC.c.id.in_(bindparam("p_ids", expanding=True)), _PC.c.announced_at.is_(None),
+    _PC.c.id.in_(bindparam("p_ids", expanding=True)),
+    case((_PC.c.announced_at.is_(None), true()), else_=false()),
 ).values(announced_at=bindparam("p_now", type_=_PC.c.announced_at.type))
 
 # Take ``p_count`` issue numbers of a project (``p_tenant``, ``p_key``): RETURNING its id,
@@ -130,6 +134,10 @@ _ATTEMPT: Table = WebhookAttempt.__table__  # type: ignore[attr-defined]
 # A tenant's live endpoints (``p_tenant``): what a transaction's events are queued for.
 WEBHOOK_TARGETS = select(_ENDPOINT.c.id, _ENDPOINT.c.events).where(
     _ENDPOINT.c.tenant_id == bindparam("p_tenant"), _ENDPOINT.c.removed_at.is_(None))
+
+# WEBHOOK_TARGETS on asyncpg itself (store/native.py): $1 tenant.
+NATIVE_WEBHOOK_TARGETS = ("SELECT id, events FROM webhook_endpoint "
+                          "WHERE tenant_id = $1 AND removed_at IS NULL")
 
 INSERT_WEBHOOK_DELIVERY = _DELIVERY.insert()
 INSERT_WEBHOOK_ATTEMPT = _ATTEMPT.insert()
@@ -221,6 +229,18 @@ _PC_NAMES = ", ".join(f"pc.{c.name}" for c in _PC.columns)
 # a decision transaction (see domain/audit.py: lock_chains).
 NATIVE_LOCK_AUDIT_HEAD = "SELECT seq, hash FROM audit_head WHERE tenant_id = $1 FOR UPDATE"
 
+# The rows a set-wise statement touches are found by primary key only, whatever the
+# table's statistics say: the other conditions on ``pending_change`` sit inside a CASE,
+# which no index can serve. Written as plain conditions, with no statistics (a new
+# database, autovacuum off or behind) the planner took ``ix_pending_change_tenant_created``
+# or ``ix_pending_change_status_expires`` and read every change of the tenant per group:
+# PostgreSQL's CPU per decision grew with the table (benchmarks/RESULTS.md, "Where
+# PostgreSQL's own CPU goes"). ``pc.id = ANY(ids)`` gives the planner the rows' count.
+_CLAIMABLE = (
+    f"CASE WHEN pc.tenant_id = $1 AND pc.status = '{Status.PENDING.value}' "
+    "THEN CASE WHEN v.overdue THEN pc.expires_at <= $2 ELSE pc.expires_at > $2 END "
+    "ELSE false END")
+
 # CLAIM for many changes of one tenant, each with its own status, decider, reason and
 # whether it is an expiry (only once overdue): $1 tenant, $2 now, arrays $3 ids,
 # $4 statuses, $5 deciders, $6 reasons, $7 only-overdue flags; RETURNING every column of
@@ -230,8 +250,7 @@ NATIVE_CLAIM_MANY = (
     "decided_by = v.decided_by, reason = v.reason "
     "FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[]) "
     "AS v(id, status, decided_by, reason, overdue) "
-    f"WHERE pc.id = v.id AND pc.tenant_id = $1 AND pc.status = '{Status.PENDING.value}' "
-    "AND CASE WHEN v.overdue THEN pc.expires_at <= $2 ELSE pc.expires_at > $2 END "
+    f"WHERE pc.id = ANY($3::text[]) AND pc.id = v.id AND {_CLAIMABLE} "
     f"RETURNING {_PC_NAMES}")
 
 # NATIVE_LOCK_AUDIT_HEAD and NATIVE_CLAIM_MANY in one round trip, the head locked before
@@ -248,8 +267,7 @@ NATIVE_LOCK_HEAD_CLAIM_MANY = (
     "FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[]) "
     "AS v(id, status, decided_by, reason, overdue) "
     "WHERE (SELECT count(*) FROM head) >= 0 "
-    f"AND pc.id = v.id AND pc.tenant_id = $1 AND pc.status = '{Status.PENDING.value}' "
-    "AND CASE WHEN v.overdue THEN pc.expires_at <= $2 ELSE pc.expires_at > $2 END "
+    f"AND pc.id = ANY($3::text[]) AND pc.id = v.id AND {_CLAIMABLE} "
     f"RETURNING {_PC_NAMES}) "
     "SELECT head.seq AS head_seq, head.hash AS head_hash, claimed.* "
     "FROM (SELECT 1) AS one LEFT JOIN head ON true LEFT JOIN claimed ON true")
@@ -273,7 +291,7 @@ NATIVE_CREATE_ISSUES = (
 NATIVE_RECORD_RESULTS = (
     "UPDATE pending_change AS pc SET execution_result = v.result::json, entity_id = v.entity "
     "FROM unnest($1::text[], $2::text[], $3::text[]) AS v(id, result, entity) "
-    "WHERE pc.id = v.id")
+    "WHERE pc.id = ANY($1::text[]) AND pc.id = v.id")
 
 # INSERT_AUDIT_ENTRY for many entries and the head moved, under the head's lock taken by
 # NATIVE_LOCK_AUDIT_HEAD, as one statement: $1 tenant,
@@ -295,4 +313,5 @@ NATIVE_APPEND_AUDIT = (
 NATIVE_APPEND_AUDIT_RECORD_RESULTS = (
     "WITH results AS (UPDATE pending_change AS pc SET execution_result = r.result::json, "
     "entity_id = r.entity FROM unnest($14::text[], $15::text[], $16::text[]) "
-    "AS r(id, result, entity) WHERE pc.id = r.id), " + NATIVE_APPEND_AUDIT[len("WITH "):])
+    "AS r(id, result, entity) WHERE pc.id = ANY($14::text[]) AND pc.id = r.id), "
+    + NATIVE_APPEND_AUDIT[len("WITH "):])
