@@ -16,9 +16,44 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
 
+from colaflow_mcp.domain import admin
 from tests.harness import Harness
 
 Mode = Literal["legacy", "modern"]
+
+# Raw HTTP in the legacy era (the SDK client hides what some tests look at).
+LEGACY = "2025-11-25"
+ACCEPT = "application/json, text/event-stream"
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": LEGACY, "capabilities": {},
+    "clientInfo": {"name": "raw-http", "version": "0"}}}
+
+
+def legacy_headers(key: str, session_id: str | None = None) -> dict[str, str]:
+    """A legacy request's headers: the agent's key, and the session once there is one."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": ACCEPT,
+               "MCP-Protocol-Version": LEGACY}
+    if session_id:
+        headers["Mcp-Session-Id"] = session_id
+    return headers
+
+
+async def open_legacy_session(h: Harness, key: str) -> str:
+    """``initialize`` and ``notifications/initialized`` over raw HTTP: the session's id."""
+    r = await h.client.post("/mcp", json=INIT, headers=legacy_headers(key))
+    assert r.status_code == 200, r.text
+    session_id: str = r.headers["mcp-session-id"]
+    r = await h.client.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                            headers=legacy_headers(key, session_id))
+    assert r.status_code == 202, r.text
+    return session_id
+
+
+async def revoke_agent_key(h: Harness, key: str) -> None:
+    """Revoke an agent's key as a reviewer would (its sessions end with it)."""
+    principal = await h.runtime.auth.authenticate(key)
+    assert principal is not None and principal.api_key_id is not None
+    assert await admin.revoke_api_key(h.runtime.db, principal.api_key_id)
 
 
 def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:

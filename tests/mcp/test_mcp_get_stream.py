@@ -14,16 +14,10 @@ import anyio
 import pytest
 
 from tests.harness import Harness, fast_settings, in_process, live_server
-from tests.mcp.mcpenv import Updates, mcp_client, propose_issue, subscribe
+from tests.mcp.mcpenv import ACCEPT, INIT, LEGACY, Updates, mcp_client, propose_issue, subscribe
 from tests.netproxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
-
-LEGACY = "2025-11-25"
-ACCEPT = "application/json, text/event-stream"
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": LEGACY, "capabilities": {},
-    "clientInfo": {"name": "raw-http", "version": "0"}}}
 
 
 async def _first_sse_block(h: Harness, key: str) -> bytes:

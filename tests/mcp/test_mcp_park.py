@@ -18,20 +18,23 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from colaflow_mcp.domain import admin
 from colaflow_mcp.mcp import sdk_hooks
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from tests.harness import Harness, fast_settings, live_server
-from tests.mcp.mcpenv import Updates, mcp_client, propose_issue, subscribe
+from tests.mcp.mcpenv import (
+    INIT,
+    Updates,
+    legacy_headers,
+    mcp_client,
+    open_legacy_session,
+    propose_issue,
+    revoke_agent_key,
+    subscribe,
+)
 from tests.mcp.test_mcp_sessions import SessionEnds
 
 pytestmark = pytest.mark.anyio
 
-LEGACY = "2025-11-25"
-ACCEPT = "application/json, text/event-stream"
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": LEGACY, "capabilities": {},
-    "clientInfo": {"name": "raw-http", "version": "0"}}}
 METRICS_TOKEN = "metrics-token-for-park-tests"
 
 
@@ -70,23 +73,6 @@ async def _legacy_metric(h: Harness) -> float:
                 if s.name == "colaflow_mcp_sessions" and s.labels == {"era": "legacy"})
 
 
-def _headers(key: str, session_id: str | None = None) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {key}", "Accept": ACCEPT,
-               "MCP-Protocol-Version": LEGACY}
-    if session_id:
-        headers["Mcp-Session-Id"] = session_id
-    return headers
-
-
-async def _open_session(h: Harness, key: str) -> str:
-    r = await h.client.post("/mcp", json=INIT, headers=_headers(key))
-    assert r.status_code == 200, r.text
-    session_id: str = r.headers["mcp-session-id"]
-    r = await h.client.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                            headers=_headers(key, session_id))
-    assert r.status_code == 202, r.text
-    return session_id
-
 
 async def _park_all(h: Harness) -> int:
     """Park every idle session now. The last request's handler may still be finishing
@@ -103,6 +89,15 @@ async def _park_all(h: Harness) -> int:
             if not lives:
                 return parked
             await anyio.wait_all_tasks_blocked()
+
+
+async def _assert_gone(h: Harness, key: str, session_id: str) -> None:
+    """The session has ended: not held, not parked, and its id answers 404."""
+    manager = _endpoint(h).manager
+    assert manager.session_ids() == [] and manager.parked == 0
+    r = await h.client.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+                            headers=legacy_headers(key, session_id))
+    assert r.status_code == 404
 
 
 async def test_a_parked_session_gets_its_updates_and_answers_with_the_same_session(
@@ -154,21 +149,19 @@ async def test_a_parked_session_can_be_deleted_and_frees_its_slot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with _server(f"sqlite:///{tmp_path / 'park.db'}", mcp_max_sessions_per_key=1) as h:
-        manager = _endpoint(h).manager
         ends = SessionEnds(h, monkeypatch)
         key = await h.agent_key()
-        session_id = await _open_session(h, key)
+        session_id = await open_legacy_session(h, key)
         assert await _park_all(h) == 1
-        assert (await h.client.post("/mcp", json=INIT, headers=_headers(key))).status_code == 429
-        r = await h.client.delete("/mcp", headers=_headers(key, session_id))
+        r = await h.client.post("/mcp", json=INIT, headers=legacy_headers(key))
+        assert r.status_code == 429
+        r = await h.client.delete("/mcp", headers=legacy_headers(key, session_id))
         assert r.status_code == 200, r.text
         with anyio.fail_after(10):
             await ends.wait_for(session_id)
-        assert manager.session_ids() == [] and manager.parked == 0
-        r = await h.client.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-                                headers=_headers(key, session_id))
-        assert r.status_code == 404
-        assert (await h.client.post("/mcp", json=INIT, headers=_headers(key))).status_code == 200
+        await _assert_gone(h, key, session_id)
+        r = await h.client.post("/mcp", json=INIT, headers=legacy_headers(key))
+        assert r.status_code == 200
 
 
 async def test_a_parked_session_with_nothing_in_flight_expires_when_idle(
@@ -176,17 +169,13 @@ async def test_a_parked_session_with_nothing_in_flight_expires_when_idle(
 ) -> None:
     async with _server(f"sqlite:///{tmp_path / 'park.db'}", mcp_max_sessions_per_key=1,
                        mcp_session_idle_timeout_seconds=0.5) as h:
-        manager = _endpoint(h).manager
         ends = SessionEnds(h, monkeypatch)
         key = await h.agent_key()
-        session_id = await _open_session(h, key)
+        session_id = await open_legacy_session(h, key)
         assert await _park_all(h) == 1
         with anyio.fail_after(10):
             await ends.wait_for(session_id)
-        assert manager.session_ids() == [] and manager.parked == 0
-        r = await h.client.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-                                headers=_headers(key, session_id))
-        assert r.status_code == 404
+        await _assert_gone(h, key, session_id)
 
 
 async def test_a_parked_session_holding_its_get_stream_does_not_expire(
@@ -199,8 +188,8 @@ async def test_a_parked_session_holding_its_get_stream_does_not_expire(
         manager = _endpoint(h).manager
         ends = SessionEnds(h, monkeypatch)
         key = await h.agent_key()
-        session_id = await _open_session(h, key)
-        async with h.client.stream("GET", "/mcp", headers=_headers(key, session_id)) as get:
+        session_id = await open_legacy_session(h, key)
+        async with h.client.stream("GET", "/mcp", headers=legacy_headers(key, session_id)) as get:
             assert get.status_code == 200
             assert await _park_all(h) == 1
             # Three idle timeouts and three of the parker's ticks later, still there.
@@ -218,14 +207,12 @@ async def test_revoking_a_key_ends_its_parked_sessions(
         manager = _endpoint(h).manager
         ends = SessionEnds(h, monkeypatch)
         key = await h.agent_key()
-        quiet = await _open_session(h, key)
-        streaming = await _open_session(h, key)
-        async with h.client.stream("GET", "/mcp", headers=_headers(key, streaming)) as get:
+        quiet = await open_legacy_session(h, key)
+        streaming = await open_legacy_session(h, key)
+        async with h.client.stream("GET", "/mcp", headers=legacy_headers(key, streaming)) as get:
             assert get.status_code == 200
             assert await _park_all(h) == 2
-            principal = await h.runtime.auth.authenticate(key)
-            assert principal is not None and principal.api_key_id is not None
-            assert await admin.revoke_api_key(h.runtime.db, principal.api_key_id)
+            await revoke_agent_key(h, key)
             with anyio.fail_after(10):
                 async for _ in get.aiter_bytes():
                     pass  # the stream ends with its session
@@ -259,13 +246,13 @@ async def test_a_parked_session_resumes_its_get_stream_after_last_event_id(
         manager = _endpoint(h).manager
         await h.project()
         key, token = await h.agent_key(), await h.reviewer_token()
-        session_id = await _open_session(h, key)
+        session_id = await open_legacy_session(h, key)
         ids = [(await h.propose(key, arguments={"project_key": "WEB", "title": f"t{i}"}))["id"]
                for i in range(2)]
         for n, change_id in enumerate(ids):
             body = {"jsonrpc": "2.0", "id": 10 + n, "method": "resources/subscribe",
                     "params": {"uri": f"colaflow://pending-changes/{change_id}"}}
-            r = await h.client.post("/mcp", json=body, headers=_headers(key, session_id))
+            r = await h.client.post("/mcp", json=body, headers=legacy_headers(key, session_id))
             assert r.status_code == 200, r.text
         assert await _park_all(h) == 1
         store = manager.event_store_of(session_id)
@@ -279,7 +266,7 @@ async def test_a_parked_session_resumes_its_get_stream_after_last_event_id(
                 await stored.wait()
         store.detach_get_stream(stored)
         [(first_seq, _), (second_seq, _)] = store.get_events_after(0)
-        headers = {**_headers(key, session_id), "Last-Event-ID": f"g{first_seq}"}
+        headers = {**legacy_headers(key, session_id), "Last-Event-ID": f"g{first_seq}"}
         received = b""
         with anyio.fail_after(10):
             async with h.client.stream("GET", "/mcp", headers=headers) as get:
@@ -299,14 +286,14 @@ async def test_a_busy_session_is_not_parked(tmp_path: Path) -> None:
     async with _server(f"sqlite:///{tmp_path / 'park.db'}") as h:
         manager = _endpoint(h).manager
         key = await h.agent_key()
-        session_id = await _open_session(h, key)
+        session_id = await open_legacy_session(h, key)
         r = await h.client.post("/mcp", json={"jsonrpc": "2.0", "id": 5, "method": "tools/list"},
-                                headers=_headers(key, session_id))
+                                headers=legacy_headers(key, session_id))
         assert r.status_code == 200
         event_ids = [line.split(b": ", 1)[1].strip() for line in r.content.splitlines()
                      if line.startswith(b"id: r")]
         assert event_ids
-        headers = {**_headers(key, session_id), "Last-Event-ID": event_ids[0].decode()}
+        headers = {**legacy_headers(key, session_id), "Last-Event-ID": event_ids[0].decode()}
         async with h.client.stream("GET", "/mcp", headers=headers) as get:
             assert get.status_code == 200
             assert await manager.park_idle() == 0

@@ -12,17 +12,10 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from colaflow_mcp.domain import admin
 from tests.harness import Harness, fast_settings, live_server
-from tests.mcp.mcpenv import mcp_client
+from tests.mcp.mcpenv import INIT, legacy_headers, mcp_client, open_legacy_session, revoke_agent_key
 
 pytestmark = pytest.mark.anyio
-
-LEGACY = "2025-11-25"
-ACCEPT = "application/json, text/event-stream"
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": LEGACY, "capabilities": {},
-    "clientInfo": {"name": "raw-http", "version": "0"}}}
 
 
 @asynccontextmanager
@@ -32,26 +25,8 @@ async def _server(tmp_path: Path, **overrides: Any) -> AsyncIterator[Harness]:
         yield h
 
 
-def _headers(key: str, session_id: str | None = None) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {key}", "Accept": ACCEPT,
-               "MCP-Protocol-Version": LEGACY}
-    if session_id:
-        headers["Mcp-Session-Id"] = session_id
-    return headers
-
-
 async def _initialize(h: Harness, key: str) -> httpx.Response:
-    return await h.client.post("/mcp", json=INIT, headers=_headers(key))
-
-
-async def _open_session(h: Harness, key: str) -> str:
-    r = await _initialize(h, key)
-    assert r.status_code == 200, r.text
-    session_id: str = r.headers["mcp-session-id"]
-    r = await h.client.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                            headers=_headers(key, session_id))
-    assert r.status_code == 202, r.text
-    return session_id
+    return await h.client.post("/mcp", json=INIT, headers=legacy_headers(key))
 
 
 def _mcp_error(group: BaseException) -> MCPError:
@@ -143,9 +118,9 @@ async def test_modern_requests_hold_no_session_and_are_not_capped(tmp_path: Path
 async def test_delete_frees_the_slot_at_once(tmp_path: Path) -> None:
     async with _server(tmp_path, mcp_max_sessions_per_key=1) as h:
         key = await h.agent_key()
-        session_id = await _open_session(h, key)
+        session_id = await open_legacy_session(h, key)
         assert (await _initialize(h, key)).status_code == 429
-        r = await h.client.delete("/mcp", headers=_headers(key, session_id))
+        r = await h.client.delete("/mcp", headers=legacy_headers(key, session_id))
         assert r.status_code == 200
         # No waiting: the session ended when the DELETE was answered.
         assert (await _initialize(h, key)).status_code == 200
@@ -158,12 +133,12 @@ async def test_an_idle_session_expires_and_frees_its_slot(
                        mcp_session_idle_timeout_seconds=0.5) as h:
         ends = SessionEnds(h, monkeypatch)
         key = await h.agent_key()
-        session_id = await _open_session(h, key)
+        session_id = await open_legacy_session(h, key)
         assert (await _initialize(h, key)).status_code == 429
         with anyio.fail_after(10):
             await ends.wait_for(session_id)
         r = await h.client.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-                                headers=_headers(key, session_id))
+                                headers=legacy_headers(key, session_id))
         assert r.status_code == 404
         assert (await _initialize(h, key)).status_code == 200
 
@@ -175,15 +150,13 @@ async def test_revoking_a_key_ends_all_its_sessions_and_frees_their_slots(
         ends = SessionEnds(h, monkeypatch)
         key, other_key = await h.agent_key(), await h.agent_key("globex")
         # Two sessions without any subscription, one of them holding its GET stream.
-        quiet = await _open_session(h, key)
-        streaming = await _open_session(h, key)
+        quiet = await open_legacy_session(h, key)
+        streaming = await open_legacy_session(h, key)
         # The SDK's overall cap, now a setting, is full: it answers 503.
         assert (await _initialize(h, other_key)).status_code == 503
-        async with h.client.stream("GET", "/mcp", headers=_headers(key, streaming)) as get:
+        async with h.client.stream("GET", "/mcp", headers=legacy_headers(key, streaming)) as get:
             assert get.status_code == 200
-            principal = await h.runtime.auth.authenticate(key)
-            assert principal is not None and principal.api_key_id is not None
-            assert await admin.revoke_api_key(h.runtime.db, principal.api_key_id)
+            await revoke_agent_key(h, key)
             with anyio.fail_after(10):
                 async for _ in get.aiter_bytes():
                     pass  # the stream ends with its session
