@@ -1,6 +1,6 @@
-"""Canary for colaflow_mcp/mcp/sdk_hooks.py: the pinned mcp SDK still has, and still calls,
+"""Canary for colaflow_mcp/mcp/sdk_hooks/: the pinned mcp SDK still has, and still calls,
 every private hook we rely on. If one of these fails after an SDK upgrade, read the
-numbered hook in sdk_hooks.py's docstring before changing anything else."""
+numbered hook in the sdk_hooks package's docstring before changing anything else."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ pytestmark = pytest.mark.anyio
 
 
 def _hook(number: int, what: str) -> str:
-    return (f"mcp SDK changed under sdk_hooks.py hook {number}: {what}. See the hook's "
-            "entry in colaflow_mcp/mcp/sdk_hooks.py.")
+    return (f"mcp SDK changed under sdk_hooks hook {number}: {what}. See the hook's "
+            "entry in colaflow_mcp/mcp/sdk_hooks/__init__.py.")
 
 
 def _parameters(fn: Callable[..., Any]) -> list[str]:

@@ -1,78 +1,5 @@
-"""Every private coupling to the ``mcp`` SDK, in one place (pinned: ``mcp==2.3.*``).
-
-The SDK gives no public way to do these; each is checked by tests/mcp/test_sdk_hooks.py,
-which fails with a clear message if an upgrade renames, re-signs or stops calling one.
-
-1. ``MCPServer._lowlevel_server`` — the low-level server behind ``MCPServer``: the only way
-   to register ``resources/subscribe`` / ``resources/unsubscribe`` (``MCPServer`` does not
-   serve them), to replace the ``subscriptions/listen`` handler (to gate it by tenant) and
-   to add the middleware that exposes the caller's principal.
-2. ``StreamableHTTPSessionManager._admit_session(requestor)`` — called synchronously (under
-   the manager's creation lock) when a session is created, and builds its transport from
-   ``self.event_store``: overridden so each session gets an event store of its own (a
-   shared store cannot tell sessions apart: every session's GET stream has the same stream
-   id), and to refuse a key over its session limit by raising, which reaches the endpoint
-   before anything is sent.
-3. ``StreamableHTTPSessionManager._discard_session(session_id, transport)`` — the one
-   place every session end passes through (DELETE, idle timeout, crash, shutdown; possibly
-   more than once per session): overridden to drop the session's subscriptions and end its
-   GET stream.
-4. ``StreamableHTTPSessionManager._server_instances`` — the session table: how a key's
-   live sessions are counted and how the revocation pass ends the sessions of a revoked
-   key. With ``._session_owners`` (each session's owner): renamed in ``_admit_session`` to
-   the session id with the instance's routing tag (the SDK makes the id itself, a plain
-   uuid; a load balancer routes a session by the tag, docs/scale-out.md).
-5. ``StreamableHTTPServerTransport._event_store`` — the session's store, closed when the
-   session ends (its GET stream is served from the store and ends with it).
-6. The transport's GET handling: a GET with ``Last-Event-ID`` is served by
-   ``EventStore.replay_events_after`` alone. :func:`serve_get_from_store` adds that header
-   to every GET of a session, so the whole GET stream is served from the store
-   (``event_store.SessionEventStore``), with no gap between replay and live updates.
-7. sse-starlette's ``EventSourceResponse.DEFAULT_PING_INTERVAL`` — the SDK builds its
-   legacy SSE responses without ``ping=``, so each gets this default, and with it a ping
-   task per open stream (~5 KiB per idle session). :func:`disable_sse_ping_tasks` sets it
-   to 0 (sse-starlette then starts no ping task); ``keepalive.SseKeepAlive`` pings the
-   endpoint's streams from one task instead.
-8. ``StreamableHTTPServerTransport._replay_events(last_event_id, request, send)`` — what
-   the transport's GET handling calls, after validating the request, for a GET with
-   ``Last-Event-ID``; with ``_create_event_data(event_message)``, how it frames an event
-   for sse-starlette, and ``CONTENT_TYPE_SSE``. Each session's transport is made a
-   :class:`LeanGetTransport` (its class swapped when admitted, no per-session cost) whose
-   ``_replay_events`` serves a GET-stream resumption with ``get_stream.GetStream``
-   instead of an sse-starlette response with its task group: the same head and the same
-   bytes per event, no task while idle. Request-stream resumptions go to the SDK.
-9. Parking an idle session. The SDK runs each session as a task in its manager's task group
-   (``_serve_opening_request`` starts it: ``transport.connect()``, then ``serve_loop`` —
-   a ``JSONRPCDispatcher``, a ``Connection`` and a ``ServerRunner`` — inside the transport's
-   ``idle_scope``): ~30 KiB of tasks, task groups, cancel scopes, memory streams and Events
-   per session, kept while the session does nothing (issue 14). Our ``SessionManager``
-   overrides ``_serve_opening_request`` to run the same recipe in
-   :meth:`SessionManager._run_life` (public SDK pieces: ``JSONRPCDispatcher``,
-   ``Connection.for_loop``, ``serve_connection``; with ``inline_methods={"initialize"}`` as
-   ``serve_loop`` has it), which it can end and start again: a session with no request
-   in flight (its GET stream aside) for :data:`PARK_AFTER_SECONDS` is *parked* — its life
-   is cancelled, which ends the dispatcher, the runner and the transport's message router
-   (``connect()`` exits), and what the session negotiated (``Connection.client_params``,
-   ``protocol_version``, whether ``notifications/initialized`` came) is kept on its
-   :class:`SessionLife`. The transport itself stays in ``_server_instances`` (so the
-   session id, its owner, the session caps and the metric are unchanged), with its event
-   store. A GET stream needs no life (hook 8 serves it from the store; the transport's
-   ``_handle_get_request`` only checks that ``_read_stream_writer`` is set — the closed one
-   of the last life is), nor does a DELETE (``_handle_delete_request`` → ``terminate()``
-   closes the last life's streams again, which is a no-op). A POST, or a GET resuming a
-   request stream, un-parks first (:meth:`LeanGetTransport.handle_request`): a new life on
-   the same transport (``connect()`` makes fresh streams and a fresh ``idle_scope``), its
-   ``Connection`` given the saved state, so it is initialized as before (a connection's
-   ``state`` scratch dict and ``exit_stack`` are not kept: neither the SDK's server nor
-   our handlers use them; anything pushed on the exit stack would run at each park). The
-   SDK's own
-   idle timeout keeps working while a session lives (the transport counts requests in
-   flight across lives); a parked session with no request in flight expires by the same
-   deadline through :meth:`SessionManager._expire_parked`. Resource updates reach a parked
-   session because ``subscriptions.LegacySession`` stores them in the session's event
-   store itself (what the SDK's router would have done), not through the SDK's session.
-"""
-
+"""Hooks 1 to 4 and 9 (see the package docstring): the low-level server, and the session
+manager that admits, counts, ends and parks legacy sessions."""
 
 from __future__ import annotations
 
@@ -82,36 +9,35 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any
 
 import anyio
-import mcp_types as types
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 from mcp.server.connection import Connection
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.runner import serve_connection
-from mcp.server.streamable_http import (
-    CONTENT_TYPE_SSE,
-    LAST_EVENT_ID_HEADER,
-    MCP_SESSION_ID_HEADER,
-    EventMessage,
-    StreamableHTTPServerTransport,
-)
+from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
-from sse_starlette import EventSourceResponse
-from sse_starlette.event import ensure_bytes
-from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from colaflow_mcp.domain.auth import Principal
-from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME, SessionEventStore
-from colaflow_mcp.mcp.get_stream import GetStream
+from colaflow_mcp.mcp.event_store import SessionEventStore
+from colaflow_mcp.mcp.sdk_hooks.parking import (
+    LIVE,
+    PARK_AFTER_SECONDS,
+    PARK_TICK_SECONDS,
+    PARKED,
+    PARKING,
+    UNPARKING,
+    SessionLife,
+    _closed_streams,
+    life_of,
+)
+from colaflow_mcp.mcp.sdk_hooks.transport import LeanGetTransport, session_event_store
 
 logger = logging.getLogger(__name__)
 
@@ -119,89 +45,11 @@ logger = logging.getLogger(__name__)
 # (the SDK hands ``_admit_session`` only the credential's identity, not our principal).
 _OPENING: ContextVar[Principal | None] = ContextVar("colaflow_mcp_opening", default=None)
 
-# Hook 9: a session with no request in flight but its GET stream for this long is parked.
-# Long enough that an agent working in a session (a call every few seconds) never parks
-# and un-parks per call; short against the idle timeout (30 min by default).
-PARK_AFTER_SECONDS: Final = 10.0
-PARK_TICK_SECONDS: Final = 1.0  # how often the parker looks (one task for all sessions)
-# Where the transport's request puts the session's life, for ``SessionActivity``.
-LIFE_SCOPE_KEY: Final = "colaflow.session_life"
-
-LIVE, PARKING, PARKED, UNPARKING = "live", "parking", "parked", "unparking"
-
 
 def lowlevel_server(server: MCPServer) -> Server[Any]:
     """Hook 1: the low-level server behind ``server``."""
     lowlevel: Server[Any] = server._lowlevel_server
     return lowlevel
-
-
-class SessionLife:
-    """Hook 9: one legacy session's park state, kept on its transport for the session's
-    life. ``busy`` counts what needs the SDK's session: requests in flight other than the
-    GET stream and DELETE (POSTs, request-stream resumptions) and handlers still running
-    (a handler outlives its POST if the client went away meanwhile)."""
-
-    __slots__ = ("manager", "session_id", "state", "busy", "scope", "transition",
-                 "connection", "saved")
-
-    def __init__(self, manager: SessionManager, session_id: str) -> None:
-        self.manager = manager
-        self.session_id = session_id
-        self.state = LIVE
-        self.busy = 0
-        self.scope: anyio.CancelScope | None = None  # the running life's own scope
-        self.transition: anyio.Event | None = None  # exists while parking or un-parking
-        self.connection: Connection | None = None  # the running life's
-        # What the session negotiated, while parked: (client params, protocol version,
-        # whether notifications/initialized came).
-        self.saved: tuple[types.InitializeRequestParams | None, str, bool] | None = None
-
-    def enter(self) -> None:
-        if not self.busy:
-            self.manager._idle.pop(self.session_id, None)
-        self.busy += 1
-
-    def leave(self) -> None:
-        self.busy -= 1
-        if not self.busy and self.state == LIVE:
-            idle = self.manager._idle
-            idle[self.session_id] = anyio.current_time()
-            idle.move_to_end(self.session_id)
-
-    def keep(self, connection: Connection) -> None:
-        """Parking: keep what the session negotiated."""
-        self.saved = (connection.client_params, connection.protocol_version,
-                      connection.initialized.is_set())
-
-    def restore(self, connection: Connection) -> None:
-        """Un-parking: the new life's connection is initialized as the last one was."""
-        saved, self.saved = self.saved, None
-        if saved is None:
-            return
-        client_params, protocol_version, initialized = saved
-        if client_params is not None:
-            connection.client_params = client_params
-        connection.protocol_version = protocol_version
-        if initialized:
-            connection.initialized.set()
-
-
-class SessionActivity:
-    """Hook 9: SDK server middleware counting a legacy session's running handlers as busy
-    (a session is not parked under a handler whose POST has gone)."""
-
-    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
-                       ) -> HandlerResult:
-        scope = getattr(ctx.request, "scope", None)
-        life = scope.get(LIFE_SCOPE_KEY) if isinstance(scope, dict) else None
-        if not isinstance(life, SessionLife):
-            return await call_next(ctx)
-        life.enter()
-        try:
-            return await call_next(ctx)
-        finally:
-            life.leave()
 
 
 class SessionLimitReached(Exception):
@@ -531,111 +379,3 @@ class SessionManager(StreamableHTTPSessionManager):
                 await self._expire_parked(now)
             except Exception:
                 logger.exception("parking idle MCP sessions failed")
-
-
-_CLOSED: tuple[MemoryObjectSendStream[Any], MemoryObjectReceiveStream[Any]] | None = None
-
-
-def _closed_streams() -> tuple[MemoryObjectSendStream[Any], MemoryObjectReceiveStream[Any]]:
-    """Hook 9: one closed pair of memory streams, shared by every parked transport."""
-    global _CLOSED
-    if _CLOSED is None:
-        send, receive = anyio.create_memory_object_stream[Any](0)
-        send.close()
-        receive.close()
-        _CLOSED = (send, receive)
-    return _CLOSED
-
-
-def life_of(transport: StreamableHTTPServerTransport | None) -> SessionLife | None:
-    """Hook 9: the session's park state."""
-    life = getattr(transport, "life", None)
-    return life if isinstance(life, SessionLife) else None
-
-
-def session_event_store(transport: StreamableHTTPServerTransport) -> SessionEventStore | None:
-    """Hook 5: the session's own event store."""
-    store = transport._event_store
-    return store if isinstance(store, SessionEventStore) else None
-
-
-def serve_get_from_store(scope: Scope) -> None:
-    """Hook 6: a GET without ``Last-Event-ID`` gets ours, so the store serves it (resuming
-    after what the session's earlier GET streams were sent, so nothing sent while none was
-    open is lost). Changes ``scope`` itself: the endpoint's own copy, held as long as the
-    stream is open (one copy per idle session, not two)."""
-    header = LAST_EVENT_ID_HEADER.encode()
-    if any(k == header and v for k, v in scope["headers"]):
-        return
-    scope["headers"] = [(k, v) for k, v in scope["headers"] if k != header]
-    scope["headers"].append((header, GET_STREAM_RESUME.encode()))
-
-
-def disable_sse_ping_tasks() -> None:
-    """Hook 7: no per-stream ping task in the SDK's SSE responses (the endpoint pings them
-    all from one task). Process-wide; the SDK is sse-starlette's only user here."""
-    EventSourceResponse.DEFAULT_PING_INTERVAL = 0
-
-
-class LeanGetTransport(StreamableHTTPServerTransport):
-    """Hook 8: the SDK's transport, with GET streams served by ``get_stream.GetStream``;
-    hook 9: a request that needs the SDK's session un-parks it first."""
-
-    async def handle_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        life = life_of(self)
-        if life is None:
-            await super().handle_request(scope, receive, send)
-            return
-        manager = life.manager
-        manager._parked_idle.pop(life.session_id, None)
-        if scope["method"] == "DELETE" or _is_get_stream(scope):
-            try:
-                await super().handle_request(scope, receive, send)
-            finally:
-                if life.state == PARKED and not self._requests_in_flight:
-                    timeout = manager.session_idle_timeout
-                    if timeout is not None:
-                        manager._note_parked_idle(life.session_id,
-                                                  anyio.current_time() + timeout)
-            return
-        life.enter()
-        try:
-            if life.state != LIVE:
-                await manager.unpark(self)
-            scope[LIFE_SCOPE_KEY] = life
-            await super().handle_request(scope, receive, send)
-        finally:
-            life.leave()
-
-    async def _replay_events(self, last_event_id: str, request: Request, send: Send) -> None:
-        store = session_event_store(self)
-        after = store.get_stream_start(last_event_id) if store is not None else None
-        if store is None or after is None:
-            await super()._replay_events(last_event_id, request, send)
-            return
-        stream = GetStream(store, after, send, self._encode_event)
-        await stream.serve(sse_headers(self.mcp_session_id), request.receive)
-
-    def _encode_event(self, message: types.JSONRPCMessage, event_id: str) -> bytes:
-        """One event as the SDK's SSE responses put it on the wire."""
-        return ensure_bytes(self._create_event_data(EventMessage(message, event_id)),
-                            EventSourceResponse.DEFAULT_SEPARATOR)
-
-
-def _is_get_stream(scope: Scope) -> bool:
-    """A GET served as the session's GET stream (hooks 6 and 8: ``g`` ids)."""
-    if scope["method"] != "GET":
-        return False
-    header = LAST_EVENT_ID_HEADER.encode()
-    value = next((v for k, v in scope["headers"] if k == header), b"")
-    return value.startswith(b"g")
-
-
-def sse_headers(session_id: str | None) -> list[tuple[bytes, bytes]]:
-    """Hook 8: the head of the SDK's SSE responses (its headers, then sse-starlette's)."""
-    headers = [(b"cache-control", b"no-cache, no-transform"), (b"connection", b"keep-alive"),
-               (b"content-type", CONTENT_TYPE_SSE.encode())]
-    if session_id:
-        headers.append((MCP_SESSION_ID_HEADER.encode(), session_id.encode()))
-    headers.append((b"x-accel-buffering", b"no"))
-    return headers

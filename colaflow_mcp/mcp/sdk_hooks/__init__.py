@@ -1,0 +1,116 @@
+"""Every private coupling to the ``mcp`` SDK, in one place (pinned: ``mcp==2.3.*``).
+
+The SDK gives no public way to do these; each is checked by tests/mcp/test_sdk_hooks.py,
+which fails with a clear message if an upgrade renames, re-signs or stops calling one.
+
+1. ``MCPServer._lowlevel_server`` — the low-level server behind ``MCPServer``: the only way
+   to register ``resources/subscribe`` / ``resources/unsubscribe`` (``MCPServer`` does not
+   serve them), to replace the ``subscriptions/listen`` handler (to gate it by tenant) and
+   to add the middleware that exposes the caller's principal.
+2. ``StreamableHTTPSessionManager._admit_session(requestor)`` — called synchronously (under
+   the manager's creation lock) when a session is created, and builds its transport from
+   ``self.event_store``: overridden so each session gets an event store of its own (a
+   shared store cannot tell sessions apart: every session's GET stream has the same stream
+   id), and to refuse a key over its session limit by raising, which reaches the endpoint
+   before anything is sent.
+3. ``StreamableHTTPSessionManager._discard_session(session_id, transport)`` — the one
+   place every session end passes through (DELETE, idle timeout, crash, shutdown; possibly
+   more than once per session): overridden to drop the session's subscriptions and end its
+   GET stream.
+4. ``StreamableHTTPSessionManager._server_instances`` — the session table: how a key's
+   live sessions are counted and how the revocation pass ends the sessions of a revoked
+   key. With ``._session_owners`` (each session's owner): renamed in ``_admit_session`` to
+   the session id with the instance's routing tag (the SDK makes the id itself, a plain
+   uuid; a load balancer routes a session by the tag, docs/scale-out.md).
+5. ``StreamableHTTPServerTransport._event_store`` — the session's store, closed when the
+   session ends (its GET stream is served from the store and ends with it).
+6. The transport's GET handling: a GET with ``Last-Event-ID`` is served by
+   ``EventStore.replay_events_after`` alone. :func:`serve_get_from_store` adds that header
+   to every GET of a session, so the whole GET stream is served from the store
+   (``event_store.SessionEventStore``), with no gap between replay and live updates.
+7. sse-starlette's ``EventSourceResponse.DEFAULT_PING_INTERVAL`` — the SDK builds its
+   legacy SSE responses without ``ping=``, so each gets this default, and with it a ping
+   task per open stream (~5 KiB per idle session). :func:`disable_sse_ping_tasks` sets it
+   to 0 (sse-starlette then starts no ping task); ``keepalive.SseKeepAlive`` pings the
+   endpoint's streams from one task instead.
+8. ``StreamableHTTPServerTransport._replay_events(last_event_id, request, send)`` — what
+   the transport's GET handling calls, after validating the request, for a GET with
+   ``Last-Event-ID``; with ``_create_event_data(event_message)``, how it frames an event
+   for sse-starlette, and ``CONTENT_TYPE_SSE``. Each session's transport is made a
+   :class:`LeanGetTransport` (its class swapped when admitted, no per-session cost) whose
+   ``_replay_events`` serves a GET-stream resumption with ``get_stream.GetStream``
+   instead of an sse-starlette response with its task group: the same head and the same
+   bytes per event, no task while idle. Request-stream resumptions go to the SDK.
+9. Parking an idle session. The SDK runs each session as a task in its manager's task group
+   (``_serve_opening_request`` starts it: ``transport.connect()``, then ``serve_loop`` —
+   a ``JSONRPCDispatcher``, a ``Connection`` and a ``ServerRunner`` — inside the transport's
+   ``idle_scope``): ~30 KiB of tasks, task groups, cancel scopes, memory streams and Events
+   per session, kept while the session does nothing (issue 14). Our ``SessionManager``
+   overrides ``_serve_opening_request`` to run the same recipe in
+   :meth:`SessionManager._run_life` (public SDK pieces: ``JSONRPCDispatcher``,
+   ``Connection.for_loop``, ``serve_connection``; with ``inline_methods={"initialize"}`` as
+   ``serve_loop`` has it), which it can end and start again: a session with no request
+   in flight (its GET stream aside) for :data:`PARK_AFTER_SECONDS` is *parked* — its life
+   is cancelled, which ends the dispatcher, the runner and the transport's message router
+   (``connect()`` exits), and what the session negotiated (``Connection.client_params``,
+   ``protocol_version``, whether ``notifications/initialized`` came) is kept on its
+   :class:`SessionLife`. The transport itself stays in ``_server_instances`` (so the
+   session id, its owner, the session caps and the metric are unchanged), with its event
+   store. A GET stream needs no life (hook 8 serves it from the store; the transport's
+   ``_handle_get_request`` only checks that ``_read_stream_writer`` is set — the closed one
+   of the last life is), nor does a DELETE (``_handle_delete_request`` → ``terminate()``
+   closes the last life's streams again, which is a no-op). A POST, or a GET resuming a
+   request stream, un-parks first (:meth:`LeanGetTransport.handle_request`): a new life on
+   the same transport (``connect()`` makes fresh streams and a fresh ``idle_scope``), its
+   ``Connection`` given the saved state, so it is initialized as before (a connection's
+   ``state`` scratch dict and ``exit_stack`` are not kept: neither the SDK's server nor
+   our handlers use them; anything pushed on the exit stack would run at each park). The
+   SDK's own
+   idle timeout keeps working while a session lives (the transport counts requests in
+   flight across lives); a parked session with no request in flight expires by the same
+   deadline through :meth:`SessionManager._expire_parked`. Resource updates reach a parked
+   session because ``subscriptions.LegacySession`` stores them in the session's event
+   store itself (what the SDK's router would have done), not through the SDK's session.
+"""
+
+from colaflow_mcp.mcp.sdk_hooks.parking import (
+    LIFE_SCOPE_KEY,
+    LIVE,
+    PARK_AFTER_SECONDS,
+    PARK_TICK_SECONDS,
+    PARKED,
+    PARKING,
+    UNPARKING,
+    SessionActivity,
+    SessionLife,
+    life_of,
+)
+from colaflow_mcp.mcp.sdk_hooks.sessions import SessionLimitReached, SessionManager, lowlevel_server
+from colaflow_mcp.mcp.sdk_hooks.transport import (
+    LeanGetTransport,
+    disable_sse_ping_tasks,
+    serve_get_from_store,
+    session_event_store,
+    sse_headers,
+)
+
+__all__ = [
+    "LIFE_SCOPE_KEY",
+    "LIVE",
+    "PARK_AFTER_SECONDS",
+    "PARK_TICK_SECONDS",
+    "PARKED",
+    "PARKING",
+    "UNPARKING",
+    "SessionActivity",
+    "SessionLife",
+    "life_of",
+    "LeanGetTransport",
+    "disable_sse_ping_tasks",
+    "serve_get_from_store",
+    "session_event_store",
+    "sse_headers",
+    "SessionLimitReached",
+    "SessionManager",
+    "lowlevel_server",
+]
