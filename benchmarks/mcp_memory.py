@@ -61,7 +61,7 @@ async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = 
                     errors = [e for r in reports for e in r["errors"]][:20]
                     connect_s = time.monotonic() - t0
                     # The connect burst's garbage collected; with ``settle`` past the
-                    # park delay (``sdk_hooks.PARK_AFTER_SECONDS``), idle legacy sessions
+                    # park delay (``sdk_hooks.parking.PARK_AFTER_SECONDS``), idle legacy sessions
                     # are parked.
                     await asyncio.sleep(settle)
                     full = meter.read()

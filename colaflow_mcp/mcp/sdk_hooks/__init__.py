@@ -73,18 +73,8 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
    store itself (what the SDK's router would have done), not through the SDK's session.
 """
 
-from colaflow_mcp.mcp.sdk_hooks.parking import (
-    LIFE_SCOPE_KEY,
-    LIVE,
-    PARK_AFTER_SECONDS,
-    PARK_TICK_SECONDS,
-    PARKED,
-    PARKING,
-    UNPARKING,
-    SessionActivity,
-    SessionLife,
-    life_of,
-)
+# What the rest of the package's users need; the parts' own names stay in their modules.
+from colaflow_mcp.mcp.sdk_hooks.parking import LIVE, SessionActivity, life_of
 from colaflow_mcp.mcp.sdk_hooks.sessions import SessionLimitReached, SessionManager, lowlevel_server
 from colaflow_mcp.mcp.sdk_hooks.transport import (
     LeanGetTransport,
@@ -95,22 +85,15 @@ from colaflow_mcp.mcp.sdk_hooks.transport import (
 )
 
 __all__ = [
-    "LIFE_SCOPE_KEY",
     "LIVE",
-    "PARK_AFTER_SECONDS",
-    "PARK_TICK_SECONDS",
-    "PARKED",
-    "PARKING",
-    "UNPARKING",
-    "SessionActivity",
-    "SessionLife",
-    "life_of",
     "LeanGetTransport",
+    "SessionActivity",
+    "SessionLimitReached",
+    "SessionManager",
     "disable_sse_ping_tasks",
+    "life_of",
+    "lowlevel_server",
     "serve_get_from_store",
     "session_event_store",
     "sse_headers",
-    "SessionLimitReached",
-    "SessionManager",
-    "lowlevel_server",
 ]
