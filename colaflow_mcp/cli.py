@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             result = anyio.run(_db, settings, args)
         else:
             result = anyio.run(_with_db, handlers[args.command], settings, args)
-    except (ValueError, LookupError, migrate.SchemaError) as exc:
+    except (ValueError, LookupError, migrate.SchemaError, migrate.UnreachableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if result is not None:  # (audit export printed as it read)

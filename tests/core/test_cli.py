@@ -118,6 +118,32 @@ def test_database_url_forms(tmp_path: Path, url: str) -> None:
         assert r.returncode == 0
 
 
+@pytest.mark.parametrize("where", ["sqlite-folder", "postgres-port"])
+@pytest.mark.parametrize("command", [["projects", "list", "--tenant", "acme"], ["db", "current"],
+                                     ["db", "upgrade"]])
+def test_a_database_that_cannot_be_opened_is_said_in_one_line(
+        tmp_path: Path, where: str, command: list[str]) -> None:
+    # A newcomer's sqlite:///tmp/x.db (three slashes: a relative path) or a PostgreSQL that
+    # is not running: one line naming the database and why, no traceback, no password.
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        url = (f"sqlite:///{tmp_path / 'missing' / 'x.db'}" if where == "sqlite-folder"
+               else f"postgresql://app:s3cret-pw@127.0.0.1:{port}/colaflow")
+        r = subprocess.run(["colaflow-mcp", *command], cwd=tmp_path,
+                           env=cli_env({"COLAFLOW_DATABASE_URL": url}), capture_output=True,
+                           text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: cannot open the database: "), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    if where == "sqlite-folder":
+        assert str(tmp_path / "missing" / "x.db") in r.stderr and "no such folder" in r.stderr
+        assert not (tmp_path / "missing").exists()
+    else:
+        assert f"postgresql://app:***@127.0.0.1:{port}/colaflow" in r.stderr
+        assert "s3cret-pw" not in r.stderr
+
+
 @pytest.mark.parametrize("url", ["colaflow.db", "mysql://app@db/colaflow"])
 def test_serve_refuses_a_bad_database_url_in_one_line(tmp_path: Path, url: str) -> None:
     env = cli_env({"COLAFLOW_DATABASE_URL": url})
