@@ -19,7 +19,7 @@ from colaflow_mcp import logs, reviewer_cli
 from colaflow_mcp.config import Settings
 from colaflow_mcp.domain import admin, webhooks
 from colaflow_mcp.domain.audit import AuditLog, entry_json
-from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret
+from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret, valid_user
 from colaflow_mcp.domain.console import ConsoleAuth
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import iso
@@ -275,17 +275,19 @@ async def _reviewers_tenant(db: Database, slug: str) -> Tenant:
 
 
 async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    valid_user(args.user)  # before a new tenant is created for nothing
     tenant = await _reviewers_tenant(db, args.tenant)
     secret = await jwt_secret(db, settings.jwt_secret)
     issuer = TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
     ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
     token = issuer.issue(tenant, args.user, ttl)
-    return {"json": {"token": token, "tenant": tenant.slug, "user": args.user},
+    return {"json": {"token": token, "tenant": tenant.slug, "user": args.user.strip()},
             "text": token}
 
 
 async def _login_link(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
     """``login-link --tenant T --user U``: the URL, shown once (only its hash is kept)."""
+    valid_user(args.user)  # before a new tenant is created for nothing
     tenant = await _reviewers_tenant(db, args.tenant)
     token = await ConsoleAuth(db, settings.console_session_ttl_seconds).create_link(
         tenant, args.user, args.ttl_minutes)

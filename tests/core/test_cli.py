@@ -68,6 +68,23 @@ def test_token_and_login_link_for_an_unknown_tenant_say_they_created_it(tmp_path
     assert "did not exist" not in again.stderr
 
 
+@pytest.mark.parametrize("command", ["token", "login-link"])
+@pytest.mark.parametrize("user", ["", "   ", "alice\nbob", "x" * 201])
+def test_token_and_login_link_refuse_a_user_name_nobody_could_read(
+        tmp_path: Path, command: str, user: str) -> None:
+    # `--user "$USER"` with USER unset: the token decided as the anonymous "reviewer".
+    cli(tmp_path, "keys", "create", "--tenant", "acme")
+    r = cli(tmp_path, command, "--tenant", "acme", "--user", user, check=False)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.strip() == "error: user must be 1-200 printable characters", r.stderr
+    fresh = cli(tmp_path, command, "--tenant", "newco", "--user", user, check=False)
+    assert fresh.returncode == 1 and "did not exist" not in fresh.stderr
+    listed = cli(tmp_path, "audit", "verify", "--tenant", "newco", check=False)
+    assert listed.returncode == 1 and "no tenant 'newco'" in listed.stderr  # not created
+    ok = cli(tmp_path, command, "--tenant", "acme", "--user", "  alice  ", "--json")
+    assert json.loads(ok.stdout)["user"] == "alice"
+
+
 def test_token_is_accepted_by_the_server_the_cli_shares_a_secret_with(tmp_path: Path) -> None:
     import httpx
 
