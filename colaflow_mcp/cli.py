@@ -302,6 +302,10 @@ async def _login_link(db: Database, settings: Settings, args: Any) -> dict[str, 
 
 
 async def _projects(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    if args.projects_command == "list":  # a read: a misspelt slug creates no tenant
+        found = await admin.get_tenant(db, args.tenant)
+        if found is None:
+            raise LookupError(f"no tenant {args.tenant!r}")
     tenant = await admin.get_or_create_tenant(db, args.tenant)
     if args.projects_command == "create":
         p = await admin.create_project_direct(db, tenant.id, args.key, args.name,

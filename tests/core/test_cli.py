@@ -85,6 +85,17 @@ def test_token_and_login_link_refuse_a_user_name_nobody_could_read(
     assert json.loads(ok.stdout)["user"] == "alice"
 
 
+def test_listing_a_misspelt_tenant_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    cli(tmp_path, "projects", "create", "--tenant", "acme", "--key", "WEB", "--name", "Web")
+    for command in (["projects", "list"], ["keys", "list"], ["webhooks", "list"]):
+        r = cli(tmp_path, *command, "--tenant", "acmee", check=False)
+        assert r.returncode == 1 and r.stderr.strip() == "error: no tenant 'acmee'", r.stderr
+    # Nothing was created by looking: the next read still finds no such tenant.
+    r = cli(tmp_path, "audit", "verify", "--tenant", "acmee", check=False)
+    assert r.returncode == 1 and "no tenant 'acmee'" in r.stderr
+    assert "WEB  Web" in cli(tmp_path, "projects", "list", "--tenant", "acme").stdout
+
+
 def test_token_is_accepted_by_the_server_the_cli_shares_a_secret_with(tmp_path: Path) -> None:
     import httpx
 
