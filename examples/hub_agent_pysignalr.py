@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 from pysignalr.client import SignalRClient
+from pysignalr.exceptions import AuthorizationError
 from pysignalr.messages import CompletionMessage
 
 EVENTS = ("PendingChangeApproved", "PendingChangeRejected", "PendingChangeExpired")
@@ -74,7 +75,9 @@ class Agent:
                 self.done.set()
         return handler
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """0 once every change is decided; 2 if the hub refuses the key (a mistyped or
+        revoked key stays refused: reconnecting cannot help)."""
         backoff = 0.5
         while not self.done.is_set():
             client = self._client()
@@ -89,10 +92,16 @@ class Agent:
                 break
             # The client gave up (server restarted, connection expired): start afresh.
             error = runner.exception() if not runner.cancelled() else None
+            if isinstance(error, AuthorizationError):
+                print("the hub refused the API key (401: invalid, revoked or expired); "
+                      "COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one",
+                      file=sys.stderr)
+                return 2
             print(f"connection ended ({error!r}); reconnecting in {backoff:.1f}s",
                   file=sys.stderr)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
+        return 0
 
 
 def main() -> int:
@@ -102,8 +111,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     agent = Agent(os.environ.get("COLAFLOW_URL", "http://127.0.0.1:8000"), api_key, ids)
-    asyncio.run(agent.run())
-    return 0
+    return asyncio.run(agent.run())
 
 
 if __name__ == "__main__":
