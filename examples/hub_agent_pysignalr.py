@@ -6,7 +6,8 @@
 
 Prints one JSON line per decision and exits once every change is decided. It survives
 dropped connections: after any reconnect it subscribes again to what is still undecided,
-and a decision made while it was away is pushed at once, exactly once.
+and a decision made while it was away is pushed at once, exactly once. A key the hub
+refuses (mistyped, revoked) ends it with exit status 2: reconnecting cannot help.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ GET stream) is answered 404 by another instance: the agent sees that 404 at once
 new session (on a live instance), subscribes again and reads the change. Reads and
 subscribes are safe to repeat; the proposal itself is not (a repeated ``create_issue`` would
 propose twice), so a proposal that fails is reported, not retried.
+
+A key the server refuses (401: mistyped, or revoked while the agent waits) ends the agent
+with the server's message and exit status 2: connecting again cannot help.
 """
 
 from __future__ import annotations
