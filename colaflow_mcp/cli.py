@@ -19,7 +19,7 @@ from colaflow_mcp import logs, reviewer_cli
 from colaflow_mcp.config import Settings
 from colaflow_mcp.domain import admin, webhooks
 from colaflow_mcp.domain.audit import AuditLog, entry_json
-from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret
+from colaflow_mcp.domain.auth import Principal, TokenIssuer, jwt_secret, valid_user
 from colaflow_mcp.domain.console import ConsoleAuth
 from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import iso
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             result = anyio.run(_db, settings, args)
         else:
             result = anyio.run(_with_db, handlers[args.command], settings, args)
-    except (ValueError, LookupError, migrate.SchemaError) as exc:
+    except (ValueError, LookupError, migrate.SchemaError, migrate.UnreachableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if result is not None:  # (audit export printed as it read)
@@ -275,17 +275,19 @@ async def _reviewers_tenant(db: Database, slug: str) -> Tenant:
 
 
 async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    valid_user(args.user)  # before a new tenant is created for nothing
     tenant = await _reviewers_tenant(db, args.tenant)
     secret = await jwt_secret(db, settings.jwt_secret)
     issuer = TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
     ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
     token = issuer.issue(tenant, args.user, ttl)
-    return {"json": {"token": token, "tenant": tenant.slug, "user": args.user},
+    return {"json": {"token": token, "tenant": tenant.slug, "user": args.user.strip()},
             "text": token}
 
 
 async def _login_link(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
     """``login-link --tenant T --user U``: the URL, shown once (only its hash is kept)."""
+    valid_user(args.user)  # before a new tenant is created for nothing
     tenant = await _reviewers_tenant(db, args.tenant)
     token = await ConsoleAuth(db, settings.console_session_ttl_seconds).create_link(
         tenant, args.user, args.ttl_minutes)
@@ -300,6 +302,10 @@ async def _login_link(db: Database, settings: Settings, args: Any) -> dict[str, 
 
 
 async def _projects(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
+    if args.projects_command == "list":  # a read: a misspelt slug creates no tenant
+        found = await admin.get_tenant(db, args.tenant)
+        if found is None:
+            raise LookupError(f"no tenant {args.tenant!r}")
     tenant = await admin.get_or_create_tenant(db, args.tenant)
     if args.projects_command == "create":
         p = await admin.create_project_direct(db, tenant.id, args.key, args.name,

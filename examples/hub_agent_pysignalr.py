@@ -6,7 +6,8 @@
 
 Prints one JSON line per decision and exits once every change is decided. It survives
 dropped connections: after any reconnect it subscribes again to what is still undecided,
-and a decision made while it was away is pushed at once, exactly once.
+and a decision made while it was away is pushed at once, exactly once. A key the hub
+refuses (mistyped, revoked) ends it with exit status 2: reconnecting cannot help.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from typing import Any
 
 from pysignalr.client import SignalRClient
+from pysignalr.exceptions import AuthorizationError
 from pysignalr.messages import CompletionMessage
 
 EVENTS = ("PendingChangeApproved", "PendingChangeRejected", "PendingChangeExpired")
@@ -74,7 +76,9 @@ class Agent:
                 self.done.set()
         return handler
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """0 once every change is decided; 2 if the hub refuses the key (a mistyped or
+        revoked key stays refused: reconnecting cannot help)."""
         backoff = 0.5
         while not self.done.is_set():
             client = self._client()
@@ -89,10 +93,16 @@ class Agent:
                 break
             # The client gave up (server restarted, connection expired): start afresh.
             error = runner.exception() if not runner.cancelled() else None
+            if isinstance(error, AuthorizationError):
+                print("the hub refused the API key (401: invalid, revoked or expired); "
+                      "COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one",
+                      file=sys.stderr)
+                return 2
             print(f"connection ended ({error!r}); reconnecting in {backoff:.1f}s",
                   file=sys.stderr)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
+        return 0
 
 
 def main() -> int:
@@ -102,8 +112,7 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     agent = Agent(os.environ.get("COLAFLOW_URL", "http://127.0.0.1:8000"), api_key, ids)
-    asyncio.run(agent.run())
-    return 0
+    return asyncio.run(agent.run())
 
 
 if __name__ == "__main__":

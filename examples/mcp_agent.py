@@ -27,6 +27,9 @@ GET stream) is answered 404 by another instance: the agent sees that 404 at once
 new session (on a live instance), subscribes again and reads the change. Reads and
 subscribes are safe to repeat; the proposal itself is not (a repeated ``create_issue`` would
 propose twice), so a proposal that fails is reported, not retried.
+
+A key the server refuses (401: mistyped, or revoked while the agent waits) ends the agent
+with the server's message and exit status 2: connecting again cannot help.
 """
 
 from __future__ import annotations
@@ -50,13 +53,23 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.subscriptions import ResourceUpdated
 
 RECONNECT_DELAY = 2.0
+# What the server said when it refused the API key (401): the SDK only raises "Server
+# returned an error response", and trying again cannot help, so the agent says this and stops.
+REFUSED: list[str] = []
 
 
 def http_client(headers: dict[str, str],
                 on_session_lost: Callable[[], None] | None = None) -> httpx2.AsyncClient:
-    """The HTTP client the SDK transport uses: our auth header, long reads for SSE, and
-    ``on_session_lost`` called when the server no longer knows the session (404)."""
+    """The HTTP client the SDK transport uses: our auth header, long reads for SSE,
+    ``on_session_lost`` called when the server no longer knows the session (404), and the
+    server's word kept when it refuses the key (401)."""
     async def check(response: httpx2.Response) -> None:
+        if response.status_code == 401:
+            await response.aread()
+            try:
+                REFUSED.append(str(response.json()["message"]))
+            except (ValueError, KeyError, TypeError):
+                REFUSED.append(response.text[:200])
         if (on_session_lost is not None and response.status_code == 404
                 and "mcp-session-id" in response.request.headers):
             on_session_lost()
@@ -172,6 +185,8 @@ async def wait_for_decision(url: str, key: str, uri: str, legacy: bool, recheck:
         try:
             return await watch(url, key, uri, legacy, recheck, watching)
         except Exception as exc:  # the SDK ends the whole client when a request fails
+            if REFUSED:  # the key was revoked meanwhile: no connection will do
+                raise
             delay = 0.0 if quick else RECONNECT_DELAY
             quick = False
             say(f"connection lost ({reason(exc)}); connecting again"
@@ -181,6 +196,18 @@ async def wait_for_decision(url: str, key: str, uri: str, legacy: bool, recheck:
 
 async def run(url: str, key: str, project: str, title: str, legacy: bool,
               expires: float | None, recheck: float) -> int:
+    try:
+        return await propose_and_wait(url, key, project, title, legacy, expires, recheck)
+    except Exception:
+        if not REFUSED:
+            raise
+        say(f"the server refused the API key: {REFUSED[0]} "
+            "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)")
+        return 2
+
+
+async def propose_and_wait(url: str, key: str, project: str, title: str, legacy: bool,
+                           expires: float | None, recheck: float) -> int:
     async with connect(url, key, legacy) as client:
         arguments: dict[str, Any] = {"project_key": project, "title": title}
         if expires is not None:

@@ -159,6 +159,19 @@ def _usable(row: ApiKey) -> bool:
     return row.expires_at is None or row.expires_at > utcnow()
 
 
+MAX_USER = 200
+
+
+def valid_user(user: str) -> str:
+    """A reviewer name: 1-200 printable characters, stripped (ValueError otherwise). Every
+    way a reviewer is named (tokens, console links) takes it: an empty name would decide
+    as the anonymous "reviewer", a newline would break the lines that show it."""
+    user = user.strip()
+    if not user or len(user) > MAX_USER or not user.isprintable():
+        raise ValueError(f"user must be 1-{MAX_USER} printable characters")
+    return user
+
+
 class TokenIssuer:
     """Signs and checks reviewer JWTs (claims: sub = user, tenant slug and id, role)."""
 
@@ -172,7 +185,8 @@ class TokenIssuer:
         self._verified: dict[str, tuple[Principal, float]] = {}
 
     def issue(self, tenant: Tenant, user: str, ttl_seconds: float | None = None) -> str:
-        """A signed reviewer token for ``user`` in ``tenant``."""
+        """A signed reviewer token for ``user`` in ``tenant`` (named as ``valid_user``)."""
+        user = valid_user(user)
         now = int(time.time())
         claims = {
             "sub": user,

@@ -17,11 +17,10 @@ from datetime import timedelta
 from sqlalchemy import delete, update
 from sqlmodel import col, select
 
-from colaflow_mcp.domain.auth import Principal
+from colaflow_mcp.domain.auth import Principal, valid_user
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import ConsoleSession, LoginLink, Tenant, utcnow
 
-MAX_USER = 200
 MAX_LINK_MINUTES = 24 * 60.0
 
 
@@ -47,14 +46,6 @@ class Opened:
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def valid_user(user: str) -> str:
-    """A reviewer name: 1-200 printable characters (ValueError otherwise)."""
-    user = user.strip()
-    if not user or len(user) > MAX_USER or not user.isprintable():
-        raise ValueError(f"user must be 1-{MAX_USER} printable characters")
-    return user
 
 
 class ConsoleAuth:

@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -58,6 +59,11 @@ logging.getLogger("alembic.runtime.migration").addFilter(_QuietAlembic())
 
 class SchemaError(RuntimeError):
     """The schema cannot be used or changed as asked; the message says what to run."""
+
+
+class UnreachableError(RuntimeError):
+    """No connection to the database could be opened; the message says which and why
+    (never its password)."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,11 @@ async def current(url: str, lock_timeout: float = 600.0) -> SchemaState:
     """Where the database is (read only, no lock; SQLite may wait for a writer)."""
     engine = _engine(url, lock_timeout)
     try:
-        async with engine.connect() as conn:
+        conn = await _connect(engine, lock_timeout)
+        try:
             return await conn.run_sync(_state)
+        finally:
+            await conn.close()
     finally:
         await engine.dispose()
 
@@ -241,10 +250,7 @@ async def _locked(url: str, lock_timeout: float, fn: Callable[[Connection], T]) 
 
 async def _lock(engine: AsyncEngine, lock_timeout: float) -> AsyncConnection:
     """A connection in a transaction that holds the migration lock."""
-    try:
-        conn = await engine.connect()  # SQLite: may wait on the journal-mode switch
-    except DBAPIError as exc:
-        raise _lock_error(exc, lock_timeout) from None
+    conn = await _connect(engine, lock_timeout)  # SQLite: may wait on the journal-mode switch
     try:
         await conn.begin()  # SQLite: BEGIN IMMEDIATE waits for the write lock
         if conn.dialect.name == "postgresql":
@@ -257,6 +263,38 @@ async def _lock(engine: AsyncEngine, lock_timeout: float) -> AsyncConnection:
         if isinstance(exc, DBAPIError):
             raise _lock_error(exc, lock_timeout) from None
         raise
+
+
+async def _connect(engine: AsyncEngine, lock_timeout: float) -> AsyncConnection:
+    """A connection, or an error that says in one line which database could not be
+    opened and why (a missing folder, a refused port, an unknown database)."""
+    u = engine.url
+    if u.get_backend_name() == "sqlite":  # (the file system, off the event loop)
+        where, folder = await anyio.to_thread.run_sync(_sqlite_file, u.database or "")
+        # Checked first: aiosqlite, failing to open, leaves its thread a reply for a loop
+        # that may be closed by then (a stray traceback after the one-line error).
+        if not folder:
+            raise UnreachableError(f"cannot open the database: {where}: no such folder")
+    else:
+        where = u.set(drivername=u.get_backend_name()).render_as_string(hide_password=True)
+    try:
+        return await engine.connect()
+    except (DBAPIError, OSError) as exc:
+        if isinstance(exc, DBAPIError):
+            locked = _lock_error(exc, lock_timeout)
+            if locked is not exc:
+                raise locked from None
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip()
+        raise UnreachableError(f"cannot open the database: {where}: {reason}") from None
+
+
+def _sqlite_file(database: str) -> tuple[str, bool]:
+    """How to name a SQLite database in an error, and whether its folder exists."""
+    if not database or database == ":memory:":
+        return "SQLite in memory", True
+    path = Path(database).resolve()
+    return (f"SQLite file {path} (its folder must exist and be writable; "
+            "sqlite:///relative/path.db or sqlite:////absolute/path.db)"), path.parent.is_dir()
 
 
 def _lock_error(exc: DBAPIError, lock_timeout: float) -> Exception:

@@ -68,6 +68,34 @@ def test_token_and_login_link_for_an_unknown_tenant_say_they_created_it(tmp_path
     assert "did not exist" not in again.stderr
 
 
+@pytest.mark.parametrize("command", ["token", "login-link"])
+@pytest.mark.parametrize("user", ["", "   ", "alice\nbob", "x" * 201])
+def test_token_and_login_link_refuse_a_user_name_nobody_could_read(
+        tmp_path: Path, command: str, user: str) -> None:
+    # `--user "$USER"` with USER unset: the token decided as the anonymous "reviewer".
+    cli(tmp_path, "keys", "create", "--tenant", "acme")
+    r = cli(tmp_path, command, "--tenant", "acme", "--user", user, check=False)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.strip() == "error: user must be 1-200 printable characters", r.stderr
+    fresh = cli(tmp_path, command, "--tenant", "newco", "--user", user, check=False)
+    assert fresh.returncode == 1 and "did not exist" not in fresh.stderr
+    listed = cli(tmp_path, "audit", "verify", "--tenant", "newco", check=False)
+    assert listed.returncode == 1 and "no tenant 'newco'" in listed.stderr  # not created
+    ok = cli(tmp_path, command, "--tenant", "acme", "--user", "  alice  ", "--json")
+    assert json.loads(ok.stdout)["user"] == "alice"
+
+
+def test_listing_a_misspelt_tenant_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    cli(tmp_path, "projects", "create", "--tenant", "acme", "--key", "WEB", "--name", "Web")
+    for command in (["projects", "list"], ["keys", "list"], ["webhooks", "list"]):
+        r = cli(tmp_path, *command, "--tenant", "acmee", check=False)
+        assert r.returncode == 1 and r.stderr.strip() == "error: no tenant 'acmee'", r.stderr
+    # Nothing was created by looking: the next read still finds no such tenant.
+    r = cli(tmp_path, "audit", "verify", "--tenant", "acmee", check=False)
+    assert r.returncode == 1 and "no tenant 'acmee'" in r.stderr
+    assert "WEB  Web" in cli(tmp_path, "projects", "list", "--tenant", "acme").stdout
+
+
 def test_token_is_accepted_by_the_server_the_cli_shares_a_secret_with(tmp_path: Path) -> None:
     import httpx
 
@@ -116,6 +144,32 @@ def test_database_url_forms(tmp_path: Path, url: str) -> None:
         assert "is not a URL: use sqlite:///path/to.db" in r.stderr
     else:
         assert r.returncode == 0
+
+
+@pytest.mark.parametrize("where", ["sqlite-folder", "postgres-port"])
+@pytest.mark.parametrize("command", [["projects", "list", "--tenant", "acme"], ["db", "current"],
+                                     ["db", "upgrade"]])
+def test_a_database_that_cannot_be_opened_is_said_in_one_line(
+        tmp_path: Path, where: str, command: list[str]) -> None:
+    # A newcomer's sqlite:///tmp/x.db (three slashes: a relative path) or a PostgreSQL that
+    # is not running: one line naming the database and why, no traceback, no password.
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        url = (f"sqlite:///{tmp_path / 'missing' / 'x.db'}" if where == "sqlite-folder"
+               else f"postgresql://app:s3cret-pw@127.0.0.1:{port}/colaflow")
+        r = subprocess.run(["colaflow-mcp", *command], cwd=tmp_path,
+                           env=cli_env({"COLAFLOW_DATABASE_URL": url}), capture_output=True,
+                           text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: cannot open the database: "), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    if where == "sqlite-folder":
+        assert str(tmp_path / "missing" / "x.db") in r.stderr and "no such folder" in r.stderr
+        assert not (tmp_path / "missing").exists()
+    else:
+        assert f"postgresql://app:***@127.0.0.1:{port}/colaflow" in r.stderr
+        assert "s3cret-pw" not in r.stderr
 
 
 @pytest.mark.parametrize("url", ["colaflow.db", "mysql://app@db/colaflow"])

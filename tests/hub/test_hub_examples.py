@@ -145,3 +145,29 @@ async def test_pysignalr_example_agent_survives_a_server_close(env: HubEnv) -> N
     lines = await run_agent(env, command, t.key, [one, two], decide)
     assert sorted(str(line["status"]) for line in lines) == ["Approved", "Rejected"]
     assert len(lines) == 2
+
+
+async def test_pysignalr_example_agent_stops_when_the_key_is_refused(env: HubEnv) -> None:
+    # A mistyped key, or one revoked while the agent waits, is refused on every reconnect:
+    # the agent says so and exits 2 instead of retrying forever.
+    t = await env.tenant("acme")
+    change = await env.propose(t, "one")
+    command = [sys.executable, "examples/hub_agent_pysignalr.py", change]
+    refused = "the hub refused the API key (401: invalid, revoked or expired)"
+    wrong = await anyio.open_process(command, env=agent_env(env, "cola_wrong"), cwd=ROOT)
+    revoked = await anyio.open_process(command, env=agent_env(env, t.key), cwd=ROOT)
+    try:
+        with anyio.fail_after(20):
+            err = Lines(wrong.stderr)
+            await err.expect(refused)
+            assert await wrong.wait() == 2, err.lines
+            err = Lines(revoked.stderr)
+            await err.expect(f"watching {change} (Pending)")
+            await env.revoke(t)  # the hub closes the connection; reconnecting gets 401
+            await err.expect(refused)
+            assert await revoked.wait() == 2, err.lines
+    finally:
+        for process in (wrong, revoked):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
 
+from colaflow_mcp.domain import admin
 from tests.harness import Harness, fast_settings, live_server
 from tests.mcp.nodeproc import ROOT, NodeProcess, require_node_package, run_node, run_process
 from tests.mcp.test_mcp_get_stream import through_proxy
@@ -37,6 +40,37 @@ async def test_python_example_agent_reports_the_approval(server: Harness, era: s
         with anyio.fail_after(30):
             decision = await _approve_when_proposed(server, proc, token)
     assert decision.startswith("Approved by alice; executed, issue ")
+
+
+@pytest.mark.parametrize("era", ["modern", "legacy"])
+async def test_python_example_agent_says_a_refused_key_and_stops(server: Harness, era: str
+                                                                ) -> None:
+    # A mistyped key, and a key revoked while the agent waits: the server's 401 message,
+    # exit status 2, no traceback and no endless reconnecting.
+    await server.project()
+    tenant = await admin.get_or_create_tenant(server.runtime.db, "acme")
+    row, key = await admin.create_api_key(server.runtime.db, tenant, "agent")
+    argv = [sys.executable, str(EXAMPLES / "mcp_agent.py"), "--url", f"{server.base_url}/mcp",
+            "--recheck", "1"] + (["--legacy"] if era == "legacy" else [])
+    refused = ("the server refused the API key: invalid, revoked or expired API key "
+               "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)")
+    with anyio.fail_after(30):
+        wrong = await anyio.run_process(argv, cwd=ROOT, check=False,
+                                        env={**os.environ, "COLAFLOW_API_KEY": "cola_wrong"})
+    out = wrong.stdout.decode()
+    assert wrong.returncode == 2 and out.strip() == refused, (out, wrong.stderr.decode())
+    assert b"Traceback" not in wrong.stderr, wrong.stderr.decode()
+    async with await anyio.open_process(argv, cwd=ROOT, env={**os.environ,
+                                                              "COLAFLOW_API_KEY": key},
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL) as process:
+        proc = NodeProcess(process)  # (any process: its stdout lines)
+        with anyio.fail_after(30):
+            await proc.line_starting("waiting for a reviewer")
+            assert await admin.revoke_api_key(server.runtime.db, row.id) is not None
+            assert await proc.line_starting("the server refused the API key:") == \
+                refused.split(": ", 1)[1]
+            assert await process.wait() == 2
 
 
 @pytest.mark.node
