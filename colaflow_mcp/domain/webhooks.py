@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import event, update
+from sqlalchemy.util.concurrency import in_greenlet
 from sqlmodel import Session, col, select
 
 from colaflow_mcp.domain import audit, recording
@@ -30,7 +31,6 @@ from colaflow_mcp.domain.recording import Actor, Transition
 from colaflow_mcp.domain.representation import change_to_json, iso
 from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
-from colaflow_mcp.store.native import available as native_available
 from colaflow_mcp.store.native import native
 from colaflow_mcp.store.tables import (
     Tenant,
@@ -208,13 +208,14 @@ class WebhookRecorder:
         now = utcnow()
         due = now if self.first_delay <= 0 else now + timedelta(seconds=self.first_delay)
         conn = s.connection()
-        fast = native(conn) if native_available(conn) else None
+        fast = (native(conn) if conn.dialect.name == "postgresql" and in_greenlet()
+                else None)
         for t in transitions:
             kind = _EVENT_OF.get(t.action)
             if kind is None or t.change is None:
                 continue
             if t.tenant_id not in targets:
-                # On PostgreSQL on psycopg itself: through the adapter this round trip
+                # On PostgreSQL on asyncpg itself: through the adapter this round trip
                 # cost several times the driver's (store/native.py).
                 found = (fast.fetch(statements.NATIVE_WEBHOOK_TARGETS, t.tenant_id)
                          if fast is not None else prepared.run(

@@ -1,5 +1,4 @@
-"""Async engine and sessions: SQLite (aiosqlite) by default, PostgreSQL (asyncpg; psycopg
-for transaction functions)."""
+"""Async engine and sessions: SQLite (aiosqlite) by default, PostgreSQL (asyncpg)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from sqlalchemy import create_engine, event, text
@@ -44,17 +43,6 @@ def async_url(url: str) -> str:
             u = u.difference_update_query(["sslmode"])
     else:
         raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
-    return u.render_as_string(hide_password=False)
-
-
-def sync_pg_url(url: str) -> str:
-    """The psycopg (synchronous) URL for PostgreSQL transaction functions: libpq's
-    ``sslmode`` spelling, whichever the user gave."""
-    u = make_url(url).set(drivername="postgresql+psycopg")
-    if "ssl" in u.query:
-        if "sslmode" not in u.query:
-            u = u.update_query_dict({"sslmode": u.query["ssl"]})
-        u = u.difference_update_query(["ssl"])
     return u.render_as_string(hide_password=False)
 
 
@@ -110,24 +98,12 @@ class Database:
             # ANALYZE (never, with autovacuum off): PostgreSQL's CPU per decision grew with
             # the table (benchmarks/RESULTS.md, "Where PostgreSQL's own CPU goes"). Planning
             # the few statements of a group costs ~0.05-0.15 ms each.
-            #
-            # Transaction functions (``transact``: the decision groups) run on worker
-            # threads over psycopg, like SQLite's: a group's ~5 round trips over asyncpg
-            # each waited for its turn on the busy event loop (HTTP, the hub's fan-out)
-            # twice, once to read the reply and once to resume, which made a tenant's
-            # serial decision groups mostly loop queueing (benchmarks/RESULTS.md,
-            # "PostgreSQL decision groups off the event loop"). As many threads as
-            # connections; the rows they share are the only wait between them.
             self._write_lock = None
             size = max(1, pool_size)
             self.engine = create_async_engine(
                 self.url, pool_size=size, max_overflow=size,
                 connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}})
             self.write_engine = self.engine
-            self.sync_write_engine = create_engine(
-                sync_pg_url(url), pool_size=size, max_overflow=size,
-                connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
-            self._sync_limiter = anyio.CapacityLimiter(2 * size)
 
     # Sessions are shielded from cancellation: a caller cancelled half-way through a
     # statement (an MCP request whose session closes, a shutdown) would make SQLAlchemy
@@ -160,15 +136,14 @@ class Database:
         """Run ``fn(session)`` in one write transaction: committed if it returns, rolled
         back if it raises.
 
-        ``fn`` is synchronous and runs on a worker thread (the event loop never blocks;
-        the whole transaction costs one thread hop): over sqlite3 on SQLite, over psycopg
-        on PostgreSQL. A started transaction is not abandoned: it finishes (or rolls back)
-        before the caller's cancellation takes effect.
+        ``fn`` is synchronous. On SQLite it runs on a worker thread over sqlite3 (the event
+        loop never blocks; the whole transaction costs one thread hop); on PostgreSQL it
+        runs through ``AsyncSession.run_sync`` over asyncpg. On SQLite a started
+        transaction is not abandoned: it finishes (or rolls back) before the caller's
+        cancellation takes effect.
         """
-        assert self.sync_write_engine is not None
-        if not self.is_sqlite:
-            return await anyio.to_thread.run_sync(
-                self._transact_pg, fn, limiter=self._sync_limiter)
+        if self.sync_write_engine is None:
+            return await self._transact_async(fn)
         engine = self.sync_write_engine
 
         def run() -> T:
@@ -189,22 +164,27 @@ class Database:
         async with self._write_lock:
             return await anyio.to_thread.run_sync(run, limiter=self._sync_limiter)
 
-    def _transact_pg(self, fn: Callable[[Session], T]) -> T:
-        assert self.sync_write_engine is not None
+    async def _transact_async(self, fn: Callable[[Session], T]) -> T:
         for attempt in (1, 2):
-            try:
-                with Session(self.sync_write_engine, expire_on_commit=False) as session, \
-                        session.begin():
-                    return fn(session)
-            except DBAPIError as exc:
-                # A pooled connection that died (database restarted): nothing was
-                # committed (SQLAlchemy dropped the pool's older connections), so run
-                # once more on a fresh one.
-                if attempt == 1 and exc.connection_invalidated:
-                    logger.warning("database connection lost; running the transaction "
-                                   "again on a new one")
-                    continue
-                raise
+            async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
+                transaction = await session.begin()
+                try:
+                    # sqlmodel's AsyncSession runs ``fn`` with its own (sqlmodel) Session.
+                    value = await session.run_sync(lambda sync: fn(cast(Session, sync)))
+                except DBAPIError as exc:
+                    await transaction.rollback()
+                    # A pooled connection that died (database restarted): nothing was
+                    # committed, so run once more on a fresh one.
+                    if attempt == 1 and exc.connection_invalidated:
+                        logger.warning("database connection lost; running the transaction "
+                                       "again on a new one")
+                        continue
+                    raise
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+                await transaction.commit()
+                return value
         raise AssertionError("unreachable")
 
     async def create_schema(self, mode: str = "auto", lock_timeout: float = 600.0) -> None:
@@ -246,7 +226,7 @@ class Database:
     async def dispose(self) -> None:
         """Close every connection (the last call on a Database)."""
         if self.sync_write_engine is not None:
-            if self.is_sqlite and self._sync_conn is not None:
+            if self._sync_conn is not None:
                 self._sync_conn.close()
                 self._sync_conn = None
             self.sync_write_engine.dispose()

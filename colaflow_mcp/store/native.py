@@ -1,106 +1,90 @@
-"""PostgreSQL statements sent on the driver itself from inside a transaction function.
+"""PostgreSQL statements sent on asyncpg itself from inside a transaction function.
 
-A transaction function (``Database.transact``) runs synchronously, on PostgreSQL on a
-worker thread over psycopg. Each statement it executes through SQLAlchemy pays the
-statement's compilation lookup, parameter and result processing, several times the
-driver's own cost per round trip (benchmarks/RESULTS.md, ``adapter_rt``). The decision
-path's few hot statements are sent instead on the same connection, in the same
-transaction, prepared on the server once per connection: :func:`native` gives the way in
-on PostgreSQL, None on SQLite, where callers use their Core statement.
+A transaction function (``Database.transact``) runs synchronously; on PostgreSQL each
+statement it executes through SQLAlchemy goes through the asyncpg adapter, a greenlet
+hand-off, parameter and result processing: several times the driver's own cost per round
+trip (benchmarks/RESULTS.md, ``adapter_rt``). The decision path's few hot statements are
+sent instead on the same connection, in the same transaction, with asyncpg's own prepared
+statement cache: :func:`native` gives the way in on PostgreSQL, None on SQLite, where
+callers use their Core statement.
 
-Parameters are positional (``$1``: psycopg's raw cursor); JSON goes in as text and comes
-out decoded. Rows read by name or by position.
+Parameters are positional (``$1``); JSON goes in as text (SQLAlchemy's codec on the
+connection encodes ``str``) and comes out decoded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from typing import Any
 
-from psycopg import Connection as PgConnection
-from psycopg import Cursor, RawCursor
-from psycopg import Error as PgError
-from psycopg.rows import RowMaker
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.util import await_only
+from sqlalchemy.util.concurrency import in_greenlet
+
+# Errors that mean the connection is gone (the database restarted, the socket closed):
+# reported as SQLAlchemy's, the connection invalidated, so ``Database.transact`` runs the
+# transaction once more on a fresh one, as it does for its own statements.
+_GONE = ("ConnectionDoesNotExistError", "PostgresConnectionError")
 
 
-class Record:
-    """One row: ``row["name"]``, ``row[0]``, ``row.items()``."""
-
-    __slots__ = ("_names", "_values")
-
-    def __init__(self, names: dict[str, int], values: Sequence[Any]) -> None:
-        self._names = names
-        self._values = values
-
-    def __getitem__(self, key: int | str) -> Any:
-        return self._values[self._names[key] if isinstance(key, str) else key]
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        return zip(self._names, self._values, strict=True)
+def _gone(exc: BaseException) -> bool:
+    return (isinstance(exc, OSError) or "connection is closed" in str(exc)
+            or any(cls.__name__ in _GONE for cls in type(exc).__mro__))
 
 
-def _records(cursor: Cursor[Any]) -> RowMaker[Record]:
-    names = {c.name: i for i, c in enumerate(cursor.description or ())}
-    return lambda values: Record(names, values)
+def _closed(conn: Connection) -> bool:
+    """Whether the driver's connection is closed: after a failure, the failure was the
+    connection's (asyncpg can report a socket the server closed as an internal error
+    before it has noticed the close itself)."""
+    try:
+        raw: Any = conn.connection.driver_connection
+        return raw is not None and bool(raw.is_closed())
+    except Exception:
+        return False
+
+
+def _guarded(conn: Connection, what: str, awaitable: Any) -> Any:
+    try:
+        return await_only(awaitable)
+    except Exception as exc:
+        if not (_gone(exc) or _closed(conn)):
+            raise
+        conn.invalidate(exc)
+        raise DBAPIError(what, None, exc, connection_invalidated=True) from exc
 
 
 class Native:
-    """The psycopg connection under a transaction function's connection."""
+    """The asyncpg connection under a transaction function's connection."""
 
-    def __init__(self, conn: Connection, raw: PgConnection[Any]) -> None:
+    def __init__(self, conn: Connection, raw: Any) -> None:
         self._conn = conn
         self._raw = raw
 
-    def fetch(self, sql: str, *args: Any) -> list[Record]:
-        """The rows of one statement."""
-        try:
-            with RawCursor(self._raw, row_factory=_records) as cur:
-                cur.execute(sql, args, prepare=True)
-                return cur.fetchall()
-        except PgError as exc:
-            raise self._failed(sql, exc) from exc
+    def fetch(self, sql: str, *args: Any) -> list[Any]:
+        """The rows of one statement (asyncpg ``Record``s: by name or position)."""
+        rows: list[Any] = self._run(sql, self._raw.fetch, args)
+        return rows
 
     def execute(self, sql: str, *args: Any) -> None:
         """Run one statement for its effect."""
-        try:
-            with RawCursor(self._raw) as cur:
-                cur.execute(sql, args, prepare=True)
-        except PgError as exc:
-            raise self._failed(sql, exc) from exc
+        self._run(sql, self._raw.execute, args)
 
-    def _failed(self, sql: str, exc: PgError) -> BaseException:
-        # A connection that is gone (the database restarted, the socket closed) is
-        # reported as SQLAlchemy reports its own statements' (the connection invalidated),
-        # so ``Database.transact`` runs the transaction once more on a fresh one. Other
-        # errors (a constraint, a deadlock) go up as psycopg raised them.
-        if not (self._raw.closed or self._raw.broken):
-            return exc
-        self._conn.invalidate(exc)
-        return DBAPIError(sql, None, exc, connection_invalidated=True)
+    def _run(self, sql: str, method: Any, args: tuple[Any, ...]) -> Any:
+        return _guarded(self._conn, sql, method(sql, *args))
 
 
 def native(conn: Connection) -> Native | None:
-    """The psycopg connection under ``conn`` (PostgreSQL, in ``Database.transact``), in
-    ``conn``'s transaction; None on SQLite."""
+    """The asyncpg connection under ``conn`` (PostgreSQL, in ``Database.transact``), its
+    transaction begun; None on SQLite."""
     if conn.dialect.name != "postgresql":
         return None
-    raw: Any = conn.connection.driver_connection
-    if not isinstance(raw, PgConnection):
+    if not in_greenlet():
         raise RuntimeError("native statements run inside Database.transact only")
-    if raw.autocommit:  # nothing here may run outside a transaction
-        raise RuntimeError("native statements need a transaction")
+    adapter: Any = conn.connection.dbapi_connection
+    raw: Any = conn.connection.driver_connection
+    if not raw.is_in_transaction():
+        # SQLAlchemy's adapter sends BEGIN with its first statement; none has run yet.
+        _guarded(conn, "BEGIN", adapter._start_transaction())
+        if not raw.is_in_transaction():  # autocommit: nothing here may run outside one
+            raise RuntimeError("native statements need a transaction")
     return Native(conn, raw)
-
-
-def available(conn: Connection) -> bool:
-    """Whether :func:`native` gives statements on ``conn`` (PostgreSQL, in
-    ``Database.transact``), for callers that also run in async sessions."""
-    return isinstance(conn.connection.driver_connection, PgConnection)

@@ -1,9 +1,8 @@
-"""The decision path's statements on the driver itself (store/native.py): inside the
+"""The decision path's statements on asyncpg itself (store/native.py): inside the
 transaction SQLAlchemy opened, and a connection found dead is run again on a fresh one."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import anyio
@@ -70,15 +69,24 @@ async def test_a_connection_that_died_is_replaced_and_the_transaction_run_again(
         runs.append(None)
         return _backend(s)
 
+    closed = anyio.Event()
+
+    def watched(s: Session) -> Any:
+        # Told when the client sees the server end the connection: the next transaction
+        # then meets a connection known dead, not one whose end is still in flight.
+        s.connection().connection.driver_connection.add_termination_listener(
+            lambda _conn: closed.set())
+        return _backend(s)
+
     try:
-        first = await db.transact(_backend)
+        first = await db.transact(watched)
         admin = await _admin()
         try:
-            # Waits (up to 10 s) until the backend has ended: the next transaction then
-            # meets a connection known dead, not one whose end is still in flight.
-            assert await admin.fetchval("SELECT pg_terminate_backend($1, 10000)", first)
+            await admin.execute("SELECT pg_terminate_backend($1)", first)
         finally:
             await admin.close()
+        with anyio.fail_after(10):
+            await closed.wait()
         second = await db.transact(record)
         assert second != first
         assert len(runs) == 2  # met the dead connection, then ran on a new one
@@ -102,65 +110,4 @@ async def test_a_connection_ended_just_before_the_transaction_is_replaced(
                 await admin.close()
             assert await db.transact(_backend) != first
     finally:
-        await db.dispose()
-
-
-async def test_a_transaction_runs_on_a_worker_thread_and_the_loop_serves_while_it_waits(
-        any_database_url: str) -> None:
-    # A transaction function blocked in PostgreSQL (a row lock another connection holds)
-    # waits on its worker thread: the event loop goes on serving (here: another
-    # transaction and a read), and the blocked one finishes once the lock is released.
-    import asyncpg
-
-    db = await _postgres(any_database_url)
-    loop_thread = threading.get_ident()
-    holder = await asyncpg.connect(any_database_url)
-    started = anyio.Event()
-    seen: dict[str, Any] = {}
-
-    def blocked(s: Session) -> str:
-        fast = native(s.connection())
-        assert fast is not None
-        (me,) = fast.fetch("SELECT pg_backend_pid() AS pid")
-        seen["thread"], seen["pid"] = threading.get_ident(), me["pid"]
-        anyio.from_thread.run_sync(started.set)
-        (row,) = fast.fetch("SELECT value FROM cola_meta WHERE key = $1 FOR UPDATE", "k")
-        return str(row["value"])
-
-    def other(s: Session) -> int:
-        fast = native(s.connection())
-        assert fast is not None
-        return int(fast.fetch("SELECT 41 + 1 AS v")[0]["v"])
-
-    try:
-        await holder.execute("INSERT INTO cola_meta (key, value) VALUES ('k', 'v')")
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("SELECT 1 FROM cola_meta WHERE key = 'k' FOR UPDATE")
-        result: list[str] = []
-        async with anyio.create_task_group() as tg:
-            async def run_blocked() -> None:
-                result.append(await db.transact(blocked))
-
-            tg.start_soon(run_blocked)
-            try:
-                with anyio.fail_after(10):
-                    await started.wait()
-                    # The statement is sent; wait until PostgreSQL has it waiting on the
-                    # holder's lock (each check a round trip on the loop).
-                    holder_pid = await holder.fetchval("SELECT pg_backend_pid()")
-                    while not await holder.fetchval(
-                            "SELECT $1::int = ANY(pg_blocking_pids($2::int))",
-                            holder_pid, seen["pid"]):
-                        pass
-                    assert await db.transact(other) == 42  # served while the first waits
-                    async with db.read() as s:
-                        assert (await s.exec(text("SELECT 1"))).scalar() == 1
-                    assert result == []  # still waiting for the lock
-            finally:
-                await tx.rollback()  # release it (on failure too: the thread waits)
-        assert result == ["v"]
-        assert seen["thread"] != loop_thread
-    finally:
-        await holder.close()
         await db.dispose()
