@@ -11,6 +11,8 @@ a comma-separated list of:
 - ``gc-tune``: ``gc.set_threshold(50_000, 20, 100)`` (candidate fix for the pauses);
 - ``tracemalloc``: on SIGUSR1, the first time take a snapshot, later print the growth
   since it by file and by line (``TM …`` lines);
+- ``group-split``: a PostgreSQL decision group's wall time split (``SPLIT …`` lines, see
+  ``_group_split``);
 - ``audit-off``: proposals and decisions tell no recorder (no audit entries): the
   "before" leg of the ``audit`` scenario, never a way to run the product.
 
@@ -112,9 +114,129 @@ def _audit_off() -> None:
     ChangeService.__init__ = init  # type: ignore[method-assign]
 
 
+def _group_split() -> None:
+    """Where a decision group's wall time goes on PostgreSQL (see RESULTS, "PostgreSQL
+    decision groups off the event loop"): awaits inside the transaction function (driver
+    call → result back in the greenlet), the Python between them, BEGIN/COMMIT outside,
+    the lane's hand-off gap (one group's end → the next group's start), and the event
+    loop's call_soon latency sampled every 5 ms. Lines ``SPLIT …`` every 2 s, to the log
+    and appended to the file ``BENCH_SPLIT_OUT`` names, if set."""
+    import asyncio
+    import contextvars
+    import statistics
+
+    import greenlet
+    import sqlalchemy.connectors.asyncio as sa_connectors
+    import sqlalchemy.dialects.postgresql.asyncpg as sa_asyncpg
+
+    from colaflow_mcp.store import engine as store_engine
+    from colaflow_mcp.store import groups, native
+
+    now = time.perf_counter
+    deciding: contextvars.ContextVar[bool] = contextvars.ContextVar("deciding", default=False)
+    st: dict[str, Any] = {"in": None, "awaits": [], "n": 0, "wall": [], "awaited": [],
+                          "py": [], "outside": [], "gap": [], "lag": [], "size": [],
+                          "handoff": {}, "t": now(), "probe": False}
+
+    def timed(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def await_(awaitable: Any) -> Any:
+            if st["in"] is not greenlet.getcurrent():  # another task's session
+                return original(awaitable)
+            t0 = now()
+            try:
+                return original(awaitable)
+            finally:
+                st["awaits"].append(now() - t0)
+        return await_
+
+    sa_asyncpg.await_ = timed(sa_asyncpg.await_)  # type: ignore[attr-defined]
+    sa_connectors.await_ = timed(sa_connectors.await_)  # type: ignore[attr-defined]
+    native.await_only = timed(native.await_only)  # type: ignore[attr-defined]
+
+    def probe() -> None:
+        loop = asyncio.get_running_loop()
+        t0 = now()
+        loop.call_soon(lambda: st["lag"].append(now() - t0))
+        loop.call_later(0.005, probe)
+
+    def pct(xs: list[float], q: float) -> float:
+        return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else 0.0
+
+    def report() -> None:
+        if now() - st["t"] < 2.0 or not st["wall"]:
+            return
+        st["t"] = now()
+        def m(k: str) -> str:
+            xs = st[k]
+            return f"{k}_mean={statistics.fmean(xs or [0.0]) * 1000:.3f} {k}_p90={pct(xs, 0.9):.3f}"
+        line = (
+            f"SPLIT t={time.monotonic():.1f} groups={len(st['wall'])} "
+            f"members={sum(st['size'])} awaits_per_group={st['n'] / len(st['wall']):.2f} "
+            + " ".join(m(k) for k in ("wall", "awaited", "py", "outside", "gap", "lag"))
+            + f" lag_n={len(st['lag'])}\n")
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if os.environ.get("BENCH_SPLIT_OUT"):  # the server's log goes with its work folder
+            with open(os.environ["BENCH_SPLIT_OUT"], "a") as f:
+                f.write(line)
+        for k in ("wall", "awaited", "py", "outside", "gap", "lag", "size"):
+            st[k] = []
+        st["n"] = 0
+
+    original_run = groups.TransactionGroups._run
+    original_transact = store_engine.Database._transact_async
+
+    async def _run(self: Any, key: str, batch: list[Any]) -> None:
+        if not st["probe"]:
+            st["probe"] = True
+            asyncio.get_running_loop().call_later(0.005, probe)
+        decisions = getattr(self.body, "__name__", "") == "_decide_group"
+        t_hand = st["handoff"].pop(key, None) if decisions else None
+        if t_hand is not None:
+            st["gap"].append(now() - t_hand)
+        token = deciding.set(decisions)
+        try:
+            await original_run(self, key, batch)
+        finally:
+            deciding.reset(token)
+        if decisions:
+            st["size"].append(len(batch))
+            st["handoff"][key] = now()
+            report()
+
+    async def _transact_async(self: Any, fn: Callable[[Any], Any]) -> Any:
+        if not deciding.get():
+            return await original_transact(self, fn)
+        marks: dict[str, float] = {}
+
+        def wrapped(s: Any) -> Any:
+            st["in"], st["awaits"] = greenlet.getcurrent(), []
+            marks["f0"] = now()
+            try:
+                return fn(s)
+            finally:
+                marks["f1"] = now()
+                st["in"] = None
+        t0 = now()
+        value = await original_transact(self, wrapped)
+        t1 = now()
+        if "f1" in marks:
+            inside = marks["f1"] - marks["f0"]
+            aw = sum(st["awaits"])
+            st["wall"].append(t1 - t0)
+            st["awaited"].append(aw)
+            st["py"].append(inside - aw)
+            st["outside"].append((t1 - t0) - inside)
+            st["n"] += len(st["awaits"])
+        return value
+
+    groups.TransactionGroups._run = _run  # type: ignore[method-assign]
+    store_engine.Database._transact_async = _transact_async  # type: ignore[method-assign]
+
+
 INSTRUMENTS: dict[str, Callable[[], None]] = {
     "gc-log": _gc_log, "gc-total": _gc_total, "gc-tune": _gc_tune, "tracemalloc": _tracemalloc,
-    "audit-off": _audit_off,
+    "audit-off": _audit_off, "group-split": _group_split,
 }
 
 

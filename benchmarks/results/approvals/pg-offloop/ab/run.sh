@@ -1,0 +1,15 @@
+#!/bin/bash
+# main (997debc) against pg-offloop, alternating, one window under the lock.
+cd /tmp
+PY=/work/wt/pg-offloop/.venv/bin/python
+run() { # code engines name
+  echo "$(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg) $1 $2" >> /tmp/pgo/ab/out/loads.txt
+  PYTHONPATH=/tmp/pgo/ab/$1 $PY -m benchmarks.approvals --engines $2 --no-burst --out /tmp/pgo/ab/out --name $3 > /tmp/pgo/ab/out/$3.log 2>&1
+}
+run main sqlite,postgres w1-main
+run branch sqlite,postgres w1-branch
+run branch postgres,sqlite w2-branch
+run main postgres,sqlite w2-main
+run main sqlite,postgres w3-main
+run branch sqlite,postgres w3-branch
+echo "$(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg) end" >> /tmp/pgo/ab/out/loads.txt
