@@ -479,8 +479,14 @@ def _claim(
                       p_summary=edit.plan.summary[:500], p_entity=edit.plan.entity_id)
     else:
         stmt = statements.CLAIM_OVERDUE if only_overdue else statements.CLAIM
-    row = s.connection().execute(stmt, params).first()
-    return None if row is None else PendingChange(**row._asdict())
+    # On SQLite's own cursor (``prepared``): the claim is every approval's first
+    # statement, and ``Connection.execute`` with its result object cost more than SQLite
+    # takes to run it; the row made the way the ORM loads one (``new_pending_change``),
+    # not by the model's constructor (its per-attribute events were ~8 % of a served
+    # approval's CPU; benchmarks/RESULTS.md).
+    rows = prepared.run(s.connection(), stmt, params)
+    return new_pending_change(**dict(zip(statements.PC_KEYS, rows[0], strict=True))
+                              ) if rows else None
 
 
 def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
@@ -538,7 +544,7 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
             [d.only_overdue for d in items])
     if not lock_head:
         rows = fast.fetch(statements.NATIVE_CLAIM_MANY, *args)
-        won = {row["id"]: PendingChange(**dict(row.items())) for row in rows}
+        won = {row["id"]: new_pending_change(**dict(row.items())) for row in rows}
         return [won.get(d.cid) for d in items]
     rows = fast.fetch(statements.NATIVE_LOCK_HEAD_CLAIM_MANY, *args)
     head_seq, head_hash = rows[0]["head_seq"], rows[0]["head_hash"]
@@ -549,7 +555,7 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
         if row["id"] is not None:
             fields = dict(row.items())
             del fields["head_seq"], fields["head_hash"]
-            won[row["id"]] = PendingChange(**fields)
+            won[row["id"]] = new_pending_change(**fields)
     return [won.get(d.cid) for d in items]
 
 
