@@ -238,7 +238,7 @@ class ChangeService:
                 fast.execute(statements.NATIVE_RECORD_RESULTS, *results)
             return
         if done:
-            s.connection().execute(statements.RECORD_RESULT, [
+            prepared.run(s.connection(), statements.RECORD_RESULT, [
                 {"p_id": d.change.id, "p_result": d.result, "p_entity": d.change.entity_id}
                 for d in done if d.change is not None])
         if transitions:
