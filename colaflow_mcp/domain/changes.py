@@ -479,11 +479,8 @@ def _claim(
                       p_summary=edit.plan.summary[:500], p_entity=edit.plan.entity_id)
     else:
         stmt = statements.CLAIM_OVERDUE if only_overdue else statements.CLAIM
-    # On SQLite's own cursor (``prepared``): the claim is every approval's first
-    # statement, and ``Connection.execute`` with its result object cost more than SQLite
-    # takes to run it; the row made the way the ORM loads one (``new_pending_change``),
-    # not by the model's constructor (its per-attribute events were ~8 % of a served
-    # approval's CPU; benchmarks/RESULTS.md).
+    # On SQLite's own cursor, the row made as the ORM loads one: ~8 % of a served
+    # approval's CPU went to the model's constructor (benchmarks/RESULTS.md).
     rows = prepared.run(s.connection(), stmt, params)
     return new_pending_change(**dict(zip(statements.PC_KEYS, rows[0], strict=True))
                               ) if rows else None
