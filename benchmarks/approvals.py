@@ -178,7 +178,8 @@ async def measured(server: Any, ids: list[str], per: int, inflight: int,
 
 
 async def run_engine(root: Path, engine: str, approvals: int, inflight: int,
-                     pg_admin: str, redis_url: str) -> dict[str, Any]:
+                     pg_admin: str, redis_url: str, burst: bool = True,
+                     reference: bool = True) -> dict[str, Any]:
     pg = engine.startswith("postgres")
     instances = 2 if engine == "postgres-2" else 1
     db_name = None
@@ -192,7 +193,7 @@ async def run_engine(root: Path, engine: str, approvals: int, inflight: int,
     out: dict[str, Any] = {"engine": engine, "instances": instances,
                            "loadavg_before": os.getloadavg()}
     try:
-        if pg:
+        if pg and reference:
             assert db_url is not None
             out["asyncpg_reference"] = await asyncpg_reference(db_url)
         with running_server(root / engine, database_url=db_url, extra_env=env,
@@ -203,14 +204,15 @@ async def run_engine(root: Path, engine: str, approvals: int, inflight: int,
             ids = await seed_changes(server, SUBSCRIBERS * per)
             out["steady"] = await measured(server, ids[:approvals], per, inflight, pg)
             out["steady"]["inflight"] = inflight
-            ids = await seed_changes(server, SUBSCRIBERS)
-            out["burst"] = await measured(server, ids, 1, 16, pg)
-            out["burst"]["inflight"] = 16
+            if burst:
+                ids = await seed_changes(server, SUBSCRIBERS)
+                out["burst"] = await measured(server, ids, 1, 16, pg)
+                out["burst"]["inflight"] = 16
     finally:
         if db_name is not None:
             await _pg_admin(pg_admin, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
     out["loadavg_after"] = os.getloadavg()
-    print(json.dumps({engine: {k: out[k] for k in ("steady", "burst")},
+    print(json.dumps({engine: {k: out[k] for k in ("steady", "burst") if k in out},
                       "ref": out.get("asyncpg_reference")}), file=sys.stderr)
     return out
 
@@ -337,7 +339,8 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     for i in range(args.repeats):
         order = engines if i % 2 == 0 else list(reversed(engines))
         rounds.append({e: await run_engine(root / f"round{i}", e, args.approvals,
-                                           args.inflight, args.postgres_url, args.redis_url)
+                                           args.inflight, args.postgres_url, args.redis_url,
+                                           burst=args.burst, reference=args.reference)
                        for e in order})
     return {"scenario": "approvals", "subscribers": SUBSCRIBERS, "approvals": args.approvals,
             "inflight": args.inflight, "rounds": rounds}
@@ -371,9 +374,9 @@ def main() -> int:
                              "by / multiply the runs")
     parser.add_argument("--subscribers", type=int, default=SUBSCRIBERS)
     parser.add_argument("--no-burst", dest="burst", action="store_false",
-                        help="with --tenants: skip the burst of 16")
+                        help="skip the burst of 16")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
-                        help="with --tenants: skip the asyncpg reference")
+                        help="skip the asyncpg reference")
     parser.add_argument("--smoke", action="store_true",
                         help="with --tenants: a handful of subscribers and approvals")
     args = parser.parse_args()

@@ -93,6 +93,9 @@ PROJECT_ID_BY_KEY = select(_PROJECT.c.id).where(
 # A new pending change: every column given (see ``pending_change_row``).
 INSERT_PENDING_CHANGE = _PC.insert()
 _PC_COLUMNS = tuple((column.name, column.key) for column in _PC.columns)
+# The attributes of the columns a ``RETURNING *c`` of pending_change gives, in its order
+# (CLAIM, CLAIM_OVERDUE, CLAIM_EDITED).
+PC_KEYS = tuple(key for _, key in _PC_COLUMNS)
 
 
 def pending_change_row(change: PendingChange) -> dict[str, Any]:

@@ -165,3 +165,41 @@ async def test_a_failing_execution_in_a_group_fails_only_its_change(
     assert sorted(issues[out[c].entity_id].key  # type: ignore[index]
                   for c in (lead, ok1, ok2)) == ["WEB-1", "WEB-2", "WEB-3"]
     assert (await h.runtime.audit.verify(tenant_id)).ok
+
+
+async def test_a_decided_change_is_the_row_as_stored(harness: Harness) -> None:
+    """What a decision hands on (the REST answer, the event, the audit entry) is the
+    claimed row itself, made without the model's constructor and, on SQLite, read off
+    SQLite's own cursor: every column must equal what a fresh session reads back (JSON
+    decoded, datetimes as the store reads them, booleans) — alone, in a group, edited, rejected and
+    expired."""
+    h, changes = harness, harness.runtime.changes
+    tenant_id, agent, rita = await two_projects(h)
+    alone = await changes.approve(rita, await _propose(h, agent, title="alone"))
+    edited = await changes.approve(rita, await _propose(h, agent, title="before"), {
+        "project_key": "OPS", "title": "after", "type": "Bug"})
+    grouped_ids = [await _propose(h, agent, title=f"g{i}") for i in range(3)]
+    rejected_id, overdue_id = await _propose(h, agent), await _propose(h, agent)
+    await _overdue(h, overdue_id)
+    lead: list[PendingChange] = []
+
+    async def approve_lead() -> None:
+        lead.append(await changes.approve(rita, grouped_ids[0]))
+
+    got = lead + await _in_one_group(h, approve_lead, [
+        *(lambda i=i: changes.approve(rita, i) for i in grouped_ids[1:]),  # type: ignore[misc]
+        lambda: changes.reject(rita, rejected_id, "no")])
+    (expired,) = await changes.expire_due()
+    decided = [alone, edited, *got, expired]
+    assert [d.status for d in decided] == ["Approved"] * 5 + ["Rejected", "Expired"]
+    columns = [c for c in PendingChange.model_fields if c != "announced_at"]
+    async with h.runtime.db.read() as s:
+        for change in decided:
+            assert isinstance(change, PendingChange)
+            stored = await s.get(PendingChange, change.id)
+            assert stored is not None
+            assert {c: getattr(change, c) for c in columns} == {
+                c: getattr(stored, c) for c in columns}, change.status
+            assert change.decided_at is not None
+    assert edited.edited is True and edited.arguments["project_key"] == "OPS"
+    assert alone.execution_result is not None and alone.execution_result["success"]

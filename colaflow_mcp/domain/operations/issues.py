@@ -23,7 +23,7 @@ from colaflow_mcp.domain.operations.base import (
     valid_issue_key,
     valid_project_key,
 )
-from colaflow_mcp.store import statements
+from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.native import native
 from colaflow_mcp.store.tables import Comment, Issue, PendingChange, new_id, utcnow
 
@@ -95,13 +95,14 @@ def exec_create_issues(s: Session, changes: list[PendingChange]) -> list[str]:
             if len(made) != len(members):
                 raise ExecutionError(f"project {project_key} no longer exists")
             continue
-        taken = conn.execute(statements.TAKE_ISSUE_NUMBERS, {
-            "p_tenant": tenant_id, "p_key": project_key, "p_count": len(members)}).first()
-        if taken is None:
+        # On SQLite's own cursor (``prepared``): cheaper than ``Connection.execute``.
+        taken = prepared.run(conn, statements.TAKE_ISSUE_NUMBERS, {
+            "p_tenant": tenant_id, "p_key": project_key, "p_count": len(members)})
+        if not taken:
             raise ExecutionError(f"project {project_key} no longer exists")
-        project_id, key, next_number = taken
+        project_id, key, next_number = taken[0]
         first = next_number - len(members)
-        conn.execute(statements.INSERT_ISSUE, [{
+        prepared.run(conn, statements.INSERT_ISSUE, [{
             "id": ids[i], "tenant_id": tenant_id, **{f: a[f] for f in _ISSUE_FIELDS},
             "created_at": now, "updated_at": now, "project_id": project_id,
             "key": f"{key}-{first + n}", "number": first + n}
