@@ -139,7 +139,7 @@ def _spawn(env: dict[str, str], cwd: Path, port: int = 0
 
 
 @contextmanager
-def serve(env: dict[str, str], cwd: Path, ready_timeout: float = 30.0, port: int = 0
+def serve(env: dict[str, str], cwd: Path, ready_timeout: float = 60.0, port: int = 0
           ) -> Iterator[ServerProcess]:
     """Start `colaflow-mcp serve` on port 0 (or ``port``); yields once uvicorn reports the
     port it bound."""
