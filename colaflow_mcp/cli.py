@@ -275,13 +275,13 @@ async def _reviewers_tenant(db: Database, slug: str) -> Tenant:
 
 
 async def _token(db: Database, settings: Settings, args: Any) -> dict[str, Any]:
-    valid_user(args.user)  # before a new tenant is created for nothing
+    user = valid_user(args.user)  # before a new tenant is created for nothing
     tenant = await _reviewers_tenant(db, args.tenant)
     secret = await jwt_secret(db, settings.jwt_secret)
     issuer = TokenIssuer(secret, settings.reviewer_token_ttl_seconds)
     ttl = args.ttl_days * 86400 if args.ttl_days is not None else None
-    token = issuer.issue(tenant, args.user, ttl)
-    return {"json": {"token": token, "tenant": tenant.slug, "user": args.user.strip()},
+    token = issuer.issue(tenant, user, ttl)
+    return {"json": {"token": token, "tenant": tenant.slug, "user": user},
             "text": token}
 
 
