@@ -420,6 +420,12 @@ def _serve(settings: Settings) -> int:
     from colaflow_mcp.serving import HubAwareServer, uvicorn_config
 
     logs.install_redaction()
+    try:  # before uvicorn: its lifespan would print a traceback above the reason
+        anyio.run(migrate.ensure, async_url(settings.database_url), settings.schema_upgrade,
+                  settings.schema_lock_timeout_seconds)
+    except (ValueError, migrate.SchemaError, migrate.UnreachableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     # Thousands of long-lived connection objects make default-threshold collections
     # frequent and slow (measured: 5-53 ms pauses twice a second at 10,000 connections).
     gc.set_threshold(50_000, 20, 100)
