@@ -134,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     dd = dsub.add_parser("downgrade", help="downgrade the schema to a revision")
     dd.add_argument("revision", help="a revision id, -1 for one back, base for no tables")
     dc = dsub.add_parser("current", help="the database's revision")
-    dh = dsub.add_parser("history", help="every revision this release knows, newest first")
+    dh = dsub.add_parser("history", help="every revision this release knows, newest first, "
+                         "with its notes")
     dr = dsub.add_parser("revision", help="(developers) write a new revision from the "
                          "models' difference with the database, which must be at head")
     dr.add_argument("-m", "--message", required=True)
@@ -388,9 +389,7 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
         return {"json": {"head": migrate.head(), "revisions": [
                     {"id": r.id, "down": r.down, "description": r.description, "head": r.is_head}
                     for r in revs]},
-                "text": "\n".join(f"{r.down or '<base>'} -> {r.id}{' (head)' if r.is_head else ''}"
-                                  f", {r.description.splitlines()[0] if r.description else ''}"
-                                  for r in revs)}
+                "text": "\n\n".join(_revision_text(r) for r in revs)}
     url = async_url(settings.database_url)
     timeout = settings.schema_lock_timeout_seconds
     if args.db_command == "revision":
@@ -411,6 +410,14 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
     return {"json": {"from": moved.before.revision, "fromState": moved.before.state,
                      "to": moved.after, "head": moved.before.head, "changed": moved.changed},
             "text": text}
+
+
+def _revision_text(rev: migrate.Revision) -> str:
+    """``down -> id (head)``, then the revision's notes, whole (they say what it cannot
+    undo or carry over), indented."""
+    notes = "\n".join(f"    {line}" if line else "" for line in rev.description.splitlines())
+    head_line = f"{rev.down or '<base>'} -> {rev.id}{' (head)' if rev.is_head else ''}"
+    return f"{head_line}\n{notes}" if notes else head_line
 
 
 def _serve(settings: Settings) -> int:

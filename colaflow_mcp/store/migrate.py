@@ -139,8 +139,17 @@ def history() -> list[Revision]:
     for rev in script.walk_revisions():
         down = rev.down_revision
         out.append(Revision(rev.revision, down if isinstance(down, str | None) else ",".join(down),
-                            (rev.doc or "").strip(), rev.revision in heads))
+                            _notes(rev.longdoc or ""), rev.revision in heads))
     return out
+
+
+def _notes(docstring: str) -> str:
+    """A revision's docstring without the lines Alembic writes into every one: what it
+    changes and the notes an operator must read before upgrading (data it drops, what it
+    cannot undo, history it does not carry over)."""
+    lines = [line.rstrip() for line in docstring.strip().splitlines()
+             if not line.startswith(("Revision ID:", "Revises:", "Create Date:"))]
+    return "\n".join(lines).strip()
 
 
 async def current(url: str, lock_timeout: float = 600.0) -> SchemaState:
