@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -387,7 +388,8 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
     if args.db_command == "history":
         revs = migrate.history()
         return {"json": {"head": migrate.head(), "revisions": [
-                    {"id": r.id, "down": r.down, "description": r.description, "head": r.is_head}
+                    {"id": r.id, "down": r.down, "description": r.description,
+                     "downgrade": r.downgrade, "head": r.is_head}
                     for r in revs]},
                 "text": "\n\n".join(_revision_text(r) for r in revs)}
     url = async_url(settings.database_url)
@@ -413,11 +415,14 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
 
 
 def _revision_text(rev: migrate.Revision) -> str:
-    """``down -> id (head)``, then the revision's notes, whole (they say what it cannot
-    undo or carry over), indented."""
-    notes = "\n".join(f"    {line}" if line else "" for line in rev.description.splitlines())
-    head_line = f"{rev.down or '<base>'} -> {rev.id}{' (head)' if rev.is_head else ''}"
-    return f"{head_line}\n{notes}" if notes else head_line
+    """``down -> id (head)``, then the revision's notes, whole (they say what it does not
+    carry over), and what taking it back loses, indented."""
+    lines = [f"{rev.down or '<base>'} -> {rev.id}{' (head)' if rev.is_head else ''}"]
+    lines += [f"    {line}" if line else "" for line in rev.description.splitlines()]
+    if rev.downgrade:
+        lines += ["", *textwrap.wrap(f"Taking it back (db downgrade): {rev.downgrade}", 88,
+                                     initial_indent="    ", subsequent_indent="    ")]
+    return "\n".join(lines)
 
 
 def _serve(settings: Settings) -> int:

@@ -109,6 +109,8 @@ class Revision:
     down: str | None
     description: str
     is_head: bool
+    # What taking it back does and loses (its ``downgrade`` docstring).
+    downgrade: str = ""
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -138,8 +140,10 @@ def history() -> list[Revision]:
     out = []
     for rev in script.walk_revisions():
         down = rev.down_revision
+        undo = getattr(getattr(rev.module, "downgrade", None), "__doc__", None) or ""
         out.append(Revision(rev.revision, down if isinstance(down, str | None) else ",".join(down),
-                            _notes(rev.longdoc or ""), rev.revision in heads))
+                            _notes(rev.longdoc or ""), rev.revision in heads,
+                            " ".join(undo.split())))
     return out
 
 

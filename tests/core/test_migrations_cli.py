@@ -51,6 +51,11 @@ def test_db_commands_upgrade_a_release_database_and_report_on_stdout(tmp_path: P
     assert f"\n    {later}" in text and "Revision ID" not in text + json.dumps(history)
     assert "    (proposed vs applied arguments, edited, edited_by) on every pending change." \
         in text
+    # And what going back loses (README: "Revisions that drop data say so").
+    assert audit["downgrade"] == ("Drop the trail: this loses every audit entry, so export "
+                                  "it first (``colaflow-mcp audit export``).")
+    assert "    Taking it back (db downgrade): Drop the trail: this loses every audit entry" \
+        in text
 
     up = cli(tmp_path, url, "db", "upgrade")
     assert up.stdout.strip() == (
