@@ -138,7 +138,7 @@ class RedisBackplane:
                     "redis backplane: publishing failed (%s); until it works again, other "
                     "instances' subscribers learn of this instance's decisions from their "
                     "periodic reconcile, and the announce sweep publishes them once Redis "
-                    "answers", type(exc).__name__)
+                    "answers", _reason(exc))
             self._publish_down.attempts += 1
             raise
         if self._publish_down is not None:
@@ -185,7 +185,7 @@ class RedisBackplane:
         """A failed or lost link: a warning when an outage begins and every
         ``STILL_DOWN_EVERY_SECONDS`` while it lasts, each retry in between at debug."""
         now = time.monotonic()
-        reason = type(exc).__name__
+        reason = _reason(exc)
         if self._down is None:
             self._down = _Outage(now, said_at=now)
             first = self._connected_since is None
@@ -249,6 +249,12 @@ class RedisBackplane:
         """Close both Redis connections."""
         await self._client.aclose()
         await self._pub.aclose()
+
+
+def _reason(exc: Exception) -> str:
+    """``ConnectionError: Error 111 connecting to host:6379. Connection refused.``, short."""
+    said = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {said[:200]}" if said else type(exc).__name__
 
 
 @dataclass
