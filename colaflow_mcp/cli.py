@@ -72,7 +72,10 @@ def _add_login_link(sub: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="colaflow-mcp", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="colaflow-mcp", description="Run the colaflow-mcp server (serve), administer "
+        "its database (keys, token, login-link, projects, audit, webhooks, db) or review "
+        "changes on a running server (changes). Results on stdout, logs on stderr.")
     p.add_argument("--database-url", help="overrides COLAFLOW_DATABASE_URL")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -58,6 +58,12 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert r.returncode == 1 and "slug" in r.stderr
 
 
+def test_help_reads_as_text(tmp_path: Path) -> None:
+    """``--help`` is for people: plain words, no reStructuredText markup from a docstring."""
+    r = cli(tmp_path, "--help")
+    assert "Results on stdout, logs on stderr." in r.stdout and "``" not in r.stdout
+
+
 def test_token_and_login_link_for_an_unknown_tenant_say_they_created_it(tmp_path: Path) -> None:
     cli(tmp_path, "keys", "create", "--tenant", "acme")
     known = cli(tmp_path, "token", "--tenant", "acme", "--user", "alice")
