@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -71,7 +72,10 @@ def _add_login_link(sub: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="colaflow-mcp", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="colaflow-mcp", description="Run the colaflow-mcp server (serve), administer "
+        "its database (keys, token, login-link, projects, audit, webhooks, db) or review "
+        "changes on a running server (changes). Results on stdout, logs on stderr.")
     p.add_argument("--database-url", help="overrides COLAFLOW_DATABASE_URL")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -134,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
     dd = dsub.add_parser("downgrade", help="downgrade the schema to a revision")
     dd.add_argument("revision", help="a revision id, -1 for one back, base for no tables")
     dc = dsub.add_parser("current", help="the database's revision")
-    dh = dsub.add_parser("history", help="every revision this release knows, newest first")
+    dh = dsub.add_parser("history", help="every revision this release knows, newest first, "
+                         "with its notes")
     dr = dsub.add_parser("revision", help="(developers) write a new revision from the "
                          "models' difference with the database, which must be at head")
     dr.add_argument("-m", "--message", required=True)
@@ -386,11 +391,10 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
     if args.db_command == "history":
         revs = migrate.history()
         return {"json": {"head": migrate.head(), "revisions": [
-                    {"id": r.id, "down": r.down, "description": r.description, "head": r.is_head}
+                    {"id": r.id, "down": r.down, "description": r.description,
+                     "downgrade": r.downgrade, "head": r.is_head}
                     for r in revs]},
-                "text": "\n".join(f"{r.down or '<base>'} -> {r.id}{' (head)' if r.is_head else ''}"
-                                  f", {r.description.splitlines()[0] if r.description else ''}"
-                                  for r in revs)}
+                "text": "\n\n".join(_revision_text(r) for r in revs)}
     url = async_url(settings.database_url)
     timeout = settings.schema_lock_timeout_seconds
     if args.db_command == "revision":
@@ -413,6 +417,17 @@ async def _db(settings: Settings, args: Any) -> dict[str, Any]:
             "text": text}
 
 
+def _revision_text(rev: migrate.Revision) -> str:
+    """``down -> id (head)``, then the revision's notes, whole (they say what it does not
+    carry over), and what taking it back loses, indented."""
+    lines = [f"{rev.down or '<base>'} -> {rev.id}{' (head)' if rev.is_head else ''}"]
+    lines += [f"    {line}" if line else "" for line in rev.description.splitlines()]
+    if rev.downgrade:
+        lines += ["", *textwrap.wrap(f"Taking it back (db downgrade): {rev.downgrade}", 88,
+                                     initial_indent="    ", subsequent_indent="    ")]
+    return "\n".join(lines)
+
+
 def _serve(settings: Settings) -> int:
     from uvicorn.config import STARTUP_FAILURE
 
@@ -420,6 +435,12 @@ def _serve(settings: Settings) -> int:
     from colaflow_mcp.serving import HubAwareServer, uvicorn_config
 
     logs.install_redaction()
+    try:  # before uvicorn: its lifespan would print a traceback above the reason
+        anyio.run(migrate.ensure, async_url(settings.database_url), settings.schema_upgrade,
+                  settings.schema_lock_timeout_seconds)
+    except (ValueError, migrate.SchemaError, migrate.UnreachableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     # Thousands of long-lived connection objects make default-threshold collections
     # frequent and slow (measured: 5-53 ms pauses twice a second at 10,000 connections).
     gc.set_threshold(50_000, 20, 100)

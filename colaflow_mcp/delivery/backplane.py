@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -23,6 +24,9 @@ from colaflow_mcp.delivery.events import DecisionEvent
 logger = logging.getLogger(__name__)
 
 CHANNEL = "colaflow:decisions"
+# While Redis stays down, one line says so again this often (the first loss is said at
+# once, each failed attempt in between only at debug level).
+STILL_DOWN_EVERY_SECONDS = 300.0
 
 
 def created_channel(channel: str) -> str:
@@ -114,6 +118,10 @@ class RedisBackplane:
         self._connected_since: float | None = None
         self._last_heard: float | None = None  # wall clock: the last word from Redis
         self.reconnects = 0
+        # The current outage of the listener and of publishing (monotonic start, attempts
+        # failed), so each is logged when it begins and ends, not at every attempt.
+        self._down: _Outage | None = None
+        self._publish_down: _Outage | None = None
 
     @property
     def healthy(self) -> bool:
@@ -121,7 +129,22 @@ class RedisBackplane:
 
     async def publish(self, event: DecisionEvent) -> None:
         channel = self.created_channel if event.created else self.channel
-        await self._pub.publish(channel, event.to_json())
+        try:
+            await self._pub.publish(channel, event.to_json())
+        except Exception as exc:
+            if self._publish_down is None:
+                self._publish_down = _Outage(time.monotonic())
+                logger.warning(
+                    "redis backplane: publishing failed (%s); until it works again, other "
+                    "instances' subscribers learn of this instance's decisions from their "
+                    "periodic reconcile, and the announce sweep publishes them once Redis "
+                    "answers", _reason(exc))
+            self._publish_down.attempts += 1
+            raise
+        if self._publish_down is not None:
+            down, self._publish_down = self._publish_down, None
+            logger.info("redis backplane: publishing again, after %.1fs (%d attempt(s) "
+                        "failed meanwhile)", time.monotonic() - down.since, down.attempts)
 
     async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
         backoff = 0.1
@@ -134,22 +157,50 @@ class RedisBackplane:
                     self._connected_since = self._last_heard = time.time()
                     self._last_error = None
                     backoff = 0.1
-                    logger.info("redis backplane listening on %s", self.channel)
+                    self._say_listening()
                     await on_reconnect(missed)
                     await self._listen(pubsub, on_event)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:
                 self._last_error = type(exc).__name__
-                logger.warning(
-                    "redis backplane connection lost (%s); retrying in %.1fs",
-                    type(exc).__name__, backoff,
-                )
+                self._say_down(exc)
             finally:
                 self._set_listening(False)
             self.reconnects += 1
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
+
+    def _say_listening(self) -> None:
+        """The link is up: said at info, with how long it was down if it was."""
+        down, self._down = self._down, None
+        if down is None:
+            logger.info("redis backplane listening on %s", self.channel)
+            return
+        logger.info("redis backplane listening on %s again, after %.1fs down (%d attempt(s)); "
+                    "reconciling this instance's subscribers with the database", self.channel,
+                    time.monotonic() - down.since, down.attempts)
+
+    def _say_down(self, exc: Exception) -> None:
+        """A failed or lost link: a warning when an outage begins and every
+        ``STILL_DOWN_EVERY_SECONDS`` while it lasts, each retry in between at debug."""
+        now = time.monotonic()
+        reason = _reason(exc)
+        if self._down is None:
+            self._down = _Outage(now, said_at=now)
+            first = self._connected_since is None
+            logger.warning(
+                "redis backplane %s (%s); reconnecting with backoff up to %gs; until then "
+                "this instance's subscribers learn of other instances' decisions from its "
+                "periodic reconcile", "cannot connect" if first else "connection lost",
+                reason, self.max_backoff)
+        elif now - self._down.said_at >= STILL_DOWN_EVERY_SECONDS:
+            self._down.said_at = now
+            logger.warning("redis backplane still down after %.0fs (%d attempts; %s)",
+                           now - self._down.since, self._down.attempts, reason)
+        else:
+            logger.debug("redis backplane reconnect failed (%s)", reason)
+        self._down.attempts += 1
 
     def _set_listening(self, listening: bool) -> None:
         if listening != self._listening:
@@ -198,6 +249,21 @@ class RedisBackplane:
         """Close both Redis connections."""
         await self._client.aclose()
         await self._pub.aclose()
+
+
+def _reason(exc: Exception) -> str:
+    """``ConnectionError: Error 111 connecting to host:6379. Connection refused.``, short."""
+    said = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {said[:200]}" if said else type(exc).__name__
+
+
+@dataclass
+class _Outage:
+    """One stretch of failures: since when (monotonic), attempts failed, last said."""
+
+    since: float
+    attempts: int = 0
+    said_at: float = 0.0
 
 
 def make_backplane(settings: Settings) -> Backplane:

@@ -115,8 +115,9 @@ class Outbox:
                 await self.bus.publish(event)
             except Exception as exc:
                 # The backplane is down: the rest of the batch would fail the same way.
-                logger.warning("publish failed (%s); %d event(s) left to the announce "
-                               "sweep and reconcile", type(exc).__name__, len(events) - done)
+                # (The backplane says so once per outage; this would be once per batch.)
+                logger.debug("publish failed (%s); %d event(s) left to the announce "
+                             "sweep and reconcile", type(exc).__name__, len(events) - done)
                 break
             if not event.created:  # only decisions are marked (and swept)
                 published.append(event.change_id)

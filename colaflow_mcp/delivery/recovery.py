@@ -47,17 +47,27 @@ class Recovery:
                 .where(col(PendingChange.decided_at) < cutoff)
                 .limit(limit))).all()
         count = 0
+        failed: str | None = None
         for change in rows:
+            event = event_from_change(change)
+            if failed is not None:  # the backplane is down: the rest would fail alike
+                self.notifier.dispatch(event)  # (this instance's subscribers, at least)
+                continue
             if not await self._set_announced(change.id, claim=True):
                 continue  # another instance took it
-            event = event_from_change(change)
             self.notifier.dispatch(event)
             try:
                 await self.bus.publish(event)
                 count += 1
             except Exception as exc:
-                logger.warning("re-announce of %s failed (%s)", change.id, type(exc).__name__)
+                failed = type(exc).__name__
                 await self._set_announced(change.id, claim=False)
+        if failed is not None:  # (the backplane says so once per outage)
+            logger.debug("announce sweep: publishing failed (%s); %d decision(s) left for a "
+                         "later pass", failed, len(rows) - count)
+        if count:
+            logger.info("announce sweep re-announced %d decision(s) committed but not "
+                        "published", count)
         return count
 
     async def _set_announced(self, change_id: str, *, claim: bool) -> bool:

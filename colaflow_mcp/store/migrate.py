@@ -15,6 +15,8 @@ upgrader did) and stamped at ``BASELINE``, never rebuilt.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,6 +109,8 @@ class Revision:
     down: str | None
     description: str
     is_head: bool
+    # What taking it back does and loses (its ``downgrade`` docstring).
+    downgrade: str = ""
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -136,9 +140,20 @@ def history() -> list[Revision]:
     out = []
     for rev in script.walk_revisions():
         down = rev.down_revision
+        undo = getattr(getattr(rev.module, "downgrade", None), "__doc__", None) or ""
         out.append(Revision(rev.revision, down if isinstance(down, str | None) else ",".join(down),
-                            (rev.doc or "").strip(), rev.revision in heads))
+                            _notes(rev.longdoc or ""), rev.revision in heads,
+                            " ".join(undo.split())))
     return out
+
+
+def _notes(docstring: str) -> str:
+    """A revision's docstring without the lines Alembic writes into every one: what it
+    changes and the notes an operator must read before upgrading (data it drops, what it
+    cannot undo, history it does not carry over)."""
+    lines = [line.rstrip() for line in docstring.strip().splitlines()
+             if not line.startswith(("Revision ID:", "Revises:", "Create Date:"))]
+    return "\n".join(lines).strip()
 
 
 async def current(url: str, lock_timeout: float = 600.0) -> SchemaState:
@@ -270,11 +285,11 @@ async def _connect(engine: AsyncEngine, lock_timeout: float) -> AsyncConnection:
     opened and why (a missing folder, a refused port, an unknown database)."""
     u = engine.url
     if u.get_backend_name() == "sqlite":  # (the file system, off the event loop)
-        where, folder = await anyio.to_thread.run_sync(_sqlite_file, u.database or "")
         # Checked first: aiosqlite, failing to open, leaves its thread a reply for a loop
         # that may be closed by then (a stray traceback after the one-line error).
-        if not folder:
-            raise UnreachableError(f"cannot open the database: {where}: no such folder")
+        where, problem = await anyio.to_thread.run_sync(_sqlite_problem, u.database or "")
+        if problem:
+            raise UnreachableError(f"cannot open the database: {where}: {problem}")
     else:
         where = u.set(drivername=u.get_backend_name()).render_as_string(hide_password=True)
     try:
@@ -288,13 +303,25 @@ async def _connect(engine: AsyncEngine, lock_timeout: float) -> AsyncConnection:
         raise UnreachableError(f"cannot open the database: {where}: {reason}") from None
 
 
-def _sqlite_file(database: str) -> tuple[str, bool]:
-    """How to name a SQLite database in an error, and whether its folder exists."""
+def _sqlite_problem(database: str) -> tuple[str, str | None]:
+    """How to name a SQLite database in an error, and why it cannot be opened (``None``:
+    it can). Opened here once with the driver itself, so that a failure is met on this
+    thread, not on aiosqlite's."""
     if not database or database == ":memory:":
-        return "SQLite in memory", True
+        return "SQLite in memory", None
     path = Path(database).resolve()
-    return (f"SQLite file {path} (its folder must exist and be writable; "
-            "sqlite:///relative/path.db or sqlite:////absolute/path.db)"), path.parent.is_dir()
+    where = (f"SQLite file {path} (its folder must exist and be writable; "
+             "sqlite:///relative/path.db or sqlite:////absolute/path.db)")
+    if not path.parent.is_dir():
+        return where, "no such folder"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        # Even an existing file needs it: the journal files (-wal, -shm) are made beside it.
+        return where, f"the folder {path.parent} is not writable by this user"
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        return where, str(exc)
+    return where, None
 
 
 def _lock_error(exc: DBAPIError, lock_timeout: float) -> Exception:

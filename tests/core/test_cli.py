@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import re
 import socket
 import subprocess
@@ -10,9 +12,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from sqlalchemy.engine import make_url
 
 from colaflow_mcp.store.engine import async_url
-from tests.harness import database_url_for
+from tests import pgdb
+from tests.harness import database_url_for, require_service
 from tests.procs import cli_env, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +56,12 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert r.returncode == 1 and "project key" in r.stderr
     r = cli(tmp_path, "keys", "create", "--tenant", "bad slug!", check=False)
     assert r.returncode == 1 and "slug" in r.stderr
+
+
+def test_help_reads_as_text(tmp_path: Path) -> None:
+    """``--help`` is for people: plain words, no reStructuredText markup from a docstring."""
+    r = cli(tmp_path, "--help")
+    assert "Results on stdout, logs on stderr." in r.stdout and "``" not in r.stdout
 
 
 def test_token_and_login_link_for_an_unknown_tenant_say_they_created_it(tmp_path: Path) -> None:
@@ -146,30 +156,63 @@ def test_database_url_forms(tmp_path: Path, url: str) -> None:
         assert r.returncode == 0
 
 
-@pytest.mark.parametrize("where", ["sqlite-folder", "postgres-port"])
+def _without_root_powers() -> None:
+    """(A ``preexec_fn``.) Root writes into any folder whatever its mode: drop the powers
+    that let it (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) from the bounding set, so that the
+    command it execs meets the folder's mode bits as any other user would."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _unopenable_url(tmp_path: Path, where: str, closed_port: int) -> str:
+    if where == "sqlite-folder":  # sqlite:///tmp/x.db: three slashes make a relative path
+        return f"sqlite:///{tmp_path / 'missing' / 'x.db'}"
+    if where == "sqlite-unwritable":
+        (tmp_path / "locked").mkdir(mode=0o555)
+        return f"sqlite:///{tmp_path / 'locked' / 'x.db'}"
+    if where == "postgres-port":
+        return f"postgresql://app:s3cret-pw@127.0.0.1:{closed_port}/colaflow"
+    require_service("PostgreSQL", *pgdb.admin_address())  # up, but no such database
+    return make_url(pgdb.PG_ADMIN_URL).set(
+        password="s3cret-pw", database="cola_test_no_such_database").render_as_string(
+        hide_password=False)
+
+
+@pytest.mark.parametrize("where", ["sqlite-folder", "sqlite-unwritable", "postgres-port",
+                                   "postgres-database"])
 @pytest.mark.parametrize("command", [["projects", "list", "--tenant", "acme"], ["db", "current"],
-                                     ["db", "upgrade"]])
+                                     ["db", "upgrade"], ["serve", "--port", "0"]])
 def test_a_database_that_cannot_be_opened_is_said_in_one_line(
         tmp_path: Path, where: str, command: list[str]) -> None:
-    # A newcomer's sqlite:///tmp/x.db (three slashes: a relative path) or a PostgreSQL that
-    # is not running: one line naming the database and why, no traceback, no password.
+    # A newcomer's sqlite:///tmp/x.db, a folder the service's user may not write, a
+    # PostgreSQL that is not running or has no such database: one line naming the database
+    # and why, no traceback (neither uvicorn's lifespan's, for serve, nor one from
+    # aiosqlite's thread after the line), no password.
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-        url = (f"sqlite:///{tmp_path / 'missing' / 'x.db'}" if where == "sqlite-folder"
-               else f"postgresql://app:s3cret-pw@127.0.0.1:{port}/colaflow")
+        url = _unopenable_url(tmp_path, where, closed.getsockname()[1])
         r = subprocess.run(["colaflow-mcp", *command], cwd=tmp_path,
                            env=cli_env({"COLAFLOW_DATABASE_URL": url}), capture_output=True,
-                           text=True, timeout=60)
+                           text=True, timeout=60, preexec_fn=_without_root_powers)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error: cannot open the database: "), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     if where == "sqlite-folder":
         assert str(tmp_path / "missing" / "x.db") in r.stderr and "no such folder" in r.stderr
         assert not (tmp_path / "missing").exists()
+    elif where == "sqlite-unwritable":
+        assert str(tmp_path / "locked" / "x.db") in r.stderr
+        assert f"the folder {tmp_path / 'locked'} is not writable" in r.stderr
+        assert list((tmp_path / "locked").iterdir()) == []
     else:
-        assert f"postgresql://app:***@127.0.0.1:{port}/colaflow" in r.stderr
+        assert make_url(url).render_as_string(hide_password=True) in r.stderr
         assert "s3cret-pw" not in r.stderr
+        if where == "postgres-database":
+            assert 'database "cola_test_no_such_database" does not exist' in r.stderr
 
 
 @pytest.mark.parametrize("url", ["colaflow.db", "mysql://app@db/colaflow"])

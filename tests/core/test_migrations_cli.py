@@ -40,6 +40,22 @@ def test_db_commands_upgrade_a_release_database_and_report_on_stdout(tmp_path: P
     assert [r["head"] for r in history["revisions"]].count(True) == 1
     text = cli(tmp_path, url, "db", "history").stdout
     assert f"<base> -> {migrate.BASELINE}" in text and "(head)" in text
+    # Each revision's notes whole, not their first line: what an operator reads before an
+    # upgrade (here, that the audit trail starts at the upgrade), without Alembic's lines.
+    audit = next(r for r in history["revisions"] if r["id"] == "0003_audit")
+    later = "History from before this revision is not in the trail"
+    assert audit["description"].startswith("Audit trail: per-tenant hash chains")
+    assert later in audit["description"] and "first proposal, decision or key change after " \
+        "the upgrade." in audit["description"]
+    assert "0002_reviewer_side -> 0003_audit\n    Audit trail: per-tenant hash chains" in text
+    assert f"\n    {later}" in text and "Revision ID" not in text + json.dumps(history)
+    assert "    (proposed vs applied arguments, edited, edited_by) on every pending change." \
+        in text
+    # And what going back loses (README: "Revisions that drop data say so").
+    assert audit["downgrade"] == ("Drop the trail: this loses every audit entry, so export "
+                                  "it first (``colaflow-mcp audit export``).")
+    assert "    Taking it back (db downgrade): Drop the trail: this loses every audit entry" \
+        in text
 
     up = cli(tmp_path, url, "db", "upgrade")
     assert up.stdout.strip() == (

@@ -106,17 +106,22 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(tmp: Path) -> AsyncIterator[Cluster]:
-    """Database, Redis (through a cuttable proxy), a tenant with a key, token and project."""
-    require_service("Redis", *redis_address())
+async def cluster(tmp: Path, redis_url: str | None = None) -> AsyncIterator[Cluster]:
+    """Database, Redis (through a cuttable proxy), a tenant with a key, token and project.
+
+    ``redis_url``: the instances use this Redis directly instead (a test's own
+    redis-server, which it stops and starts); the proxy then forwards to it unused.
+    """
+    if redis_url is None:
+        require_service("Redis", *redis_address())
     require_service("PostgreSQL", *pgdb.admin_address())
     async with pg_database() as db_url, anyio.create_task_group() as tg:
-        proxy = TcpProxy(*redis_address())
+        proxy = TcpProxy(*redis_address(redis_url or REDIS_URL))
         port = await tg.start(proxy.run)
         env = {
             **FAST_ENV,
             "COLAFLOW_DATABASE_URL": db_url,
-            "COLAFLOW_REDIS_URL": redis_url_at("127.0.0.1", port, REDIS_URL),
+            "COLAFLOW_REDIS_URL": redis_url or redis_url_at("127.0.0.1", port, REDIS_URL),
             "COLAFLOW_REDIS_CHANNEL": f"colaflow-test:{uuid.uuid4().hex}",
             "COLAFLOW_JWT_SECRET": "cluster-secret-" + uuid.uuid4().hex,
         }
