@@ -121,6 +121,19 @@ def test_transaction_micro_benchmark_runs() -> None:
     assert "ms per transaction" in proc.stdout
 
 
+@pytest.mark.parametrize("stub", [False, True])
+def test_edge_micro_benchmark_approves_every_change(stub: bool) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.edge_micro", "--approvals", "40",
+         *(["--stub"] if stub else [])],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["approvals"], out["failed"], out["stub"]) == (40, 0, stub)
+    assert out["cpu_ms_per_approval"] > 0
+
+
 def test_audit_smoke_measures_both_legs_and_only_one_writes_entries(tmp_path: Path) -> None:
     data = run_scenario("audit", tmp_path)
     [run] = data["rounds"]

@@ -1,0 +1,19 @@
+#!/bin/bash
+# The second and third windows: the same runs as run.sh, but the whole window under one hold of the
+# lock (several helpers were queued on it, so per-run locking left minutes between runs).
+# Run as: flock /work/wt/bench.lock ./run-window.sh  (before: the git archives, as run.sh)
+cd /tmp
+PY=/work/wt/approve-raw/.venv/bin/python
+OUT=/tmp/abr/out
+run() { # code engines name
+  echo "$(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg) $1 $2 $3" >> $OUT/loads.txt
+  PYTHONPATH=/tmp/abr/$1 $PY -m benchmarks.approvals --engines $2 --no-burst --out $OUT \
+    --name $3 > $OUT/$3.log 2>&1
+}
+run main sqlite,postgres p8-main
+run branch postgres,sqlite p8-branch
+run branch sqlite,postgres p9-branch
+run main postgres,sqlite p9-main
+run main sqlite,postgres p10-main
+run branch postgres,sqlite p10-branch
+echo "$(date +%T) load $(cut -d' ' -f1-3 /proc/loadavg) end" >> $OUT/loads.txt
