@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 
 from colaflow_mcp import logs, metrics
 from colaflow_mcp.config import Settings
+from colaflow_mcp.rest.decide_route import DecideRoute
 from colaflow_mcp.rest.routes import routes as rest_routes
 from colaflow_mcp.runtime import Runtime
 from colaflow_mcp.store.engine import redact_url
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             expose_headers=["Mcp-Session-Id"],
         ))
     middleware.append(Middleware(PrefixDispatch, prefixes=prefixes))
+    middleware.append(Middleware(DecideRoute))  # approve/reject ahead of the router
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     return app

@@ -43,6 +43,11 @@ async def json_body(request: Request, limit: int) -> dict[str, Any]:
         body += chunk
         if len(body) > limit:
             raise BodyTooLarge(f"body too large (limit {limit} bytes)")
+    return json_object(body)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body's bytes as a JSON object (BadBody if not); empty or blank is ``{}``."""
     if not body.strip():
         return {}
     try:

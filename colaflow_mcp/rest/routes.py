@@ -40,6 +40,8 @@ from colaflow_mcp.rest.schemas import (
 logger = logging.getLogger(__name__)
 
 PENDING_CHANGES = "/api/mcp/pending-changes"
+UNAUTHORIZED = ("missing or invalid credentials: send 'Authorization: Bearer <API key or "
+                "reviewer token>' or 'X-API-Key: <API key>'")
 Q = TypeVar("Q", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)
 
@@ -71,9 +73,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         api = api_of(request)
         principal = await api.auth.authenticate(credential_from(request.headers))
         if principal is None:
-            return json_error(401, "unauthorized",
-                              "missing or invalid credentials: send 'Authorization: Bearer "
-                              "<API key or reviewer token>' or 'X-API-Key: <API key>'")
+            return json_error(401, "unauthorized", UNAUTHORIZED)
         logs.bind(tenant=principal.tenant_slug, change_id=request.path_params.get("id"))
         try:
             return await handler(request, principal, api)
