@@ -1,5 +1,5 @@
-"""Hooks 1 to 4 and 9 (see the package docstring): the low-level server, and the session
-manager that admits, counts, ends and parks legacy sessions."""
+"""Hooks 1 to 4, 9 and 10 (see the package docstring): the low-level server, and the session
+manager that admits, counts, ends and parks legacy sessions and serves their GET streams."""
 
 from __future__ import annotations
 
