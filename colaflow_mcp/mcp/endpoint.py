@@ -247,6 +247,15 @@ class McpEndpoint:
                 scope, receive, send)
             return
         logs.bind(tenant=principal.tenant_slug)
+        # A session's GET stream, held for the session's life, is served here directly
+        # (sdk_hooks hook 10): it keeps no frame, request or scope copy of the SDK's path
+        # (~5 KiB per idle session, issue 14). Anything else, refusals included, goes on.
+        if scope["method"] == "GET":
+            direct = self.manager.direct_get_stream(scope, headers, self._user_of(principal))
+            if direct is not None:
+                await self.manager.serve_get_stream(*direct, receive, send,
+                                                    self.retry_field, self.keepalive)
+                return
         scope = dict(scope)
         scope[SCOPE_KEY] = principal
         # The SDK binds each session to the credential that opened it (by client_id):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import mcp_types as types
@@ -31,6 +32,15 @@ from colaflow_mcp.mcp.event_store import SessionEventStore
 logger = logging.getLogger(__name__)
 
 Encode = Callable[[types.JSONRPCMessage, str], bytes]
+
+
+class Pings(Protocol):
+    """Who pings open streams (``keepalive.SseKeepAlive``)."""
+
+    def add(self, stream: GetStream) -> None: ...
+
+    def untrack(self, stream: GetStream) -> None: ...
+
 
 class GetStream:
     """One open GET stream of a legacy session (see the module docstring)."""
@@ -47,12 +57,19 @@ class GetStream:
         self.scope: anyio.CancelScope | None = None  # the wait for the client to go
         self.active = True
 
-    async def serve(self, headers: list[tuple[bytes, bytes]], receive: Receive) -> None:
-        """Send the response head, then events, until the client goes, a newer GET stream
-        of the session takes over, the session ends or the server shuts down."""
+    async def serve(self, headers: list[tuple[bytes, bytes]], receive: Receive,
+                    prelude: bytes = b"", pings: Pings | None = None) -> None:
+        """Send the response head (and ``prelude``, the ``retry:`` hint, if any), then
+        events, until the client goes, a newer GET stream of the session takes over, the
+        session ends or the server shuts down; ``pings`` pings it meanwhile."""
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
         disconnected = False
         try:
+            if prelude:
+                await self.send({"type": "http.response.body", "body": prelude,
+                                 "more_body": True})
+            if pings is not None:
+                pings.add(self)
             with anyio.CancelScope() as self.scope:
                 self.store.attach_get_stream(self)
                 self.changed()  # what was stored after the client's Last-Event-ID
@@ -61,6 +78,8 @@ class GetStream:
                         disconnected = True
                         break
         finally:
+            if pings is not None:
+                pings.untrack(self)
             self.active = False
             self.scope = None
             self.store.detach_get_stream(self)

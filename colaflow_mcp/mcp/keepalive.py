@@ -14,6 +14,7 @@ write fails, uvicorn reports the disconnect, the stream ends).
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import anyio
 from starlette.types import Message, Send
@@ -32,6 +33,12 @@ def _is_sse(message: Message) -> bool:
         for name, value in message.get("headers", ()))
 
 
+class Pingable(Protocol):
+    """An open SSE response: pinged by sending on it."""
+
+    send: Send
+
+
 class Stream:
     """One response that may become an open SSE stream."""
 
@@ -46,7 +53,7 @@ class SseKeepAlive:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.streams: set[Stream] = set()  # SSE responses started and not yet ended
+        self.streams: set[Pingable] = set()  # SSE responses started and not yet ended
 
     def track(self, send: Send) -> tuple[Send, Stream]:
         """``send`` that registers the response once it starts as SSE and unregisters it
@@ -64,8 +71,12 @@ class SseKeepAlive:
 
         return tracked, stream
 
-    def untrack(self, stream: Stream) -> None:
+    def untrack(self, stream: Pingable) -> None:
         self.streams.discard(stream)
+
+    def add(self, stream: Pingable) -> None:
+        """An SSE response that started (its head is sent): pinged until ``untrack``."""
+        self.streams.add(stream)
 
     async def run(self) -> None:
         """Ping every tracked stream each interval, until cancelled."""
@@ -76,7 +87,7 @@ class SseKeepAlive:
                     await self._ping(stream)
 
     @staticmethod
-    async def _ping(stream: Stream) -> None:
+    async def _ping(stream: Pingable) -> None:
         with anyio.move_on_after(PING_SEND_BOUND_SECONDS):
             try:
                 await stream.send({"type": "http.response.body", "body": PING,

@@ -19,8 +19,10 @@ from mcp.server.streamable_http import (
     LAST_EVENT_ID_HEADER,
     EventMessage,
     StreamableHTTPServerTransport,
+    check_accept_headers,
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import RequestBodyLimitMiddleware
 from sse_starlette import EventSourceResponse
 
 from colaflow_mcp.mcp import sdk_hooks
@@ -105,10 +107,51 @@ def test_the_sdk_still_has_every_private_hook_with_the_expected_shape() -> None:
         by_alias=True, exclude_unset=True)}, _hook(
         8, "the SDK frames an SSE event differently (_create_event_data)")
     _check_hook_9()
+    _check_hook_10()
     transport.__class__ = sdk_hooks.LeanGetTransport
     assert transport._encode_event(message, "g7") == (
         b"id: g7\r\nevent: message\r\ndata: " + message.model_dump_json(
             by_alias=True, exclude_unset=True).encode() + b"\r\n\r\n")
+
+
+def _check_hook_10() -> None:
+    """What ``SessionManager.direct_get_stream`` checks is what the SDK's path checks."""
+    def source(fn: Callable[..., Any]) -> str:
+        return inspect.getsource(fn)
+
+    manager = StreamableHTTPSessionManager(app=Server("canary"))
+    assert isinstance(manager.asgi_app, RequestBodyLimitMiddleware) and (
+        manager.asgi_app.app == manager._handle_request), _hook(
+        10, "the manager's requests no longer pass its body limit, then _handle_request")
+    routing = source(StreamableHTTPSessionManager._handle_request)
+    assert "pv not in HANDSHAKE_PROTOCOL_VERSIONS" in routing and (
+        "self._handle_stateful_request(scope, receive, send)" in routing), _hook(
+        10, "the manager routes a request to the legacy era differently")
+    stateful = source(StreamableHTTPSessionManager._handle_stateful_request)
+    for line in ("request_mcp_session_id in self._server_instances",
+                 "requestor != self._session_owners.get(request_mcp_session_id)",
+                 "await transport.handle_request(scope, receive, send)",
+                 "if transport.is_terminated:"):
+        assert line in stateful, _hook(10, f"the manager's session path changed ({line})")
+    handle = source(StreamableHTTPServerTransport.handle_request)
+    for line in ("self.idle_scope.cancel_called", "self._requests_in_flight += 1",
+                 "self.idle_scope.deadline = math.inf",
+                 "self.idle_scope.deadline = anyio.current_time() + self._idle_timeout"):
+        assert line in handle, _hook(10, f"the transport counts requests differently ({line})")
+    inner = source(StreamableHTTPServerTransport._handle_request)
+    assert inner.index("self._security.validate_request(") < inner.index(
+        "if self._terminated:") < inner.index("await self._handle_get_request("), _hook(
+        10, "the transport checks a request differently before its GET handling")
+    get = source(StreamableHTTPServerTransport._handle_get_request)
+    assert get.index("check_accept_headers(request)") < get.index(
+        "self._validate_request_headers(request, send)") < get.index(
+        "await self._replay_events(last_event_id, request, send)"), _hook(
+        10, "the transport's GET handling checks something new before a resumption")
+    assert "return await self._validate_session(request, send)" in source(
+        StreamableHTTPServerTransport._validate_request_headers), _hook(
+        10, "the transport validates more headers than the session id")
+    assert _parameters(check_accept_headers) == ["request"], _hook(
+        10, "check_accept_headers(request) is gone or re-signed")
 
 
 def _check_hook_9() -> None:

@@ -71,6 +71,24 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
    deadline through :meth:`SessionManager._expire_parked`. Resource updates reach a parked
    session because ``subscriptions.LegacySession`` stores them in the session's event
    store itself (what the SDK's router would have done), not through the SDK's session.
+10. A session's GET stream served before the manager. A held GET that went through the
+    SDK keeps its whole request path for the session's life (the manager's body-limit
+    middleware with its replay closure, ``_handle_stateful_request`` and the transport's
+    ``handle_request``/``_handle_get_request`` frames, two ``Request`` objects, our scope
+    copy and wrapped ``send``s: ~5 KiB per idle session, issue 14).
+    :meth:`SessionManager.direct_get_stream` makes the checks the SDK makes on that path,
+    in its terms — a GET with no body (``RequestBodyLimitMiddleware``), a protocol version
+    the legacy handshake knows (else the manager routes it to the 2026 era), the session
+    id in ``_server_instances`` with the same owner in ``_session_owners``
+    (``authorization_context`` of the caller), the transport not terminated, not timed out
+    (``idle_scope.cancel_called``), DNS-rebinding checks off (the endpoint makes them), an
+    ``Accept`` with ``text/event-stream`` (``check_accept_headers``), and a
+    ``Last-Event-ID`` the store serves (hooks 6 and 8) — and
+    :meth:`SessionManager.serve_get_stream` serves it with ``get_stream.GetStream``,
+    counting it in the transport's ``_requests_in_flight`` against ``idle_scope`` as
+    ``StreamableHTTPServerTransport.handle_request`` does, and discarding a session that
+    ended meanwhile as the manager does after a request. Anything else — every refusal
+    included — goes to the SDK as before, so errors are the SDK's own.
 """
 
 # What the rest of the package's users need; the parts' own names stay in their modules.

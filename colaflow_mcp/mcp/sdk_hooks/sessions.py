@@ -1,5 +1,5 @@
-"""Hooks 1 to 4 and 9 (see the package docstring): the low-level server, and the session
-manager that admits, counts, ends and parks legacy sessions."""
+"""Hooks 1 to 4, 9 and 10 (see the package docstring): the low-level server, and the session
+manager that admits, counts, ends and parks legacy sessions and serves their GET streams."""
 
 from __future__ import annotations
 
@@ -13,19 +13,33 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    AuthorizationContext,
+    authorization_context,
+)
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.runner import serve_connection
-from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http import (
+    LAST_EVENT_ID_HEADER,
+    MCP_SESSION_ID_HEADER,
+    StreamableHTTPServerTransport,
+    check_accept_headers,
+)
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from colaflow_mcp.domain.auth import Principal
-from colaflow_mcp.mcp.event_store import SessionEventStore
+from colaflow_mcp.mcp.event_store import GET_STREAM_RESUME, SessionEventStore
+from colaflow_mcp.mcp.get_stream import GetStream, Pings
 from colaflow_mcp.mcp.sdk_hooks.parking import (
     LIVE,
     PARK_AFTER_SECONDS,
@@ -37,7 +51,11 @@ from colaflow_mcp.mcp.sdk_hooks.parking import (
     _closed_streams,
     life_of,
 )
-from colaflow_mcp.mcp.sdk_hooks.transport import LeanGetTransport, session_event_store
+from colaflow_mcp.mcp.sdk_hooks.transport import (
+    LeanGetTransport,
+    session_event_store,
+    sse_headers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +214,71 @@ class SessionManager(StreamableHTTPSessionManager):
         """Hooks 4 and 5: a live session's event store."""
         transport = self._server_instances.get(session_id)
         return session_event_store(transport) if transport is not None else None
+
+    # -- hook 10: a session's GET stream served before the manager ----------------------
+
+    def direct_get_stream(self, scope: Scope, headers: Headers, user: AuthenticatedUser
+                          ) -> tuple[LeanGetTransport, SessionEventStore, int] | None:
+        """The session, its store and where its GET stream starts, if this request is a
+        GET stream of a session that the SDK would serve as one (hooks 6 and 8) -- the
+        same checks, in the same terms, as its manager and transport make; None for
+        anything else (a refusal among them), which the SDK then answers as before."""
+        if scope["method"] != "GET" or self._task_group is None or self.stateless:
+            return None
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return None  # the manager routes it to the 2026 era
+        if headers.get("transfer-encoding") or headers.get("content-length", "0") != "0":
+            return None  # a body: the SDK's body limit reads (and may refuse) it
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
+        transport = self._server_instances.get(session_id) if session_id else None
+        if (not isinstance(transport, LeanGetTransport) or life_of(transport) is None
+                or self._session_owners.get(session_id or "") != authorization_context(user)
+                or transport.is_terminated or transport._read_stream_writer is None
+                or transport._security.settings.enable_dns_rebinding_protection):
+            return None
+        idle_scope = transport.idle_scope
+        if idle_scope is not None and idle_scope.cancel_called:
+            return None  # timed out: the SDK ends it and answers 404
+        if not check_accept_headers(Request(scope))[1]:
+            return None  # 406 from the SDK
+        store = session_event_store(transport)
+        last_event_id = headers.get(LAST_EVENT_ID_HEADER) or GET_STREAM_RESUME
+        after = store.get_stream_start(last_event_id) if store is not None else None
+        if store is None or after is None:
+            return None  # a request stream's resumption: the SDK's replay
+        return transport, store, after
+
+    async def serve_get_stream(self, transport: LeanGetTransport, store: SessionEventStore,
+                               after: int, receive: Receive, send: Send, prelude: bytes,
+                               pings: Pings) -> None:
+        """Serve what :meth:`direct_get_stream` found: the session's GET stream, counted as
+        a request in flight for its idle timeout as the SDK's transport counts it, and
+        parked-idle bookkeeping as :class:`LeanGetTransport` does."""
+        session_id = transport.mcp_session_id
+        assert session_id is not None
+        self._parked_idle.pop(session_id, None)
+        idle_timeout = transport._idle_timeout
+        counted = transport.idle_scope is not None and idle_timeout is not None
+        if counted:
+            transport._requests_in_flight += 1
+            transport.idle_scope.deadline = math.inf  # type: ignore[union-attr]
+        try:
+            stream = GetStream(store, after, send, transport._encode_event)
+            await stream.serve(sse_headers(session_id), receive, prelude, pings)
+        finally:
+            if counted:
+                transport._requests_in_flight -= 1
+                if not transport._requests_in_flight and transport.idle_scope is not None:
+                    transport.idle_scope.deadline = anyio.current_time() + idle_timeout  # type: ignore[operator]
+            life = life_of(transport)
+            if (life is not None and life.state == PARKED
+                    and not transport._requests_in_flight
+                    and self.session_idle_timeout is not None):
+                self._note_parked_idle(session_id,
+                                       anyio.current_time() + self.session_idle_timeout)
+        if transport.is_terminated:  # as the SDK's manager after a request
+            await self._discard_session(session_id, transport)
 
     # -- hook 9: parking ------------------------------------------------------------------
 
