@@ -3,6 +3,11 @@
 The bus is a doorbell, not the truth: a lost message is recovered from the database by the
 announce sweep and by each instance's reconcile pass (run after every Redis reconnect).
 
+Every publisher (the outbox, the announce sweep) dispatches to this instance's subscribers
+before publishing, so an instance skips its own messages when they come back from Redis:
+each message starts with the sender's origin id, recognised by its first bytes before any
+JSON is parsed. A batch is published in one pipeline (one write, one read of the replies).
+
 Creations (for review queues) travel on a channel of their own, ``<channel>:created``:
 an instance of an older release, which knows only decisions, never sees one.
 """
@@ -11,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -36,7 +42,8 @@ ReconnectHandler = Callable[[datetime | None], Awaitable[None]]
 
 
 class Backplane(Protocol):
-    """Fan-out of change events to all instances (including this one)."""
+    """Fan-out of change events to all instances (the publishing one has dispatched them
+    to its own subscribers already; it may or may not get them back)."""
 
     name: str
 
@@ -45,6 +52,10 @@ class Backplane(Protocol):
 
     async def publish(self, event: DecisionEvent) -> None:
         """Send to every instance; raises if the event could not be handed over."""
+
+    async def publish_many(self, events: Sequence[DecisionEvent]) -> list[DecisionEvent]:
+        """Send a batch at once; returns those handed over (each one surely was), or
+        raises when it cannot tell (none is counted as handed over)."""
 
     async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
         """Listen until cancelled; call ``on_reconnect`` after every (re)connection."""
@@ -71,6 +82,11 @@ class MemoryBackplane:
     async def publish(self, event: DecisionEvent) -> None:
         if self._handler is not None:
             self._handler(event)
+
+    async def publish_many(self, events: Sequence[DecisionEvent]) -> list[DecisionEvent]:
+        for event in events:
+            await self.publish(event)
+        return list(events)
 
     async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
         self._handler = on_event
@@ -107,6 +123,11 @@ class RedisBackplane:
         )
         self._pub = aioredis.Redis.from_url(url, socket_connect_timeout=connect_timeout,
                                             socket_timeout=connect_timeout)
+        # This process's messages (random per process: two instances configured with the
+        # same instance id must still hear each other).
+        self.origin = uuid.uuid4().hex[:16]
+        self._own_prefix = ('{"origin":"' + self.origin + '",').encode()
+        self.own_skipped = 0
         self._listening = False
         # Set, then replaced, whenever the link comes up or goes down.
         self.link_changed = anyio.Event()
@@ -121,7 +142,21 @@ class RedisBackplane:
 
     async def publish(self, event: DecisionEvent) -> None:
         channel = self.created_channel if event.created else self.channel
-        await self._pub.publish(channel, event.to_json())
+        await self._pub.publish(channel, event.to_json(self.origin))
+
+    async def publish_many(self, events: Sequence[DecisionEvent]) -> list[DecisionEvent]:
+        """One pipeline (not a transaction) for the batch. An error reply fails only its
+        own event; a connection lost mid-way raises (what reached Redis is unknown)."""
+        if len(events) == 1:
+            await self.publish(events[0])
+            return list(events)
+        pipe = self._pub.pipeline(transaction=False)
+        for event in events:
+            pipe.publish(self.created_channel if event.created else self.channel,
+                         event.to_json(self.origin))
+        replies = await pipe.execute(raise_on_error=False)
+        return [event for event, reply in zip(events, replies, strict=True)
+                if not isinstance(reply, Exception)]
 
     async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
         backoff = 0.1
@@ -175,8 +210,12 @@ class RedisBackplane:
                 last_seen = now
                 self._last_heard = time.time()
                 if message.get("type") == "message":
+                    data = message["data"]
+                    if isinstance(data, bytes) and data.startswith(self._own_prefix):
+                        self.own_skipped += 1  # dispatched here before it was published
+                        continue
                     try:
-                        on_event(DecisionEvent.from_json(message["data"]))
+                        on_event(DecisionEvent.from_json(data))
                     except Exception:
                         logger.exception("bad message on the backplane; skipped")
                 continue

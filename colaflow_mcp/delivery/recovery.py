@@ -46,19 +46,25 @@ class Recovery:
                 .where(col(PendingChange.decided_at).is_not(None))
                 .where(col(PendingChange.decided_at) < cutoff)
                 .limit(limit))).all()
-        count = 0
+        claimed = []
         for change in rows:
             if not await self._set_announced(change.id, claim=True):
                 continue  # another instance took it
             event = event_from_change(change)
-            self.notifier.dispatch(event)
-            try:
-                await self.bus.publish(event)
-                count += 1
-            except Exception as exc:
-                logger.warning("re-announce of %s failed (%s)", change.id, type(exc).__name__)
-                await self._set_announced(change.id, claim=False)
-        return count
+            self.notifier.dispatch(event)  # here first: the backplane skips our own
+            claimed.append(event)
+        if not claimed:
+            return 0
+        try:
+            published = {e.change_id for e in await self.bus.publish_many(claimed)}
+        except Exception as exc:
+            logger.warning("re-announce of %d decision(s) failed (%s)", len(claimed),
+                           type(exc).__name__)
+            published = set()
+        for event in claimed:
+            if event.change_id not in published:
+                await self._set_announced(event.change_id, claim=False)
+        return len(published)
 
     async def _set_announced(self, change_id: str, *, claim: bool) -> bool:
         """Claim an unannounced change (True if this call did), or give the claim back."""
