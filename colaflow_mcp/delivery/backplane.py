@@ -133,7 +133,7 @@ class RedisBackplane:
         self.link_changed = anyio.Event()
         self._last_error: str | None = None
         self._connected_since: float | None = None
-        self._last_heard: float | None = None  # wall clock: the last word from Redis
+        self._heard: float | None = None  # time.monotonic() of the last word from Redis
         self.reconnects = 0
 
     @property
@@ -166,7 +166,8 @@ class RedisBackplane:
                     await pubsub.subscribe(self.channel, self.created_channel)
                     missed = self._missed_since()
                     self._set_listening(True)
-                    self._connected_since = self._last_heard = time.time()
+                    self._connected_since = time.time()
+                    self._heard = time.monotonic()
                     self._last_error = None
                     backoff = 0.1
                     logger.info("redis backplane listening on %s", self.channel)
@@ -175,6 +176,8 @@ class RedisBackplane:
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:
+                while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                    exc = exc.exceptions[0]  # the listener's task group: who failed
                 self._last_error = type(exc).__name__
                 logger.warning(
                     "redis backplane connection lost (%s); retrying in %.1fs",
@@ -195,35 +198,47 @@ class RedisBackplane:
     def _missed_since(self) -> datetime | None:
         """Since when messages may have been missed: a link can be dead for up to
         ``liveness_seconds`` before we notice, so that much before we last heard from it."""
-        if self._last_heard is None:
+        if self._heard is None:
             return None
-        return datetime.fromtimestamp(self._last_heard - self.liveness_seconds, UTC)
+        last_heard = time.time() - (time.monotonic() - self._heard)
+        return datetime.fromtimestamp(last_heard - self.liveness_seconds, UTC)
 
     async def _listen(self, pubsub: Any, on_event: EventHandler) -> None:
-        """Read messages; ping when idle so a silently dead link is noticed, not waited on."""
-        last_seen = time.monotonic()
-        last_ping = last_seen
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            now = time.monotonic()
-            if message is not None:
-                last_seen = now
-                self._last_heard = time.time()
+        """Read messages as they come (a blocking read: no timer per message); beside it a
+        watchdog pings when the link is idle, so a silently dead one is noticed."""
+        own = self._own_prefix
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, pubsub)
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None:  # redis-py's own health check answered
+                    continue
+                self._heard = time.monotonic()
                 if message.get("type") == "message":
                     data = message["data"]
-                    if isinstance(data, bytes) and data.startswith(self._own_prefix):
+                    if isinstance(data, bytes) and data.startswith(own):
                         self.own_skipped += 1  # dispatched here before it was published
                         continue
                     try:
                         on_event(DecisionEvent.from_json(data))
                     except Exception:
                         logger.exception("bad message on the backplane; skipped")
-                continue
-            if now - last_seen > self.liveness_seconds:
-                raise ConnectionError(f"no answer from redis for {now - last_seen:.1f}s")
-            if now - last_ping > self.liveness_seconds / 3:
+
+    async def _watch(self, pubsub: Any) -> None:
+        """Ping a link idle for ``liveness_seconds / 3``; raise once it has been silent for
+        ``liveness_seconds`` (checked at least every second)."""
+        tick = min(1.0, self.liveness_seconds / 3)
+        last_ping = time.monotonic()
+        while True:
+            await anyio.sleep(tick)
+            now = time.monotonic()
+            silent = now - (self._heard or now)
+            if silent > self.liveness_seconds:
+                raise ConnectionError(f"no answer from redis for {silent:.1f}s")
+            if silent >= tick and now - last_ping > self.liveness_seconds / 3:
                 last_ping = now
-                await pubsub.ping()
+                with anyio.move_on_after(tick):  # a full socket must not stall the watch
+                    await pubsub.ping()
 
     def status(self) -> dict[str, object]:
         return {

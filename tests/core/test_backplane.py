@@ -23,7 +23,8 @@ from colaflow_mcp.delivery.recovery import Recovery
 from colaflow_mcp.domain import admin
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.tables import PendingChange, Status, utcnow
-from tests.harness import REDIS_URL, redis_address, require_service
+from tests.harness import REDIS_URL, redis_address, redis_url_at, require_service
+from tests.netproxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -130,6 +131,44 @@ async def test_a_message_of_the_previous_release_is_read_and_it_can_read_ours(
         "changeId": "new-1", "tenantId": "t1", "status": "Approved",
         "payload": {"pendingChangeId": "new-1"}}
     assert DecisionEvent.from_json(decided("new-1").to_json(b.origin)) == decided("new-1")
+
+
+@pytest.mark.redis
+async def test_a_link_gone_silent_is_noticed_by_the_liveness_ping_and_reconnected() -> None:
+    """An idle link is pinged and stays up; when Redis stops answering but the connection
+    stays open (no reset), the listener gives up within its liveness bound, and comes back
+    once Redis answers again, hearing the other instance as before."""
+    require_service("Redis", *redis_address())
+    channel = f"colaflow:test:{uuid.uuid4().hex}"
+    proxy = TcpProxy(*redis_address())
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.run)
+        bus = RedisBackplane(redis_url_at("127.0.0.1", proxy.port), channel=channel,
+                             liveness_seconds=1.0, max_backoff=0.2)
+        other = RedisBackplane(REDIS_URL, channel=channel)
+        heard = Heard()
+        tg.start_soon(bus.run, heard, _ignore_reconnect)
+        with anyio.fail_after(10):
+            while not bus.healthy:
+                await bus.link_changed.wait()
+        # Idle for three times the bound: the pings keep a live link up.
+        with anyio.move_on_after(3.0):
+            await bus.link_changed.wait()
+        assert bus.healthy and bus.reconnects == 0
+        proxy.silence()
+        with anyio.fail_after(5):  # 1 s of silence, checked every 1/3 s
+            while bus.healthy:
+                await bus.link_changed.wait()
+        assert bus.status()["lastError"] == "ConnectionError"
+        proxy.restore()
+        with anyio.fail_after(10):
+            while not bus.healthy:
+                await bus.link_changed.wait()
+        await other.publish(decided("after"))
+        assert await heard.until(1) == [decided("after")]
+        tg.cancel_scope.cancel()
+    await bus.aclose()
+    await other.aclose()
 
 
 # -- the outbox and the sweep around a batch ------------------------------------------------
