@@ -225,10 +225,11 @@ class RedisBackplane:
                         logger.exception("bad message on the backplane; skipped")
 
     async def _watch(self, pubsub: Any) -> None:
-        """Ping a link idle for ``liveness_seconds / 3``; raise once it has been silent for
-        ``liveness_seconds`` (checked at least every second)."""
+        """Ping a link idle for a tick (``liveness_seconds / 3``, at most 1 s), then at
+        most every ``liveness_seconds / 3``; raise once it has been silent for
+        ``liveness_seconds``."""
         tick = min(1.0, self.liveness_seconds / 3)
-        last_ping = time.monotonic()
+        last_ping = float("-inf")  # the first ping as soon as the link is idle
         while True:
             await anyio.sleep(tick)
             now = time.monotonic()
