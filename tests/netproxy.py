@@ -15,6 +15,9 @@ class TcpProxy:
         self.target_port = target_port
         self.port = 0
         self.refusing = False
+        # Links stay open but nothing passes (a peer that went silent, e.g. a network
+        # partition without resets); until ``restore``.
+        self.silent = False
         self._links: set[anyio.CancelScope] = set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
@@ -29,8 +32,12 @@ class TcpProxy:
         for scope in list(self._links):
             scope.cancel()
 
+    def silence(self) -> None:
+        """Keep every link open but let nothing through (new links are refused)."""
+        self.refusing = self.silent = True
+
     def restore(self) -> None:
-        self.refusing = False
+        self.refusing = self.silent = False
 
     async def _handle(self, client: SocketStream) -> None:
         async with client:
@@ -49,11 +56,12 @@ class TcpProxy:
                     pass
             self._links.discard(tg.cancel_scope)
 
-    @staticmethod
-    async def _pump(src: SocketStream, dst: SocketStream, scope: anyio.CancelScope) -> None:
+    async def _pump(self, src: SocketStream, dst: SocketStream, scope: anyio.CancelScope
+                    ) -> None:
         try:
             async for chunk in src:
-                await dst.send(chunk)
+                if not self.silent:
+                    await dst.send(chunk)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
                 OSError):
             pass

@@ -3,6 +3,11 @@
 The bus is a doorbell, not the truth: a lost message is recovered from the database by the
 announce sweep and by each instance's reconcile pass (run after every Redis reconnect).
 
+Every publisher (the outbox, the announce sweep) dispatches to this instance's subscribers
+before publishing, so an instance skips its own messages when they come back from Redis:
+each message starts with the sender's origin id, recognised by its first bytes before any
+JSON is parsed. A batch is published in one pipeline (one write, one read of the replies).
+
 Creations (for review queues) travel on a channel of their own, ``<channel>:created``:
 an instance of an older release, which knows only decisions, never sees one.
 """
@@ -11,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -40,7 +46,8 @@ ReconnectHandler = Callable[[datetime | None], Awaitable[None]]
 
 
 class Backplane(Protocol):
-    """Fan-out of change events to all instances (including this one)."""
+    """Fan-out of change events to all instances (the publishing one has dispatched them
+    to its own subscribers already; it may or may not get them back)."""
 
     name: str
 
@@ -49,6 +56,10 @@ class Backplane(Protocol):
 
     async def publish(self, event: DecisionEvent) -> None:
         """Send to every instance; raises if the event could not be handed over."""
+
+    async def publish_many(self, events: Sequence[DecisionEvent]) -> list[DecisionEvent]:
+        """Send a batch at once; returns those handed over (each one surely was), or
+        raises when it cannot tell (none is counted as handed over)."""
 
     async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
         """Listen until cancelled; call ``on_reconnect`` after every (re)connection."""
@@ -75,6 +86,11 @@ class MemoryBackplane:
     async def publish(self, event: DecisionEvent) -> None:
         if self._handler is not None:
             self._handler(event)
+
+    async def publish_many(self, events: Sequence[DecisionEvent]) -> list[DecisionEvent]:
+        for event in events:
+            await self.publish(event)
+        return list(events)
 
     async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
         self._handler = on_event
@@ -111,12 +127,17 @@ class RedisBackplane:
         )
         self._pub = aioredis.Redis.from_url(url, socket_connect_timeout=connect_timeout,
                                             socket_timeout=connect_timeout)
+        # This process's messages (random per process: two instances configured with the
+        # same instance id must still hear each other).
+        self.origin = uuid.uuid4().hex[:16]
+        self._own_prefix = ('{"origin":"' + self.origin + '",').encode()
+        self.own_skipped = 0
         self._listening = False
         # Set, then replaced, whenever the link comes up or goes down.
         self.link_changed = anyio.Event()
         self._last_error: str | None = None
         self._connected_since: float | None = None
-        self._last_heard: float | None = None  # wall clock: the last word from Redis
+        self._heard: float | None = None  # time.monotonic() of the last word from Redis
         self.reconnects = 0
         # The current outage of the listener and of publishing (monotonic start, attempts
         # failed), so each is logged when it begins and ends, not at every attempt.
@@ -130,17 +151,44 @@ class RedisBackplane:
     async def publish(self, event: DecisionEvent) -> None:
         channel = self.created_channel if event.created else self.channel
         try:
-            await self._pub.publish(channel, event.to_json())
+            await self._pub.publish(channel, event.to_json(self.origin))
         except Exception as exc:
-            if self._publish_down is None:
-                self._publish_down = _Outage(time.monotonic())
-                logger.warning(
-                    "redis backplane: publishing failed (%s); until it works again, other "
-                    "instances' subscribers learn of this instance's decisions from their "
-                    "periodic reconcile, and the announce sweep publishes them once Redis "
-                    "answers", _reason(exc))
-            self._publish_down.attempts += 1
+            self._publish_failed(exc)
             raise
+        self._published()
+
+    async def publish_many(self, events: Sequence[DecisionEvent]) -> list[DecisionEvent]:
+        """One pipeline (not a transaction) for the batch. An error reply fails only its
+        own event; a connection lost mid-way raises (what reached Redis is unknown)."""
+        if len(events) == 1:
+            await self.publish(events[0])
+            return list(events)
+        pipe = self._pub.pipeline(transaction=False)
+        for event in events:
+            pipe.publish(self.created_channel if event.created else self.channel,
+                         event.to_json(self.origin))
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            self._publish_failed(exc)
+            raise
+        self._published()
+        return [event for event, reply in zip(events, replies, strict=True)
+                if not isinstance(reply, Exception)]
+
+    def _publish_failed(self, exc: Exception) -> None:
+        """Publishing failed: said once per outage (at its start), counted after that."""
+        if self._publish_down is None:
+            self._publish_down = _Outage(time.monotonic())
+            logger.warning(
+                "redis backplane: publishing failed (%s); until it works again, other "
+                "instances' subscribers learn of this instance's decisions from their "
+                "periodic reconcile, and the announce sweep publishes them once Redis "
+                "answers", _reason(exc))
+        self._publish_down.attempts += 1
+
+    def _published(self) -> None:
+        """Publishing works: the end of an outage, if there was one, is said at info."""
         if self._publish_down is not None:
             down, self._publish_down = self._publish_down, None
             logger.info("redis backplane: publishing again, after %.1fs (%d attempt(s) "
@@ -154,7 +202,8 @@ class RedisBackplane:
                     await pubsub.subscribe(self.channel, self.created_channel)
                     missed = self._missed_since()
                     self._set_listening(True)
-                    self._connected_since = self._last_heard = time.time()
+                    self._connected_since = time.time()
+                    self._heard = time.monotonic()
                     self._last_error = None
                     backoff = 0.1
                     self._say_listening()
@@ -163,6 +212,8 @@ class RedisBackplane:
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:
+                while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                    exc = exc.exceptions[0]  # the listener's task group: who failed
                 self._last_error = type(exc).__name__
                 self._say_down(exc)
             finally:
@@ -211,31 +262,48 @@ class RedisBackplane:
     def _missed_since(self) -> datetime | None:
         """Since when messages may have been missed: a link can be dead for up to
         ``liveness_seconds`` before we notice, so that much before we last heard from it."""
-        if self._last_heard is None:
+        if self._heard is None:
             return None
-        return datetime.fromtimestamp(self._last_heard - self.liveness_seconds, UTC)
+        last_heard = time.time() - (time.monotonic() - self._heard)
+        return datetime.fromtimestamp(last_heard - self.liveness_seconds, UTC)
 
     async def _listen(self, pubsub: Any, on_event: EventHandler) -> None:
-        """Read messages; ping when idle so a silently dead link is noticed, not waited on."""
-        last_seen = time.monotonic()
-        last_ping = last_seen
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            now = time.monotonic()
-            if message is not None:
-                last_seen = now
-                self._last_heard = time.time()
+        """Read messages as they come (a blocking read: no timer per message); beside it a
+        watchdog pings when the link is idle, so a silently dead one is noticed."""
+        own = self._own_prefix
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, pubsub)
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None:  # redis-py's own health check answered
+                    continue
+                self._heard = time.monotonic()
                 if message.get("type") == "message":
+                    data = message["data"]
+                    if isinstance(data, bytes) and data.startswith(own):
+                        self.own_skipped += 1  # dispatched here before it was published
+                        continue
                     try:
-                        on_event(DecisionEvent.from_json(message["data"]))
+                        on_event(DecisionEvent.from_json(data))
                     except Exception:
                         logger.exception("bad message on the backplane; skipped")
-                continue
-            if now - last_seen > self.liveness_seconds:
-                raise ConnectionError(f"no answer from redis for {now - last_seen:.1f}s")
-            if now - last_ping > self.liveness_seconds / 3:
+
+    async def _watch(self, pubsub: Any) -> None:
+        """Ping a link idle for a tick (``liveness_seconds / 3``, at most 1 s), then at
+        most every ``liveness_seconds / 3``; raise once it has been silent for
+        ``liveness_seconds``."""
+        tick = min(1.0, self.liveness_seconds / 3)
+        last_ping = float("-inf")  # the first ping as soon as the link is idle
+        while True:
+            await anyio.sleep(tick)
+            now = time.monotonic()
+            silent = now - (self._heard or now)
+            if silent > self.liveness_seconds:
+                raise ConnectionError(f"no answer from redis for {silent:.1f}s")
+            if silent >= tick and now - last_ping > self.liveness_seconds / 3:
                 last_ping = now
-                await pubsub.ping()
+                with anyio.move_on_after(tick):  # a full socket must not stall the watch
+                    await pubsub.ping()
 
     def status(self) -> dict[str, object]:
         return {

@@ -51,17 +51,18 @@ class DecisionEvent:
         """The change's MCP resource."""
         return pending_change_uri(self.change_id)
 
-    def to_json(self) -> str:
-        """The backplane message."""
-        return json.dumps(
-            {"changeId": self.change_id, "tenantId": self.tenant_id, "status": self.status,
-             "payload": self.payload, "committedAt": self.committed_at},
-            separators=(",", ":"),
-        )
+    def to_json(self, origin: str | None = None) -> str:
+        """The backplane message; ``origin`` (the sending instance's backplane id) comes
+        first, so a receiver recognises its own messages by their first bytes."""
+        fields: dict[str, Any] = {"origin": origin} if origin is not None else {}
+        fields.update(changeId=self.change_id, tenantId=self.tenant_id, status=self.status,
+                      payload=self.payload, committedAt=self.committed_at)
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DecisionEvent:
-        """Parse a backplane message."""
+        """Parse a backplane message (fields it does not know, such as ``origin``, are
+        ignored: an older release reads a newer one's messages, and the other way round)."""
         data = json.loads(raw)
         committed = data.get("committedAt")  # absent from an older release's messages
         return cls(

@@ -109,19 +109,21 @@ class Outbox:
                     pass  # unmarked: the sweep re-announces it, subscribers dedupe
 
     async def _publish(self, events: list[DecisionEvent]) -> list[str]:
-        published: list[str] = []
-        for done, event in enumerate(events):
-            try:
-                await self.bus.publish(event)
-            except Exception as exc:
-                # The backplane is down: the rest of the batch would fail the same way.
-                # (The backplane says so once per outage; this would be once per batch.)
-                logger.debug("publish failed (%s); %d event(s) left to the announce "
-                             "sweep and reconcile", type(exc).__name__, len(events) - done)
-                break
-            if not event.created:  # only decisions are marked (and swept)
-                published.append(event.change_id)
-        return published
+        """Publish the batch at once; the ids of the decisions surely published."""
+        try:
+            published = await self.bus.publish_many(events)
+        except Exception as exc:
+            # The backplane is down, or the link broke mid-batch: what reached Redis is
+            # unknown, so nothing is marked (the sweep repeats it; subscribers dedupe).
+            # (The backplane says an outage once; this would be once per batch.)
+            logger.debug("publish failed (%s); %d event(s) left to the announce "
+                         "sweep and reconcile", type(exc).__name__, len(events))
+            return []
+        if len(published) < len(events):
+            logger.warning("publish failed for %d of %d event(s); left to the announce "
+                           "sweep and reconcile", len(events) - len(published), len(events))
+        # Only decisions are marked (and swept).
+        return [event.change_id for event in published if not event.created]
 
     async def run_marker(self, batch: int = 512) -> None:
         """Record ``announced_at`` for published decisions, in batches.

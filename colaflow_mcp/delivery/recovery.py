@@ -36,7 +36,8 @@ class Recovery:
         """Re-announce decisions committed but never published (crash, bus outage).
 
         Each is claimed first (``announced_at`` set where still unset), so one instance
-        re-announces it; a failed publish un-claims it for the next pass.
+        re-announces it; a failed publish un-claims it for the next pass. While the
+        backplane is down nothing is claimed: each row goes to this instance's subscribers.
         """
         cutoff = utcnow() - timedelta(seconds=grace_seconds)
         async with self.db.read() as s:
@@ -46,29 +47,34 @@ class Recovery:
                 .where(col(PendingChange.decided_at).is_not(None))
                 .where(col(PendingChange.decided_at) < cutoff)
                 .limit(limit))).all()
-        count = 0
-        failed: str | None = None
+        claimed = []
         for change in rows:
             event = event_from_change(change)
-            if failed is not None:  # the backplane is down: the rest would fail alike
-                self.notifier.dispatch(event)  # (this instance's subscribers, at least)
+            if not self.bus.healthy:
+                # The backplane is down (it says so once): this instance's subscribers get
+                # it now; claiming and giving back every row each pass would only churn.
+                self.notifier.dispatch(event)
                 continue
             if not await self._set_announced(change.id, claim=True):
                 continue  # another instance took it
-            self.notifier.dispatch(event)
-            try:
-                await self.bus.publish(event)
-                count += 1
-            except Exception as exc:
-                failed = type(exc).__name__
-                await self._set_announced(change.id, claim=False)
-        if failed is not None:  # (the backplane says so once per outage)
-            logger.debug("announce sweep: publishing failed (%s); %d decision(s) left for a "
-                         "later pass", failed, len(rows) - count)
-        if count:
+            self.notifier.dispatch(event)  # here first: the backplane skips our own
+            claimed.append(event)
+        if not claimed:
+            return 0
+        try:
+            published = {e.change_id for e in await self.bus.publish_many(claimed)}
+        except Exception as exc:
+            # (The backplane says an outage once; this would be once per pass.)
+            logger.debug("announce sweep: publishing %d decision(s) failed (%s); left for a "
+                         "later pass", len(claimed), type(exc).__name__)
+            published = set()
+        for event in claimed:
+            if event.change_id not in published:
+                await self._set_announced(event.change_id, claim=False)
+        if published:
             logger.info("announce sweep re-announced %d decision(s) committed but not "
-                        "published", count)
-        return count
+                        "published", len(published))
+        return len(published)
 
     async def _set_announced(self, change_id: str, *, claim: bool) -> bool:
         """Claim an unannounced change (True if this call did), or give the claim back."""
