@@ -195,11 +195,14 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         med = statistics.median
         if not ours or not bare:
             continue
+        # A round whose peer used less CPU than the clock can tell (psutil counts in ticks:
+        # a few calls on a fast host read 0) has no ratio.
         ratios = [o / b for o, b in zip(ours, bare, strict=False) if b]
+        ratio = (f"{med(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})" if ratios
+                 else "– (the peer's CPU read 0: too few calls to measure)")
         out.append(
             f"| {era} | {n} | {med(pick('ours', 'calls_per_s')):.0f} | {med(ours):.2f} | "
-            f"{med(pick('bare', 'calls_per_s')):.0f} | {med(bare):.2f} | "
-            f"{med(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) |")
+            f"{med(pick('bare', 'calls_per_s')):.0f} | {med(bare):.2f} | {ratio} |")
     return "\n".join(out)
 
 
