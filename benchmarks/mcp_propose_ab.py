@@ -79,8 +79,10 @@ def summarize(rows: list[dict[str, Any]]) -> str:
         cells += [f"{med(cpu[v].values()):.2f}" for v in versions]
         cells.append(f"{med(cpu['bare'].values()):.2f}")
         for v in versions:
-            ratios = [cpu[v][k] / cpu["bare"][k] for k in cpu[v] if k in cpu["bare"]]
-            cells.append(f"{med(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})")
+            # A repeat whose peer read 0 CPU ticks (too few calls) has no ratio.
+            ratios = [cpu[v][k] / cpu["bare"][k] for k in cpu[v] if cpu["bare"].get(k)]
+            cells.append(f"{med(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+                         if ratios else "–")
         loads = [x for r in sel for x in r["loadavg"]]
         cells.append(f"{min(loads):.1f}–{max(loads):.1f}")
         out.append("| " + " | ".join(cells) + " |")
