@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from colaflow_mcp.store.engine import Database
 from tests import pgdb
 from tests.harness import (
     Harness,
@@ -60,6 +61,17 @@ async def any_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> st
 async def harness(any_database_url: str) -> AsyncIterator[Harness]:
     async with in_process(fast_settings(any_database_url)) as h:
         yield h
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A schema on the default database kind, disposed of afterwards."""
+    database = Database(database_url)
+    await database.create_schema()
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

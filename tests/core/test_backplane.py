@@ -214,16 +214,6 @@ class Flaky:
         return [e for e in events if e.change_id not in self.refuse]
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.create_schema()
-    try:
-        yield database
-    finally:
-        await database.dispose()
-
-
 async def _decided_rows(db: Database, tenant_id: str, n: int) -> list[PendingChange]:
     """``n`` approved, never-announced changes, decided a minute ago."""
     when = utcnow() - timedelta(minutes=1)

@@ -3,7 +3,6 @@ memory, and a snapshot that never repeats what an event already told."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -34,16 +33,6 @@ def created(cid: str, tenant: str = "t1") -> DecisionEvent:
 
 def decided(cid: str, status: str = "Approved", tenant: str = "t1") -> DecisionEvent:
     return DecisionEvent(cid, tenant, status, {"pendingChangeId": cid})
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.create_schema()
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def _pending(db: Database, tenant_id: str, title: str) -> PendingChange:

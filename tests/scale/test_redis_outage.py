@@ -93,6 +93,13 @@ def complaints(lines: list[str]) -> Counter[str]:
     return Counter(re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "<id>", line) for line in said)
 
 
+async def said_by_each(instances: tuple[Remote, ...], marks: list[int], text: str) -> None:
+    """Each instance logs a line with ``text`` after its mark, within 15 s."""
+    for x, mark in zip(instances, marks, strict=True):
+        await x.server.wait_for_output(
+            lambda lines: any(text in line for line in lines), within=15, since=mark)
+
+
 async def test_redis_stopped_and_started_again_loses_nothing_and_says_so_briefly(
         tmp_path: Path) -> None:
     with own_redis(tmp_path) as redis:
@@ -103,10 +110,7 @@ async def test_redis_stopped_and_started_again_loses_nothing_and_says_so_briefly
                     watchers(c, b, "b", ids, tg) as on_b:
                 marks = [a.server.mark(), b.server.mark()]
                 await anyio.to_thread.run_sync(redis.stop)
-                for x, mark in zip((a, b), marks, strict=True):
-                    await x.server.wait_for_output(
-                        lambda lines: any(LOST in line for line in lines), within=15,
-                        since=mark)
+                await said_by_each((a, b), marks, LOST)
                 # Up, serving, but not ready: readiness names the backplane.
                 for x in (a, b):
                     assert (await x.client.get("/health/live")).status_code == 200
@@ -134,10 +138,7 @@ async def test_redis_stopped_and_started_again_loses_nothing_and_says_so_briefly
                         "\n".join(f"{n} x {message}" for message, n in said.items())
                 marks = [a.server.mark(), b.server.mark()]
                 await anyio.to_thread.run_sync(redis.start)
-                for x, mark in zip((a, b), marks, strict=True):
-                    await x.server.wait_for_output(
-                        lambda lines: any(BACK in line for line in lines), within=15,
-                        since=mark)
+                await said_by_each((a, b), marks, BACK)
                 await recovery_passes(a, b)
                 for w in (on_a, on_b):
                     once_each(w, ids)
