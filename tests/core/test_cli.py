@@ -305,3 +305,40 @@ def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
     assert r.stderr.rstrip().endswith(
         f"error: could not start serving on 127.0.0.1:{port} (the reason is the error "
         "logged above)")
+
+
+def test_serve_on_port_0_logs_the_port_it_listens_on(tmp_path: Path) -> None:
+    """``serve --port 0`` lets the system choose the port; the log says which one (it said
+    ``http://127.0.0.1:0`` before binding), and that port answers."""
+    import re
+    import selectors
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(["colaflow-mcp", "serve", "--port", "0"], cwd=tmp_path,
+                            env=cli_env({}), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    try:
+        assert proc.stderr is not None
+        seen: list[str] = []
+        port = None
+        deadline = time.monotonic() + 60
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stderr, selectors.EVENT_READ)
+            while port is None and time.monotonic() < deadline:
+                if not sel.select(timeout=deadline - time.monotonic()):
+                    break
+                line = proc.stderr.readline()
+                if not line:
+                    break
+                seen.append(line)
+                match = re.search(r"serving on http://127\.0\.0\.1:(\d+)", line)
+                if match:
+                    port = int(match.group(1))
+        assert port, "".join(seen)
+        assert not any("serving on http://127.0.0.1:0" in s for s in seen), "".join(seen)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
