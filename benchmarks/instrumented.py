@@ -134,10 +134,11 @@ def _group_split() -> None:
 
     now = time.perf_counter
     deciding: contextvars.ContextVar[bool] = contextvars.ContextVar("deciding", default=False)
-    st: dict[str, Any] = {"in": None, "awaits": [], "n": 0, "wall": [], "awaited": [],
+    st: dict[str, Any] = {"in": {}, "n": 0, "wall": [], "awaited": [],
                           "py": [], "outside": [], "gap": [], "lag": [], "size": [],
                           "handoff": {}, "t": now(), "probe": False,
-                          "queue": [], "run": [], "each": []}
+                          "queue": [], "run": [], "each": [], "cycle": [],
+                          "started": {}}
 
     class _Timed(groups._Member):  # type: ignore[type-arg,misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -148,13 +149,14 @@ def _group_split() -> None:
 
     def timed(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def await_(awaitable: Any) -> Any:
-            if st["in"] is not greenlet.getcurrent():  # another task's session
+            mine = st["in"].get(greenlet.getcurrent())
+            if mine is None:  # another task's session
                 return original(awaitable)
             t0 = now()
             try:
                 return original(awaitable)
             finally:
-                st["awaits"].append(now() - t0)
+                mine.append(now() - t0)
         return await_
 
     sa_asyncpg.await_ = timed(sa_asyncpg.await_)  # type: ignore[attr-defined]
@@ -182,10 +184,11 @@ def _group_split() -> None:
             f"members={sum(st['size'])} "
             f"awaits_per_group={st['n'] / max(1, len(st['wall'])):.2f} "
             + " ".join(m(k) for k in ("wall", "awaited", "py", "outside", "gap", "lag",
-                                      "queue", "run"))
+                                      "queue", "run", "cycle"))
             + f" lag_n={len(st['lag'])} each_await_mean="
             + ",".join(f"{statistics.fmean(xs) * 1000:.3f}" for xs in zip(*[
-                e for e in st["each"] if len(e) == max(map(len, st["each"]), default=0)]))
+                e for e in st["each"] if len(e) == max(map(len, st["each"]), default=0)],
+                strict=True))
             + "\n")
         sys.stderr.write(line)
         sys.stderr.flush()
@@ -193,7 +196,7 @@ def _group_split() -> None:
             with open(os.environ["BENCH_SPLIT_OUT"], "a") as f:
                 f.write(line)
         for k in ("wall", "awaited", "py", "outside", "gap", "lag", "size", "queue", "run",
-                  "each"):
+                  "each", "cycle"):
             st[k] = []
         st["n"] = 0
 
@@ -210,6 +213,11 @@ def _group_split() -> None:
             st["gap"].append(now() - t_hand)
         token = deciding.set(decisions)
         t_run = now()
+        if decisions:  # start to start: a key's groups per second = 1 / cycle
+            t_prev = st["started"].get(key)
+            if t_prev is not None:
+                st["cycle"].append(t_run - t_prev)
+            st["started"][key] = t_run
         try:
             await original_run(self, key, batch, *more)
         finally:
@@ -226,26 +234,28 @@ def _group_split() -> None:
             return await original_transact(self, fn, *more)
         marks: dict[str, float] = {}
 
+        awaits: list[float] = []
+
         def wrapped(s: Any) -> Any:
-            st["in"], st["awaits"] = greenlet.getcurrent(), []
+            st["in"][greenlet.getcurrent()] = awaits
             marks["f0"] = now()
             try:
                 return fn(s)
             finally:
                 marks["f1"] = now()
-                st["in"] = None
+                st["in"].pop(greenlet.getcurrent(), None)
         t0 = now()
         value = await original_transact(self, wrapped, *more)
         t1 = now()
         if "f1" in marks:
             inside = marks["f1"] - marks["f0"]
-            aw = sum(st["awaits"])
+            aw = sum(awaits)
             st["wall"].append(t1 - t0)
             st["awaited"].append(aw)
             st["py"].append(inside - aw)
             st["outside"].append((t1 - t0) - inside)
-            st["n"] += len(st["awaits"])
-            st["each"].append(list(st["awaits"]))
+            st["n"] += len(awaits)
+            st["each"].append(awaits)
         return value
 
     groups.TransactionGroups._run = _run  # type: ignore[method-assign]
