@@ -26,7 +26,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from colaflow_mcp.config import Settings
-from colaflow_mcp.domain import audit, recording, webhooks
+from colaflow_mcp.domain import audit, recording
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.errors import (
     Conflict,
@@ -536,9 +536,7 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
                 lock_head: bool = False) -> list[PendingChange | None]:
     """One statement deciding several changes (distinct ids, no edits; PostgreSQL): each
     one's row, or None where another decision got there first. ``lock_head``: the same
-    statement locks the tenant's chain head first and notes it (``audit.hold``), and
-    reads the tenant's webhook endpoints for the ``WebhookRecorder``
-    (``webhooks.hold_targets``: one round trip fewer in the tenant's serial window)."""
+    statement locks the tenant's chain head first and notes it (``audit.hold``)."""
     args = (tenant_id, utcnow(), [d.cid for d in items], [d.status.value for d in items],
             [d.by for d in items], [d.reason for d in items],
             [d.only_overdue for d in items])
@@ -550,12 +548,11 @@ def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision]
     head_seq, head_hash = rows[0]["head_seq"], rows[0]["head_hash"]
     if head_seq is not None:  # appended later without reading it again
         audit.hold(s, tenant_id, int(head_seq), str(head_hash))
-    webhooks.hold_targets(s, tenant_id, rows[0]["webhook_targets"])  # not read again
     won = {}
     for row in rows:
         if row["id"] is not None:
             fields = dict(row.items())
-            del fields["head_seq"], fields["head_hash"], fields["webhook_targets"]
+            del fields["head_seq"], fields["head_hash"]
             won[row["id"]] = new_pending_change(**fields)
     return [won.get(d.cid) for d in items]
 

@@ -193,19 +193,6 @@ async def deliveries(db: Database, endpoint: WebhookEndpoint, limit: int = 50
              "finishedAt": iso(r.finished_at)} for r in rows]
 
 
-# ``Session.info`` key: the tenants' live endpoints (id, events) as this transaction
-# already read them (``hold_targets``).
-_TARGETS = "colaflow.webhook_targets"
-
-
-def hold_targets(s: Session, tenant_id: str, targets: Sequence[Sequence[Any]]) -> None:
-    """Note a tenant's live endpoints as this transaction read them ([id, events] each,
-    read by the caller's own statement): the recorder then does not read them again
-    (PostgreSQL: one round trip fewer per decision transaction)."""
-    s.info.setdefault(_TARGETS, {})[tenant_id] = [(str(ep), list(events))
-                                                  for ep, events in targets]
-
-
 @dataclass
 class WebhookRecorder:
     """The recorder that queues deliveries (see the module docstring); ``on_commit`` is
@@ -228,17 +215,12 @@ class WebhookRecorder:
             if kind is None or t.change is None:
                 continue
             if t.tenant_id not in targets:
-                held = s.info.get(_TARGETS, {}).get(t.tenant_id)
-                if held is not None:  # read by the decision's claim (PostgreSQL)
-                    targets[t.tenant_id] = held
-                else:
-                    # On PostgreSQL on asyncpg itself: through the adapter this round
-                    # trip cost several times the driver's (store/native.py).
-                    found = (fast.fetch(statements.NATIVE_WEBHOOK_TARGETS, t.tenant_id)
-                             if fast is not None else prepared.run(
-                                 conn, statements.WEBHOOK_TARGETS,
-                                 {"p_tenant": t.tenant_id}))
-                    targets[t.tenant_id] = [(str(r[0]), list(r[1])) for r in found]
+                # On PostgreSQL on asyncpg itself: through the adapter this round trip
+                # cost several times the driver's (store/native.py).
+                found = (fast.fetch(statements.NATIVE_WEBHOOK_TARGETS, t.tenant_id)
+                         if fast is not None else prepared.run(
+                             conn, statements.WEBHOOK_TARGETS, {"p_tenant": t.tenant_id}))
+                targets[t.tenant_id] = [(str(r[0]), list(r[1])) for r in found]
             wanted = [ep for ep, events in targets[t.tenant_id] if kind in events]
             if not wanted:
                 continue

@@ -260,10 +260,8 @@ NATIVE_CLAIM_MANY = (
 # any change row: the claim's condition on the head is a one-time filter (an InitPlan run
 # before the scan starts), so a transaction waiting for the head holds no change row.
 # Same parameters; one row per claimed change (the columns of NATIVE_CLAIM_MANY after
-# head_seq, head_hash, webhook_targets), or one row of nulls but those if none was
-# claimed; head_seq null: the tenant has no head yet. webhook_targets: the tenant's live
-# webhook endpoints (NATIVE_WEBHOOK_TARGETS' rows) read by the same round trip, as a JSON
-# list of [id, events]: a served decision group sends no statement of its own for them.
+# head_seq, head_hash), or one row of nulls but the head if none was claimed; head_seq
+# null: the tenant has no head yet.
 NATIVE_LOCK_HEAD_CLAIM_MANY = (
     "WITH head AS MATERIALIZED (SELECT seq, hash FROM audit_head WHERE tenant_id = $1 "
     "FOR UPDATE), claimed AS ("
@@ -274,9 +272,7 @@ NATIVE_LOCK_HEAD_CLAIM_MANY = (
     "WHERE (SELECT count(*) FROM head) >= 0 "
     f"AND pc.id = ANY($3::text[]) AND pc.id = v.id AND {_CLAIMABLE} "
     f"RETURNING {_PC_NAMES}) "
-    "SELECT head.seq AS head_seq, head.hash AS head_hash, (SELECT coalesce(json_agg("
-    "json_build_array(e.id, e.events)), '[]') FROM webhook_endpoint AS e "
-    "WHERE e.tenant_id = $1 AND e.removed_at IS NULL) AS webhook_targets, claimed.* "
+    "SELECT head.seq AS head_seq, head.hash AS head_hash, claimed.* "
     "FROM (SELECT 1) AS one LEFT JOIN head ON true LEFT JOIN claimed ON true")
 
 # Several issues in one project, numbered in array order from its next number, in one

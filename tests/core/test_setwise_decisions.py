@@ -14,20 +14,9 @@ import pytest
 from sqlalchemy import delete, update
 from sqlmodel import col, select
 
-from colaflow_mcp.domain import webhooks
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.domain.errors import Conflict
-from colaflow_mcp.store import statements
-from colaflow_mcp.store.native import Native
-from colaflow_mcp.store.tables import (
-    Issue,
-    PendingChange,
-    Project,
-    Status,
-    Tenant,
-    WebhookDelivery,
-    utcnow,
-)
+from colaflow_mcp.store.tables import Issue, PendingChange, Project, Status, utcnow
 from tests.harness import Harness, fast_settings, in_process, two_projects
 
 pytestmark = pytest.mark.anyio
@@ -214,44 +203,3 @@ async def test_a_decided_change_is_the_row_as_stored(harness: Harness) -> None:
             assert change.decided_at is not None
     assert edited.edited is True and edited.arguments["project_key"] == "OPS"
     assert alone.execution_result is not None and alone.execution_result["success"]
-
-
-async def test_a_decision_group_reads_the_webhook_endpoints_with_its_claim(
-        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On PostgreSQL the group's claim statement also reads the tenant's live webhook
-    endpoints, so the webhook recorder sends no statement of its own for them; the
-    deliveries are queued as before: for each live endpoint that wants the event, for none
-    that was removed or does not."""
-    h, changes = harness, harness.runtime.changes
-    if h.runtime.db.is_sqlite:
-        pytest.skip("PostgreSQL's set-wise claim only; SQLite reads them per transaction")
-    tenant_id, agent, rita = await two_projects(h)
-    async with h.runtime.db.read() as s:
-        tenant = await s.get(Tenant, tenant_id)
-    assert tenant is not None
-    url = "http://127.0.0.1:9/hook"
-    wants = await webhooks.add_endpoint(h.runtime.db, tenant, url, allow_private=True)
-    other = await webhooks.add_endpoint(h.runtime.db, tenant, url, [webhooks.REJECTED],
-                                        allow_private=True)
-    gone = await webhooks.add_endpoint(h.runtime.db, tenant, url, allow_private=True)
-    await webhooks.remove_endpoint(h.runtime.db, gone.id, tenant)
-    ids = [await _propose(h, agent, title=f"t{i}") for i in range(4)]
-    sent: list[str] = []
-    fetch = Native.fetch
-
-    def noting(self: Native, sql: str, *args: Any) -> list[Any]:
-        sent.append(sql)
-        return fetch(self, sql, *args)
-
-    monkeypatch.setattr(Native, "fetch", noting)
-    out = await _in_one_group(h, lambda: changes.approve(rita, ids[0]),
-                              [lambda i=i: changes.approve(rita, i) for i in ids[1:]])
-    assert all(c.status == Status.APPROVED.value for c in out)
-    assert sent.count(statements.NATIVE_LOCK_HEAD_CLAIM_MANY) == 2
-    assert statements.NATIVE_WEBHOOK_TARGETS not in sent
-    async with h.runtime.db.read() as s:
-        queued = (await s.exec(select(WebhookDelivery.endpoint_id, WebhookDelivery.change_id)
-                               .where(col(WebhookDelivery.event_type) == webhooks.APPROVED)
-                               )).all()
-    assert sorted(queued) == sorted((wants.id, i) for i in ids)
-    assert other.id != wants.id
