@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import anyio
 import pytest
-from sqlalchemy.util import await_only
 from sqlmodel import Session, col, select, update
 
 from colaflow_mcp.store.engine import Database
@@ -165,60 +164,3 @@ async def test_concurrent_approvals_number_issues_once_each_and_chain_audit(
     verdict = await h.runtime.audit.verify(project.tenant_id)
     # key.created, 10 × change.proposed, 10 × (change.approved + change.executed)
     assert (verdict.ok, verdict.entries) == (True, 31), verdict
-
-
-async def test_next_group_starts_when_the_previous_commit_is_sent(
-        any_database_url: str) -> None:
-    """With ``early_handoff`` on PostgreSQL, a key's next group starts once the previous
-    group's COMMIT is sent: here the first group's ``transact`` does not return until the
-    second group's body has run, which on SQLite (one writer) and without the early hand-off
-    would never happen. Both groups commit, each member once."""
-    db = Database(any_database_url)
-    await db.create_schema()
-    second_ran = anyio.Event()
-    second_queued = anyio.Event()
-    bodies: list[list[str]] = []
-
-    def body(s: Session, key: str, fns: list[Fn]) -> list[str]:
-        if not bodies:  # the first group: on once the second caller waits in the lane
-            await_only(second_queued.wait())
-        values = [fn(s) for fn in fns]
-        bodies.append(values)
-        if len(bodies) == 2:
-            second_ran.set()
-        return values
-
-    transact = db.transact
-    held: list[bool] = []
-
-    async def held_transact(fn: Callable[[Session], object],
-                            committing: Callable[[], None] | None = None) -> object:
-        value = await transact(fn, committing)
-        if not held:  # the first group: back only once the second group's body ran
-            held.append(True)
-            with anyio.fail_after(5):
-                await second_ran.wait()
-        return value
-
-    db.transact = held_transact  # type: ignore[method-assign,assignment]
-    groups: TransactionGroups[Fn, str] = TransactionGroups(db, body, early_handoff=True)
-    results: dict[str, str] = {}
-
-    async def one(slug: str) -> None:
-        if slug == "second":
-            second_queued.set()  # ``run`` queues it before its first await
-        results[slug] = await groups.run("tenant-a", _add(slug))
-
-    try:
-        if db.is_sqlite:
-            pytest.skip("SQLite ignores the hook: its writers take turns on one lock")
-        with anyio.fail_after(20):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(one, "first")
-                tg.start_soon(one, "second")
-        assert results == {"first": "first", "second": "second"}
-        assert bodies == [["first"], ["second"]]
-        assert groups.transactions == 2 and groups.retried == 0
-        assert await _slugs(db) == ["first", "second"]
-    finally:
-        await db.dispose()
