@@ -181,8 +181,7 @@ class ChangeService:
                               max_size=settings.proposal_group_max_size))
         # Concurrent decisions of a tenant too (and its projects' issue numbers).
         self.decisions: TransactionGroups[_Decision, Decided] = TransactionGroups(
-            db, self._decide_group, max_size=settings.decision_group_max_size,
-            early_handoff=True)
+            db, self._decide_group, max_size=settings.decision_group_max_size)
 
     def _propose_group(self, s: Session, tenant_id: str,
                        fns: list[Callable[[Session], Proposed]]) -> list[Proposed]:

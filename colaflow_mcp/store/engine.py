@@ -132,15 +132,9 @@ class Database:
                     async with session.begin():
                         yield session
 
-    async def transact(self, fn: Callable[[Session], T],
-                       committing: Callable[[], None] | None = None) -> T:
+    async def transact(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in one write transaction: committed if it returns, rolled
         back if it raises.
-
-        ``committing`` (PostgreSQL only; ignored on SQLite, whose writers take turns on
-        one lock anyway) is called once ``fn`` has returned, just before the COMMIT is
-        sent: what waits for this transaction's row locks may start its own transaction
-        then and queue at the database, instead of after the COMMIT's reply.
 
         ``fn`` is synchronous. On SQLite it runs on a worker thread over sqlite3 (the event
         loop never blocks; the whole transaction costs one thread hop); on PostgreSQL it
@@ -149,7 +143,7 @@ class Database:
         cancellation takes effect.
         """
         if self.sync_write_engine is None:
-            return await self._transact_async(fn, committing)
+            return await self._transact_async(fn)
         engine = self.sync_write_engine
 
         def run() -> T:
@@ -170,8 +164,7 @@ class Database:
         async with self._write_lock:
             return await anyio.to_thread.run_sync(run, limiter=self._sync_limiter)
 
-    async def _transact_async(self, fn: Callable[[Session], T],
-                              committing: Callable[[], None] | None = None) -> T:
+    async def _transact_async(self, fn: Callable[[Session], T]) -> T:
         for attempt in (1, 2):
             async with AsyncSession(self.write_engine, expire_on_commit=False) as session:
                 transaction = await session.begin()
@@ -190,8 +183,6 @@ class Database:
                 except BaseException:
                     await transaction.rollback()
                     raise
-                if committing is not None:
-                    committing()
                 await transaction.commit()
                 return value
         raise AssertionError("unreachable")

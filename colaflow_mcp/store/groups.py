@@ -12,13 +12,6 @@ members share (claim them all with one statement, insert their rows with one). A
 that raises makes its group roll back; each member is then run again alone (a body of one
 item), so one member's failure (or a deadlock between instances) only ever fails that
 member. Members must therefore be safe to run again after a rollback.
-
-With ``early_handoff`` (PostgreSQL), the next group of a key starts as soon as this one's
-COMMIT is sent, not when its reply is back: its BEGIN and first statement then wait at the
-database on the rows the committing group still holds (a tenant's audit head) and go on the
-moment they are free, instead of after the reply, the wake-up of the waiting callers and
-another round trip for BEGIN. A key then has at most the committing group and the next one
-in flight; what orders them is the database's row locks, as between two instances.
 """
 
 from __future__ import annotations
@@ -68,12 +61,10 @@ class TransactionGroups(Generic[I, T]):
     ``body(session, key, items) -> values`` (one value per item, in order) does the work
     of a whole group; a group's first try has ``Session.info[GROUPED]`` set."""
 
-    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64,
-                 early_handoff: bool = False) -> None:
+    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64) -> None:
         self.db = db
         self.body = body
         self.max_size = max(1, max_size)
-        self.early_handoff = early_handoff
         self._lanes: dict[str, _Lane] = {}
         self.transactions = 0  # committed groups (for tests and benchmarks)
         self.members = 0
@@ -106,39 +97,26 @@ class TransactionGroups(Generic[I, T]):
     async def _lead(self, key: str, lane: _Lane) -> None:
         batch = lane.queue[:self.max_size]
         del lane.queue[:self.max_size]
-        handed = False
-
-        def hand_off() -> None:
-            """The lane's turn to the next waiting caller (at most once per group)."""
-            nonlocal handed
-            if handed or not lane.queue:
-                return
-            handed = True
-            nxt = lane.queue[0]
-            nxt.lead = True
-            nxt.done.set()
-
         try:
-            await self._run(key, batch, hand_off if self.early_handoff else None)
+            await self._run(key, batch)
         finally:
-            if not handed:
-                if lane.queue:
-                    hand_off()
-                else:
-                    lane.busy = False
-                    if self._lanes.get(key) is lane:
-                        del self._lanes[key]
+            if lane.queue:
+                nxt = lane.queue[0]
+                nxt.lead = True
+                nxt.done.set()
+            else:
+                lane.busy = False
+                if self._lanes.get(key) is lane:
+                    del self._lanes[key]
             for m in batch:
                 m.lead = False
                 m.done.set()
 
-    async def _run(self, key: str, batch: list[_Member[Any]],
-                   committing: Callable[[], None] | None = None) -> None:
+    async def _run(self, key: str, batch: list[_Member[Any]]) -> None:
         # A group of one too is tried marked first: its member skips its savepoints (two
         # round trips on PostgreSQL) and is run again unmarked only if it raises.
         try:
-            values = await self.db.transact(lambda s: self._together(s, key, batch),
-                                            committing)
+            values = await self.db.transact(lambda s: self._together(s, key, batch))
         except Exception as exc:  # each member is run again on its own below
             logger.info("a transaction of %d member(s) failed on its first try (%s: %s); "
                         "running each alone, with savepoints", len(batch),
