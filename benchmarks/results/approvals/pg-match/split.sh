@@ -5,7 +5,7 @@ set -e
 code=$1; tag=$2; engines=$3
 OUT=/work/wt/pg-match/benchmarks/results/approvals/pg-match
 PY=/work/wt/pg-match/.venv/bin/python
-cd /tmp/pgm_$code
+cd /tmp/pgm_$code  # main, branch/v1 (early hand-off), v2 (+ endpoints read by the claim)
 echo "$tag $code $engines load: $(cut -d' ' -f1-3 /proc/loadavg) $(date -u +%T)" >> $OUT/loads.txt
 BENCH_INSTRUMENT=group-split BENCH_SPLIT_OUT=$OUT/split-$tag.txt PYTHONPATH=/tmp/pgm_$code \
   $PY -m benchmarks.approvals --engines $engines --no-burst --out $OUT --name $tag 2>&1 | tail -25 > $OUT/$tag.log
