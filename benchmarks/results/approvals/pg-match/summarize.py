@@ -24,19 +24,21 @@ for log in sorted(d.glob("r*.log")):
                      s.get("postgres_cpu_ms_per_approval"), s["server_cpu_cores"],
                      s["loadavg_1m"], loads.get(tag), s["missing"], s["duplicates"],
                      ref.get("serial_per_s"), ref.get("concurrent8_per_s")))
-print("| run | engine | approvals/s | → event p99 ms | call p50 / p99 ms | server CPU ms/approval"
-      " | PG CPU ms/approval | server cores | load (1 min) | missing/dup | asyncpg ref serial / 8 conc. /s |")
+print("| run | engine | approvals/s | → event p99 ms | call p50 / p99 ms"
+      " | server CPU ms/approval | PG CPU ms/approval | server cores | load (1 min)"
+      " | missing/dup | asyncpg ref serial / 8 conc. /s |")
 print("|" + "---|" * 11)
 for r in rows:
     pg = "–" if r[7] is None else f"{r[7]:.2f}"
     ref = f"{r[13]:,.0f} / {r[14]:,.0f}" if r[13] else ""
-    print(f"| {r[0]} | {r[1]} | {r[2]:,.0f} | {r[3]:.1f} | {r[4]:.1f} / {r[5]:.0f} | {r[6]:.2f} | {pg} |"
-          f" {r[8]:.2f} | {r[10]} | {r[11]}/{r[12]} | {ref} |")
+    print(f"| {r[0]} | {r[1]} | {r[2]:,.0f} | {r[3]:.1f} | {r[4]:.1f} / {r[5]:.0f}"
+          f" | {r[6]:.2f} | {pg} | {r[8]:.2f} | {r[10]} | {r[11]}/{r[12]} | {ref} |")
 by: dict[tuple[str, str], list[tuple]] = {}
 for r in rows:
     by.setdefault((r[0].split("-", 1)[1], r[1]), []).append(r)
 print()
-print("| variant | engine | approvals/s median [range] | server CPU ms median [range] | p99 → event ms [range] |")
+print("| variant | engine | approvals/s median [range] | server CPU ms median [range]"
+      " | p99 → event ms [range] |")
 print("|---|---|---|---|---|")
 for (var, eng), rs in sorted(by.items()):
     a = [r[2] for r in rs]
@@ -50,4 +52,5 @@ for tag in sorted({r[0] for r in rows}):
     e = {r[1]: r[2] for r in rows if r[0] == tag}
     cpu = {r[1]: r[6] for r in rows if r[0] == tag}
     if "postgres" in e and "sqlite" in e:
-        print(f"  {tag}: {e['postgres'] / e['sqlite']:.2f}x approvals/s; CPU PG {cpu['postgres']:.2f} vs SQLite {cpu['sqlite']:.2f}")
+        print(f"  {tag}: {e['postgres'] / e['sqlite']:.2f}x approvals/s;"
+              f" CPU PG {cpu['postgres']:.2f} vs SQLite {cpu['sqlite']:.2f}")
