@@ -134,19 +134,29 @@ def _group_split() -> None:
 
     now = time.perf_counter
     deciding: contextvars.ContextVar[bool] = contextvars.ContextVar("deciding", default=False)
-    st: dict[str, Any] = {"in": None, "awaits": [], "n": 0, "wall": [], "awaited": [],
+    st: dict[str, Any] = {"in": {}, "n": 0, "wall": [], "awaited": [],
                           "py": [], "outside": [], "gap": [], "lag": [], "size": [],
-                          "handoff": {}, "t": now(), "probe": False}
+                          "handoff": {}, "t": now(), "probe": False,
+                          "queue": [], "run": [], "each": [], "cycle": [],
+                          "started": {}}
+
+    class _Timed(groups._Member):  # type: ignore[type-arg,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.t_enq = now()
+
+    groups._Member = _Timed  # type: ignore[misc]
 
     def timed(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def await_(awaitable: Any) -> Any:
-            if st["in"] is not greenlet.getcurrent():  # another task's session
+            mine = st["in"].get(greenlet.getcurrent())
+            if mine is None:  # another task's session
                 return original(awaitable)
             t0 = now()
             try:
                 return original(awaitable)
             finally:
-                st["awaits"].append(now() - t0)
+                mine.append(now() - t0)
         return await_
 
     sa_asyncpg.await_ = timed(sa_asyncpg.await_)  # type: ignore[attr-defined]
@@ -163,30 +173,37 @@ def _group_split() -> None:
         return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else 0.0
 
     def report() -> None:
-        if now() - st["t"] < 2.0 or not st["wall"]:
+        if now() - st["t"] < 2.0 or not st["run"]:
             return
         st["t"] = now()
         def m(k: str) -> str:
             xs = st[k]
             return f"{k}_mean={statistics.fmean(xs or [0.0]) * 1000:.3f} {k}_p90={pct(xs, 0.9):.3f}"
         line = (
-            f"SPLIT t={time.monotonic():.1f} groups={len(st['wall'])} "
-            f"members={sum(st['size'])} awaits_per_group={st['n'] / len(st['wall']):.2f} "
-            + " ".join(m(k) for k in ("wall", "awaited", "py", "outside", "gap", "lag"))
-            + f" lag_n={len(st['lag'])}\n")
+            f"SPLIT t={time.monotonic():.1f} groups={len(st['run'])} "
+            f"members={sum(st['size'])} "
+            f"awaits_per_group={st['n'] / max(1, len(st['wall'])):.2f} "
+            + " ".join(m(k) for k in ("wall", "awaited", "py", "outside", "gap", "lag",
+                                      "queue", "run", "cycle"))
+            + f" lag_n={len(st['lag'])} each_await_mean="
+            + ",".join(f"{statistics.fmean(xs) * 1000:.3f}" for xs in zip(*[
+                e for e in st["each"] if len(e) == max(map(len, st["each"]), default=0)],
+                strict=True))
+            + "\n")
         sys.stderr.write(line)
         sys.stderr.flush()
         if os.environ.get("BENCH_SPLIT_OUT"):  # the server's log goes with its work folder
             with open(os.environ["BENCH_SPLIT_OUT"], "a") as f:
                 f.write(line)
-        for k in ("wall", "awaited", "py", "outside", "gap", "lag", "size"):
+        for k in ("wall", "awaited", "py", "outside", "gap", "lag", "size", "queue", "run",
+                  "each", "cycle"):
             st[k] = []
         st["n"] = 0
 
     original_run = groups.TransactionGroups._run
     original_transact = store_engine.Database._transact_async
 
-    async def _run(self: Any, key: str, batch: list[Any]) -> None:
+    async def _run(self: Any, key: str, batch: list[Any], *more: Any) -> None:
         if not st["probe"]:
             st["probe"] = True
             asyncio.get_running_loop().call_later(0.005, probe)
@@ -195,39 +212,50 @@ def _group_split() -> None:
         if t_hand is not None:
             st["gap"].append(now() - t_hand)
         token = deciding.set(decisions)
+        t_run = now()
+        if decisions:  # start to start: a key's groups per second = 1 / cycle
+            t_prev = st["started"].get(key)
+            if t_prev is not None:
+                st["cycle"].append(t_run - t_prev)
+            st["started"][key] = t_run
         try:
-            await original_run(self, key, batch)
+            await original_run(self, key, batch, *more)
         finally:
             deciding.reset(token)
         if decisions:
+            st["run"].append(now() - t_run)
+            st["queue"].extend(t_run - getattr(m, "t_enq", t_run) for m in batch)
             st["size"].append(len(batch))
             st["handoff"][key] = now()
             report()
 
-    async def _transact_async(self: Any, fn: Callable[[Any], Any]) -> Any:
+    async def _transact_async(self: Any, fn: Callable[[Any], Any], *more: Any) -> Any:
         if not deciding.get():
-            return await original_transact(self, fn)
+            return await original_transact(self, fn, *more)
         marks: dict[str, float] = {}
 
+        awaits: list[float] = []
+
         def wrapped(s: Any) -> Any:
-            st["in"], st["awaits"] = greenlet.getcurrent(), []
+            st["in"][greenlet.getcurrent()] = awaits
             marks["f0"] = now()
             try:
                 return fn(s)
             finally:
                 marks["f1"] = now()
-                st["in"] = None
+                st["in"].pop(greenlet.getcurrent(), None)
         t0 = now()
-        value = await original_transact(self, wrapped)
+        value = await original_transact(self, wrapped, *more)
         t1 = now()
         if "f1" in marks:
             inside = marks["f1"] - marks["f0"]
-            aw = sum(st["awaits"])
+            aw = sum(awaits)
             st["wall"].append(t1 - t0)
             st["awaited"].append(aw)
             st["py"].append(inside - aw)
             st["outside"].append((t1 - t0) - inside)
-            st["n"] += len(st["awaits"])
+            st["n"] += len(awaits)
+            st["each"].append(awaits)
         return value
 
     groups.TransactionGroups._run = _run  # type: ignore[method-assign]
