@@ -92,6 +92,15 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
 """
 
 # What the rest of the package's users need; the parts' own names stay in their modules.
+from colaflow_mcp.mcp.sdk_hooks.modern import (
+    SSE_HEADERS,
+    encode_notification,
+    is_modern,
+    listen_request,
+    manager_running,
+    open_listen,
+    read_body,
+)
 from colaflow_mcp.mcp.sdk_hooks.parking import LIVE, SessionActivity, life_of
 from colaflow_mcp.mcp.sdk_hooks.sessions import SessionLimitReached, SessionManager, lowlevel_server
 from colaflow_mcp.mcp.sdk_hooks.transport import (
@@ -104,6 +113,13 @@ from colaflow_mcp.mcp.sdk_hooks.transport import (
 
 __all__ = [
     "LIVE",
+    "SSE_HEADERS",
+    "encode_notification",
+    "is_modern",
+    "listen_request",
+    "manager_running",
+    "open_listen",
+    "read_body",
     "LeanGetTransport",
     "SessionActivity",
     "SessionLimitReached",
