@@ -314,8 +314,7 @@ class McpEndpoint:
         if listen is None:
             return _replaying(read, receive)
         sdk_scope = dict(scope)
-        sdk_scope[SCOPE_KEY] = principal
-        sdk_scope["user"] = self._user_of(principal)
+        sdk_scope[SCOPE_KEY] = principal  # no "user": only the SDK's legacy sessions read it
         opened = DirectOpen()
         token = DIRECT_OPEN.set(opened)
         try:
@@ -333,17 +332,10 @@ class McpEndpoint:
         stream = opened.stream
         if stream is None:  # a middleware answered without the handler (none of ours does)
             return _replaying(read, receive)
-        del sdk_scope, opened, body, read, headers
-        request_id = listen.id
-        del listen
-
-        def encode(uri: str) -> bytes:
-            return sdk_hooks.encode_notification(
-                Subscriptions.update_notification(uri, request_id))
-
+        listener = DirectListen(stream, send, listen.id, final)
+        del sdk_scope, opened, body, read, headers, listen, final
         try:
-            await DirectListen(stream, send, encode, final).serve(
-                sdk_hooks.SSE_HEADERS, frames, receive, self.keepalive)
+            await listener.serve(sdk_hooks.SSE_HEADERS, frames, receive, self.keepalive)
         finally:
             self.subscriptions.listen_closed(stream)
         return None

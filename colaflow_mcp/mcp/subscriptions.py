@@ -44,6 +44,13 @@ Update = tuple[str, float | None]
 StoreOf = Callable[[str], SessionEventStore | None]
 
 
+def update_notification(uri: str, subscription_id: types.RequestId
+                        ) -> types.ServerNotification:
+    """The notification a listen stream sends for an update of ``uri``."""
+    return event_to_notification(ResourceUpdated(uri=uri),
+                                 {SUBSCRIPTION_ID_META_KEY: subscription_id})
+
+
 class DirectOpen:
     """A listen request the endpoint serves itself (hook 11): the handler acks, hands its
     subscriber over here and returns at once; the endpoint streams the updates."""
@@ -396,7 +403,7 @@ class Subscriptions:
                 return types.SubscriptionsListenResult(_meta=meta)
             async for uri, committed in stream.updates():
                 await ctx.session.send_notification(
-                    event_to_notification(ResourceUpdated(uri=uri), meta),
+                    update_notification(uri, subscription_id),
                     related_request_id=subscription_id,
                 )
                 metrics.notified("mcp", committed)
@@ -410,13 +417,6 @@ class Subscriptions:
         self.listen_streams.discard(stream)
         self.notifier.unregister_all(stream, stream.uris.keys())
         stream.close()
-
-    @staticmethod
-    def update_notification(uri: str, subscription_id: types.RequestId
-                            ) -> types.ServerNotification:
-        """The notification a listen stream sends for an update of ``uri``."""
-        return event_to_notification(ResourceUpdated(uri=uri),
-                                     {SUBSCRIPTION_ID_META_KEY: subscription_id})
 
 
 def _session_id(ctx: ServerRequestContext[Any, Any]) -> str | None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from colaflow_mcp.mcp import endpoint as endpoint_module
+from colaflow_mcp.mcp import listen_stream
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from colaflow_mcp.mcp.listen_stream import DirectListen
 from tests.harness import Harness
@@ -44,6 +45,7 @@ class DirectCount:
     def __init__(self) -> None:
         self.served = 0
         self.open: list[DirectListen] = []
+        self.ended = anyio.Event()  # a served stream's request returned
 
 
 @contextmanager
@@ -63,6 +65,7 @@ def direct_path(h: Harness, on: bool, monkeypatch: pytest.MonkeyPatch) -> Iterat
                 await super().serve(*args)
             finally:
                 count.open.remove(self)
+                count.ended.set()
 
     async def off(scope: Any, headers: Any, principal: Any, receive: Any, send: Any) -> Any:
         return receive
@@ -141,6 +144,9 @@ async def test_a_listen_stream_is_served_directly_with_the_sdk_paths_bytes(
         with direct_path(server, on, monkeypatch) as direct:
             status, head, body = await _listen_through(server, key, token, uris, new)
             assert direct.served == (1 if on else 0)
+            if on:
+                with anyio.fail_after(10):
+                    await direct.ended.wait()  # the final frame ended the request
         served[on] = (status, head, body.replace(new.encode(), b"<new>"))
     assert served[True] == served[False]
     status, head, body = served[True]
@@ -255,8 +261,7 @@ async def test_a_held_listen_keeps_no_sdk_task_and_ends_when_the_client_goes(
             assert len(endpoint.subscriptions.listen_streams) == 1
         # The client went: the stream ends and forgets its subscriptions.
         with anyio.fail_after(10):
-            while direct.open:
-                await anyio.sleep(0.01)
+            await direct.ended.wait()
     assert listener not in endpoint.keepalive.streams
     assert endpoint.subscriptions.listen_streams == set()
     assert notifier.subscriber_count() == 0
@@ -300,3 +305,25 @@ async def test_the_mcp_client_hears_an_approval_once_on_a_served_stream(
                 assert (await server.approve(token, other["id"])).status_code == 200
                 assert len(direct.open) == 1
     assert updates.uris == [change["resourceUri"]]
+
+
+async def test_a_failed_sender_ends_the_stream_and_its_subscriptions(
+        server: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    await server.project()
+    key, token = await server.agent_key(), await server.reviewer_token()
+    change = await server.propose(key)
+    endpoint = _endpoint(server)
+
+    def broken(uri: str, request_id: Any) -> bytes:
+        raise ValueError("cannot frame this")
+
+    with direct_path(server, True, monkeypatch) as direct:
+        monkeypatch.setattr(listen_stream, "encode_update", broken)
+        async with server.client.stream("POST", "/mcp", json=_listen([change["resourceUri"]]),
+                                        headers=_headers(key)) as r:
+            with anyio.fail_after(10):
+                await Held(r).frames(1)
+                assert (await server.approve(token, change["id"])).status_code == 200
+                await direct.ended.wait()
+    assert endpoint.subscriptions.listen_streams == set()
+    assert server.runtime.notifier.subscriber_count() == 0
