@@ -3,7 +3,8 @@
 Request path: Host/Origin check → API key → the SDK's session manager. Legacy clients
 (``initialize`` + ``Mcp-Session-Id``) get a stateful session with a standalone GET stream
 (served from the session's event store); modern (2026-07-28) requests are single
-exchanges. Tools are in ``tools`` (generated from the domain's operation table), resources
+exchanges, and a held ``subscriptions/listen`` stream is served here once the SDK has acked
+it (``listen_stream``, ``sdk_hooks`` hook 11). Tools are in ``tools`` (generated from the domain's operation table), resources
 in ``resources``, subscriptions in ``subscriptions``; every private coupling to the SDK is
 in ``sdk_hooks``.
 """
