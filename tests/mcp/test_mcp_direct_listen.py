@@ -20,7 +20,7 @@ from colaflow_mcp.mcp import endpoint as endpoint_module
 from colaflow_mcp.mcp import listen_stream
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from colaflow_mcp.mcp.listen_stream import DirectListen
-from tests.harness import Harness
+from tests.harness import Harness, fast_settings, live_server
 from tests.mcp.mcpenv import Updates, mcp_client, revoke_agent_key, watching
 
 pytestmark = pytest.mark.anyio
@@ -327,3 +327,44 @@ async def test_a_failed_sender_ends_the_stream_and_its_subscriptions(
                 await direct.ended.wait()
     assert endpoint.subscriptions.listen_streams == set()
     assert server.runtime.notifier.subscriber_count() == 0
+
+
+async def test_a_served_listen_stream_does_not_hold_up_shutdown(database_url: str) -> None:
+    """uvicorn's graceful shutdown (2 s here) ends a held direct listen stream, as it ends
+    the SDK's: the server stops, the stream's subscriptions are gone."""
+    acked, ended = anyio.Event(), anyio.Event()
+    received = b""
+
+    async def hold(base_url: str, key: str, uri: str) -> None:
+        nonlocal received
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as c, \
+                c.stream("POST", "/mcp", json=_listen([uri]), headers=_headers(key)) as r:
+            try:
+                async for chunk in r.aiter_raw():
+                    received += chunk
+                    if b"\r\n\r\n" in received:
+                        acked.set()
+            except httpx.HTTPError:
+                pass  # cut by the server
+        ended.set()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            async with live_server(fast_settings(database_url)) as h:
+                await h.project()
+                key = await h.agent_key()
+                uri = (await h.propose(key))["resourceUri"]
+                endpoint = _endpoint(h)
+                tg.start_soon(hold, h.base_url, key, uri)
+                await acked.wait()
+                assert any(isinstance(s, DirectListen) for s in endpoint.keepalive.streams)
+                assert len(endpoint.subscriptions.listen_streams) == 1
+            # The server has stopped (graceful 2 s, then its tasks are cancelled).
+            await ended.wait()
+    assert endpoint.subscriptions.listen_streams == set()
+    assert server_notifier_is_empty(endpoint)
+    assert b"notifications/subscriptions/acknowledged" in received
+
+
+def server_notifier_is_empty(endpoint: McpEndpoint) -> bool:
+    return endpoint.subscriptions.notifier.subscriber_count() == 0
