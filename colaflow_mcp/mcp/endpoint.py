@@ -4,9 +4,9 @@ Request path: Host/Origin check → API key → the SDK's session manager. Legac
 (``initialize`` + ``Mcp-Session-Id``) get a stateful session with a standalone GET stream
 (served from the session's event store); modern (2026-07-28) requests are single
 exchanges, and a held ``subscriptions/listen`` stream is served here once the SDK has acked
-it (``listen_stream``, ``sdk_hooks`` hook 11). Tools are in ``tools`` (generated from the domain's operation table), resources
-in ``resources``, subscriptions in ``subscriptions``; every private coupling to the SDK is
-in ``sdk_hooks``.
+it (``listen_stream``, ``sdk_hooks`` hook 11). Tools are in ``tools`` (generated from the
+domain's operation table), resources in ``resources``, subscriptions in
+``subscriptions``; every private coupling to the SDK is in ``sdk_hooks``.
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ class McpEndpoint:
         # once the SDK's pipeline has acked it (hook 11): no SDK task, runner or memory
         # stream is held while it is idle (issue 14). Anything else goes on, its body
         # replayed.
-        if (scope["method"] == "POST" and sdk_hooks.is_modern(headers)
+        if (scope["method"] == "POST" and sdk_hooks.may_be_listen(headers)
                 and not headers.get(MCP_SESSION_ID_HEADER)
                 and sdk_hooks.manager_running(self.manager)):
             replay = await self._serve_listen(scope, headers, principal, receive, send)

@@ -192,6 +192,10 @@ def _check_hook_11() -> None:
         '"headers": _SSE_HEADERS', 'b": ping\\r\\n\\r\\n"', "_sse_event(result[0])",
         '"more_body": False'), _hook(
         11, "handle_modern_request checks, dispatches or frames a request differently")
+    from mcp.shared import inbound
+    assert "if headers.get(MCP_METHOD_HEADER) != method:" in inspect.getsource(
+        inbound.classify_inbound_request), _hook(
+        11, "a modern request no longer needs an Mcp-Method header that matches its body")
     assert 'req.method != "tools/call"' in inspect.getsource(modern._mcp_param_rejection), _hook(
         11, "Mcp-Param validation applies to more than tools/call")
     assert ordered(inspect.getsource(modern._to_jsonrpc_response), "result = await coro",

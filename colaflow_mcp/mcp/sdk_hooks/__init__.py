@@ -98,7 +98,9 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
     dispatch, with the SDK's functions and in its order — the body limit
     (``RequestBodyLimitMiddleware``), the routing to the entry (``MCP-Protocol-Version``
     not a handshake version, ``_handle_request``), Content-Type
-    (``TransportSecurityMiddleware``), POST, ``check_accept_headers`` (JSON and SSE),
+    (``TransportSecurityMiddleware``), POST, an ``Mcp-Method`` header naming the listen
+    (``classify_inbound_request`` requires it to match the body; other requests go to the
+    SDK without their body read), ``check_accept_headers`` (JSON and SSE),
     the JSON body, a request (not notification-shaped, ``JSONRPCRequest``), the method,
     ``find_duplicated_routing_header`` and ``classify_inbound_request`` (``Mcp-Param``
     checks apply to ``tools/call`` only). ``modern.open_listen`` then runs the SDK's own
@@ -119,9 +121,9 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
 from colaflow_mcp.mcp.sdk_hooks.modern import (
     SSE_HEADERS,
     encode_notification,
-    is_modern,
     listen_request,
     manager_running,
+    may_be_listen,
     open_listen,
     read_body,
 )
@@ -139,9 +141,9 @@ __all__ = [
     "LIVE",
     "SSE_HEADERS",
     "encode_notification",
-    "is_modern",
     "listen_request",
     "manager_running",
+    "may_be_listen",
     "open_listen",
     "read_body",
     "LeanGetTransport",

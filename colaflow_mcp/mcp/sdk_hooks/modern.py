@@ -26,6 +26,7 @@ from mcp.server.runner import serve_one
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
     MCP_PROTOCOL_VERSION_HEADER,
     InboundLadderRejection,
     classify_inbound_request,
@@ -46,11 +47,14 @@ LISTEN = "subscriptions/listen"
 SSE_HEADERS: list[tuple[bytes, bytes]] = list(modern._SSE_HEADERS)
 
 
-def is_modern(headers: Headers) -> bool:
+def may_be_listen(headers: Headers) -> bool:
     """The manager routes this request to the 2026 entry (``_handle_request``: the first
-    ``MCP-Protocol-Version`` header, not a handshake-era version)."""
+    ``MCP-Protocol-Version`` header, not a handshake-era version), and its ``Mcp-Method``
+    header names a listen (which ``classify_inbound_request`` requires of a listen it
+    passes): any other request goes to the SDK without its body read here."""
     pv = headers.get(MCP_PROTOCOL_VERSION_HEADER)
-    return pv is not None and pv not in HANDSHAKE_PROTOCOL_VERSIONS
+    return (pv is not None and pv not in HANDSHAKE_PROTOCOL_VERSIONS
+            and headers.get(MCP_METHOD_HEADER) == LISTEN)
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int
