@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from colaflow_mcp.mcp import endpoint as endpoint_module
-from colaflow_mcp.mcp import listen_stream
+from colaflow_mcp.mcp import listen_stream, sdk_hooks
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from colaflow_mcp.mcp.listen_stream import DirectListen
 from tests.harness import Harness, fast_settings, live_server
@@ -368,3 +368,21 @@ async def test_a_served_listen_stream_does_not_hold_up_shutdown(database_url: st
 
 def server_notifier_is_empty(endpoint: McpEndpoint) -> bool:
     return endpoint.subscriptions.notifier.subscriber_count() == 0
+
+
+async def test_other_modern_requests_are_not_read_before_the_sdk(
+        server: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = await server.agent_key()
+    reads = []
+    original = sdk_hooks.read_body
+
+    async def counted(*args: Any) -> Any:
+        reads.append(args)
+        return await original(*args)
+
+    monkeypatch.setattr(sdk_hooks, "read_body", counted)
+    r = await server.client.post("/mcp", json={
+        "jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": META}},
+        headers=_headers(key, **{"Mcp-Method": "server/discover"}))
+    assert r.status_code == 200 and "result" in r.text, r.text
+    assert reads == []
