@@ -79,10 +79,9 @@ class DirectListen:
         pings.add(self)
         task = self.task = asyncio.current_task()
         try:
-            for frame in first:
-                await self.send({"type": "http.response.body", "body": frame,
+            while first:  # emptied: not kept for the stream's life
+                await self.send({"type": "http.response.body", "body": first.pop(0),
                                  "more_body": True})
-            first.clear()  # not kept for the stream's life
             self.stream.attach(self)
             self.changed()  # updates queued before the stream was attached
             try:
