@@ -3,9 +3,10 @@
 Request path: Host/Origin check → API key → the SDK's session manager. Legacy clients
 (``initialize`` + ``Mcp-Session-Id``) get a stateful session with a standalone GET stream
 (served from the session's event store); modern (2026-07-28) requests are single
-exchanges. Tools are in ``tools`` (generated from the domain's operation table), resources
-in ``resources``, subscriptions in ``subscriptions``; every private coupling to the SDK is
-in ``sdk_hooks``.
+exchanges, and a held ``subscriptions/listen`` stream is served here once the SDK has acked
+it (``listen_stream``, ``sdk_hooks`` hook 11). Tools are in ``tools`` (generated from the
+domain's operation table), resources in ``resources``, subscriptions in
+``subscriptions``; every private coupling to the SDK is in ``sdk_hooks``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from colaflow_mcp.mcp import sdk_hooks
 from colaflow_mcp.mcp.context import SCOPE_KEY, PrincipalMiddleware
 from colaflow_mcp.mcp.event_store import SessionEventStore
 from colaflow_mcp.mcp.keepalive import SseKeepAlive
+from colaflow_mcp.mcp.listen_stream import DirectListen
 from colaflow_mcp.mcp.resources import register_resources
-from colaflow_mcp.mcp.subscriptions import Subscriptions
+from colaflow_mcp.mcp.subscriptions import DIRECT_OPEN, DirectOpen, Subscriptions
 from colaflow_mcp.mcp.tools import build_server
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,18 @@ def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
     if name in LOOPBACK_HOSTS:
         return True
     return origin in {o.strip().lower().rstrip("/") for o in allowed}
+
+
+def _replaying(read: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first gives back the messages already read."""
+    pending = list(read)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 def _jsonrpc_error(status: int, message: str, data: dict[str, object]) -> Response:
@@ -256,6 +270,17 @@ class McpEndpoint:
                 await self.manager.serve_get_stream(*direct, receive, send,
                                                     self.retry_field, self.keepalive)
                 return
+        # A modern listen stream, held for as long as the client listens, is served here
+        # once the SDK's pipeline has acked it (hook 11): no SDK task, runner or memory
+        # stream is held while it is idle (issue 14). Anything else goes on, its body
+        # replayed.
+        if (scope["method"] == "POST" and sdk_hooks.may_be_listen(headers)
+                and not headers.get(MCP_SESSION_ID_HEADER)
+                and sdk_hooks.manager_running(self.manager)):
+            replay = await self._serve_listen(scope, headers, principal, receive, send)
+            if replay is None:
+                return
+            receive = replay
         scope = dict(scope)
         scope[SCOPE_KEY] = principal
         # The SDK binds each session to the credential that opened it (by client_id):
@@ -277,6 +302,44 @@ class McpEndpoint:
                 await self.manager.handle_request(scope, receive, send)
             except sdk_hooks.SessionLimitReached as exc:
                 await self._session_limit_response(principal, exc.limit)(scope, receive, send)
+
+    async def _serve_listen(self, scope: Scope, headers: Headers, principal: Principal,
+                            receive: Receive, send: Send) -> Receive | None:
+        """Serve a modern ``subscriptions/listen`` request that passes every check of the
+        SDK's modern entry (hook 11) with ``listen_stream.DirectListen``, and return None;
+        else the ``receive`` that replays what was read, for the SDK to answer it."""
+        body, read = await sdk_hooks.read_body(scope, receive, self.manager.max_request_body_size)
+        listen = None
+        if body is not None:
+            listen = sdk_hooks.listen_request(scope, headers, body)
+        if listen is None:
+            return _replaying(read, receive)
+        sdk_scope = dict(scope)
+        sdk_scope[SCOPE_KEY] = principal  # no "user": only the SDK's legacy sessions read it
+        opened = DirectOpen()
+        token = DIRECT_OPEN.set(opened)
+        try:
+            frames, final = await sdk_hooks.open_listen(self.manager, sdk_scope,
+                                                        _replaying(read, receive), listen)
+        except BaseException as exc:
+            if opened.stream is not None:  # failed after the hand-over: undo it
+                self.subscriptions.listen_closed(opened.stream)
+            if not isinstance(exc, Exception):
+                raise
+            # A refusal (or a failure) of the SDK's pipeline: the SDK answers it, as its own.
+            return _replaying(read, receive)
+        finally:
+            DIRECT_OPEN.reset(token)
+        stream = opened.stream
+        if stream is None:  # a middleware answered without the handler (none of ours does)
+            return _replaying(read, receive)
+        listener = DirectListen(stream, send, listen.id, final)
+        del sdk_scope, opened, body, read, headers, listen, final
+        try:
+            await listener.serve(sdk_hooks.SSE_HEADERS, frames, receive, self.keepalive)
+        finally:
+            self.subscriptions.listen_closed(stream)
+        return None
 
     def _user_of(self, principal: Principal) -> AuthenticatedUser:
         """The SDK's view of the caller; one (immutable) object per API key and tenant,

@@ -8,7 +8,9 @@ SSE comment on every open stream of a session every ``interval`` seconds, so a p
 idle-read timeout does not cut a quiet stream and a vanished client is still noticed (the
 write fails, uvicorn reports the disconnect, the stream ends).
 
-2026-07-28 responses are not sse-starlette's: the SDK pings those in the request's own task.
+2026-07-28 responses are not sse-starlette's: the SDK pings those in the request's own task
+(every 15 s of silence), except the listen streams the endpoint serves itself
+(``listen_stream.DirectListen``, hook 11), which are pinged here with the same comment.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import anyio
 import mcp_types as types
@@ -41,6 +42,27 @@ logger = logging.getLogger(__name__)
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 Update = tuple[str, float | None]
 StoreOf = Callable[[str], SessionEventStore | None]
+
+
+def update_notification(uri: str, subscription_id: types.RequestId
+                        ) -> types.ServerNotification:
+    """The notification a listen stream sends for an update of ``uri``."""
+    return event_to_notification(ResourceUpdated(uri=uri),
+                                 {SUBSCRIPTION_ID_META_KEY: subscription_id})
+
+
+class DirectOpen:
+    """A listen request the endpoint serves itself (hook 11): the handler acks, hands its
+    subscriber over here and returns at once; the endpoint streams the updates."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self) -> None:
+        self.stream: ListenStream | None = None
+
+
+DIRECT_OPEN: ContextVar[DirectOpen | None] = ContextVar("colaflow_mcp_direct_listen",
+                                                        default=None)
 
 
 def resource_updated(uri: str) -> types.JSONRPCNotification:
@@ -161,17 +183,31 @@ class LegacySession(_Watcher):
             self._sending = False
 
 
-class ListenStream(_Watcher):
-    """One ``subscriptions/listen`` stream (2026-07-28); its request's task sends."""
+class Sender(Protocol):
+    """Who sends a directly served listen stream's updates (``listen_stream.DirectListen``)."""
 
-    __slots__ = ("_ready",)
+    def changed(self) -> None: ...
+
+
+class ListenStream(_Watcher):
+    """One ``subscriptions/listen`` stream (2026-07-28); its request's task sends, or (served
+    directly, hook 11) the ``Sender`` it is attached to."""
+
+    __slots__ = ("_ready", "_sender")
 
     def __init__(self, principal: Principal, capacity: int) -> None:
         super().__init__(principal, capacity)
         self._ready: anyio.Event | None = None  # exists only while the sender waits
+        self._sender: Sender | None = None
+
+    def attach(self, sender: Sender) -> None:
+        """Updates are sent by ``sender`` from now on (told of each one)."""
+        self._sender = sender
 
     def _wake(self) -> None:
-        if self._ready is not None:
+        if self._sender is not None:
+            self._sender.changed()
+        elif self._ready is not None:
             self._ready.set()
 
     async def updates(self) -> AsyncIterator[Update]:
@@ -332,8 +368,10 @@ class Subscriptions:
             raise MCPError(types.INVALID_PARAMS,
                            f"Too many resource subscriptions (max {self.max_per_session})")
         meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
+        direct = DIRECT_OPEN.get()
         stream = ListenStream(principal, max(1, len(requested)))
         self.listen_streams.add(stream)
+        handed_over = False
         try:
             honored: list[str] = []
             for uri in requested:
@@ -357,17 +395,28 @@ class Subscriptions:
                 ),
                 related_request_id=subscription_id,
             )
+            if direct is not None:
+                # The endpoint streams the updates (``listen_stream``); the result is
+                # serialised now and sent when the stream ends.
+                direct.stream = stream
+                handed_over = True
+                return types.SubscriptionsListenResult(_meta=meta)
             async for uri, committed in stream.updates():
                 await ctx.session.send_notification(
-                    event_to_notification(ResourceUpdated(uri=uri), meta),
+                    update_notification(uri, subscription_id),
                     related_request_id=subscription_id,
                 )
                 metrics.notified("mcp", committed)
         finally:
-            self.listen_streams.discard(stream)
-            self.notifier.unregister_all(stream, stream.uris.keys())
-            stream.close()
+            if not handed_over:
+                self.listen_closed(stream)
         return types.SubscriptionsListenResult(_meta=meta)
+
+    def listen_closed(self, stream: ListenStream) -> None:
+        """A listen stream ended: forget its subscriptions."""
+        self.listen_streams.discard(stream)
+        self.notifier.unregister_all(stream, stream.uris.keys())
+        stream.close()
 
 
 def _session_id(ctx: ServerRequestContext[Any, Any]) -> str | None:

@@ -108,6 +108,7 @@ def test_the_sdk_still_has_every_private_hook_with_the_expected_shape() -> None:
         8, "the SDK frames an SSE event differently (_create_event_data)")
     _check_hook_9()
     _check_hook_10()
+    _check_hook_11()
     transport.__class__ = sdk_hooks.LeanGetTransport
     assert transport._encode_event(message, "g7") == (
         b"id: g7\r\nevent: message\r\ndata: " + message.model_dump_json(
@@ -152,6 +153,75 @@ def _check_hook_10() -> None:
         10, "the transport validates more headers than the session id")
     assert _parameters(check_accept_headers) == ["request"], _hook(
         10, "check_accept_headers(request) is gone or re-signed")
+
+
+def _check_hook_11() -> None:
+    """The modern entry still checks, dispatches and frames a listen the way
+    ``sdk_hooks.modern`` mirrors it."""
+    from mcp.server import _streamable_http_modern as modern
+    from mcp.server.session import ServerSession
+    from mcp.server.transport_security import TransportSecurityMiddleware
+
+    def ordered(source: str, *parts: str) -> bool:
+        at = 0
+        for part in parts:
+            at = source.find(part, at)
+            if at < 0:
+                return False
+        return True
+
+    entry = inspect.getsource(modern.handle_modern_request)
+    assert ordered(
+        entry, "security.validate_request(request, is_post=(request.method == \"POST\"))",
+        'if request.method != "POST":', "check_accept_headers(request)",
+        "if not has_json or (not json_response and not has_sse):", "await request.body()",
+        "json.loads(body)", "_is_notification_shaped(decoded)",
+        "JSONRPCRequest.model_validate(decoded)",
+        'req.method == "subscriptions/listen" and not has_sse',
+        "find_duplicated_routing_header(request.headers.items())",
+        "classify_inbound_request(decoded, headers=dict(request.headers))",
+        "_mcp_param_rejection(app, request, req, verdict, lifespan_state)",
+        "Connection.from_envelope(", "verdict.protocol_version", "verdict.client_info",
+        "verdict.client_capabilities", "_SingleExchangeDispatchContext(",
+        'TransportContext(kind="streamable-http", can_send_request=False, '
+        'headers=request.headers)', "request_id=req.id",
+        "ServerMessageMetadata(request_context=request)",
+        "progress_token=progress_token_from_params(req.params)",
+        "dctx.sink = send_ch", "serve_one(app, dctx, req.method, req.params, "
+        "connection=connection, lifespan_state=lifespan_state)",
+        '"headers": _SSE_HEADERS', 'b": ping\\r\\n\\r\\n"', "_sse_event(result[0])",
+        '"more_body": False'), _hook(
+        11, "handle_modern_request checks, dispatches or frames a request differently")
+    from mcp.shared import inbound
+    assert "if headers.get(MCP_METHOD_HEADER) != method:" in inspect.getsource(
+        inbound.classify_inbound_request), _hook(
+        11, "a modern request no longer needs an Mcp-Method header that matches its body")
+    assert 'req.method != "tools/call"' in inspect.getsource(modern._mcp_param_rejection), _hook(
+        11, "Mcp-Param validation applies to more than tools/call")
+    assert ordered(inspect.getsource(modern._to_jsonrpc_response), "result = await coro",
+                   "JSONRPCResponse(jsonrpc=\"2.0\", id=request_id, result=result)"), _hook(
+        11, "the modern entry wraps a result differently")
+    assert ordered(inspect.getsource(modern._SingleExchangeDispatchContext.notify),
+                   "dict(params) if params is not None else None",
+                   "self.sink.send(_sse_event(JSONRPCNotification(jsonrpc=\"2.0\", "
+                   "method=method, params=body)))"), _hook(
+        11, "the modern entry frames a notification differently")
+    assert 'notification.model_dump(by_alias=True, mode="json", exclude_none=True)' in (
+        inspect.getsource(ServerSession._notify)), _hook(
+        11, "the server session dumps a notification differently")
+    assert 'content_type.lower().startswith("application/json")' in inspect.getsource(
+        TransportSecurityMiddleware._validate_content_type), _hook(
+        11, "the SDK checks Content-Type differently")
+    routing = inspect.getsource(StreamableHTTPSessionManager._handle_request)
+    assert ordered(routing, "next(", "pv is not None and pv not in HANDSHAKE_PROTOCOL_VERSIONS",
+                   "await handle_modern_request(", "self._lifespan_state"), _hook(
+        11, "the manager routes requests to the modern entry differently")
+    assert isinstance(modern._SSE_HEADERS, list) and callable(modern._sse_event), _hook(
+        11, "_SSE_HEADERS or _sse_event is gone")
+    manager = StreamableHTTPSessionManager(app=MCPServer("canary")._lowlevel_server)
+    assert manager._task_group is None and manager._lifespan_state is None and (
+        manager.max_request_body_size > 0), _hook(
+        11, "the manager's _task_group, _lifespan_state or max_request_body_size is gone")
 
 
 def _check_hook_9() -> None:

@@ -89,9 +89,44 @@ which fails with a clear message if an upgrade renames, re-signs or stops callin
     ``StreamableHTTPServerTransport.handle_request`` does, and discarding a session that
     ended meanwhile as the manager does after a request. Anything else — every refusal
     included — goes to the SDK as before, so errors are the SDK's own.
+11. A modern ``subscriptions/listen`` stream served before the manager. Through the SDK a
+    held listen keeps its modern entry's task group (``_streamable_http_modern.
+    handle_modern_request``: the handler's task with its ``ServerRunner``, ``Connection``,
+    session and context, a task waiting for the disconnect, a memory stream, a
+    ``move_on_after`` per ping: ~35 KiB per idle listener, issue 14). ``modern.read_body``
+    and ``modern.listen_request`` make the checks the manager and that entry make before
+    dispatch, with the SDK's functions and in its order — the body limit
+    (``RequestBodyLimitMiddleware``), the routing to the entry (``MCP-Protocol-Version``
+    not a handshake version, ``_handle_request``), Content-Type
+    (``TransportSecurityMiddleware``), POST, an ``Mcp-Method`` header naming the listen
+    (``classify_inbound_request`` requires it to match the body; other requests go to the
+    SDK without their body read), ``check_accept_headers`` (JSON and SSE),
+    the JSON body, a request (not notification-shaped, ``JSONRPCRequest``), the method,
+    ``find_duplicated_routing_header`` and ``classify_inbound_request`` (``Mcp-Param``
+    checks apply to ``tools/call`` only). ``modern.open_listen`` then runs the SDK's own
+    ``serve_one`` as the entry does (``Connection.from_envelope``, the entry's
+    ``_SingleExchangeDispatchContext`` with a sink collecting frames, the manager's
+    ``_lifespan_state``): the server's middleware, the params validation, our handler
+    (which acks and, told by ``subscriptions.DIRECT_OPEN``, hands its subscriber over and
+    returns) and the result's serialisation; the ack and the final result are framed by
+    the SDK (``_sse_event``), the head is its ``_SSE_HEADERS``, a later update is framed
+    as ``ServerSession._notify`` and the dispatch context's ``notify`` frame it
+    (``modern.encode_notification``). ``listen_stream.DirectListen`` serves the stream
+    from there; the endpoint's pinger sends the SDK's ``: ping`` comment. A request that
+    fails a check, or whose pipeline raises (too many URIs, bad params), goes to the SDK
+    with its body replayed, so errors are the SDK's own.
 """
 
 # What the rest of the package's users need; the parts' own names stay in their modules.
+from colaflow_mcp.mcp.sdk_hooks.modern import (
+    SSE_HEADERS,
+    encode_notification,
+    listen_request,
+    manager_running,
+    may_be_listen,
+    open_listen,
+    read_body,
+)
 from colaflow_mcp.mcp.sdk_hooks.parking import LIVE, SessionActivity, life_of
 from colaflow_mcp.mcp.sdk_hooks.sessions import SessionLimitReached, SessionManager, lowlevel_server
 from colaflow_mcp.mcp.sdk_hooks.transport import (
@@ -104,6 +139,13 @@ from colaflow_mcp.mcp.sdk_hooks.transport import (
 
 __all__ = [
     "LIVE",
+    "SSE_HEADERS",
+    "encode_notification",
+    "listen_request",
+    "manager_running",
+    "may_be_listen",
+    "open_listen",
+    "read_body",
     "LeanGetTransport",
     "SessionActivity",
     "SessionLimitReached",
