@@ -2,9 +2,10 @@
 database): what publishing and receiving cost an instance.
 
 ``python -m benchmarks.backplane_micro [--redis-url URL] [--events 20000] [--batch 1]
-[--repeats 3] [--b-wants all|none]``: process A (the deciding instance) announces ``--events`` approved
-decisions through its :class:`Outbox` in rounds of ``--batch`` (the next round once the
-marker has the last one, so a publisher batch holds at most ``--batch`` events) and
+[--repeats 3] [--b-wants all|none]``: process A (the deciding instance) announces
+``--events`` approved decisions through its :class:`Outbox` in rounds of ``--batch`` (the
+next round once the marker has the last one, so a publisher batch holds at most
+``--batch`` events) and
 listens on the backplane as every instance does; process B (another instance) only
 listens. Both on uvloop, as ``serve``. Prints, per process, CPU per decision
 (``time.process_time``; Redis's own CPU is not in it) and the decisions/s of the run.

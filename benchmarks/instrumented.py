@@ -338,10 +338,12 @@ def _stages() -> None:
     def dump(*_: object) -> None:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         line = dict(c, t=time.monotonic(), cpu_s=time.process_time(),
+                    user_s=ru.ru_utime, sys_s=ru.ru_stime,
                     voluntary_cs=ru.ru_nvcsw, involuntary_cs=ru.ru_nivcsw)
         bus, ntf = objs.get("bus"), objs.get("notifier")
         if bus is not None:
             line["backplane.own_skipped"] = bus.own_skipped
+            line["backplane.unwanted_skipped"] = getattr(bus, "unwanted_skipped", 0)
         if ntf is not None:
             line["notifier.delivered"] = ntf.delivered_count
         with open(f"{os.environ['BENCH_STAGES_OUT']}.{os.getpid()}", "a") as f:

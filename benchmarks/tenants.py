@@ -152,6 +152,17 @@ def _machine_jiffies() -> tuple[int, int]:
     return total - idle, total
 
 
+def _cpu_jiffies() -> list[int]:
+    """Busy clock ticks of each CPU since boot (``cpuN`` lines of ``/proc/stat``)."""
+    busy = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                v = [int(x) for x in line.split()[1:9]]
+                busy.append(sum(v) - v[3] - v[4])
+    return busy
+
+
 def _group(p: psutil.Process, instances: dict[int, str], me: int, db_name: str | None
            ) -> str | None:
     pid = p.info["pid"]
@@ -189,6 +200,8 @@ class CpuWindow:
         self._a: dict[int, tuple[str, float]] = {}
         self._b: dict[int, tuple[str, float]] = {}
         self._m0 = self._m1 = (0, 0)
+        self._c0: list[int] = []
+        self._c1: list[int] = []
         # Called right after the window opens and right before it closes (profilers,
         # the instances' stage counters).
         self.edge_hooks: list[tuple[Callable[[], Any], Callable[[], Any]]] = []
@@ -214,6 +227,7 @@ class CpuWindow:
     def start(self) -> None:
         self._a = self._snapshot(self._cs_a)
         self._m0 = _machine_jiffies()
+        self._c0 = _cpu_jiffies()
         self._t0 = time.monotonic()
         for opened, _ in self.edge_hooks:
             opened()
@@ -223,6 +237,7 @@ class CpuWindow:
             closing()
         self._t1 = time.monotonic()
         self._m1 = _machine_jiffies()
+        self._c1 = _cpu_jiffies()
         self._b = self._snapshot(self._cs_b)
 
     def result(self, approvals: int) -> dict[str, Any]:
@@ -246,6 +261,8 @@ class CpuWindow:
         return {
             "wall_s": round(wall, 3),
             "machine": {"cpus": os.cpu_count(), "busy_cores": round(busy / wall, 3),
+                        "busy_per_cpu": [round((b - a) / tick / wall, 3)
+                                         for a, b in zip(self._c0, self._c1, strict=True)],
                         "busy_share": round(busy / total, 3) if total else None,
                         "busy_ms_per_approval": round(busy * 1000 / n, 3)},
             "components": {g: {"cpu_s": round(v, 3), "cores": round(v / wall, 3),
