@@ -246,13 +246,27 @@ async def measured_tenants(server: Any, load: TenantLoad, per: int, inflight: in
             for p in spies:
                 p.send_signal(signal.SIGINT)
         window.edge_hooks.append((spy, unspy))
+    perf_out = os.environ.get("BENCH_PERF_OUT")
+    perfs: list[subprocess.Popen[bytes]] = []
+    if perf_out:  # ``perf record`` of every instance over the steady window
+        def perf() -> None:
+            for i, s in enumerate(servers):
+                perfs.append(subprocess.Popen(
+                    ["perf", "record", "-F", "499", "-p", str(s.pid), "-o",
+                     f"{perf_out}-{split}-i{i}-of{len(servers)}.data"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        def unperf() -> None:
+            for p in perfs:
+                p.send_signal(signal.SIGINT)
+        window.edge_hooks.append((perf, unperf))
     counts: dict[int, int] = {}
     decider = tenant_decider([s.port for s in servers], load, inflight, split, window, counts)
     r = await run_load(server, kind="hub-ws", change_ids=load.change_ids,
                        agents=len(load.assignments), per_agent=per, rate=1e9,
                        concurrency=inflight, approve_share=1.0, api_keys=load.api_keys,
                        decider=decider)
-    for p in spies:
+    for p in [*spies, *perfs]:
         p.wait(timeout=60)
     out = _row(r)
     if stages:
