@@ -35,6 +35,8 @@ import asyncio
 import json
 import math
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -222,13 +224,53 @@ async def measured_tenants(server: Any, load: TenantLoad, per: int, inflight: in
     """One closed-loop run over the load's tenants; CPU of every component, per instance."""
     servers = [server, *server.extra_instances]
     window = CpuWindow([s.pid for s in servers], db_name)
+    stages = os.environ.get("BENCH_STAGES_OUT")
+    if stages:  # benchmarks/instrumented.py's ``stages``: counters at the window's edges
+        def signal_all() -> None:
+            for s in servers:
+                os.kill(s.pid, signal.SIGUSR2)
+        window.edge_hooks.append((signal_all, signal_all))
+    spies: list[subprocess.Popen[bytes]] = []
+    if PROFILE["seconds"]:  # py-spy on every instance over the whole steady window
+        def spy() -> None:
+            for i, s in enumerate(servers):
+                spies.append(subprocess.Popen(
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                     str(s.pid), "--format", "raw", "--rate", "250", "--gil", "--nonblocking",
+                     "--output",
+                     f"{PROFILE['path']}".replace(".txt", f"-{split}-i{i}-of"
+                                                  f"{len(servers)}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        def unspy() -> None:
+            for p in spies:
+                p.send_signal(signal.SIGINT)
+        window.edge_hooks.append((spy, unspy))
+    perf_out = os.environ.get("BENCH_PERF_OUT")
+    perfs: list[subprocess.Popen[bytes]] = []
+    if perf_out:  # ``perf record`` of every instance over the steady window
+        def perf() -> None:
+            for i, s in enumerate(servers):
+                perfs.append(subprocess.Popen(
+                    ["perf", "record", "-F", "499", "-p", str(s.pid), "-o",
+                     f"{perf_out}-{split}-i{i}-of{len(servers)}.data"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        def unperf() -> None:
+            for p in perfs:
+                p.send_signal(signal.SIGINT)
+        window.edge_hooks.append((perf, unperf))
     counts: dict[int, int] = {}
     decider = tenant_decider([s.port for s in servers], load, inflight, split, window, counts)
     r = await run_load(server, kind="hub-ws", change_ids=load.change_ids,
                        agents=len(load.assignments), per_agent=per, rate=1e9,
                        concurrency=inflight, approve_share=1.0, api_keys=load.api_keys,
                        decider=decider)
+    for p in [*spies, *perfs]:
+        p.wait(timeout=60)
     out = _row(r)
+    if stages:
+        out["stages"] = [_stages_of(f"{stages}.{s.pid}") for s in servers]
     out["inflight"] = inflight
     out["decisions_per_instance"] = [counts.get(s.port, 0) for s in servers]
     out["cpu"] = window.result(r["decisions_ok"])
@@ -241,6 +283,13 @@ async def measured_tenants(server: Any, load: TenantLoad, per: int, inflight: in
             comp.get(g, {}).get("ms_per_approval", 0.0)
             for g in ("postgres_backends", "postgres_shared")), 3)
     return out
+
+
+def _stages_of(path: str) -> dict[str, float]:
+    """One instance's stage counters over the window: the last two lines' difference."""
+    lines = [json.loads(x) for x in Path(path).read_text().splitlines()]
+    a, b = lines[-2], lines[-1]
+    return {k: round(v - a.get(k, 0), 3) for k, v in sorted(b.items())}
 
 
 async def run_tenants(root: Path, engine: str, tenants: int, split: str,

@@ -2,21 +2,26 @@
 database): what publishing and receiving cost an instance.
 
 ``python -m benchmarks.backplane_micro [--redis-url URL] [--events 20000] [--batch 1]
-[--repeats 3]``: process A (the deciding instance) announces ``--events`` approved
-decisions through its :class:`Outbox` in rounds of ``--batch`` (the next round once the
-marker has the last one, so a publisher batch holds at most ``--batch`` events) and
+[--repeats 3] [--b-wants all|none]``: process A (the deciding instance) announces
+``--events`` approved decisions through its :class:`Outbox` in rounds of ``--batch`` (the
+next round once the marker has the last one, so a publisher batch holds at most
+``--batch`` events) and
 listens on the backplane as every instance does; process B (another instance) only
 listens. Both on uvloop, as ``serve``. Prints, per process, CPU per decision
 (``time.process_time``; Redis's own CPU is not in it) and the decisions/s of the run.
 A's figure is what one instance with Redis pays on top of the in-process backplane
 (publish, and its own events coming back); B's what every other instance pays per
-decision made elsewhere.
+decision made elsewhere. ``--b-wants none``: B has no subscriber for any of these
+changes (as an instance whose clients watch other changes); a version whose listener asks
+the notifier first (``wants``) then drops them unparsed, an older one parses and
+dispatches each to nobody. B counts an event as seen either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -65,10 +70,14 @@ def _change(i: int, tenant: str) -> PendingChange:
         edited=False, api_key_id="k", expires_at=now)
 
 
-async def _listen(bus: RedisBackplane, on_event: Any, ready: anyio.Event) -> None:
+async def _listen(bus: RedisBackplane, on_event: Any, ready: anyio.Event,
+                  wants: Any = None) -> None:
     async def reconnected(_: datetime | None) -> None:
         ready.set()
-    await bus.run(on_event, reconnected)
+    if wants is not None and "wants" in inspect.signature(bus.run).parameters:
+        await bus.run(on_event, reconnected, wants)
+    else:  # a version without interest checks: every event is parsed and dispatched
+        await bus.run(on_event, reconnected)
 
 
 async def _instance_a(url: str, channel: str, events: int, batch: int,
@@ -104,22 +113,31 @@ async def _instance_a(url: str, channel: str, events: int, batch: int,
 
 
 async def _instance_b(url: str, channel: str, events: int, ready_flag: Any,
-                      out: Any) -> None:
+                      out: Any, b_wants: str = "all") -> None:
     bus = RedisBackplane(url, channel=channel)
     notifier = Notifier(_Marks())  # type: ignore[arg-type]
     got = 0
     done = anyio.Event()
 
-    def on_event(event: DecisionEvent) -> None:
+    def seen() -> None:
         nonlocal got
-        notifier.dispatch(event)
         got += 1
         if got == events:
             done.set()
 
+    def on_event(event: DecisionEvent) -> None:
+        notifier.dispatch(event)
+        seen()
+
+    def wants(change_id: str, tenant_id: str) -> bool:
+        if b_wants == "all":
+            return True
+        seen()  # declined: dropped unparsed
+        return notifier.wants(change_id, tenant_id)
+
     async with anyio.create_task_group() as tg:
         ready = anyio.Event()
-        tg.start_soon(_listen, bus, on_event, ready)
+        tg.start_soon(_listen, bus, on_event, ready, wants)
         await ready.wait()
         cpu0 = time.process_time()
         ready_flag.set()
@@ -139,12 +157,12 @@ def _run(role: str, *args: Any) -> None:
         runner.run(fn(*args))
 
 
-def once(url: str, events: int, batch: int) -> dict[str, Any]:
+def once(url: str, events: int, batch: int, b_wants: str = "all") -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     b_ready = ctx.Event()
     channel = f"colaflow:micro:{uuid.uuid4().hex[:8]}"
-    b = ctx.Process(target=_run, args=("B", url, channel, events, b_ready, out))
+    b = ctx.Process(target=_run, args=("B", url, channel, events, b_ready, out, b_wants))
     a = ctx.Process(target=_run, args=("A", url, channel, events, batch, b_ready, out))
     b.start()
     a.start()
@@ -164,15 +182,17 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--b-wants", choices=("all", "none"), default="all",
+                        help="whether B has subscribers for the changes (default all)")
     args = parser.parse_args()
     runs = []
     for _ in range(args.repeats):
-        r = once(args.redis_url, args.events, args.batch)
+        r = once(args.redis_url, args.events, args.batch, args.b_wants)
         r["loadavg"] = os.getloadavg()[0]
         runs.append(r)
         print(json.dumps(r), flush=True)
     summary = {
-        "events": args.events, "batch": args.batch,
+        "events": args.events, "batch": args.batch, "b_wants": args.b_wants,
         "A_cpu_us_median": statistics.median(r["A"]["cpu_us_per_event"] for r in runs),
         "B_cpu_us_median": statistics.median(r["B"]["cpu_us_per_event"] for r in runs),
         "A_per_s_median": statistics.median(r["A"]["per_s"] for r in runs),

@@ -13,6 +13,12 @@ a comma-separated list of:
   since it by file and by line (``TM …`` lines);
 - ``group-split``: a PostgreSQL decision group's wall time split (``SPLIT …`` lines, see
   ``_group_split``);
+- ``stages``: per-stage counters of one instance (decision groups and their members,
+  backplane batches published, messages received / own skipped / decoded, notifier
+  dispatches and deliveries, sweep and reconcile passes with their wall time, the
+  process's CPU and context switches), appended as one JSON line to
+  ``$BENCH_STAGES_OUT.<pid>`` on every SIGUSR2 (``benchmarks.approvals --tenants`` sends
+  it at the steady window's edges when ``BENCH_STAGES_OUT`` is set);
 - ``audit-off``: proposals and decisions tell no recorder (no audit entries): the
   "before" leg of the ``audit`` scenario, never a way to run the product.
 
@@ -262,9 +268,121 @@ def _group_split() -> None:
     store_engine.Database._transact_async = _transact_async  # type: ignore[method-assign]
 
 
+def _stages() -> None:
+    """Counters per stage, written on SIGUSR2 (see the module's docstring)."""
+    import json
+    import resource
+
+    from colaflow_mcp.delivery import backplane, notifier, recovery
+    from colaflow_mcp.delivery.events import DecisionEvent
+    from colaflow_mcp.store import groups
+
+    c: dict[str, float] = {}
+    objs: dict[str, Any] = {}
+
+    def add(key: str, n: float = 1) -> None:
+        c[key] = c.get(key, 0) + n
+
+    original_run = groups.TransactionGroups._run
+
+    async def _run(self: Any, key: str, batch: list[Any]) -> None:
+        name = getattr(self.body, "__name__", "?").strip("_")
+        add(f"{name}.groups")
+        add(f"{name}.members", len(batch))
+        t0 = time.perf_counter()
+        try:
+            await original_run(self, key, batch)
+        finally:
+            add(f"{name}.wall_ms", (time.perf_counter() - t0) * 1000)
+
+    groups.TransactionGroups._run = _run  # type: ignore[method-assign]
+
+    bp = backplane.RedisBackplane
+    original_init, original_many, original_one = bp.__init__, bp.publish_many, bp.publish
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        objs["bus"] = self
+
+    async def publish_many(self: Any, events: Any) -> Any:
+        add("publish.batches")
+        add("publish.events", len(events))
+        return await original_many(self, events)
+
+    async def publish(self: Any, event: Any) -> Any:
+        add("publish.calls")
+        return await original_one(self, event)
+
+    bp.__init__ = init  # type: ignore[method-assign]
+    bp.publish_many = publish_many  # type: ignore[method-assign]
+    bp.publish = publish  # type: ignore[method-assign]
+
+    original_from_json = DecisionEvent.from_json.__func__  # type: ignore[attr-defined]
+
+    def from_json(cls: Any, raw: Any) -> Any:
+        add("backplane.decoded")
+        t0 = time.thread_time()
+        try:
+            return original_from_json(cls, raw)
+        finally:
+            add("backplane.decode_cpu_ms", (time.thread_time() - t0) * 1000)
+
+    DecisionEvent.from_json = classmethod(from_json)  # type: ignore[method-assign,assignment]
+
+    nt = notifier.Notifier
+    original_ninit, original_dispatch = nt.__init__, nt.dispatch
+
+    def ninit(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_ninit(self, *args, **kwargs)
+        objs["notifier"] = self
+
+    def dispatch(self: Any, event: Any) -> int:
+        add("notifier.dispatches")
+        t0 = time.thread_time()
+        try:
+            return original_dispatch(self, event)  # type: ignore[no-any-return]
+        finally:
+            add("notifier.dispatch_cpu_ms", (time.thread_time() - t0) * 1000)
+
+    nt.__init__ = ninit  # type: ignore[method-assign]
+    nt.dispatch = dispatch  # type: ignore[method-assign]
+
+    rc = recovery.Recovery
+    for name in ("sweep_unannounced", "reconcile", "reconcile_queues"):
+        original = getattr(rc, name)
+
+        def timed(original: Any = original, name: str = name) -> Any:
+            async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                add(f"{name}.passes")
+                t0 = time.perf_counter()
+                try:
+                    return await original(self, *args, **kwargs)
+                finally:
+                    add(f"{name}.wall_ms", (time.perf_counter() - t0) * 1000)
+            return wrapper
+
+        setattr(rc, name, timed())
+
+    def dump(*_: object) -> None:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        line = dict(c, t=time.monotonic(), cpu_s=time.process_time(),
+                    user_s=ru.ru_utime, sys_s=ru.ru_stime,
+                    voluntary_cs=ru.ru_nvcsw, involuntary_cs=ru.ru_nivcsw)
+        bus, ntf = objs.get("bus"), objs.get("notifier")
+        if bus is not None:
+            line["backplane.own_skipped"] = bus.own_skipped
+            line["backplane.unwanted_skipped"] = getattr(bus, "unwanted_skipped", 0)
+        if ntf is not None:
+            line["notifier.delivered"] = ntf.delivered_count
+        with open(f"{os.environ['BENCH_STAGES_OUT']}.{os.getpid()}", "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 INSTRUMENTS: dict[str, Callable[[], None]] = {
     "gc-log": _gc_log, "gc-total": _gc_total, "gc-tune": _gc_tune, "tracemalloc": _tracemalloc,
-    "audit-off": _audit_off, "group-split": _group_split,
+    "audit-off": _audit_off, "group-split": _group_split, "stages": _stages,
 }
 
 

@@ -152,6 +152,17 @@ def _machine_jiffies() -> tuple[int, int]:
     return total - idle, total
 
 
+def _cpu_jiffies() -> list[int]:
+    """Busy clock ticks of each CPU since boot (``cpuN`` lines of ``/proc/stat``)."""
+    busy = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                v = [int(x) for x in line.split()[1:9]]
+                busy.append(sum(v) - v[3] - v[4])
+    return busy
+
+
 def _group(p: psutil.Process, instances: dict[int, str], me: int, db_name: str | None
            ) -> str | None:
     pid = p.info["pid"]
@@ -189,8 +200,16 @@ class CpuWindow:
         self._a: dict[int, tuple[str, float]] = {}
         self._b: dict[int, tuple[str, float]] = {}
         self._m0 = self._m1 = (0, 0)
+        self._c0: list[int] = []
+        self._c1: list[int] = []
+        # Called right after the window opens and right before it closes (profilers,
+        # the instances' stage counters).
+        self.edge_hooks: list[tuple[Callable[[], Any], Callable[[], Any]]] = []
+        self._cs_a: dict[int, int] = {}
+        self._cs_b: dict[int, int] = {}
 
-    def _snapshot(self) -> dict[int, tuple[str, float]]:
+    def _snapshot(self, switches: dict[int, int] | None = None
+                  ) -> dict[int, tuple[str, float]]:
         out: dict[int, tuple[str, float]] = {}
         me = os.getpid()
         for p in psutil.process_iter(["pid", "name", "cmdline"]):
@@ -199,25 +218,37 @@ class CpuWindow:
                 if group is not None:
                     t = p.cpu_times()
                     out[p.info["pid"]] = (group, t.user + t.system)
+                    if switches is not None:  # voluntary: how often it blocked (woke up)
+                        switches[p.info["pid"]] = p.num_ctx_switches().voluntary
             except psutil.Error:
                 pass
         return out
 
     def start(self) -> None:
-        self._a = self._snapshot()
+        self._a = self._snapshot(self._cs_a)
         self._m0 = _machine_jiffies()
+        self._c0 = _cpu_jiffies()
         self._t0 = time.monotonic()
+        for opened, _ in self.edge_hooks:
+            opened()
 
     def stop(self) -> None:
+        for _, closing in self.edge_hooks:
+            closing()
         self._t1 = time.monotonic()
         self._m1 = _machine_jiffies()
-        self._b = self._snapshot()
+        self._c1 = _cpu_jiffies()
+        self._b = self._snapshot(self._cs_b)
 
     def result(self, approvals: int) -> dict[str, Any]:
         """Per component: CPU seconds, cores (seconds / wall) and ms per approval."""
         wall = self._t1 - self._t0
         groups: dict[str, float] = {}
+        wakeups: dict[str, int] = {}
         for pid, (group, cpu) in self._b.items():
+            if pid in self._cs_b:
+                wakeups[group] = (wakeups.get(group, 0) + self._cs_b[pid]
+                                  - self._cs_a.get(pid, 0))
             before = self._a.get(pid)
             # A process born inside the window counts whole; one that died in it is lost
             # (pools keep their connections, so neither happens in a steady run).
@@ -230,9 +261,13 @@ class CpuWindow:
         return {
             "wall_s": round(wall, 3),
             "machine": {"cpus": os.cpu_count(), "busy_cores": round(busy / wall, 3),
+                        "busy_per_cpu": [round((b - a) / tick / wall, 3)
+                                         for a, b in zip(self._c0, self._c1, strict=True)],
                         "busy_share": round(busy / total, 3) if total else None,
                         "busy_ms_per_approval": round(busy * 1000 / n, 3)},
             "components": {g: {"cpu_s": round(v, 3), "cores": round(v / wall, 3),
-                               "ms_per_approval": round(v * 1000 / n, 3)}
+                               "ms_per_approval": round(v * 1000 / n, 3),
+                               **({"wakeups_per_approval": round(wakeups[g] / n, 2)}
+                                  if g in wakeups else {})}
                            for g, v in sorted(groups.items())},
         }

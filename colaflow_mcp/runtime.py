@@ -203,7 +203,8 @@ class Runtime:
 
     async def _listen(self) -> None:
         # Whatever was published while we were not listening is recovered from the rows.
-        await self.bus.run(self.notifier.dispatch, self._reconcile_once)
+        await self.bus.run(self.notifier.dispatch, self._reconcile_once,
+                           self.notifier.wants)
 
     async def _reconcile_once(self, missed_since: datetime | None = None) -> None:
         await self.recovery.reconcile(self.settings.recovery_batch_size)

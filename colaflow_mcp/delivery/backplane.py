@@ -6,7 +6,10 @@ announce sweep and by each instance's reconcile pass (run after every Redis reco
 Every publisher (the outbox, the announce sweep) dispatches to this instance's subscribers
 before publishing, so an instance skips its own messages when they come back from Redis:
 each message starts with the sender's origin id, recognised by its first bytes before any
-JSON is parsed. A batch is published in one pipeline (one write, one read of the replies).
+JSON is parsed. Another instance's message is parsed only if some local subscriber may want
+it: its change and tenant ids, which follow the origin, are read from the bytes and asked
+(``wants``); dispatching one nobody here waits for would deliver nothing. A batch is
+published in one pipeline (one write, one read of the replies).
 
 Creations (for review queues) travel on a channel of their own, ``<channel>:created``:
 an instance of an older release, which knows only decisions, never sees one.
@@ -40,6 +43,9 @@ def created_channel(channel: str) -> str:
     return channel + ":created"
 
 EventHandler = Callable[[DecisionEvent], object]
+# ``wants(change_id, tenant_id)``: whether dispatching that change's event here could
+# deliver it to anyone (False only when it surely would not).
+InterestCheck = Callable[[str, str], bool]
 # Called after every (re)connection with the time from which messages may have been missed
 # (None on the first connection).
 ReconnectHandler = Callable[[datetime | None], Awaitable[None]]
@@ -61,8 +67,10 @@ class Backplane(Protocol):
         """Send a batch at once; returns those handed over (each one surely was), or
         raises when it cannot tell (none is counted as handed over)."""
 
-    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
-        """Listen until cancelled; call ``on_reconnect`` after every (re)connection."""
+    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler,
+                  wants: InterestCheck | None = None) -> None:
+        """Listen until cancelled; call ``on_reconnect`` after every (re)connection.
+        Events ``wants`` declines may be dropped unparsed (``on_event`` would be a no-op)."""
 
     def status(self) -> dict[str, object]:
         """Liveness details for ``/health``."""
@@ -92,7 +100,8 @@ class MemoryBackplane:
             await self.publish(event)
         return list(events)
 
-    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
+    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler,
+                  wants: InterestCheck | None = None) -> None:
         self._handler = on_event
         try:
             await anyio.sleep_forever()
@@ -132,6 +141,7 @@ class RedisBackplane:
         self.origin = uuid.uuid4().hex[:16]
         self._own_prefix = ('{"origin":"' + self.origin + '",').encode()
         self.own_skipped = 0
+        self.unwanted_skipped = 0  # other instances' messages nobody here waited for
         self._listening = False
         # Set, then replaced, whenever the link comes up or goes down.
         self.link_changed = anyio.Event()
@@ -194,7 +204,8 @@ class RedisBackplane:
             logger.info("redis backplane: publishing again, after %.1fs (%d attempt(s) "
                         "failed meanwhile)", time.monotonic() - down.since, down.attempts)
 
-    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler) -> None:
+    async def run(self, on_event: EventHandler, on_reconnect: ReconnectHandler,
+                  wants: InterestCheck | None = None) -> None:
         backoff = 0.1
         while True:
             try:
@@ -208,7 +219,7 @@ class RedisBackplane:
                     backoff = 0.1
                     self._say_listening()
                     await on_reconnect(missed)
-                    await self._listen(pubsub, on_event)
+                    await self._listen(pubsub, on_event, wants)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:
@@ -267,9 +278,12 @@ class RedisBackplane:
         last_heard = time.time() - (time.monotonic() - self._heard)
         return datetime.fromtimestamp(last_heard - self.liveness_seconds, UTC)
 
-    async def _listen(self, pubsub: Any, on_event: EventHandler) -> None:
+    async def _listen(self, pubsub: Any, on_event: EventHandler,
+                      wants: InterestCheck | None) -> None:
         """Read messages as they come (a blocking read: no timer per message); beside it a
-        watchdog pings when the link is idle, so a silently dead one is noticed."""
+        watchdog pings when the link is idle, so a silently dead one is noticed. Own
+        messages are dropped by their first bytes, and those ``wants`` declines by their
+        ids, before any JSON is parsed."""
         own = self._own_prefix
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch, pubsub)
@@ -283,6 +297,11 @@ class RedisBackplane:
                     if isinstance(data, bytes) and data.startswith(own):
                         self.own_skipped += 1  # dispatched here before it was published
                         continue
+                    if wants is not None and isinstance(data, bytes):
+                        ids = route_of(data)
+                        if ids is not None and not wants(*ids):
+                            self.unwanted_skipped += 1
+                            continue
                     try:
                         on_event(DecisionEvent.from_json(data))
                     except Exception:
@@ -317,6 +336,33 @@ class RedisBackplane:
         """Close both Redis connections."""
         await self._client.aclose()
         await self._pub.aclose()
+
+
+_HEAD = b'{"origin":"'
+_CHANGE = b'","changeId":"'
+_TENANT = b'","tenantId":"'
+
+
+def route_of(data: bytes) -> tuple[str, str] | None:
+    """(change id, tenant id) of a message as ``DecisionEvent.to_json`` writes it with an
+    origin, read from its bytes; None when it is not plainly that shape (a previous
+    release's message, an escaped character): then it is parsed as JSON."""
+    if not data.startswith(_HEAD):
+        return None
+    start = data.find(_CHANGE, len(_HEAD))
+    if start < 0:
+        return None
+    start += len(_CHANGE)
+    mid = data.find(_TENANT, start)
+    if mid < 0:
+        return None
+    end = data.find(b'"', mid + len(_TENANT))
+    if end < 0:
+        return None
+    change, tenant = data[start:mid], data[mid + len(_TENANT):end]
+    if b"\\" in change or b"\\" in tenant or b'"' in change:
+        return None
+    return change.decode(), tenant.decode()
 
 
 def _reason(exc: Exception) -> str:

@@ -216,6 +216,11 @@ class Notifier:
         """Tenant id -> its queue subscribers and their state (for reconcile; read-only)."""
         return self._queues
 
+    def wants(self, change_id: str, tenant_id: str) -> bool:
+        """Whether :meth:`dispatch` of this change's event could deliver anything here
+        (False: it would be a no-op, so a backplane message need not even be parsed)."""
+        return tenant_id in self._queues or change_id in self._subs
+
     def has_queue(self, tenant_id: str) -> bool:
         """Whether some local queue subscriber of the tenant waits for its changes."""
         return tenant_id in self._queues

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlmodel import col, select
 
-from colaflow_mcp.delivery.backplane import RedisBackplane
+from colaflow_mcp.delivery.backplane import RedisBackplane, route_of
 from colaflow_mcp.delivery.events import DecisionEvent, event_from_change
 from colaflow_mcp.delivery.notifier import Notifier
 from colaflow_mcp.delivery.outbox import Outbox
@@ -306,3 +306,95 @@ def test_the_origin_comes_first_and_is_ignored_by_the_parser() -> None:
     raw = event.to_json("0123456789abcdef")
     assert raw.startswith('{"origin":"0123456789abcdef",')
     assert DecisionEvent.from_json(raw) == DecisionEvent.from_json(event.to_json()) == event
+
+
+@pytest.mark.redis
+async def test_another_instances_message_nobody_here_waits_for_is_dropped_unparsed() -> None:
+    """The listener asks ``wants`` with the ids read from a message's bytes: one that no
+    local subscriber waits for is dropped before any JSON is parsed, one that some
+    subscriber waits for (its change, or its tenant's review queue) is handed over; a
+    previous release's message (no origin) is parsed and handed over as before."""
+    require_service("Redis", *redis_address())
+    channel = f"colaflow:test:{uuid.uuid4().hex}"
+    bus, other = (RedisBackplane(REDIS_URL, channel=channel) for _ in range(2))
+    heard = Heard()
+    asked: list[tuple[str, str]] = []
+
+    def wants(change_id: str, tenant_id: str) -> bool:
+        asked.append((change_id, tenant_id))
+        return change_id == "wanted" or tenant_id == "t-queue"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(bus.run, heard, _ignore_reconnect, wants)
+        with anyio.fail_after(10):
+            while not bus.healthy:
+                await bus.link_changed.wait()
+        await other.publish_many([decided("unwanted"), created("new-unwanted"),
+                                  decided("wanted"), decided("queued", "t-queue"),
+                                  created("new-queued", "t-queue")])
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:  # the previous release's message, after the others on the decisions' channel
+            await client.publish(channel, '{"changeId":"old-1","tenantId":"t1","status":'
+                                 '"Approved","payload":{"pendingChangeId":"old-1"},'
+                                 '"committedAt":1700000000.5}')
+        finally:
+            await client.aclose()
+        got = await heard.until(4)
+        tg.cancel_scope.cancel()
+    await bus.aclose()
+    await other.aclose()
+    assert sorted(e.change_id for e in got) == ["new-queued", "old-1", "queued", "wanted"]
+    assert got[[e.change_id for e in got].index("queued")] == decided("queued", "t-queue")
+    assert bus.unwanted_skipped == 2  # "new-unwanted" came before "new-queued"
+    assert sorted(asked) == sorted([("unwanted", "t1"), ("new-unwanted", "t1"),
+                                    ("wanted", "t1"), ("queued", "t-queue"),
+                                    ("new-queued", "t-queue")])
+
+
+def test_the_ids_are_read_from_the_message_bytes_only_when_plainly_there() -> None:
+    origin = "0123456789abcdef"
+    assert route_of(decided("c-1", "t-1").to_json(origin).encode()) == ("c-1", "t-1")
+    assert route_of(created("c-2", "t-2").to_json(origin).encode()) == ("c-2", "t-2")
+    assert route_of(decided("c-1").to_json().encode()) is None  # previous release
+    # Escaped characters: parsed as JSON instead (and read right there).
+    for odd in (decided('c"3', "t"), decided("c-4", 't\\"x'), decided("c-é", "t")):
+        raw = odd.to_json(origin).encode()
+        assert route_of(raw) is None
+        assert DecisionEvent.from_json(raw) == odd
+
+
+class _Sub:
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.events: list[DecisionEvent] = []
+
+    def deliver(self, event: DecisionEvent) -> None:
+        self.events.append(event)
+
+
+async def test_the_notifier_wants_exactly_what_dispatch_would_deliver(db: Database) -> None:
+    """``wants`` is false only where ``dispatch`` would deliver nothing: no subscriber of
+    the change and no review queue of its tenant."""
+    notifier = Notifier(db)
+    watcher, reviewer = _Sub("t1"), _Sub("t2")
+    probes = [decided("c1"), decided("c2"), decided("c3", "t2"), created("c4", "t2"),
+              created("c5")]
+
+    def agree() -> None:
+        for event in probes:
+            sent = notifier.dispatch(event)
+            assert notifier.wants(event.change_id, event.tenant_id) or sent == 0
+        assert [notifier.wants(e.change_id, e.tenant_id) for e in probes] == expected
+
+    expected = [False] * 5
+    agree()
+    notifier.register(watcher, "c1")
+    await notifier.subscribe_queue(reviewer)
+    expected = [True, False, True, True, False]
+    agree()
+    assert [e.change_id for e in watcher.events] == ["c1"]
+    assert [e.change_id for e in reviewer.events] == ["c3", "c4"]
+    notifier.unregister(watcher, "c1")
+    notifier.unregister_queue(reviewer)
+    expected = [False] * 5
+    agree()
