@@ -140,7 +140,6 @@ class Settings:
     auth_cache_entries: int = 10_000  # verified keys and tokens kept
     hub_flush_grace_seconds: float = 1.0  # a closing hub connection may take to send Close
     hub_timer_slices: int = 10  # one timer pass over all connections, spread over this many
-    hub_timer_slice_connections: int = 100  # ...and more slices if one would tick more
     mcp_request_event_history: int = 32  # events kept per session for request streams
 
     # Review queue (hub, reviewers): the snapshot's size (the newest pending changes) and

@@ -226,21 +226,17 @@ class HubServer:
         """Keep-alive pings and timeouts of every connection; runs until cancelled.
 
         One pass over every connection per :meth:`timer_interval`, spread over
-        ``hub_timer_slices`` callbacks, or more so that none ticks more than
-        ``hub_timer_slice_connections``: 10,000 connections in one callback stalled the
-        loop for 11-44 ms, and a tenth of them still for 1-3 ms, which a decision's event
-        could wait behind (RESULTS, "The tail at 10,000 connections").
+        ``hub_timer_slices`` callbacks: 10,000 connections in one callback stalled the loop
+        for 11-44 ms.
         """
-        s = self.settings
-        least, most = max(1, s.hub_timer_slices), max(1, s.hub_timer_slice_connections)
-        interval = self.timer_interval()
+        slices = max(1, self.settings.hub_timer_slices)
+        step = self.timer_interval() / slices
         round_: list[HubConnection] = []
-        slices, part = least, 0
+        part = 0
         while True:
-            await anyio.sleep(interval / slices)
+            await anyio.sleep(step)
             if part == 0:
                 round_ = list(self.registry)
-                slices = max(least, -(-len(round_) // most))
             size = -(-len(round_) // slices)
             self.tick(round_[part * size:(part + 1) * size], time.monotonic())
             part = (part + 1) % slices
