@@ -5,12 +5,13 @@ import asyncio
 import time
 from typing import Any
 
+from starlette.websockets import WebSocketState
+
 from colaflow_mcp.domain.auth import Principal
 from colaflow_mcp.hub import protocol as p
 from colaflow_mcp.hub import websockets as ws
 from colaflow_mcp.hub.connection import HubConnection
 from colaflow_mcp.hub.outbound import Limits
-from starlette.websockets import WebSocketState
 
 
 class Hub:
