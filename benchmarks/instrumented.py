@@ -19,6 +19,11 @@ a comma-separated list of:
   process's CPU and context switches), appended as one JSON line to
   ``$BENCH_STAGES_OUT.<pid>`` on every SIGUSR2 (``benchmarks.approvals --tenants`` sends
   it at the steady window's edges when ``BENCH_STAGES_OUT`` is set);
+- ``tail-trace``: where a slow delivery's time went (RESULTS, "The tail at 10,000
+  connections"): every garbage collection (start, generation, ms), event-loop lag over
+  0.25 ms (a ``call_later`` probe every 2 ms: when it ran late and by how much) and every
+  hub timer slice (start, connections, pings queued, ms), one line each (``TT …``,
+  ``time.monotonic()``) to the file ``BENCH_TRACE_OUT`` names (default: the log);
 - ``audit-off``: proposals and decisions tell no recorder (no audit entries): the
   "before" leg of the ``audit`` scenario, never a way to run the product.
 
@@ -106,6 +111,51 @@ def _tracemalloc() -> None:
 
 def _gc_tune() -> None:
     gc.set_threshold(50_000, 20, 100)
+
+
+def _tail_trace() -> None:
+    import asyncio
+
+    from colaflow_mcp.hub import server as hub_server
+
+    path = os.environ.get("BENCH_TRACE_OUT")
+    out = open(path, "a", buffering=1) if path else sys.stderr  # noqa: SIM115
+    mono, perf = time.monotonic, time.perf_counter
+    started = [0.0, 0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0], started[1] = mono(), perf()
+            return
+        out.write(f"TT gc t={started[0]:.6f} gen={info['generation']} "
+                  f"ms={(perf() - started[1]) * 1000:.3f} collected={info['collected']}\n")
+
+    gc.callbacks.append(on_gc)
+
+    def probe(due: float) -> None:
+        now = mono()
+        if now - due > 0.00025:
+            out.write(f"TT lag t={due:.6f} ms={(now - due) * 1000:.3f}\n")
+        asyncio.get_running_loop().call_later(0.002, probe, now + 0.002)
+
+    original_tick = hub_server.HubServer.tick
+    original_run_timers = hub_server.HubServer.run_timers
+
+    def tick(self: Any, conns: list[Any], now: float) -> None:
+        sent = [c.last_sent for c in conns]
+        t0, p0 = mono(), perf()
+        original_tick(self, conns, now)
+        ms = (perf() - p0) * 1000
+        pinged = sum(1 for c, s in zip(conns, sent, strict=True) if c.last_sent != s)
+        out.write(f"TT tick t={t0:.6f} conns={len(conns)} pinged={pinged} ms={ms:.3f}\n")
+
+    async def run_timers(self: Any) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.002, probe, mono() + 0.002)
+        await original_run_timers(self)
+
+    hub_server.HubServer.tick = tick  # type: ignore[method-assign]
+    hub_server.HubServer.run_timers = run_timers  # type: ignore[method-assign]
 
 
 def _audit_off() -> None:
@@ -383,6 +433,7 @@ def _stages() -> None:
 INSTRUMENTS: dict[str, Callable[[], None]] = {
     "gc-log": _gc_log, "gc-total": _gc_total, "gc-tune": _gc_tune, "tracemalloc": _tracemalloc,
     "audit-off": _audit_off, "group-split": _group_split, "stages": _stages,
+    "tail-trace": _tail_trace,
 }
 
 

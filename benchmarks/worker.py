@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -66,6 +67,8 @@ async def main() -> None:
                 else:
                     errors.append("")
 
+    if os.environ.get("BENCH_WORKER_TRACE"):  # the probe's own stalls (instrumented.py)
+        _lag_probe(os.environ["BENCH_WORKER_TRACE"])
     t0 = time.monotonic()
     # Keep-alive runs from the first connection on: set-up of 10,000 agents outlasts the
     # server's 30 s client timeout.
@@ -106,6 +109,22 @@ async def main() -> None:
     if config.get("close", True):
         await asyncio.wait_for(
             asyncio.gather(*(a.close() for a in started), return_exceptions=True), 30)
+
+
+def _lag_probe(path: str) -> None:
+    """Every 2 ms, note when this process's loop ran a timer over 0.25 ms late
+    (``TT wlag pid=… t=… ms=…``, ``time.monotonic()``), appended to ``path``."""
+    loop = asyncio.get_running_loop()
+    out = open(path, "a", buffering=1)  # noqa: SIM115
+    pid = os.getpid()
+
+    def probe(due: float) -> None:
+        now = time.monotonic()
+        if now - due > 0.00025:
+            out.write(f"TT wlag pid={pid} t={due:.6f} ms={(now - due) * 1000:.3f}\n")
+        loop.call_later(0.002, probe, now + 0.002)
+
+    loop.call_later(0.002, probe, time.monotonic() + 0.002)
 
 
 async def _keep_alive(agents: list[Agent], period: float) -> None:

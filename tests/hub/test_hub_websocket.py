@@ -279,10 +279,16 @@ async def test_stalled_client_is_closed_when_its_queue_overflows(
         t = await env.tenant("acme")
         ws = await open_ws(env.ws_url, t.key)
         conn = next(iter(c for c in env.hub.connections.values() if not c.closed))
-        # Push more than the queue holds in one go, faster than any socket drains.
-        for _ in range(10):
-            conn.send(msg({"type": 6}))
-        assert conn.closed
+        # Push more than the socket's buffers and then the queue hold, in one go (the
+        # client cannot read meanwhile): a frame is written as it is queued while the
+        # transport takes it; once the buffers are full the writer waits and the queue
+        # fills up.
+        pad = "x" * 16_000
+        for _ in range(2_000):  # ~32 MB: more than loopback's buffers hold
+            conn.send(msg({"type": 6, "pad": pad}))
+            if conn.closed:
+                break
+        assert conn.closed and "more than 4 messages queued" in (conn.close_error or "")
         close = await ws.drain_until(lambda m: m.get("type") == 7)
         assert close["allowReconnect"] is True
         await ws.closed_code()

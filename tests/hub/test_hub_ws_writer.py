@@ -35,6 +35,7 @@ class FakeSocket:
         self.sent: list[str] = []
         self.close_code: int | None = None
         self.stalled = False
+        self.gate: anyio.Event | None = None  # sends wait for it while set
         self._inbound_send, self._inbound = anyio.create_memory_object_stream[dict[str, Any]](10)
 
     async def receive(self) -> dict[str, Any]:
@@ -43,6 +44,8 @@ class FakeSocket:
     async def send_text(self, text: str) -> None:
         if self.stalled:
             await anyio.sleep_forever()
+        if self.gate is not None:
+            await self.gate.wait()
         self.sent.append(text)
 
     async def close(self, code: int) -> None:
@@ -69,9 +72,8 @@ async def test_writer_runs_only_while_there_is_something_to_send() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(sock.run)
         await conn.receive('{"protocol":"json","version":1}' + RS)
-        assert sock.writer is not None
-        await anyio.wait_all_tasks_blocked()
-        assert sock.writer is None and fake.sent == ["{}" + RS]  # idle: no task left
+        # Written as it was queued (the writer's first step ran in place): no task.
+        assert sock.writer is None and fake.sent == ["{}" + RS]
         conn.send(p.PING)
         await anyio.wait_all_tasks_blocked()
         assert sock.writer is None and fake.sent[-1] == p.PING
@@ -103,3 +105,48 @@ async def test_a_stalled_send_is_cut_off_after_the_flush_grace() -> None:
         # The reader (sock.run) ended because the writer gave up after the grace.
         assert 0.15 < time.monotonic() - t0 < 2
     assert sock.writer is None and not sock.active
+
+
+@pytest.mark.anyio
+async def test_a_frame_is_on_the_wire_when_it_is_queued() -> None:
+    """No loop iteration between queueing and writing: a decision's event is written
+    before the code that delivered it goes on (e.g. to its HTTP response)."""
+    conn, fake, sock = make()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sock.run)
+        await conn.receive('{"protocol":"json","version":1}' + RS)
+        for n in range(3):
+            conn.send(p.PING)
+            assert fake.sent[-1] == p.PING and len(fake.sent) == 2 + n  # no await between
+            assert sock.writer is None
+        conn.close("bye")
+        await anyio.wait_all_tasks_blocked()
+        assert fake.close_code == ws.CLOSE_NORMAL and '"type":7' in fake.sent[-1]
+
+
+@pytest.mark.anyio
+async def test_a_send_that_waits_is_carried_on_by_a_task_in_order() -> None:
+    """When the first step has to wait (the transport is not writable), a task takes the
+    same writer over: frames queued meanwhile follow in order, then it ends."""
+    conn, fake, sock = make()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sock.run)
+            await conn.receive('{"protocol":"json","version":1}' + RS)
+            fake.gate = anyio.Event()
+            conn.send(p.completion_result("1", "a"))
+            assert sock.writer is not None and len(fake.sent) == 1  # waiting in its send
+            conn.send(p.completion_result("2", "b"))
+            conn.send(p.completion_result("3", "c"))
+            await anyio.wait_all_tasks_blocked()
+            assert len(fake.sent) == 1 and sock.writer is not None
+            fake.gate.set()
+            await anyio.wait_all_tasks_blocked()
+            assert fake.sent[1:] == [p.completion_result(i, v)
+                                     for i, v in (("1", "a"), ("2", "b"), ("3", "c"))]
+            assert sock.writer is None and conn.queued == 0
+            fake.gate = None
+            conn.send(p.PING)  # idle again: written in place
+            assert fake.sent[-1] == p.PING and sock.writer is None
+            conn.close("bye")
+    assert not sock.active and fake.close_code == ws.CLOSE_NORMAL
