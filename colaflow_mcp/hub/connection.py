@@ -178,9 +178,10 @@ class HubConnection:
     def deliver(self, event: DecisionEvent) -> None:
         """Queue a decision (or, on the review queue, creation) event as a non-blocking
         invocation of its target."""
-        self.send(_framed(event))
-        if event.committed_at is not None and not event.created and not self.closed:
-            self._out.note_commit(event.committed_at)  # for colaflow_notify_seconds
+        # The commit time (for colaflow_notify_seconds) is noted with the frame, before the
+        # transport is told: a WebSocket writes an idle socket's frame in place.
+        self.send(_framed(event),
+                  event.committed_at if not event.created else None)
 
     def owned_by(self, principal: Principal) -> bool:
         """Whether a request by ``principal`` may use this connection (same key/user)."""
@@ -223,17 +224,21 @@ class HubConnection:
         """Bytes held for the client: queued, in flight to the transport, kept for replay."""
         return self._out.held
 
-    def send(self, text: str) -> None:
+    def send(self, text: str, committed_at: float | None = None) -> None:
         """Queue one framed hub message (an invocation or completion); closes the
-        connection when it would hold more than its limits."""
+        connection when it would hold more than its limits. ``committed_at``: the frame
+        carries a decision committed then (for colaflow_notify_seconds)."""
         if self.closed:
             return
         if self._deferred is not None:
             self._deferred.append(text)
+            if committed_at is not None:
+                self._out.note_commit(committed_at)
             return
-        self._enqueue(text, trackable=True)
+        self._enqueue(text, trackable=True, committed_at=committed_at)
 
-    def _enqueue(self, text: str, trackable: bool = False) -> None:
+    def _enqueue(self, text: str, trackable: bool = False,
+                 committed_at: float | None = None) -> None:
         size = p.wire_size(text)
         tracked = self.stateful and trackable
         refusal = self._out.refusal(size, tracked)
@@ -241,6 +246,8 @@ class HubConnection:
             self._overflow(refusal)
             return
         self._out.push(text, size, tracked)
+        if committed_at is not None:
+            self._out.note_commit(committed_at)
         self.last_sent = time.monotonic()
         self._notify()
 
