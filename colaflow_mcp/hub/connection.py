@@ -178,10 +178,8 @@ class HubConnection:
     def deliver(self, event: DecisionEvent) -> None:
         """Queue a decision (or, on the review queue, creation) event as a non-blocking
         invocation of its target."""
-        # The commit time (for colaflow_notify_seconds) is noted with the frame, before the
-        # transport is told: a WebSocket writes an idle socket's frame in place.
-        self.send(_framed(event),
-                  event.committed_at if not event.created else None)
+        # The commit time (colaflow_notify_seconds) goes with the frame: it may be written now.
+        self.send(_framed(event), None if event.created else event.committed_at)
 
     def owned_by(self, principal: Principal) -> bool:
         """Whether a request by ``principal`` may use this connection (same key/user)."""
@@ -225,9 +223,8 @@ class HubConnection:
         return self._out.held
 
     def send(self, text: str, committed_at: float | None = None) -> None:
-        """Queue one framed hub message (an invocation or completion); closes the
-        connection when it would hold more than its limits. ``committed_at``: the frame
-        carries a decision committed then (for colaflow_notify_seconds)."""
+        """Queue one framed hub message (an invocation or completion; ``committed_at``: a
+        decision's commit time); closes the connection past its limits."""
         if self.closed:
             return
         if self._deferred is not None:
