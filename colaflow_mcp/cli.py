@@ -446,7 +446,6 @@ def _serve(settings: Settings) -> int:
     gc.set_threshold(50_000, 20, 100)
     server = HubAwareServer(uvicorn_config(create_app(settings), settings),
                             settings.hub_shutdown_seconds)
-    logger.info("serving on http://%s:%d", settings.host, settings.port)
     try:
         server.run()
     except SystemExit as exc:  # uvicorn could not start: a port in use, a failed lifespan

@@ -61,6 +61,17 @@ class HubAwareServer(uvicorn.Server):
         super().__init__(config)
         self.hub_shutdown_seconds = hub_shutdown_seconds
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start as uvicorn does, then say where it listens: the bound address, so that
+        ``--port 0`` logs the port the system chose, not 0."""
+        await super().startup(sockets)
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets or ():
+                name = sock.getsockname()
+                if isinstance(name, tuple):  # TCP; a UNIX socket's name is its path
+                    host = f"[{name[0]}]" if ":" in name[0] else name[0]
+                    logger.info("serving on http://%s:%d", host, name[1])
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """End the console's live streams and the MCP sessions' GET streams, close the
         hub's connections (Close with allowReconnect), then uvicorn's."""

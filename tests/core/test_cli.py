@@ -305,3 +305,40 @@ def test_serve_on_a_port_in_use_says_so_and_exits_1(tmp_path: Path) -> None:
     assert r.stderr.rstrip().endswith(
         f"error: could not start serving on 127.0.0.1:{port} (the reason is the error "
         "logged above)")
+
+
+def test_serve_on_port_0_logs_the_port_it_listens_on(tmp_path: Path) -> None:
+    """``serve --port 0`` lets the system choose the port; the log says which one (it said
+    ``http://127.0.0.1:0`` before binding), and that port answers."""
+    import threading
+    import urllib.request
+
+    proc = subprocess.Popen(["colaflow-mcp", "serve", "--port", "0"], cwd=tmp_path,
+                            env=cli_env({}), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    seen: list[str] = []
+    ports: list[int] = []
+    found = threading.Event()
+
+    def read() -> None:  # a thread: lines that arrive together all reach the check
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            match = re.search(r"serving on http://127\.0\.0\.1:(\d+)", line)
+            if match:
+                ports.append(int(match.group(1)))
+                found.set()
+        found.set()  # the server ended: let the test fail on what it printed
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert found.wait(60) and ports, "".join(seen)
+        assert ports[0] != 0, "".join(seen)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/health/live",
+                                    timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
