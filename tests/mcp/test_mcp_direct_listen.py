@@ -16,6 +16,7 @@ import anyio
 import httpx
 import pytest
 
+from colaflow_mcp.http_protocols import HeldConnection
 from colaflow_mcp.mcp import endpoint as endpoint_module
 from colaflow_mcp.mcp import listen_stream, sdk_hooks
 from colaflow_mcp.mcp.endpoint import McpEndpoint
@@ -61,11 +62,13 @@ def direct_path(h: Harness, on: bool, monkeypatch: pytest.MonkeyPatch) -> Iterat
         async def serve(self, *args: Any) -> None:
             count.served += 1
             count.open.append(self)
-            try:
-                await super().serve(*args)
-            finally:
+            await super().serve(*args)
+
+        def ended(self) -> None:  # the stream is over, served detached or not
+            if self in count.open:
                 count.open.remove(self)
                 count.ended.set()
+            super().ended()
 
     async def off(scope: Any, headers: Any, principal: Any, receive: Any, send: Any) -> Any:
         return receive
@@ -227,8 +230,14 @@ async def test_listens_the_sdk_refuses_get_the_sdks_answer(
     assert endpoint.subscriptions.listen_streams == set()
 
 
+@pytest.mark.parametrize("detach", [True, False], ids=["detached", "held-by-its-task"])
 async def test_a_held_listen_keeps_no_sdk_task_and_ends_when_the_client_goes(
-        server: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+        server: Harness, monkeypatch: pytest.MonkeyPatch, detach: bool) -> None:
+    """Detached (uvicorn through ``http_protocols``), a held listen keeps no task at all and
+    its connection is a ``HeldConnection``; where the server cannot detach, the request's
+    own task waits, with no SDK frame on it. Either way the client's going ends it."""
+    if not detach:
+        monkeypatch.setattr(endpoint_module, "detach_of", lambda scope: None)
     await server.project()
     key = await server.agent_key()
     uri = (await server.propose(key))["resourceUri"]
@@ -252,9 +261,15 @@ async def test_a_held_listen_keeps_no_sdk_task_and_ends_when_the_client_goes(
             assert r.status_code == 200
             with anyio.fail_after(10):
                 await Held(r).frames(1)
-            (path,) = held_paths()
-            assert [name for name in path if name in SDK_PATH] == [], path
             (listener,) = direct.open
+            if detach:
+                assert held_paths() == []
+                assert isinstance(listener.held, HeldConnection)
+                assert listener.task is None
+            else:
+                (path,) = held_paths()
+                assert [name for name in path if name in SDK_PATH] == [], path
+                assert listener.held is None
             assert listener in endpoint.keepalive.streams  # pinged by the endpoint's pinger
             assert listener.writer is None  # no sender while idle
             assert notifier.subscriber_count() == 1
