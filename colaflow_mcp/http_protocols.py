@@ -318,7 +318,8 @@ class H11HeadTimeout(H11Protocol):
         if (cycle is None or not cycle.response_started or cycle.response_complete
                 or cycle.disconnected or self.flow.write_paused
                 or self.transport.is_closing() or cycle.scope["method"] == "HEAD"
-                or conn.their_state is not h11.DONE or conn.our_state is not h11.SEND_BODY
+                or conn.their_state not in (h11.DONE, h11.MUST_CLOSE)
+                or conn.our_state is not h11.SEND_BODY
                 or type(getattr(conn, "_writer", None)).__name__ != "ChunkedWriter"):
             return None
         pending, closed = conn.trailing_data
