@@ -45,6 +45,7 @@ class DirectCount:
 
     def __init__(self) -> None:
         self.served = 0
+        self.detached = 0  # of those, detached from their request (``HeldConnection``)
         self.open: list[DirectListen] = []
         self.ended = anyio.Event()  # a served stream's request returned
 
@@ -63,6 +64,7 @@ def direct_path(h: Harness, on: bool, monkeypatch: pytest.MonkeyPatch) -> Iterat
             count.served += 1
             count.open.append(self)
             await super().serve(*args)
+            count.detached += self.held is not None
 
         def ended(self) -> None:  # the stream is over, served detached or not
             if self in count.open:
@@ -139,20 +141,25 @@ async def test_a_listen_stream_is_served_directly_with_the_sdk_paths_bytes(
     await server.project("globex")
     foreign = await server.propose(await server.agent_key("globex"))
     served = {}
-    for on in (False, True):
-        key = await server.agent_key(name=f"listener-{on}")
+    # The SDK's path; served directly, held by the request's task; served and detached.
+    for path in ("sdk", "task", "detached"):
+        on = path != "sdk"
+        key = await server.agent_key(name=f"listener-{path}")
         new = (await server.propose(key))["resourceUri"]
         uris = [decided["resourceUri"], new, foreign["resourceUri"], PREFIX + "nope",
                 "colaflow://projects", "https://example.com/x", decided["resourceUri"]]
-        with direct_path(server, on, monkeypatch) as direct:
+        with direct_path(server, on, monkeypatch) as direct, monkeypatch.context() as m:
+            if path == "task":
+                m.setattr(endpoint_module, "detach_of", lambda scope: None)
             status, head, body = await _listen_through(server, key, token, uris, new)
             assert direct.served == (1 if on else 0)
+            assert direct.detached == (1 if path == "detached" else 0)
             if on:
                 with anyio.fail_after(10):
                     await direct.ended.wait()  # the final frame ended the request
-        served[on] = (status, head, body.replace(new.encode(), b"<new>"))
-    assert served[True] == served[False]
-    status, head, body = served[True]
+        served[path] = (status, head, body.replace(new.encode(), b"<new>"))
+    assert served["sdk"] == served["task"] == served["detached"]
+    status, head, body = served["detached"]
     frames = [json.loads(f.removeprefix(b"event: message\r\ndata: "))
               for f in body.split(b"\r\n\r\n") if f]
     assert status == 200 and ("content-type", "text/event-stream") in head
