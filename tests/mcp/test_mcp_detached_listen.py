@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,7 @@ import anyio
 import pytest
 from mcp.client.subscriptions import SubscriptionLost
 
+from colaflow_mcp import http_protocols
 from colaflow_mcp.http_protocols import HeldConnection, http_protocol
 from colaflow_mcp.mcp.endpoint import McpEndpoint
 from colaflow_mcp.mcp.listen_stream import DirectListen
@@ -162,6 +164,33 @@ async def test_a_detached_stream_hands_its_keep_alive_connection_back(
             c.send(second)
             await c.until(ALIVE, answered)
     assert _endpoint(h).subscriptions.listen_streams == set()
+
+
+async def test_a_detached_stream_keeps_nothing_of_uvicorns_request(
+        impl_server: tuple[Harness, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once detached, uvicorn's protocol and its request cycle are freed by reference
+    counting (no cycle left for the collector: that garbage is what an idle stream cost)."""
+    h, _ = impl_server
+    refs: list[tuple[weakref.ref[Any], weakref.ref[Any]]] = []
+    hold = http_protocols._hold
+
+    def spied(protocol: Any, *args: Any) -> HeldConnection:
+        refs.append((weakref.ref(protocol), weakref.ref(protocol.cycle)))
+        return hold(protocol, *args)
+
+    monkeypatch.setattr(http_protocols, "_hold", spied)
+    await h.project()
+    key = await h.agent_key()
+    uri = (await h.propose(key))["resourceUri"]
+    with anyio.fail_after(20):
+        async with raw(h) as c:
+            c.send(listen_request(h, key, uri))
+            await c.until(b"notifications/subscriptions/acknowledged")
+            await h.client.get("/health/live")  # a round trip: the request's task is done
+            ((protocol, cycle),) = refs
+            assert protocol() is None and cycle() is None
+            (listener,) = _listeners(h)
+            assert isinstance(listener.held, HeldConnection)
 
 
 async def test_a_detached_stream_of_a_closing_connection_closes_it(
