@@ -16,6 +16,12 @@ from starlette.responses import JSONResponse
 # Answers that must never be cached (negotiate bodies, polls, errors).
 NO_STORE = {"Cache-Control": "no-cache, no-store"}
 
+# The ASGI scope extension (``scope["extensions"][DETACH]``) by which a held response
+# (an SSE stream whose head is sent) asks the server to let go of the request: the server's
+# ``http_protocols`` offers it; the callable takes the stream's owner and returns what to
+# send on from then on, or None (not possible now: serve the response as usual).
+DETACH = "colaflow.detach"
+
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
                **extra: Any) -> JSONResponse:

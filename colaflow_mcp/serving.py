@@ -73,8 +73,9 @@ class HubAwareServer(uvicorn.Server):
                     logger.info("serving on http://%s:%d", host, name[1])
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """End the console's live streams and the MCP sessions' GET streams, close the
-        hub's connections (Close with allowReconnect), then uvicorn's."""
+        """End the console's live streams, the MCP sessions' GET streams and the modern
+        listen streams, close the hub's connections (Close with allowReconnect), then
+        uvicorn's."""
         state = getattr(self.config.app, "state", None)
         console: Any = getattr(state, "console", None)
         if console is not None:
@@ -82,6 +83,7 @@ class HubAwareServer(uvicorn.Server):
         mcp: Any = getattr(state, "mcp", None)
         if mcp is not None:
             mcp.end_get_streams()  # legacy GET streams (the sessions end with the lifespan)
+            mcp.end_listen_streams()  # modern listens, cut: their clients listen again
         hub: Any = getattr(state, "hub", None)
         if hub is not None:
             try:

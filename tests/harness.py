@@ -290,13 +290,17 @@ async def two_projects(h: Harness) -> tuple[str, Principal, Principal]:
 
 
 @asynccontextmanager
-async def live_server(settings: Settings) -> AsyncIterator[Harness]:
-    """The app served by uvicorn (configured as ``serve`` does) on an ephemeral 127.0.0.1
-    port, in this event loop."""
+async def live_server(settings: Settings, server_class: type[uvicorn.Server] | None = None,
+                      **overrides: Any) -> AsyncIterator[Harness]:
+    """The app served by uvicorn (configured as ``serve`` does, then ``overrides``) on an
+    ephemeral 127.0.0.1 port, in this event loop; ``server_class``: a ``uvicorn.Server``
+    subclass to serve with instead (its ``startup`` is wrapped to say when it is ready)."""
     app = create_app(settings)
-    config = uvicorn_config(app, settings, host="127.0.0.1", port=0, log_level="warning",
-                            timeout_graceful_shutdown=2)
-    server = _ReadyServer(config)
+    config = uvicorn_config(app, settings, **{
+        "host": "127.0.0.1", "port": 0, "log_level": "warning",
+        "timeout_graceful_shutdown": 2, **overrides})
+    server = (_ReadyServer(config) if server_class is None
+              else type("Ready" + server_class.__name__, (_ReadyServer, server_class), {})(config))
     sock = config.bind_socket()
     port = sock.getsockname()[1]
     try:

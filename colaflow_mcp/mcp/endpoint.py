@@ -38,7 +38,7 @@ from colaflow_mcp.mcp import sdk_hooks
 from colaflow_mcp.mcp.context import SCOPE_KEY, PrincipalMiddleware
 from colaflow_mcp.mcp.event_store import SessionEventStore
 from colaflow_mcp.mcp.keepalive import SseKeepAlive
-from colaflow_mcp.mcp.listen_stream import DirectListen
+from colaflow_mcp.mcp.listen_stream import DirectListen, detach_of
 from colaflow_mcp.mcp.resources import register_resources
 from colaflow_mcp.mcp.subscriptions import DIRECT_OPEN, DirectOpen, Subscriptions
 from colaflow_mcp.mcp.tools import build_server
@@ -333,13 +333,32 @@ class McpEndpoint:
         stream = opened.stream
         if stream is None:  # a middleware answered without the handler (none of ours does)
             return _replaying(read, receive)
-        listener = DirectListen(stream, send, listen.id, final)
-        del sdk_scope, opened, body, read, headers, listen, final
+        listener = DirectListen(stream, send, listen.id, final, self)
+        detach = detach_of(scope)
+        del sdk_scope, opened, body, read, headers, listen, final, stream
         try:
-            await listener.serve(sdk_hooks.SSE_HEADERS, frames, receive, self.keepalive)
+            await listener.serve(sdk_hooks.SSE_HEADERS, frames, receive, self.keepalive,
+                                 detach)
         finally:
-            self.subscriptions.listen_closed(stream)
+            if listener.held is None:
+                listener.ended()  # (if serve has not: it tells the endpoint once)
         return None
+
+    def listen_ended(self, listener: DirectListen) -> None:
+        """A directly served listen stream is over: not pinged, its subscriptions gone."""
+        self.keepalive.untrack(listener)
+        self.subscriptions.listen_closed(listener.stream)
+
+    def end_listen_streams(self) -> int:
+        """The server is shutting down: cut the directly served listen streams now, with no
+        final result, so the server does not wait for them and their clients listen again
+        (elsewhere); a final result would tell a client the subscription ended for good."""
+        cut = 0
+        for stream in list(self.keepalive.streams):
+            if isinstance(stream, DirectListen) and stream.active:
+                stream.cut()
+                cut += 1
+        return cut
 
     def _user_of(self, principal: Principal) -> AuthenticatedUser:
         """The SDK's view of the caller; one (immutable) object per API key and tenant,

@@ -10,19 +10,28 @@ task waits for the client to go (``receive``); a sender task runs only while the
 subscriber's queue holds updates, and ends when it is empty; the endpoint's one pinger
 pings the stream. When the subscriber is closed (its key revoked) the sender sends what is
 queued, then the SDK's final result, and the stream ends, as the SDK's does.
+
+Served by uvicorn through our ``http_protocols``, the stream does not even keep its request:
+once the ack is sent it asks the server to detach the response (the ``DETACH`` scope
+extension), the request's task returns, and the connection's small ``HeldConnection`` is
+what sends from then on and says when the client went (:meth:`DirectListen.held_ended`).
+Where the server cannot detach (another ASGI server, a pipelined request already read), the
+request's task waits for the client as above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from mcp_types import RequestId
-from starlette.types import Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from colaflow_mcp import metrics
+from colaflow_mcp.http import DETACH
 from colaflow_mcp.mcp.sdk_hooks import encode_notification
 from colaflow_mcp.mcp.subscriptions import update_notification
 
@@ -48,18 +57,44 @@ def shared_final(frame: bytes) -> bytes:
     return final
 
 
+class ListenOwner(Protocol):
+    """Who served the stream (the endpoint): told once, when it is over."""
+
+    def listen_ended(self, listener: DirectListen) -> None: ...
+
+
+class Held(Protocol):
+    """A detached response (``http_protocols.HeldConnection``): sends body messages."""
+
+    async def __call__(self, message: Message) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Detach = Callable[["DirectListen"], Held | None]
+
+
+def detach_of(scope: Scope) -> Detach | None:
+    """The server's ``DETACH`` extension in ``scope``, if it offers one."""
+    extensions = scope.get("extensions")
+    detach: Detach | None = extensions.get(DETACH) if extensions else None
+    return detach
+
+
 class DirectListen:
     """One listen stream served by the endpoint (see the module docstring)."""
 
-    __slots__ = ("stream", "send", "request_id", "final", "writer", "task", "active",
-                 "done", "failed")
+    __slots__ = ("stream", "send", "request_id", "final", "owner", "held", "writer", "task",
+                 "active", "done", "failed")
 
     def __init__(self, stream: ListenStream, send: Send, request_id: RequestId,
-                 final: bytes) -> None:
+                 final: bytes, owner: ListenOwner) -> None:
         self.stream = stream  # the subscriber: its URIs, its queue
-        self.send = send
+        self.send: Send = send
         self.request_id = request_id  # the listen request's id, in every update
         self.final = shared_final(final)  # the SDK's last frame: the request's result
+        self.owner: ListenOwner | None = owner
+        self.held: Held | None = None  # the detached connection, if detached
         self.writer: asyncio.Task[None] | None = None
         self.task: asyncio.Task[object] | None = None  # the request's, waiting for the client
         self.active = True
@@ -67,8 +102,10 @@ class DirectListen:
         self.failed = False  # the sender failed: the request's task is cancelled
 
     async def serve(self, headers: list[tuple[bytes, bytes]], first: list[bytes],
-                    receive: Receive, pings: SseKeepAlive) -> None:
-        """Send the head and ``first`` (the ack), then updates, until the client goes or
+                    receive: Receive, pings: SseKeepAlive, detach: Detach | None = None
+                    ) -> None:
+        """Send the head and ``first`` (the ack); then, detached if ``detach`` can, return
+        (the connection serves the stream); else send updates until the client goes or
         the subscriber is closed (then the final frame) or the server cancels the task.
 
         No cancel scope: the final frame completes the response, and the server then
@@ -83,6 +120,12 @@ class DirectListen:
                 await self.send({"type": "http.response.body", "body": first.pop(0),
                                  "more_body": True})
             self.stream.attach(self)
+            held = detach(self) if detach is not None else None
+            if held is not None:
+                self.send = self.held = held
+                self.task = None
+                self.changed()  # updates queued before the stream was attached
+                return
             self.changed()  # updates queued before the stream was attached
             try:
                 while self.active:
@@ -93,14 +136,40 @@ class DirectListen:
                 if not self.failed or task is None or task.uncancel() > 0:
                     raise
         finally:
-            pings.untrack(self)
-            self.active = False
-            self.task = None
-            writer = self.writer
-            if writer is not None and writer is not asyncio.current_task():
-                writer.cancel()
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait((writer,))
+            if self.held is None:
+                pings.untrack(self)
+                self.active = False
+                self.task = None
+                writer = self.writer
+                if writer is not None and writer is not asyncio.current_task():
+                    writer.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await asyncio.wait((writer,))
+                self.ended()
+
+    def held_ended(self) -> None:
+        """The detached connection is over (the client went, it was closed, or the final
+        frame was sent): forget the stream."""
+        self.active = False
+        writer = self.writer
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
+        self.ended()
+
+    def ended(self) -> None:
+        """Tell the owner the stream is over (once; later calls do nothing)."""
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.listen_ended(self)
+
+    def cut(self) -> None:
+        """End the stream now, without the final result (the server is stopping: the
+        client is to listen again, elsewhere)."""
+        self.active = False
+        if self.held is not None:
+            self.held.close()
+        else:
+            self._fail()
 
     def changed(self) -> None:
         """An update was queued, or the subscriber closed: start the sender unless one
@@ -109,8 +178,12 @@ class DirectListen:
             self.writer = asyncio.get_running_loop().create_task(self._write())
 
     def _fail(self) -> None:
-        """The sender failed: end the stream (the request's task stops waiting)."""
+        """The sender failed: end the stream (the request's task stops waiting, or the
+        detached connection is closed)."""
         self.active = False
+        if self.held is not None:
+            self.held.close()
+            return
         task = self.task
         if task is not None and not self.failed:
             self.failed = True
@@ -149,4 +222,4 @@ def encode_update(uri: str, request_id: RequestId) -> bytes:
     return encode_notification(update_notification(uri, request_id))
 
 
-__all__ = ["DirectListen", "encode_update"]
+__all__ = ["DirectListen", "ListenOwner", "detach_of", "encode_update"]

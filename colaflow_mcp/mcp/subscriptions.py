@@ -65,6 +65,22 @@ DIRECT_OPEN: ContextVar[DirectOpen | None] = ContextVar("colaflow_mcp_direct_lis
                                                         default=None)
 
 
+_PRINCIPALS: dict[Principal, Principal] = {}
+MAX_SHARED_PRINCIPALS = 10_000
+
+
+def shared_principal(principal: Principal) -> Principal:
+    """``principal``, or an equal one already held: a listen stream keeps its caller's
+    principal for its life, and the idle streams of one API key need not each hold a copy
+    (each request authenticates to a new object)."""
+    shared = _PRINCIPALS.get(principal)
+    if shared is None:
+        if len(_PRINCIPALS) >= MAX_SHARED_PRINCIPALS:
+            _PRINCIPALS.clear()  # a bound, not an eviction policy
+        shared = _PRINCIPALS[principal] = principal
+    return shared
+
+
 def resource_updated(uri: str) -> types.JSONRPCNotification:
     """``notifications/resources/updated`` as the SDK's session builds it (typed model,
     dumped by alias without None, wrapped by its dispatcher)."""
@@ -369,7 +385,7 @@ class Subscriptions:
                            f"Too many resource subscriptions (max {self.max_per_session})")
         meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
         direct = DIRECT_OPEN.get()
-        stream = ListenStream(principal, max(1, len(requested)))
+        stream = ListenStream(shared_principal(principal), max(1, len(requested)))
         self.listen_streams.add(stream)
         handed_over = False
         try:

@@ -16,6 +16,7 @@ import anyio
 import httpx
 import pytest
 
+from colaflow_mcp.http_protocols import HeldConnection
 from colaflow_mcp.mcp import endpoint as endpoint_module
 from colaflow_mcp.mcp import listen_stream, sdk_hooks
 from colaflow_mcp.mcp.endpoint import McpEndpoint
@@ -44,6 +45,7 @@ class DirectCount:
 
     def __init__(self) -> None:
         self.served = 0
+        self.detached = 0  # of those, detached from their request (``HeldConnection``)
         self.open: list[DirectListen] = []
         self.ended = anyio.Event()  # a served stream's request returned
 
@@ -61,11 +63,14 @@ def direct_path(h: Harness, on: bool, monkeypatch: pytest.MonkeyPatch) -> Iterat
         async def serve(self, *args: Any) -> None:
             count.served += 1
             count.open.append(self)
-            try:
-                await super().serve(*args)
-            finally:
+            await super().serve(*args)
+            count.detached += self.held is not None
+
+        def ended(self) -> None:  # the stream is over, served detached or not
+            if self in count.open:
                 count.open.remove(self)
                 count.ended.set()
+            super().ended()
 
     async def off(scope: Any, headers: Any, principal: Any, receive: Any, send: Any) -> Any:
         return receive
@@ -136,20 +141,25 @@ async def test_a_listen_stream_is_served_directly_with_the_sdk_paths_bytes(
     await server.project("globex")
     foreign = await server.propose(await server.agent_key("globex"))
     served = {}
-    for on in (False, True):
-        key = await server.agent_key(name=f"listener-{on}")
+    # The SDK's path; served directly, held by the request's task; served and detached.
+    for path in ("sdk", "task", "detached"):
+        on = path != "sdk"
+        key = await server.agent_key(name=f"listener-{path}")
         new = (await server.propose(key))["resourceUri"]
         uris = [decided["resourceUri"], new, foreign["resourceUri"], PREFIX + "nope",
                 "colaflow://projects", "https://example.com/x", decided["resourceUri"]]
-        with direct_path(server, on, monkeypatch) as direct:
+        with direct_path(server, on, monkeypatch) as direct, monkeypatch.context() as m:
+            if path == "task":
+                m.setattr(endpoint_module, "detach_of", lambda scope: None)
             status, head, body = await _listen_through(server, key, token, uris, new)
             assert direct.served == (1 if on else 0)
+            assert direct.detached == (1 if path == "detached" else 0)
             if on:
                 with anyio.fail_after(10):
                     await direct.ended.wait()  # the final frame ended the request
-        served[on] = (status, head, body.replace(new.encode(), b"<new>"))
-    assert served[True] == served[False]
-    status, head, body = served[True]
+        served[path] = (status, head, body.replace(new.encode(), b"<new>"))
+    assert served["sdk"] == served["task"] == served["detached"]
+    status, head, body = served["detached"]
     frames = [json.loads(f.removeprefix(b"event: message\r\ndata: "))
               for f in body.split(b"\r\n\r\n") if f]
     assert status == 200 and ("content-type", "text/event-stream") in head
@@ -227,8 +237,14 @@ async def test_listens_the_sdk_refuses_get_the_sdks_answer(
     assert endpoint.subscriptions.listen_streams == set()
 
 
+@pytest.mark.parametrize("detach", [True, False], ids=["detached", "held-by-its-task"])
 async def test_a_held_listen_keeps_no_sdk_task_and_ends_when_the_client_goes(
-        server: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+        server: Harness, monkeypatch: pytest.MonkeyPatch, detach: bool) -> None:
+    """Detached (uvicorn through ``http_protocols``), a held listen keeps no task at all and
+    its connection is a ``HeldConnection``; where the server cannot detach, the request's
+    own task waits, with no SDK frame on it. Either way the client's going ends it."""
+    if not detach:
+        monkeypatch.setattr(endpoint_module, "detach_of", lambda scope: None)
     await server.project()
     key = await server.agent_key()
     uri = (await server.propose(key))["resourceUri"]
@@ -252,9 +268,15 @@ async def test_a_held_listen_keeps_no_sdk_task_and_ends_when_the_client_goes(
             assert r.status_code == 200
             with anyio.fail_after(10):
                 await Held(r).frames(1)
-            (path,) = held_paths()
-            assert [name for name in path if name in SDK_PATH] == [], path
             (listener,) = direct.open
+            if detach:
+                assert held_paths() == []
+                assert isinstance(listener.held, HeldConnection)
+                assert listener.task is None
+            else:
+                (path,) = held_paths()
+                assert [name for name in path if name in SDK_PATH] == [], path
+                assert listener.held is None
             assert listener in endpoint.keepalive.streams  # pinged by the endpoint's pinger
             assert listener.writer is None  # no sender while idle
             assert notifier.subscriber_count() == 1
