@@ -5,7 +5,7 @@ the change service alone approves ``--approvals`` ``create_issue`` changes with
 ``--inflight`` at a time; prints approvals/s, CPU per approval (this process, worker
 threads included; on PostgreSQL the database server's own work is not in it), database
 round trips per approval (statements, BEGIN and COMMIT, counted by SQLAlchemy events, and
-statements sent on asyncpg itself, ``store/native.py``),
+statements sent on asyncpg itself, ``store/native.py`` and ``Database.run_alone``),
 and how the decisions were grouped into transactions (store/groups.py).
 """
 
@@ -63,6 +63,13 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
             return run_native(self, *args)
 
         Native._run = _counted  # type: ignore[method-assign]
+    run_alone = getattr(Database, "run_alone", None)  # a group in one statement (decide_one)
+    if run_alone is not None:
+        async def _alone(self: Any, *args: Any) -> Any:
+            counts["native"] += 1
+            return await run_alone(self, *args)
+
+        Database.run_alone = _alone  # type: ignore[method-assign]
 
     try:
         agent, reviewer = await micro_principals(db)
@@ -76,7 +83,8 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
         todo = iter(ids[100:])
         # (getattr: the same script measures a checkout from before group commit too.)
         groups: Any = getattr(changes, "decisions", None) or _NoGroups()
-        before = dict(counts), groups.transactions, groups.members, groups.retried
+        before = (dict(counts), groups.transactions, groups.members, groups.retried,
+                  getattr(groups, "firsts", 0))
 
         async def lane() -> None:
             for cid in todo:
@@ -96,6 +104,7 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
             "mean_group": round((groups.members - before[2])
                                 / max(1, groups.transactions - before[1]), 2),
             "groups_retried": groups.retried - before[3],
+            "one_statement_groups": getattr(groups, "firsts", 0) - before[4],
             "loadavg": os.getloadavg()}
 
 

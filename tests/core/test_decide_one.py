@@ -30,7 +30,9 @@ NASTY = 'q"uote \\ back\nnew\ttab \x01ctl é 😀 </script>'
 async def harness(any_database_url: str) -> AsyncIterator[Harness]:
     if any_database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL only: the one-statement path is a PostgreSQL function")
-    settings = fast_settings(any_database_url, expiry_max_wait_seconds=3600.0)
+    # The expiry loop and the announce sweep asleep: the tests run them themselves.
+    settings = fast_settings(any_database_url, expiry_max_wait_seconds=3600.0,
+                             announce_grace_seconds=3600.0)
     async with in_process(settings) as h:
         yield h
 
@@ -319,3 +321,52 @@ async def test_an_overdue_change_is_not_approved_in_one_statement(harness: Harne
         await h.runtime.changes.approve(reviewer, cid)
     assert lost.value.status == Status.EXPIRED.value
     assert (await h.runtime.audit.verify(tenant_id)).ok
+
+
+async def test_a_failing_statement_falls_back_to_the_python_path(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = harness
+    tenant_id, agent, reviewer = await _tenant(h, "acme")
+    cid = await _propose(h, agent, project_key="WEB", title="x")
+
+    async def broken(*_: Any) -> Any:
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(h.runtime.db, "run_alone", broken)
+    done = await _one_approval_falls_back(h, reviewer, cid)
+    assert done.status == Status.APPROVED.value and done.execution_result["success"]
+    assert (await h.runtime.audit.verify(tenant_id)).ok
+
+
+async def test_an_answer_lost_after_the_commit_is_a_conflict_and_the_sweep_announces(
+        harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The known edge (domain/decide_one.py): committed by the server, the connection lost
+    before the rows arrived. The reviewer hears Conflict (Approved); the rows are right and
+    the announce sweep announces the decision."""
+    h = harness
+    tenant_id, agent, reviewer = await _tenant(h, "acme")
+    cid = await _propose(h, agent, project_key="WEB", title="x")
+    listener = _Listener(tenant_id)
+    assert await h.runtime.notifier.subscribe(listener, cid) is not None
+    real = h.runtime.db.run_alone
+
+    async def lost(*args: Any) -> Any:
+        await real(*args)
+        raise OSError("connection reset after the commit")
+
+    monkeypatch.setattr(h.runtime.db, "run_alone", lost)
+    with pytest.raises(Conflict) as conflict:
+        await h.runtime.changes.approve(reviewer, cid)
+    assert conflict.value.status == Status.APPROVED.value
+    assert listener.events == []
+    assert await h.runtime.recovery.sweep_unannounced(0.0) == 1
+    assert [e.change_id for e in listener.events] == [cid]
+    verdict = await h.runtime.audit.verify(tenant_id)
+    assert verdict.ok and verdict.entries == 1 + 1 + 2
+
+
+async def test_sqlite_has_no_one_statement_path(any_database_url: str) -> None:
+    settings = fast_settings(any_database_url, expiry_max_wait_seconds=3600.0)
+    async with in_process(settings) as h:
+        first = h.runtime.changes.decisions.first
+        assert (first is None) == any_database_url.startswith("sqlite")
