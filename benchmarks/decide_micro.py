@@ -37,6 +37,7 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
     db = Database(url)
     await db.create_schema()
     counts = {"statements": 0, "native": 0, "begin": 0, "commit": 0}
+    alone_s: list[float] = []  # wall time of each run_alone call (its round trip)
     engine = db.sync_write_engine or db.write_engine.sync_engine
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -67,9 +68,13 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
     if run_alone is not None:
         async def _alone(self: Any, *args: Any) -> Any:
             counts["native"] += 1
-            return await run_alone(self, *args)
+            t = time.perf_counter()
+            try:
+                return await run_alone(self, *args)
+            finally:
+                alone_s.append(time.perf_counter() - t)
 
-        Database.run_alone = _alone  # type: ignore[method-assign]
+        Database.run_alone = _alone  # type: ignore[method-assign,assignment]
 
     try:
         agent, reviewer = await micro_principals(db)
@@ -105,6 +110,8 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
                                 / max(1, groups.transactions - before[1]), 2),
             "groups_retried": groups.retried - before[3],
             "one_statement_groups": getattr(groups, "firsts", 0) - before[4],
+            "one_statement_ms": round(1000 * sum(alone_s[-100:]) / max(1, len(alone_s[-100:])),
+                                      3),
             "loadavg": os.getloadavg()}
 
 
