@@ -5,7 +5,7 @@ the change service alone approves ``--approvals`` ``create_issue`` changes with
 ``--inflight`` at a time; prints approvals/s, CPU per approval (this process, worker
 threads included; on PostgreSQL the database server's own work is not in it), database
 round trips per approval (statements, BEGIN and COMMIT, counted by SQLAlchemy events, and
-statements sent on asyncpg itself, ``store/native.py``),
+statements sent on asyncpg itself, ``store/native.py`` and ``Database.run_alone``),
 and how the decisions were grouped into transactions (store/groups.py).
 """
 
@@ -37,6 +37,7 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
     db = Database(url)
     await db.create_schema()
     counts = {"statements": 0, "native": 0, "begin": 0, "commit": 0}
+    alone_s: list[float] = []  # wall time of each run_alone call (its round trip)
     engine = db.sync_write_engine or db.write_engine.sync_engine
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -63,6 +64,17 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
             return run_native(self, *args)
 
         Native._run = _counted  # type: ignore[method-assign]
+    run_alone = getattr(Database, "run_alone", None)  # a group in one statement (decide_one)
+    if run_alone is not None:
+        async def _alone(self: Any, *args: Any) -> Any:
+            counts["native"] += 1
+            t = time.perf_counter()
+            try:
+                return await run_alone(self, *args)
+            finally:
+                alone_s.append(time.perf_counter() - t)
+
+        Database.run_alone = _alone  # type: ignore[method-assign,assignment]
 
     try:
         agent, reviewer = await micro_principals(db)
@@ -76,7 +88,8 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
         todo = iter(ids[100:])
         # (getattr: the same script measures a checkout from before group commit too.)
         groups: Any = getattr(changes, "decisions", None) or _NoGroups()
-        before = dict(counts), groups.transactions, groups.members, groups.retried
+        before = (dict(counts), groups.transactions, groups.members, groups.retried,
+                  getattr(groups, "firsts", 0))
 
         async def lane() -> None:
             for cid in todo:
@@ -96,6 +109,9 @@ async def run(url: str, approvals: int, inflight: int) -> dict[str, Any]:
             "mean_group": round((groups.members - before[2])
                                 / max(1, groups.transactions - before[1]), 2),
             "groups_retried": groups.retried - before[3],
+            "one_statement_groups": getattr(groups, "firsts", 0) - before[4],
+            "one_statement_ms": round(1000 * sum(alone_s[-100:]) / max(1, len(alone_s[-100:])),
+                                      3),
             "loadavg": os.getloadavg()}
 
 

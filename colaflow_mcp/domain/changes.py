@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 from colaflow_mcp.config import Settings
 from colaflow_mcp.domain import audit, recording
 from colaflow_mcp.domain.auth import Principal
+from colaflow_mcp.domain.decide_one import LOST, Decided, DecideOne, fits
 from colaflow_mcp.domain.errors import (
     Conflict,
     ExecutionError,
@@ -88,17 +89,7 @@ class Edit:
     plan: Plan
 
 
-@dataclass(frozen=True)
-class Decided:
-    """What a decision's transaction function did: the row if it won, and its transitions
-    (recorded once per transaction, after every decision sharing it)."""
-
-    change: PendingChange | None
-    transitions: tuple[Transition, ...] = ()
-    result: dict[str, Any] | None = None  # an approval's execution result
-
-
-_LOST = Decided(None)
+_LOST = LOST
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,9 +170,11 @@ class ChangeService:
         self.proposals: TransactionGroups[Callable[[Session], Proposed], Proposed] = (
             TransactionGroups(db, self._propose_group,
                               max_size=settings.proposal_group_max_size))
-        # Concurrent decisions of a tenant too (and its projects' issue numbers).
+        # Concurrent decisions of a tenant too (and its projects' issue numbers); on
+        # PostgreSQL a group of plain approvals first in one statement (decide_one.py).
         self.decisions: TransactionGroups[_Decision, Decided] = TransactionGroups(
-            db, self._decide_group, max_size=settings.decision_group_max_size)
+            db, self._decide_group, max_size=settings.decision_group_max_size,
+            first=DecideOne(db) if fits(db, self.recorders) else None)
 
     def _propose_group(self, s: Session, tenant_id: str,
                        fns: list[Callable[[Session], Proposed]]) -> list[Proposed]:

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from colaflow_mcp.store import migrate
+from colaflow_mcp.store import migrate, native
+from colaflow_mcp.store.statements import DECLINED
 from colaflow_mcp.store.tables import Meta
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ def async_url(url: str) -> str:
 def redact_url(url: str) -> str:
     """The URL with any password masked, for logs."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+class Declined(Exception):
+    """A statement run by ``Database.run_alone`` declined the work (SQLSTATE ``CF001``):
+    it wrote nothing; the caller does it another way."""
 
 
 class Database:
@@ -186,6 +192,28 @@ class Database:
                 await transaction.commit()
                 return value
         raise AssertionError("unreachable")
+
+    async def run_alone(self, sql: str, *args: Any) -> list[Any]:
+        """The rows of one statement sent on a pooled connection's asyncpg connection
+        itself, outside any explicit transaction (PostgreSQL): the statement is its own
+        transaction, committed by the server as it ends, so the whole call is one round
+        trip (no BEGIN, no COMMIT). A statement that raises SQLSTATE ``CF001`` raises
+        :class:`Declined` (it wrote nothing); a connection found dead is dropped from the
+        pool and the driver's error raised.
+        """
+        if self.is_sqlite:
+            raise RuntimeError("run_alone is for PostgreSQL")
+        async with self.engine.connect() as conn:
+            raw: Any = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            try:
+                rows: list[Any] = await raw.fetch(sql, *args)
+            except Exception as exc:
+                if getattr(exc, "sqlstate", None) == DECLINED:
+                    raise Declined(str(exc)) from None
+                if native.gone(exc) or raw.is_closed():
+                    await conn.invalidate(exc)
+                raise
+            return rows
 
     async def create_schema(self, mode: str = "auto", lock_timeout: float = 600.0) -> None:
         """Bring the schema to the latest revision (``auto``) or refuse an older one

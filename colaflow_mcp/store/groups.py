@@ -12,12 +12,16 @@ members share (claim them all with one statement, insert their rows with one). A
 that raises makes its group roll back; each member is then run again alone (a body of one
 item), so one member's failure (or a deadlock between instances) only ever fails that
 member. Members must therefore be safe to run again after a rollback.
+
+A group may first be offered to ``first(key, items)`` (PostgreSQL: a whole group of
+decisions in one statement, ``domain/decide_one.py``): its values, or None when it declines
+(nothing written); then, or when it raises, the group runs as above.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -38,6 +42,8 @@ T = TypeVar("T")
 
 # ``body(session, key, items)``: every item's value, in order, in the caller's transaction.
 Body = Callable[[Session, str, list[I]], list[T]]
+# ``first(key, items)``: every item's value, committed, or None (declined, nothing written).
+First = Callable[[str, list[I]], Awaitable[list[T] | None]]
 
 
 @dataclass(eq=False)
@@ -61,9 +67,12 @@ class TransactionGroups(Generic[I, T]):
     ``body(session, key, items) -> values`` (one value per item, in order) does the work
     of a whole group; a group's first try has ``Session.info[GROUPED]`` set."""
 
-    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64) -> None:
+    def __init__(self, db: Database, body: Body[I, T], max_size: int = 64,
+                 first: First[I, T] | None = None) -> None:
         self.db = db
         self.body = body
+        self.first = first
+        self.firsts = 0  # groups ``first`` did (for tests and benchmarks)
         self.max_size = max(1, max_size)
         self._lanes: dict[str, _Lane] = {}
         self.transactions = 0  # committed groups (for tests and benchmarks)
@@ -113,6 +122,8 @@ class TransactionGroups(Generic[I, T]):
                 m.done.set()
 
     async def _run(self, key: str, batch: list[_Member[Any]]) -> None:
+        if self.first is not None and await self._first(key, batch):
+            return
         # A group of one too is tried marked first: its member skips its savepoints (two
         # round trips on PostgreSQL) and is run again unmarked only if it raises.
         try:
@@ -135,6 +146,24 @@ class TransactionGroups(Generic[I, T]):
                 self.members += 1
             except Exception as exc:
                 m.error = exc
+
+    async def _first(self, key: str, batch: list[_Member[Any]]) -> bool:
+        assert self.first is not None
+        try:
+            values = await self.first(key, [m.item for m in batch])
+        except Exception as exc:  # nothing known committed: the usual way decides
+            logger.warning("a group of %d member(s) failed in one statement (%s: %s); "
+                           "running it as a transaction", len(batch), type(exc).__name__,
+                           exc)
+            return False
+        if values is None:
+            return False
+        for m, v in zip(batch, values, strict=True):
+            m.value = v
+        self.transactions += 1
+        self.firsts += 1
+        self.members += len(batch)
+        return True
 
     def _together(self, s: Session, key: str, batch: list[_Member[Any]]) -> list[Any]:
         s.info[GROUPED] = True

@@ -27,7 +27,7 @@ from sqlalchemy.util.concurrency import in_greenlet
 _GONE = ("ConnectionDoesNotExistError", "PostgresConnectionError")
 
 
-def _gone(exc: BaseException) -> bool:
+def gone(exc: BaseException) -> bool:
     return (isinstance(exc, OSError) or "connection is closed" in str(exc)
             or any(cls.__name__ in _GONE for cls in type(exc).__mro__))
 
@@ -47,7 +47,7 @@ def _guarded(conn: Connection, what: str, awaitable: Any) -> Any:
     try:
         return await_only(awaitable)
     except Exception as exc:
-        if not (_gone(exc) or _closed(conn)):
+        if not (gone(exc) or _closed(conn)):
             raise
         conn.invalidate(exc)
         raise DBAPIError(what, None, exc, connection_invalidated=True) from exc

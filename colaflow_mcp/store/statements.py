@@ -318,3 +318,12 @@ NATIVE_APPEND_AUDIT_RECORD_RESULTS = (
     "entity_id = r.entity FROM unnest($14::text[], $15::text[], $16::text[]) "
     "AS r(id, result, entity) WHERE pc.id = ANY($14::text[]) AND pc.id = r.id), "
     + NATIVE_APPEND_AUDIT[len("WITH "):])
+
+# A group of plain approvals of one tenant in one statement, the function of revision
+# 0006 (see domain/decide_one.py): $1 tenant, $2 now, $3 the audit entries' at, $4 its
+# ISO text, arrays $5 change ids, $6 deciders, $7 actor types, $8 actor ids, $9 actor
+# names; the rows it decided (every column), in no particular order. SQLSTATE CF001:
+# declined, nothing written (decide the group in Python).
+NATIVE_DECIDE_GROUP = ("SELECT * FROM colaflow_decide_group($1, $2, $3, $4, $5::text[], "
+                       "$6::text[], $7::text[], $8::text[], $9::text[])")
+DECLINED = "CF001"
