@@ -27,8 +27,9 @@ a comma-separated list of:
 - ``mem-probe``: on SIGUSR1 append one JSON line of where the process's memory is to
   ``$BENCH_MEMPROBE_OUT`` (RSS and anonymous RSS, glibc ``mallinfo2``, pymalloc's arenas
   from ``sys._debugmallocstats``, threads, modules loaded, the collector's counts); with
-  ``BENCH_MEMPROBE_COLLECT=1`` (or while ``$BENCH_MEMPROBE_OUT.collect`` exists) then also the unreachable objects by type, and the state
-  after ``gc.collect()`` and after
+  ``BENCH_MEMPROBE_COLLECT=1`` (or while ``$BENCH_MEMPROBE_OUT.collect`` exists) then also
+  the unreachable objects by type (with ``BENCH_MEMPROBE_WHO=<type>``, what refers to the
+  first of that type), and the state after ``gc.collect()`` and after
   ``malloc_trim(0)`` (``benchmarks.mcp_memory_probe``);
 - ``audit-off``: proposals and decisions tell no recorder (no audit entries): the
   "before" leg of the ``audit`` scenario, never a way to run the product.

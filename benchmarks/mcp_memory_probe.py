@@ -28,13 +28,17 @@ from benchmarks.scenarios import warm_up
 from benchmarks.server import raise_fd_limit, running_server, seed_changes
 
 
+def _lines(out: Path) -> list[str]:
+    return out.read_text().splitlines() if out.exists() else []
+
+
 async def _mark(pid: int, out: Path, label: str, settle: float) -> dict[str, Any]:
     await asyncio.sleep(settle)
-    lines = out.read_text().splitlines() if out.exists() else []
+    lines = _lines(out)
     os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        now = out.read_text().splitlines() if out.exists() else []
+        now = _lines(out)
         if len(now) > len(lines):
             line: dict[str, Any] = json.loads(now[-1])
             line["label"] = label
@@ -71,13 +75,17 @@ async def probe(root: Path, steps: list[int], settle: float, collect: bool, warm
                 ready = sum([(await w.expect("ready", 1800))["ready"] for w in pool])
                 held = n
                 if collect_last and n == steps[-1]:
-                    Path(f"{out}.collect").touch()
+                    _flag(Path(f"{out}.collect"))
                 mark = await _mark(server.pid, out, f"{n}", settle)
                 mark["ready_in_step"] = ready
                 marks.append(mark)
         finally:
             await stop_workers(pools)
     return marks
+
+
+def _flag(path: Path) -> None:
+    path.touch()
 
 
 def _row(label: str, base: dict[str, Any], cur: dict[str, Any], n: int) -> str:
