@@ -7,7 +7,8 @@ each step has settled the server writes one ``mem-probe`` line (RSS, anonymous R
 ``mallinfo2``, pymalloc's arenas, threads, modules, the collector's counts). ``--collect``
 makes each line also read after ``gc.collect()`` and ``malloc_trim(0)`` (which changes what
 the next step starts from). ``--warm-listens K`` opens and closes K listeners before the
-idle line (the baseline after an MCP warm-up). ``--env K=V`` passes environment to the
+idle line (the baseline after an MCP warm-up); ``--concurrency C``: listens connecting at
+once per worker (64, as in ``mcp-memory``). ``--env K=V`` passes environment to the
 server (e.g. ``MALLOC_ARENA_MAX=2``). Prints a table of deltas from the idle line.
 """
 
@@ -48,7 +49,8 @@ async def _mark(pid: int, out: Path, label: str, settle: float) -> dict[str, Any
 
 
 async def probe(root: Path, steps: list[int], settle: float, collect: bool, warm_listens: int,
-                env: dict[str, str], collect_last: bool = False) -> list[dict[str, Any]]:
+                env: dict[str, str], collect_last: bool = False, concurrency: int = 64
+                ) -> list[dict[str, Any]]:
     out = root / "memprobe.jsonl"
     extra = {"COLAFLOW_MCP_MAX_SESSIONS": str(max(steps) + warm_listens + 100),
              "BENCH_INSTRUMENT": "mem-probe", "BENCH_MEMPROBE_OUT": str(out),
@@ -70,7 +72,8 @@ async def probe(root: Path, steps: list[int], settle: float, collect: bool, warm
             for n in steps:
                 share = [[cid] for cid in ids[held:n]]
                 pool = await start_workers("mcp-modern-raw", server.port, server.creds.api_key,
-                                           share, 2 if len(share) >= 2000 else 1)
+                                           share, 2 if len(share) >= 2000 else 1,
+                                           connect_concurrency=concurrency)
                 pools.extend(pool)
                 ready = sum([(await w.expect("ready", 1800))["ready"] for w in pool])
                 held = n
@@ -103,23 +106,7 @@ def _row(label: str, base: dict[str, Any], cur: dict[str, Any], n: int) -> str:
             f"  thr {cur['Threads']} mods {cur['modules']} gc {cur['gc_count']}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.mcp_memory_probe",
-                                     description=__doc__)
-    parser.add_argument("--steps", default="1,10,100,1000")
-    parser.add_argument("--settle", type=float, default=15.0)
-    parser.add_argument("--collect", action="store_true")
-    parser.add_argument("--collect-last", action="store_true",
-                        help="collect only at the last step (the others passive)")
-    parser.add_argument("--warm-listens", type=int, default=0)
-    parser.add_argument("--env", action="append", default=[])
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    raise_fd_limit()
-    args.out.mkdir(parents=True, exist_ok=True)
-    env = dict(kv.split("=", 1) for kv in args.env)
-    marks = asyncio.run(probe(args.out, [int(s) for s in args.steps.split(",")], args.settle,
-                              args.collect, args.warm_listens, env, args.collect_last))
+def report(marks: list[dict[str, Any]]) -> None:
     base = marks[0]["before"]
     for m in marks:
         n = 0 if m["label"] == "idle" else int(m["label"])
@@ -130,15 +117,44 @@ def main(argv: list[str] | None = None) -> int:
         if "collected" in m:
             print(f"{'':>16} gc.collect() found {m['collected']} unreachable; by type "
                   "(count, sys.getsizeof KiB):")
-            for kind, (count, size) in m["garbage"][:25]:
+            for kind, (count, size) in m.get("garbage", [])[:25]:
                 print(f"{'':>20} {count:7d} {size / 1024:8.1f}  {kind}")
             for ref in m.get("referrers", []):
                 print(f"{'':>20} referrer: {ref}")
-    idle_mods = set(marks[0]["modules_loaded"])
+    idle_mods = set(marks[0].get("modules_loaded", []))
     for m in marks[1:]:
+        if "modules_loaded" not in m:
+            continue
         new = sorted(set(m["modules_loaded"]) - idle_mods)
         print(f"modules new at {m['label']}: {len(new)} {' '.join(new[:80])}")
         idle_mods |= set(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.mcp_memory_probe",
+                                     description=__doc__)
+    parser.add_argument("--steps", default="1,10,100,1000")
+    parser.add_argument("--settle", type=float, default=15.0)
+    parser.add_argument("--collect", action="store_true")
+    parser.add_argument("--collect-last", action="store_true",
+                        help="collect only at the last step (the others passive)")
+    parser.add_argument("--warm-listens", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="listens connecting at once per worker (mcp-memory's: 64)")
+    parser.add_argument("--env", action="append", default=[])
+    parser.add_argument("--out", type=Path, default=Path("mcp-memory-probe"))
+    parser.add_argument("--report", type=Path, help="only print the table of a marks.json")
+    args = parser.parse_args(argv)
+    if args.report:
+        report(json.loads(args.report.read_text()))
+        return 0
+    raise_fd_limit()
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = dict(kv.split("=", 1) for kv in args.env)
+    marks = asyncio.run(probe(args.out, [int(s) for s in args.steps.split(",")], args.settle,
+                              args.collect, args.warm_listens, env, args.collect_last,
+                              args.concurrency))
+    report(marks)
     (args.out / "marks.json").write_text(json.dumps(marks, indent=1))
     return 0
 
