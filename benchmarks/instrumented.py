@@ -481,6 +481,14 @@ def _mem_state() -> dict[str, Any]:
             elif "unused pools" in line and "bytes in" in line:
                 state["pymalloc_unused_pools_kib"] = int(
                     line.split("=")[-1].replace(",", "")) // 1024
+    try:  # SQLite's own heap (page caches, statements), process-wide
+        import _sqlite3
+
+        cur, high = ctypes.c_int64(), ctypes.c_int64()
+        ctypes.CDLL(_sqlite3.__file__).sqlite3_status64(0, ctypes.byref(cur), ctypes.byref(high), 0)
+        state["sqlite_kib"] = cur.value // 1024
+    except (ImportError, OSError, AttributeError):
+        pass
     state["py_threads"] = threading.active_count()
     state["modules"] = len(sys.modules)
     state["gc_count"] = gc.get_count()

@@ -103,6 +103,7 @@ def _row(label: str, base: dict[str, Any], cur: dict[str, Any], n: int) -> str:
             f"mmap d {d('malloc', 'hblkhd'):6.2f}  pymalloc arenas "
             f"{cur.get('pymalloc_arenas')} used d "
             f"{(cur.get('pymalloc_used_kib', 0) - base.get('pymalloc_used_kib', 0)) / 1024:6.2f}"
+            f"  sqlite d {(cur.get('sqlite_kib', 0) - base.get('sqlite_kib', 0)) / 1024:5.2f}"
             f"  thr {cur['Threads']} mods {cur['modules']} gc {cur['gc_count']}")
 
 
