@@ -11,20 +11,11 @@ write fails, uvicorn reports the disconnect, the stream ends).
 2026-07-28 responses are not sse-starlette's: the SDK pings those in the request's own task
 (every 15 s of silence), except the listen streams the endpoint serves itself
 (``listen_stream.DirectListen``, hook 11), which are pinged here with the same comment.
-
-After a burst of new streams (``TRIM_AFTER_STREAMS`` or more started since the last tick),
-the tick also gives glibc's free heap pages back to the system (``malloc_trim(0)``): a burst's
-requests in flight grow the heap, and the streams it leaves open keep that heap fragmented,
-so its free pages are otherwise kept for good (~1 MiB after 1,000 listens, issue 14). Only
-on glibc; at most once per interval; 2–4 ms on the event loop with 10,000 streams held.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-from collections.abc import Callable
 from typing import Protocol
 
 import anyio
@@ -36,24 +27,6 @@ PING = b": ping\r\n\r\n"
 # A ping waits at most this long for a slow client's socket buffer to drain: one stuck
 # client cannot hold up the others' pings.
 PING_SEND_BOUND_SECONDS = 0.5
-# Streams started since the last tick that make it trim the heap (a burst, not a trickle).
-TRIM_AFTER_STREAMS = 100
-
-
-def _glibc_malloc_trim() -> Callable[[], object] | None:
-    """``malloc_trim(0)`` of the process's glibc, or None elsewhere (musl, macOS)."""
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return None
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError, ValueError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return lambda: trim(0)
-
-
-release_free_heap = _glibc_malloc_trim()
 
 
 def _is_sse(message: Message) -> bool:
@@ -83,7 +56,6 @@ class SseKeepAlive:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.streams: set[Pingable] = set()  # SSE responses started and not yet ended
-        self.started = 0  # streams started since the last tick
 
     def track(self, send: Send) -> tuple[Send, Stream]:
         """``send`` that registers the response once it starts as SSE and unregisters it
@@ -95,7 +67,6 @@ class SseKeepAlive:
             if message["type"] == "http.response.start":
                 if _is_sse(message):
                     streams.add(stream)
-                    self.started += 1
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 streams.discard(stream)
             await send(message)
@@ -108,18 +79,14 @@ class SseKeepAlive:
     def add(self, stream: Pingable) -> None:
         """An SSE response that started (its head is sent): pinged until ``untrack``."""
         self.streams.add(stream)
-        self.started += 1
 
     async def run(self) -> None:
         """Ping every tracked stream each interval, until cancelled."""
         while True:
             await anyio.sleep(self.interval)
-            burst, self.started = self.started >= TRIM_AFTER_STREAMS, 0
             for stream in list(self.streams):
                 if stream in self.streams:  # not ended while an earlier ping waited
                     await self._ping(stream)
-            if burst and release_free_heap is not None:
-                release_free_heap()
 
     @staticmethod
     async def _ping(stream: Pingable) -> None:
