@@ -557,7 +557,9 @@ def _mem_probe() -> None:
             gc.set_debug(0)
             gc.collect()
             line["after_collect"] = _mem_state()
+            t0 = time.perf_counter()
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+            line["trim_ms"] = round((time.perf_counter() - t0) * 1000, 2)
             line["after_trim"] = _mem_state()
         line["modules_loaded"] = sorted(sys.modules)
         with open(out, "a") as f:
