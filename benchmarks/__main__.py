@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float,
                         help="mcp-memory: seconds idle after the last client is ready before "
                              "RSS is read (default 2; legacy sessions park after 10)")
+    parser.add_argument("--warm-mcp", type=int,
+                        help="mcp-memory: K clients connect and go before the idle reading")
     parser.add_argument("--redis-url", help="redis: the Redis to use")
     parser.add_argument("--postgres-url", help="redis: PostgreSQL admin URL (creates a db)")
     args = parser.parse_args(argv)
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["verify"] = args.verify
     if args.settle is not None:
         kwargs["settle"] = args.settle
+    if args.warm_mcp:
+        kwargs["warm_mcp"] = args.warm_mcp
     if args.redis_url:
         kwargs["redis_url"] = args.redis_url
     if args.postgres_url:

@@ -24,6 +24,13 @@ a comma-separated list of:
   0.25 ms (a ``call_later`` probe every 2 ms: when it ran late and by how much) and every
   hub timer slice (start, connections, pings queued, ms), one line each (``TT …``,
   ``time.monotonic()``) to the file ``BENCH_TRACE_OUT`` names (default: the log);
+- ``mem-probe``: on SIGUSR1 append one JSON line of where the process's memory is to
+  ``$BENCH_MEMPROBE_OUT`` (RSS and anonymous RSS, glibc ``mallinfo2``, pymalloc's arenas
+  from ``sys._debugmallocstats``, threads, modules loaded, the collector's counts); with
+  ``BENCH_MEMPROBE_COLLECT=1`` (or while ``$BENCH_MEMPROBE_OUT.collect`` exists) then also
+  the unreachable objects by type (with ``BENCH_MEMPROBE_WHO=<type>``, what refers to the
+  first of that type), and the state after ``gc.collect()`` and after
+  ``malloc_trim(0)`` (``benchmarks.mcp_memory_probe``);
 - ``audit-off``: proposals and decisions tell no recorder (no audit entries): the
   "before" leg of the ``audit`` scenario, never a way to run the product.
 
@@ -430,10 +437,141 @@ def _stages() -> None:
     signal.signal(signal.SIGUSR2, dump)
 
 
+def _mem_state() -> dict[str, Any]:
+    import ctypes
+    import tempfile
+    import threading
+
+    state: dict[str, Any] = {"t": time.monotonic()}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "VmData", "Threads"):
+                state[key] = int(rest.split()[0])
+    libc = ctypes.CDLL("libc.so.6")
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    state["malloc"] = {n: getattr(info, n) // 1024 for n in
+                       ("arena", "hblkhd", "uordblks", "fordblks", "keepcost")}
+    # sys._debugmallocstats writes to the C stderr: catch it in a file.
+    with tempfile.TemporaryFile("w+") as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        for line in tmp:
+            if "arenas allocated current" in line:
+                state["pymalloc_arenas"] = int(line.split("=")[-1])
+            elif "bytes in allocated blocks" in line:
+                state["pymalloc_used_kib"] = int(line.split("=")[-1].replace(",", "")) // 1024
+            elif "bytes in available blocks" in line:
+                state["pymalloc_free_blocks_kib"] = int(
+                    line.split("=")[-1].replace(",", "")) // 1024
+            elif "unused pools" in line and "bytes in" in line:
+                state["pymalloc_unused_pools_kib"] = int(
+                    line.split("=")[-1].replace(",", "")) // 1024
+    try:  # SQLite's own heap (page caches, statements), process-wide
+        import _sqlite3
+
+        cur, high = ctypes.c_int64(), ctypes.c_int64()
+        ctypes.CDLL(_sqlite3.__file__).sqlite3_status64(0, ctypes.byref(cur), ctypes.byref(high), 0)
+        state["sqlite_kib"] = cur.value // 1024
+    except (ImportError, OSError, AttributeError):
+        pass
+    state["py_threads"] = threading.active_count()
+    state["modules"] = len(sys.modules)
+    state["gc_count"] = gc.get_count()
+    state["gc_collections"] = [s["collections"] for s in gc.get_stats()]
+    return state
+
+
+def _referrers_in_garbage(kind: str | None) -> list[str]:
+    """For the first unreachable object of type ``kind``: what in the garbage refers to
+    it, two levels up (where the cycle closes)."""
+    if not kind:
+        return []
+    ids = {id(o) for o in gc.garbage}
+    first = next((o for o in gc.garbage if type(o).__qualname__ == kind), None)
+    lines: list[str] = []
+
+    def describe(obj: object) -> str:
+        if isinstance(obj, dict):
+            return f"dict keys={list(obj)[:8]}"
+        if type(obj).__name__ == "method":
+            return f"method {getattr(obj, '__qualname__', '?')}"
+        if type(obj).__name__ == "frame":
+            return f"frame {obj.f_code.co_qualname}:{obj.f_lineno}"  # type: ignore[attr-defined]
+        if type(obj).__name__ == "cell":
+            return f"cell of {type(obj.cell_contents).__qualname__}"  # type: ignore[attr-defined]
+        return type(obj).__qualname__
+
+    def walk(obj: object, depth: int) -> None:
+        for ref in gc.get_referrers(obj):
+            if id(ref) in ids and len(lines) < 60:
+                lines.append("  " * depth + describe(ref))
+                if depth < 3:
+                    walk(ref, depth + 1)
+
+    if first is not None:
+        lines.append(describe(first))
+        walk(first, 1)
+    return lines
+
+
+def _mem_probe() -> None:
+    out = os.environ.get("BENCH_MEMPROBE_OUT", "memprobe.jsonl")
+    always = os.environ.get("BENCH_MEMPROBE_COLLECT") == "1"
+
+    def dump(*_: object) -> None:
+        import ctypes
+        import json
+
+        collect = always or os.path.exists(out + ".collect")
+
+        line: dict[str, Any] = {"before": _mem_state()}
+        if collect:
+            # What the collector finds unreachable, by type (DEBUG_SAVEALL keeps it for a
+            # count), then freed by a second pass.
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            line["collected"] = gc.collect()
+            kinds: dict[str, list[int]] = {}
+            for obj in gc.garbage:
+                kind = kinds.setdefault(f"{type(obj).__module__}.{type(obj).__qualname__}",
+                                        [0, 0])
+                kind[0] += 1
+                kind[1] += sys.getsizeof(obj)
+            line["garbage"] = sorted(kinds.items(), key=lambda kv: -kv[1][1])[:40]
+            line["referrers"] = _referrers_in_garbage(os.environ.get("BENCH_MEMPROBE_WHO"))
+            gc.garbage.clear()
+            gc.set_debug(0)
+            gc.collect()
+            line["after_collect"] = _mem_state()
+            t0 = time.perf_counter()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            line["trim_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+            line["after_trim"] = _mem_state()
+        line["modules_loaded"] = sorted(sys.modules)
+        with open(out, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 INSTRUMENTS: dict[str, Callable[[], None]] = {
     "gc-log": _gc_log, "gc-total": _gc_total, "gc-tune": _gc_tune, "tracemalloc": _tracemalloc,
     "audit-off": _audit_off, "group-split": _group_split, "stages": _stages,
-    "tail-trace": _tail_trace,
+    "tail-trace": _tail_trace, "mem-probe": _mem_probe,
 }
 
 

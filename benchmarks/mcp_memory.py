@@ -14,6 +14,9 @@ raw HTTP: ~10x cheaper to set up, so 10,000 sessions fit in minutes on a shared 
 the watched changes over REST and waits until each reached its session (the sessions are
 held and working, not just open). ``--settle S``: the seconds idle before the RSS is read
 (2 by default; idle legacy sessions are parked after 10 s, so 15 measures them parked).
+``--warm-mcp K``: before the idle reading, K clients of the era connect at once and go
+(the baseline of a server that has served MCP before; 0, the default, reads it after the
+REST warm-up alone, the definition of every figure before 2026-12-02's modern-fixed).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from benchmarks.server import ServerUnderTest, running_server, seed_changes
 
 async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = None,
                      eras: list[str] | None = None, client: str = "sdk",
-                     verify: int = 0, settle: float = 2.0) -> dict[str, Any]:
+                     verify: int = 0, settle: float = 2.0, warm_mcp: int = 0
+                     ) -> dict[str, Any]:
     """RSS per idle MCP client, both eras."""
     sizes = [3] if smoke else (sizes or [1000])
     if client not in ("sdk", "raw"):
@@ -45,7 +49,9 @@ async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = 
             extra = {"COLAFLOW_MCP_MAX_SESSIONS": str(n + 100)}
             with running_server(root / f"mcp-memory-{era}-{n}", extra_env=extra) as server:
                 await warm_up(server, 10)
-                ids = await seed_changes(server, n)
+                ids = await seed_changes(server, n + warm_mcp)
+                if warm_mcp:
+                    ids = await _warm_mcp(server, f"mcp-{era}{kind_suffix}", ids, warm_mcp)
                 meter = server.meter()
                 await asyncio.sleep(1.0)
                 idle = meter.read()
@@ -81,12 +87,30 @@ async def mcp_memory(root: Path, smoke: bool = False, sizes: list[int] | None = 
                    "rss_connected_mib": round(full.rss_bytes / 2**20, 1),
                    "rss_per_client_kib": round(per, 2) if per is not None else None,
                    "loadavg_connected": load_connected, "verified": verified,
+                   "warm_mcp": warm_mcp,
                    "mcp_health": mcp_health,
                    "loadavg": os.getloadavg()}
             print(f"[mcp-memory] {run}", file=sys.stderr, flush=True)
             _progress("mcp-memory", run)
             runs.append(run)
     return {"scenario": "mcp-memory", "runs": runs}
+
+
+async def _warm_mcp(server: ServerUnderTest, kind: str, ids: list[str], count: int
+                    ) -> list[str]:
+    """``count`` clients of the era connect at once, are ready, and go (the server has
+    served a burst of MCP requests before the idle reading, as any server in use has);
+    the ids left for the measured clients."""
+    pool = await start_workers(kind, server.port, server.creds.api_key,
+                               [[cid] for cid in ids[-count:]], 1)
+    try:
+        for w in pool:
+            report = await w.expect("ready", 600)
+            if report["ready"] != count:
+                raise RuntimeError(f"warm-up: {report['ready']} of {count} ready")
+    finally:
+        await stop_workers(pool)
+    return ids[:-count]
 
 
 async def _verify(server: ServerUnderTest, pool: list[Worker], ids: list[str], count: int

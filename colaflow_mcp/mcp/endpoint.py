@@ -148,6 +148,8 @@ class McpEndpoint:
                                                session_id))
         # One task pings every session's SSE streams (not sse-starlette's task per stream).
         sdk_hooks.disable_sse_ping_tasks()
+        # A request's SDK runner freed when it returns, not by the cyclic collector.
+        sdk_hooks.runners_freed_by_refcount()
         self.keepalive = SseKeepAlive(settings.mcp_sse_ping_seconds)
         self.server = build_server(changes, queries)
         register_resources(self.server, queries)

@@ -167,6 +167,29 @@ def test_mcp_memory_raw_client_sessions_are_held_and_get_their_updates(tmp_path:
         assert run["server_errors"] == []
 
 
+def test_mcp_memory_warm_mcp_reads_the_baseline_after_a_burst_of_clients(tmp_path: Path
+                                                                         ) -> None:
+    data = run_scenario("mcp-memory", tmp_path, None, "--client", "raw", "--eras", "modern",
+                        "--warm-mcp", "2", "--verify", "2")
+    [run] = data["runs"]
+    assert run["warm_mcp"] == 2 and run["ready"] == run["clients"] > 0 and run["failed"] == 0
+    assert run["verified"]["all_delivered"] and run["server_errors"] == []
+
+
+def test_the_memory_probe_reads_every_step_and_what_the_collector_finds(tmp_path: Path
+                                                                        ) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mcp_memory_probe", "--steps", "1,3", "--settle",
+         "0", "--collect-last", "--out", str(tmp_path)],
+        cwd=ROOT, env=bench_env(), capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    marks = json.loads((tmp_path / "marks.json").read_text())
+    assert [m["label"] for m in marks] == ["idle", "1", "3"]
+    assert all(m["before"]["VmRSS"] > 0 and "pymalloc_arenas" in m["before"] for m in marks)
+    assert marks[-1]["ready_in_step"] == 2 and "after_trim" in marks[-1]
+    assert "after_trim" not in marks[1] and isinstance(marks[-1]["garbage"], list)
+
+
 def test_storm_smoke_reconnects_every_client_of_ours_and_the_peer(tmp_path: Path) -> None:
     data = run_scenario("storm", tmp_path)
     assert sorted(r["server"] for r in data["runs"]) == ["ours", "sio"]

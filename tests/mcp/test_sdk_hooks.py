@@ -4,6 +4,7 @@ numbered hook in the sdk_hooks package's docstring before changing anything else
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -222,6 +223,14 @@ def _check_hook_11() -> None:
     assert manager._task_group is None and manager._lifespan_state is None and (
         manager.max_request_body_size > 0), _hook(
         11, "the manager's _task_group, _lifespan_state or max_request_body_size is gone")
+
+    for name in ("on_request", "on_notify"):
+        attr = runner.ServerRunner.__dict__.get(name)
+        assert isinstance(attr, (functools.cached_property, property)) and (
+            inspect.iscoroutinefunction(getattr(runner.ServerRunner, f"_{name}", None))), _hook(
+            12, f"ServerRunner.{name} is no longer a property over _{name}")
+    assert "runner.on_request(dctx, method, params)" in inspect.getsource(runner.serve_one), _hook(
+        12, "serve_one no longer reads the runner's on_request")
 
 
 def _check_hook_9() -> None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import cached_property
+from operator import attrgetter
 from typing import Any
 
 import mcp_types as types
 from mcp.server import _streamable_http_modern as modern
 from mcp.server.connection import Connection
-from mcp.server.runner import serve_one
+from mcp.server.runner import ServerRunner, serve_one
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import (
@@ -161,6 +163,21 @@ async def open_listen(manager: StreamableHTTPSessionManager, scope: Scope, recei
                              lifespan_state=manager._lifespan_state)
     final = modern._sse_event(types.JSONRPCResponse(jsonrpc="2.0", id=listen.id, result=result))
     return sink.frames, final
+
+
+def runners_freed_by_refcount() -> None:
+    """Hook 12: the SDK's ``ServerRunner.on_request`` and ``on_notify`` are
+    ``cached_property``s, so the first read stores the runner's bound method on the runner:
+    a reference cycle. Every modern request (``serve_one``: ``server/discover``, a tool
+    call, a listen's prelude) then leaves its runner, ``Connection``, exit stack, events and
+    parsed client params (~3 KiB) for the cyclic collector, which at serve's thresholds runs
+    after tens of thousands of allocations: a burst of requests grows the heap by up to
+    ~10 MiB, which whatever the burst left alive (held listeners) then keeps fragmented.
+    Plain properties instead: a new bound method per read (the SDK reads each once per
+    request, or once per session), no cycle. Process-wide, idempotent."""
+    for name in ("on_request", "on_notify"):
+        if isinstance(ServerRunner.__dict__.get(name), cached_property):
+            setattr(ServerRunner, name, property(attrgetter(f"_{name}")))
 
 
 def manager_running(manager: StreamableHTTPSessionManager) -> bool:

@@ -1,0 +1,10 @@
+#!/bin/bash
+while ! grep -q WARMDONE /tmp/mf_res/runs.txt; do sleep 5; done
+cd /tmp
+P="/work/wt/modern-fixed/.venv/bin/python -m benchmarks.mcp_memory_probe --settle 15 --collect-last"
+run() { tag=$1; shift; which=$1; shift; mkdir -p /tmp/mf/$tag; echo "$tag $which $* start=$(date -u +%H:%M:%S) load=$(cut -d' ' -f1 /proc/loadavg)" >> /tmp/mf/probes.txt; PYTHONPATH=/tmp/mf_$which flock /work/wt/bench.lock $P --out /tmp/mf/$tag "$@" > /tmp/mf/$tag/table.txt 2>&1; }
+run s1 branch --steps 1,1000
+run s1m main --steps 1,1000
+run s2 branch --steps 1000 --warm-listens 64
+run s3 branch --steps 1000,10000
+echo PROBES2DONE >> /tmp/mf/probes.txt
