@@ -54,18 +54,6 @@ def _body(seq: int, at: str | None, actor: dict[str, Any], action: str,
             "data": data}
 
 
-def _chained(prev_hash: str, seq: int, at_text: str, t: Transition, data_text: str) -> str:
-    """:func:`chain_hash` of a new entry, its canonical JSON written from the canonical
-    texts of its parts (``at_text``: of the ``at`` string; ``data_text``: of its data)
-    instead of encoding the data again: the same text, the keys in ``_body``'s sorted
-    order (action, actor, at, changeId, data, seq)."""
-    actor = t.actor
-    text = (f'{{"action":{canonical(t.action)},"actor":{canonical(actor.to_json())},'
-            f'"at":{at_text},"changeId":{canonical(t.change_id)},"data":{data_text},'
-            f'"seq":{seq}}}')
-    return hashlib.sha256((prev_hash + text).encode()).hexdigest()
-
-
 def body_of(row: AuditEntry) -> dict[str, Any]:
     """What an entry's hash covers, rebuilt from its stored columns."""
     actor = {"type": row.actor_type, "id": row.actor_id, "name": row.actor_name}
@@ -155,17 +143,17 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
             assert taken
         last, prev = int(taken[0][0]), str(taken[0][1])
     at = _millis(utcnow())
-    at_text = canonical(iso(at))
     rows, texts = [], []
     for seq, t in enumerate(transitions, start=last - len(transitions) + 1):
-        # Stored exactly as hashed (the text itself on both engines): what reads back is
-        # plain JSON (lists, not tuples).
+        # Stored exactly as hashed: what reads back is plain JSON (lists, not tuples).
         texts.append(canonical(dict(t.data)))
-        digest = _chained(prev, seq, at_text, t, texts[-1])
+        data = json.loads(texts[-1])
+        digest = chain_hash(prev, _body(seq, iso(at), t.actor.to_json(), t.action,
+                                        t.change_id, data))
         rows.append({"tenant_id": tenant_id, "seq": seq, "at": at,
                      "actor_type": t.actor.type, "actor_id": t.actor.id[:200],
                      "actor_name": t.actor.name[:200], "action": t.action,
-                     "change_id": t.change_id, "data": texts[-1], "prev_hash": prev,
+                     "change_id": t.change_id, "data": data, "prev_hash": prev,
                      "hash": digest})
         prev = digest
     if held is not None:  # PostgreSQL (lock_chains): entries and the head in one statement
@@ -180,12 +168,7 @@ def append(conn: Connection, tenant_id: str, transitions: Sequence[Transition],
         else:
             fast.execute(statements.NATIVE_APPEND_AUDIT, *args)
         return last
-    if conn.dialect.name == "sqlite":
-        prepared.run(conn, statements.INSERT_AUDIT_ENTRY_TEXT, rows)
-    else:  # no head held (PostgreSQL): the JSON column binds the value
-        for row, text in zip(rows, texts, strict=True):
-            row["data"] = json.loads(text)
-        prepared.run(conn, statements.INSERT_AUDIT_ENTRY, rows)
+    prepared.run(conn, statements.INSERT_AUDIT_ENTRY, rows)
     prepared.run(conn, statements.SET_AUDIT_HEAD, {"p_tenant": tenant_id, "p_hash": prev})
     return last
 

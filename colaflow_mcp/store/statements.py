@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, Text, and_, bindparam, case, false, func, select, true
+from sqlalchemy import Table, and_, bindparam, case, false, func, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -154,9 +154,6 @@ SET_AUDIT_HEAD = _HEAD.update().where(_HEAD.c.tenant_id == bindparam("p_tenant")
     hash=bindparam("p_hash"))
 
 INSERT_AUDIT_ENTRY = _AUDIT.insert()
-# The same with ``data`` given as its JSON text (the canonical text the entry's hash
-# covers, stored as it is, as NATIVE_APPEND_AUDIT stores it on PostgreSQL): SQLite.
-INSERT_AUDIT_ENTRY_TEXT = _AUDIT.insert().values(data=bindparam("data", type_=Text()))
 
 # -- webhooks (see domain/webhooks.py and delivery/webhooks.py) ----------------------------
 
