@@ -2,12 +2,13 @@
 expire.
 
 Exactly one decision wins: every decision is a conditional UPDATE ``WHERE status =
-'Pending'`` (``store.statements.CLAIM``; for a group of a tenant's decisions on PostgreSQL
-one statement for all, ``NATIVE_LOCK_HEAD_CLAIM_MANY``) and only the caller whose statement changed
-the row goes on to announce it. Each proposal and decision is one synchronous transaction
-(``Database.transact``) that ends by telling the recorders (``domain/recording.py``: the
-audit trail, …) what it did, so their rows commit with it. Announcing is delivery's job,
-reached through the :class:`Announcer` port, so the domain never imports delivery.
+'Pending'`` (``domain/claims.py``: ``store.statements.CLAIM``; for a group of a tenant's
+decisions on PostgreSQL one statement for all, on SQLite one per set of alike decisions)
+and only the caller whose statement changed the row goes on to announce it. Each proposal
+and decision is one synchronous transaction (``Database.transact``) that ends by telling
+the recorders (``domain/recording.py``: the audit trail, …) what it did, so their rows
+commit with it. Announcing is delivery's job, reached through the :class:`Announcer`
+port, so the domain never imports delivery.
 """
 
 from __future__ import annotations
