@@ -2,12 +2,13 @@
 expire.
 
 Exactly one decision wins: every decision is a conditional UPDATE ``WHERE status =
-'Pending'`` (``store.statements.CLAIM``; for a group of a tenant's decisions on PostgreSQL
-one statement for all, ``NATIVE_LOCK_HEAD_CLAIM_MANY``) and only the caller whose statement changed
-the row goes on to announce it. Each proposal and decision is one synchronous transaction
-(``Database.transact``) that ends by telling the recorders (``domain/recording.py``: the
-audit trail, …) what it did, so their rows commit with it. Announcing is delivery's job,
-reached through the :class:`Announcer` port, so the domain never imports delivery.
+'Pending'`` (``domain/claims.py``: ``store.statements.CLAIM``; for a group of a tenant's
+decisions on PostgreSQL one statement for all, on SQLite one per set of alike decisions)
+and only the caller whose statement changed the row goes on to announce it. Each proposal
+and decision is one synchronous transaction (``Database.transact``) that ends by telling
+the recorders (``domain/recording.py``: the audit trail, …) what it did, so their rows
+commit with it. Announcing is delivery's job, reached through the :class:`Announcer`
+port, so the domain never imports delivery.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from sqlmodel import Session, col, select
 from colaflow_mcp.config import Settings
 from colaflow_mcp.domain import audit, recording
 from colaflow_mcp.domain.auth import Principal
+from colaflow_mcp.domain.claims import Decision as _Decision
+from colaflow_mcp.domain.claims import Edit, claim_all
 from colaflow_mcp.domain.decide_one import LOST, Decided, DecideOne, fits
 from colaflow_mcp.domain.errors import (
     Conflict,
@@ -39,13 +42,13 @@ from colaflow_mcp.domain.errors import (
 )
 from colaflow_mcp.domain.ids import parse_change_id
 from colaflow_mcp.domain.operations import OPERATIONS
-from colaflow_mcp.domain.operations.base import Operation, Plan
+from colaflow_mcp.domain.operations.base import Operation
 from colaflow_mcp.domain.recording import EXPIRY, Actor, Recorder, Transition
 from colaflow_mcp.domain.representation import iso
 from colaflow_mcp.store import prepared, statements
 from colaflow_mcp.store.engine import Database
 from colaflow_mcp.store.groups import GROUPED, TransactionGroups
-from colaflow_mcp.store.native import Native, native
+from colaflow_mcp.store.native import native
 from colaflow_mcp.store.tables import PendingChange, Status, new_pending_change, utcnow
 
 logger = logging.getLogger(__name__)
@@ -81,28 +84,7 @@ def rationale_of(value: object) -> str | None:
     return value or None
 
 
-@dataclass(frozen=True)
-class Edit:
-    """A reviewer's arguments for a change, validated and planned like a proposal."""
-
-    arguments: dict[str, Any]
-    plan: Plan
-
-
 _LOST = LOST
-
-
-@dataclass(frozen=True, eq=False)
-class _Decision:
-    """One decision waiting for its transaction (see ``ChangeService._decide_group``)."""
-
-    cid: str
-    status: Status
-    by: str | None
-    reason: str | None
-    actor: Actor
-    only_overdue: bool = False  # an expiry: only once the deadline passed
-    edit: Edit | None = None  # an approval with the reviewer's arguments
 
 
 def _decided(tenant_id: str, d: _Decision, change: PendingChange,
@@ -186,10 +168,10 @@ class ChangeService:
     def _decide_group(self, s: Session, tenant_id: str, items: list[_Decision]
                       ) -> list[Decided]:
         """One transaction's decisions of a tenant, set-wise: its chain head locked first
-        (on PostgreSQL by the claim's own statement, ``_claim_all``), every change claimed
+        (on PostgreSQL by the claim's own statement, ``claims.claim_all``), every change claimed
         with one statement, the approved ones executed (a tool's consecutive executions
         together where it can), then the results and audit entries written once."""
-        claimed = _claim_all(s, tenant_id, items)
+        claimed = claim_all(s, tenant_id, items)
         pairs = list(zip(items, claimed, strict=True))
         results = iter(_execute_all(s, [c for d, c in pairs
                                         if c is not None and d.status == Status.APPROVED]))
@@ -454,99 +436,6 @@ def _validated(spec: Operation, arguments: object, where: str = "") -> Any:
     except ValidationError as exc:
         # Fields named where the caller wrote them (``arguments.title`` in an edit).
         raise InvalidArguments(format_validation_error(exc, where)) from None
-
-
-def _claim(
-    s: Session, tenant_id: str, cid: str, status: Status, by: str | None,
-    reason: str | None, only_overdue: bool = False, edit: Edit | None = None,
-) -> PendingChange | None:
-    """The conditional update that lets exactly one decision win; RETURNING the row (as a
-    detached ``PendingChange``), or None if another decision got there first. A reviewer's
-    edit is written by the same statement."""
-    params: dict[str, Any] = {
-        "p_id": cid, "p_tenant": tenant_id, "p_now": utcnow(), "p_status": status.value,
-        "p_by": by, "p_reason": reason}
-    if edit is not None:
-        stmt = statements.CLAIM_EDITED
-        params.update(p_arguments=edit.arguments, p_diff=edit.plan.diff,
-                      p_summary=edit.plan.summary[:500], p_entity=edit.plan.entity_id)
-    else:
-        stmt = statements.CLAIM_OVERDUE if only_overdue else statements.CLAIM
-    # On SQLite's own cursor, the row made as the ORM loads one: ~8 % of a served
-    # approval's CPU went to the model's constructor (benchmarks/RESULTS.md).
-    rows = prepared.run(s.connection(), stmt, params)
-    return new_pending_change(**dict(zip(statements.PC_KEYS, rows[0], strict=True))
-                              ) if rows else None
-
-
-def _claim_all(s: Session, tenant_id: str, items: list[_Decision]
-               ) -> list[PendingChange | None]:
-    """:func:`_claim` for each of a transaction's decisions, on PostgreSQL the plain ones
-    (no edit) with one statement (``NATIVE_CLAIM_MANY``). A change decided twice in one
-    transaction is claimed again after its first claim, as if one after the other: the
-    second loses unless the first did not apply (an approval of an overdue change, then
-    its expiry).
-
-    On PostgreSQL the tenant's chain head is locked before any change row (one lock order
-    for every decision transaction of a tenant, on any instance, so two of them never
-    deadlock): by the first set-wise claim itself
-    (``NATIVE_LOCK_HEAD_CLAIM_MANY``, one round trip), or by ``audit.lock_chains`` first
-    when the first round has only edited approvals."""
-    out: list[PendingChange | None] = [None] * len(items)
-    remaining = list(range(len(items)))
-    # Set-wise on PostgreSQL (one round trip); on SQLite, where a statement costs no
-    # round trip, CLAIM each (an UPDATE … FROM a JSON list measured slower there).
-    fast = native(s.connection())
-    head_locked = fast is None  # SQLite: one writer, nothing to order
-    while remaining:
-        seen: set[str] = set()
-        now_round: list[int] = []
-        later: list[int] = []
-        for i in remaining:
-            (later if items[i].cid in seen else now_round).append(i)
-            seen.add(items[i].cid)
-        plain = [i for i in now_round if items[i].edit is None] if fast is not None else []
-        if fast is not None and plain:
-            for i, change in zip(plain, _claim_many(
-                    s, fast, tenant_id, [items[i] for i in plain], lock_head=not head_locked),
-                    strict=True):
-                out[i] = change
-            head_locked = True
-        elif not head_locked:
-            audit.lock_chains(s, tenant_id)
-            head_locked = True
-        for i in now_round:
-            d = items[i]
-            if i not in plain:
-                out[i] = _claim(s, tenant_id, d.cid, d.status, d.by, d.reason,
-                                d.only_overdue, edit=d.edit)
-        remaining = later
-    return out
-
-
-def _claim_many(s: Session, fast: Native, tenant_id: str, items: list[_Decision],
-                lock_head: bool = False) -> list[PendingChange | None]:
-    """One statement deciding several changes (distinct ids, no edits; PostgreSQL): each
-    one's row, or None where another decision got there first. ``lock_head``: the same
-    statement locks the tenant's chain head first and notes it (``audit.hold``)."""
-    args = (tenant_id, utcnow(), [d.cid for d in items], [d.status.value for d in items],
-            [d.by for d in items], [d.reason for d in items],
-            [d.only_overdue for d in items])
-    if not lock_head:
-        rows = fast.fetch(statements.NATIVE_CLAIM_MANY, *args)
-        won = {row["id"]: new_pending_change(**dict(row.items())) for row in rows}
-        return [won.get(d.cid) for d in items]
-    rows = fast.fetch(statements.NATIVE_LOCK_HEAD_CLAIM_MANY, *args)
-    head_seq, head_hash = rows[0]["head_seq"], rows[0]["head_hash"]
-    if head_seq is not None:  # appended later without reading it again
-        audit.hold(s, tenant_id, int(head_seq), str(head_hash))
-    won = {}
-    for row in rows:
-        if row["id"] is not None:
-            fields = dict(row.items())
-            del fields["head_seq"], fields["head_hash"]
-            won[row["id"]] = new_pending_change(**fields)
-    return [won.get(d.cid) for d in items]
 
 
 def _execute_all(s: Session, changes: list[PendingChange]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, case, false, func, select, true
+from sqlalchemy import Table, and_, bindparam, case, false, func, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from colaflow_mcp.store.tables import (
@@ -59,6 +59,33 @@ def _claim_statement(only_overdue: bool, edit: bool = False) -> Any:
 CLAIM = _claim_statement(False)
 CLAIM_OVERDUE = _claim_statement(True)
 CLAIM_EDITED = _claim_statement(False, edit=True)
+
+# CLAIM / CLAIM_OVERDUE of ``n`` distinct changes with the same decision in one statement
+# (SQLite; PostgreSQL: NATIVE_CLAIM_MANY): ``p_id0`` … ``p_id{n-1}`` for ``p_id``, the
+# rest as CLAIM; RETURNING the row of each change that was still claimable, in no
+# particular order. Built once per (only_overdue, n) and kept (``prepared`` compiles each
+# once): n is at most the decision group's size.
+_CLAIM_SETS: dict[tuple[bool, int], Any] = {}
+
+
+def claim_set(only_overdue: bool, n: int) -> Any:
+    """The set-wise CLAIM (``only_overdue``: CLAIM_OVERDUE) of ``n`` changes."""
+    found = _CLAIM_SETS.get((only_overdue, n))
+    if found is None:
+        c = _PC.c
+        now: Any = bindparam("p_now", type_=c.expires_at.type)
+        # The tenant, state and deadline test inside a CASE: as plain terms, SQLite's
+        # planner (no statistics) took ``ix_pending_change_status_expires`` (every
+        # pending change before the deadline) or ``ix_pending_change_tenant_created``
+        # (every change of the tenant) instead of the ids' primary keys.
+        found = _CLAIM_SETS[only_overdue, n] = _PC.update().where(
+            c.id.in_([bindparam(f"p_id{i}") for i in range(n)]),
+            case((and_(c.tenant_id == bindparam("p_tenant"), c.status == Status.PENDING.value,
+                       c.expires_at <= now if only_overdue else c.expires_at > now),
+                  true()), else_=false()),
+        ).values(status=bindparam("p_status"), decided_at=now,
+                 decided_by=bindparam("p_by"), reason=bindparam("p_reason")).returning(*c)
+    return found
 
 # An approved change's execution result (``p_id``, ``p_result``, ``p_entity``).
 RECORD_RESULT = _PC.update().where(_PC.c.id == bindparam("p_id")).values(
