@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
@@ -292,15 +293,32 @@ async def _connect(engine: AsyncEngine, lock_timeout: float) -> AsyncConnection:
             raise UnreachableError(f"cannot open the database: {where}: {problem}")
     else:
         where = u.set(drivername=u.get_backend_name()).render_as_string(hide_password=True)
-    try:
-        return await engine.connect()
-    except (DBAPIError, OSError) as exc:
-        if isinstance(exc, DBAPIError):
-            locked = _lock_error(exc, lock_timeout)
-            if locked is not exc:
-                raise locked from None
-        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip()
-        raise UnreachableError(f"cannot open the database: {where}: {reason}") from None
+    deadline = anyio.current_time() + lock_timeout
+    pause = 0.005
+    while True:
+        try:
+            return await engine.connect()
+        except (DBAPIError, OSError) as exc:
+            if isinstance(exc, DBAPIError):
+                locked = _lock_error(exc, lock_timeout)
+                if locked is not exc:
+                    # SQLite: the connection's switch to WAL (``_engine``) fails at once,
+                    # without the busy wait, while another process holds the write lock
+                    # of a file not yet in WAL (a first migration in progress): try again
+                    # until the lock timeout, backing off.
+                    if (u.get_backend_name() == "sqlite"
+                            and anyio.current_time() + pause < deadline):
+                        await _wait_to_retry(pause)
+                        pause = min(pause * 2, 0.25)
+                        continue
+                    raise locked from None
+            reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip()
+            raise UnreachableError(f"cannot open the database: {where}: {reason}") from None
+
+
+async def _wait_to_retry(seconds: float) -> None:
+    """The pause before the next connection attempt (a seam for the tests)."""
+    await anyio.sleep(seconds)
 
 
 def _sqlite_problem(database: str) -> tuple[str, str | None]:

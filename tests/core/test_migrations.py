@@ -213,6 +213,34 @@ async def test_instances_starting_together_take_turns(empty_url: str) -> None:
     assert (await migrate.current(async_url(empty_url))).at_head
 
 
+async def test_a_start_up_meeting_a_first_migration_in_progress_waits_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite: while another process holds the write lock of a file not yet in WAL (its
+    first migration), a start-up's switch to WAL fails at once, without the busy wait; the
+    start-up tries again until the lock is free, not fail (CI saw three start-ups at once
+    fail this way)."""
+    path = tmp_path / "first.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_process (x INTEGER)")
+    retried = anyio.Event()
+
+    async def wait_to_retry(seconds: float) -> None:
+        retried.set()
+        await anyio.sleep(seconds)
+
+    monkeypatch.setattr(migrate, "_wait_to_retry", wait_to_retry)
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(migrate.upgrade, async_url(f"sqlite:///{path}"))
+                await retried.wait()  # the start-up met the lock and waits, not failed
+                holder.execute("COMMIT")
+    finally:
+        holder.close()
+    assert (await migrate.current(async_url(f"sqlite:///{path}"))).at_head
+
+
 async def test_downgrade_to_base_and_upgrade_again(empty_url: str) -> None:
     url = async_url(empty_url)
     await migrate.upgrade(url)
