@@ -223,11 +223,11 @@ async def test_a_start_up_meeting_a_first_migration_in_progress_waits_for_it(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     holder.execute("CREATE TABLE other_process (x INTEGER)")
-    retried = anyio.Event()
+    retried, released = anyio.Event(), anyio.Event()
 
-    async def wait_to_retry(seconds: float) -> None:
+    async def wait_to_retry(seconds: float) -> None:  # the pause: until the lock is free
         retried.set()
-        await anyio.sleep(seconds)
+        await released.wait()
 
     monkeypatch.setattr(migrate, "_wait_to_retry", wait_to_retry)
     try:
@@ -236,6 +236,7 @@ async def test_a_start_up_meeting_a_first_migration_in_progress_waits_for_it(
                 tg.start_soon(migrate.upgrade, async_url(f"sqlite:///{path}"))
                 await retried.wait()  # the start-up met the lock and waits, not failed
                 holder.execute("COMMIT")
+                released.set()
     finally:
         holder.close()
     assert (await migrate.current(async_url(f"sqlite:///{path}"))).at_head
