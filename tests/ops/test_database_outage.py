@@ -1,0 +1,67 @@
+"""While PostgreSQL does not answer, REST says so: ``503 {"error": "unavailable"}`` with
+``Retry-After``, not a bare ``500 Internal Server Error`` and a traceback per request; and
+everything works again once it answers (docs/operations.md, "Readiness")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests import pgdb
+from tests.harness import create_pg_database, fast_settings, live_server
+from tests.netproxy import TcpProxy
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+
+@asynccontextmanager
+async def proxy_to(host: str, port: int) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(host, port)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.run)
+        yield proxy
+        tg.cancel_scope.cancel()
+
+
+def assert_unavailable(r: httpx.Response) -> None:
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "unavailable", r.text
+    assert "database" in r.json()["message"]
+    assert r.headers["retry-after"].isdigit()
+
+
+async def test_rest_answers_503_while_postgresql_is_unreachable() -> None:
+    url = make_url(await create_pg_database())
+    async with proxy_to(*pgdb.admin_address()) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
+        settings = fast_settings(proxied, loop_max_backoff_seconds=0.2,
+                                 readiness_timeout_seconds=2.0)
+        async with live_server(settings) as h:
+            await h.project()
+            key, token = await h.agent_key(), await h.reviewer_token()
+            agent = {"Authorization": f"Bearer {key}"}
+            reviewer = {"Authorization": f"Bearer {token}"}
+            first = (await h.propose(key))["id"]
+            proxy.cut()
+            # Reads, a proposal, and the decision routes (answered ahead of the router).
+            assert_unavailable(await h.client.get("/api/mcp/pending-changes",
+                                                  headers=reviewer))
+            assert_unavailable(await h.client.get(f"/api/mcp/pending-changes/{first}",
+                                                  headers=agent))
+            assert_unavailable(await h.client.post("/api/mcp/pending-changes", headers=agent,
+                                                   json={"tool": "create_issue", "arguments": {
+                                                       "project_key": "WEB", "title": "x"}}))
+            assert_unavailable(await h.approve(token, first))
+            assert_unavailable(await h.reject(token, first))
+            proxy.restore()
+            approved = await h.approve(token, first)  # the pool reconnects by itself
+            assert approved.status_code == 200, approved.text
+            assert approved.json()["status"] == "Approved"
+
+
