@@ -42,6 +42,7 @@ from colaflow_mcp.mcp.listen_stream import DirectListen, detach_of
 from colaflow_mcp.mcp.resources import register_resources
 from colaflow_mcp.mcp.subscriptions import DIRECT_OPEN, DirectOpen, Subscriptions
 from colaflow_mcp.mcp.tools import build_server
+from colaflow_mcp.store.engine import unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,15 @@ class McpEndpoint:
         credential = credential_from(headers)
         principal = None
         if credential and credential.strip().startswith(KEY_PREFIX):
-            principal = await self.auth.authenticate(credential)
+            try:
+                principal = await self.auth.authenticate(credential)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                # Not the key's fault: 503, which clients retry, not 401 (never retried).
+                await json_error(503, "unavailable", "the database does not answer; try "
+                                 "again shortly", {"Retry-After": "1"})(scope, receive, send)
+                return
         if principal is None or principal.kind != "agent":
             if not credential:
                 message = ("MCP needs an API key: send 'Authorization: Bearer cola_…' or "

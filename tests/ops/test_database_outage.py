@@ -1,6 +1,8 @@
 """While PostgreSQL does not answer, REST says so: ``503 {"error": "unavailable"}`` with
 ``Retry-After``, not a bare ``500 Internal Server Error`` and a traceback per request; and
-everything works again once it answers (docs/operations.md, "Readiness")."""
+everything works again once it answers (docs/operations.md, "Readiness"). The hub and MCP
+answer 503 too when they cannot check a key, not 401: clients give up on a 401 for good
+(``examples/hub_agent_pysignalr.py`` exits), and the key is not at fault."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import anyio
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests import pgdb
 from tests.harness import create_pg_database, fast_settings, live_server
@@ -32,10 +36,10 @@ def assert_unavailable(r: httpx.Response) -> None:
     assert r.status_code == 503, r.text
     assert r.json()["error"] == "unavailable", r.text
     assert "database" in r.json()["message"]
-    assert r.headers["retry-after"].isdigit()
+    assert r.headers["retry-after"] == "1"
 
 
-async def test_rest_answers_503_while_postgresql_is_unreachable() -> None:
+async def test_rest_hub_and_mcp_answer_503_while_postgresql_is_unreachable() -> None:
     url = make_url(await create_pg_database())
     async with proxy_to(*pgdb.admin_address()) as proxy:
         proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
@@ -48,6 +52,7 @@ async def test_rest_answers_503_while_postgresql_is_unreachable() -> None:
             agent = {"Authorization": f"Bearer {key}"}
             reviewer = {"Authorization": f"Bearer {token}"}
             first = (await h.propose(key))["id"]
+            fresh_key = await h.agent_key(name="fresh")
             proxy.cut()
             # Reads, a proposal, and the decision routes (answered ahead of the router).
             assert_unavailable(await h.client.get("/api/mcp/pending-changes",
@@ -59,9 +64,27 @@ async def test_rest_answers_503_while_postgresql_is_unreachable() -> None:
                                                        "project_key": "WEB", "title": "x"}}))
             assert_unavailable(await h.approve(token, first))
             assert_unavailable(await h.reject(token, first))
+            # A key this instance has not seen yet: checking it needs the database.
+            fresh = {"Authorization": f"Bearer {fresh_key}"}
+            for path in ("/hubs/mcp/negotiate?negotiateVersion=1", "/hubs/mcp?id=a.x"):
+                r = await h.client.post(path, headers=fresh)
+                assert (r.status_code, r.headers["retry-after"]) == (503, "1"), r.text
+            ws_url = h.base_url.replace("http", "ws") + "/hubs/mcp"
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(ws_url, additional_headers=fresh):
+                    pass
+            assert refused.value.response.status_code == 503
+            assert_unavailable(await h.client.post("/mcp", headers={
+                **fresh, "Accept": "application/json, text/event-stream"}, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}}))
             proxy.restore()
             approved = await h.approve(token, first)  # the pool reconnects by itself
             assert approved.status_code == 200, approved.text
             assert approved.json()["status"] == "Approved"
+            negotiated = await h.client.post("/hubs/mcp/negotiate?negotiateVersion=1",
+                                             headers=fresh)
+            assert negotiated.status_code == 200, negotiated.text
 
 
