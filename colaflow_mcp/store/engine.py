@@ -61,6 +61,8 @@ def unavailable(exc: BaseException) -> bool:
     for _ in range(8):  # the cause chain is short; a cycle must not loop forever
         if seen is None:
             return False
+        if isinstance(seen, BaseExceptionGroup):  # a task group's: every member must be
+            return all(unavailable(e) for e in seen.exceptions)
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
             return True
         if isinstance(seen, PoolTimeout) or native.gone(seen):

@@ -6,6 +6,8 @@ answer 503 too when they cannot check a key, not 401: clients give up on a 401 f
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -88,3 +90,36 @@ async def test_rest_hub_and_mcp_answer_503_while_postgresql_is_unreachable() -> 
             assert negotiated.status_code == 200, negotiated.text
 
 
+
+
+async def test_loops_say_once_that_the_database_does_not_answer(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One warning per loop and outage, no traceback; each later restart at debug (the
+    loops used to log an ERROR with a traceback at every restart: ~1 a second)."""
+    caplog.set_level(logging.DEBUG, logger="colaflow_mcp.supervisor")
+    url = make_url(await create_pg_database())
+    watched = ("expiry", "announce-sweep")
+    async with proxy_to(*pgdb.admin_address()) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
+        settings = fast_settings(proxied, loop_max_backoff_seconds=0.2)
+        async with live_server(settings) as h:
+            supervisor = h.runtime.supervisor
+            proxy.cut()
+            downs: Counter[str] = Counter()
+            with anyio.fail_after(30):
+                while min(downs[name] for name in watched) < 3:
+                    changed, before = supervisor.alive_changed, dict(supervisor.alive)
+                    await changed.wait()
+                    downs.update(name for name, alive in supervisor.alive.items()
+                                 if before.get(name) and not alive)
+            proxy.restore()
+    records = [r for r in caplog.records if r.name == "colaflow_mcp.supervisor"]
+    assert not [r for r in records if r.levelno >= logging.ERROR], records
+    for name in watched:
+        mine = [r for r in records if f"background loop {name}:" in r.getMessage()]
+        warnings = [r for r in mine if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, mine
+        assert "the database does not answer" in warnings[0].getMessage()
+        assert warnings[0].exc_info is None
+        assert len([r for r in mine if r.levelno == logging.DEBUG]) >= 2
