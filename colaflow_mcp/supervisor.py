@@ -224,9 +224,12 @@ class Supervisor:
         level = logging.DEBUG if now < loop.quiet_until else logging.WARNING
         if level == logging.WARNING:
             loop.quiet_until = now + DOWN_REMINDER_SECONDS
+        leaf: BaseException = exc
+        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:  # a task group's
+            leaf = leaf.exceptions[0]
         logger.log(level, "background loop %s: the database does not answer (%s: %s); "
                    "restarting it with backoff up to %gs until it does", loop.name,
-                   type(exc).__name__, _first_line(exc), self.max_backoff)
+                   type(leaf).__name__, _first_line(leaf), self.max_backoff)
 
     async def _hold(self, service: _Service, *,
                     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
