@@ -5,7 +5,9 @@ reconcile, hub timers, revocation, webhook sender) and every long-lived service 
 session manager) runs in the supervisor's one task group. A loop that raises is logged with
 ``logger.exception`` and restarted after a backoff (0.1 s, doubling up to
 ``loop_max_backoff_seconds``): a loop that died silently is the worst bug a notifier can
-have. ``status()`` is what ``/health`` reports: each loop alive or not, and the passes the
+have. A loop that fails because the database does not answer says so in one warning line
+(then at debug, with a reminder every 5 minutes): readiness reports the outage.
+``status()`` is what ``/health`` reports: each loop alive or not, and the passes the
 periodic ones completed.
 
 Stopping happens in a stated order (:meth:`Supervisor.stop`):
@@ -26,6 +28,7 @@ step 2 before step 3.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +36,8 @@ from typing import Any
 
 import anyio
 import anyio.abc
+
+from colaflow_mcp.store.engine import unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,14 @@ class _Loop:
     finish: bool  # returns by itself once stopping (True) or is cancelled (False)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
+    # Until then (monotonic), a failure because the database does not answer is logged at
+    # debug: one warning per loop and outage (and a reminder every DOWN_REMINDER_SECONDS),
+    # not a traceback at every restart.
+    quiet_until: float = 0.0
+
+
+# How often a loop that keeps failing because the database does not answer says so again.
+DOWN_REMINDER_SECONDS = 300.0
 
 
 @dataclass
@@ -191,15 +204,32 @@ class Supervisor:
                         if not self.stopping.is_set():
                             logger.warning("background loop %s returned; restarting in "
                                            "%.1fs", loop.name, backoff)
-                    except Exception:
-                        logger.exception("background loop %s failed; restarting in %.1fs",
-                                         loop.name, backoff)
+                    except Exception as exc:
+                        self._failed(loop, exc, backoff)
                     finally:
                         self._set_alive(loop.name, False)
                     await self.pause(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
         finally:
             loop.done.set()
+
+    def _failed(self, loop: _Loop, exc: Exception, backoff: float) -> None:
+        if not unavailable(exc):
+            loop.quiet_until = 0.0
+            logger.exception("background loop %s failed; restarting in %.1fs", loop.name,
+                             backoff, exc_info=exc)
+            return
+        # Readiness and /health say the database is down; the log says it once per loop.
+        now = time.monotonic()
+        level = logging.DEBUG if now < loop.quiet_until else logging.WARNING
+        if level == logging.WARNING:
+            loop.quiet_until = now + DOWN_REMINDER_SECONDS
+        leaf: BaseException = exc
+        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:  # a task group's
+            leaf = leaf.exceptions[0]
+        logger.log(level, "background loop %s: the database does not answer (%s: %s); "
+                   "restarting it with backoff up to %gs until it does", loop.name,
+                   type(leaf).__name__, _first_line(leaf), self.max_backoff)
 
     async def _hold(self, service: _Service, *,
                     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -214,3 +244,8 @@ class Supervisor:
                     self._set_alive(service.name, False)
         finally:
             service.done.set()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's own first line (a DBAPIError's text goes on with the statement)."""
+    return (str(exc).strip().splitlines() or [""])[0][:200]

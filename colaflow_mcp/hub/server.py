@@ -33,6 +33,7 @@ from colaflow_mcp.hub.outbound import Limits
 from colaflow_mcp.hub.registry import Connections, NoConnection
 from colaflow_mcp.hub.sse import SseTransport
 from colaflow_mcp.hub.websockets import WebSocketTransport, deny
+from colaflow_mcp.store.engine import unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,11 @@ class HubServer:
         principal: Principal | None = None
         try:
             principal = await self.auth.authenticate(credential)
-        except Exception:
+        except Exception as exc:
+            if unavailable(exc):  # not the key's fault: 503, so that clients come back
+                logger.debug("hub authentication: database unavailable (%s)",
+                             type(exc).__name__)
+                raise DatabaseUnavailable from None
             logger.exception("hub authentication failed")
         return principal
 
@@ -107,7 +112,10 @@ class HubServer:
 
     async def negotiate(self, request: Request) -> Response:
         """``POST /negotiate``: a new connection and the transports it may use."""
-        principal = await self.authenticate(request)
+        try:
+            principal = await self.authenticate(request)
+        except DatabaseUnavailable:
+            return _unavailable()
         if principal is None:
             return _unauthorized()
         if self.closing:
@@ -133,7 +141,10 @@ class HubServer:
 
     async def http_endpoint(self, request: Request) -> Response:
         """``/?id=``: SSE stream, long poll, send (POST) or end (DELETE)."""
-        principal = await self.authenticate(request)
+        try:
+            principal = await self.authenticate(request)
+        except DatabaseUnavailable:
+            return _unavailable()
         if principal is None:
             return _unauthorized()
         try:
@@ -185,7 +196,11 @@ class HubServer:
     async def websocket_endpoint(self, websocket: WebSocket) -> None:
         """``/`` upgraded: admit the socket (401/404/409/429/503 before the upgrade), serve
         it."""
-        principal = await self.authenticate(websocket)
+        try:
+            principal = await self.authenticate(websocket)
+        except DatabaseUnavailable:
+            await deny(websocket, 503, UNAVAILABLE)
+            return
         if principal is None:
             await deny(websocket, 401, "Unauthorized")
             return
@@ -330,6 +345,19 @@ class HubServer:
 def _owner(principal: Principal) -> tuple[str, str | None, str | None]:
     """What the per-key connection cap counts by: the API key, or the reviewer."""
     return (principal.tenant_id, principal.api_key_id, principal.user)
+
+
+class DatabaseUnavailable(Exception):
+    """The credential could not be checked: the database does not answer (503, not 401,
+    which clients take as "this key will never work")."""
+
+
+UNAVAILABLE = "The database does not answer; try again shortly"
+
+
+def _unavailable() -> Response:
+    return PlainTextResponse(UNAVAILABLE, status_code=503,
+                             headers={**NO_STORE, "Retry-After": "1"})
 
 
 def _unauthorized() -> Response:

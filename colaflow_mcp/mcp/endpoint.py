@@ -42,6 +42,7 @@ from colaflow_mcp.mcp.listen_stream import DirectListen, detach_of
 from colaflow_mcp.mcp.resources import register_resources
 from colaflow_mcp.mcp.subscriptions import DIRECT_OPEN, DirectOpen, Subscriptions
 from colaflow_mcp.mcp.tools import build_server
+from colaflow_mcp.store.engine import unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,38 @@ class McpEndpoint:
             logger.info("ended %d MCP session(s) of revoked or expired keys", ended)
         return dropped + ended
 
+    async def _authenticated(self, headers: Headers, scope: Scope, receive: Receive,
+                             send: Send) -> Principal | None:
+        """The agent behind the request's key, or None once the refusal is sent: 401 for
+        a missing or bad key, 503 when the database cannot check it (clients retry a 503;
+        they give up on a 401, and the key is not at fault)."""
+        credential = credential_from(headers)
+        principal = None
+        if credential and credential.strip().startswith(KEY_PREFIX):
+            try:
+                principal = await self.auth.authenticate(credential)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                await json_error(503, "unavailable", "the database does not answer; try "
+                                 "again shortly", {"Retry-After": "1"})(scope, receive, send)
+                return None
+        if principal is None or principal.kind != "agent":
+            if not credential:
+                message = ("MCP needs an API key: send 'Authorization: Bearer cola_…' or "
+                           "'X-API-Key: cola_…'")
+            elif not credential.strip().startswith(KEY_PREFIX):  # a reviewer token, say
+                message = ("MCP needs an agent's API key (cola_…, from colaflow-mcp keys "
+                           "create), not a reviewer token: those are for the REST API, "
+                           "the hub and the changes commands")
+            else:
+                message = "invalid, revoked or expired API key"
+            await json_error(401, "unauthorized", message,
+                             {"WWW-Authenticate": 'Bearer realm="colaflow"'})(
+                scope, receive, send)
+            return None
+        return principal
+
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
@@ -244,23 +277,8 @@ class McpEndpoint:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        credential = credential_from(headers)
-        principal = None
-        if credential and credential.strip().startswith(KEY_PREFIX):
-            principal = await self.auth.authenticate(credential)
-        if principal is None or principal.kind != "agent":
-            if not credential:
-                message = ("MCP needs an API key: send 'Authorization: Bearer cola_…' or "
-                           "'X-API-Key: cola_…'")
-            elif not credential.strip().startswith(KEY_PREFIX):  # a reviewer token, say
-                message = ("MCP needs an agent's API key (cola_…, from colaflow-mcp keys "
-                           "create), not a reviewer token: those are for the REST API, "
-                           "the hub and the changes commands")
-            else:
-                message = "invalid, revoked or expired API key"
-            await json_error(401, "unauthorized", message,
-                             {"WWW-Authenticate": 'Bearer realm="colaflow"'})(
-                scope, receive, send)
+        principal = await self._authenticated(headers, scope, receive, send)
+        if principal is None:
             return
         logs.bind(tenant=principal.tenant_slug)
         # A session's GET stream, held for the session's life, is served here directly

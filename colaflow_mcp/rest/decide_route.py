@@ -15,6 +15,7 @@ headers. tests/core/test_decide_route.py compares the two answer for answer.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable
 from typing import Any
@@ -27,11 +28,21 @@ from colaflow_mcp.domain.auth import Principal, credential_from
 from colaflow_mcp.domain.errors import Conflict, Forbidden, InvalidArguments, NotFound
 from colaflow_mcp.domain.representation import change_to_json
 from colaflow_mcp.http import BadBody, BodyTooLarge, json_object
-from colaflow_mcp.rest.routes import PENDING_CHANGES, UNAUTHORIZED, RestApi
+from colaflow_mcp.rest.routes import (
+    PENDING_CHANGES,
+    RETRY_AFTER,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    RestApi,
+)
 from colaflow_mcp.rest.schemas import ApproveRequest, RejectRequest, invalid
+from colaflow_mcp.store.engine import unavailable
 
 # Starlette's ``{id}`` matches one path segment of the decoded path.
 _DECISION = re.compile(re.escape(PENDING_CHANGES) + r"/([^/]+)/(approve|reject)")
+
+
+logger = logging.getLogger(__name__)
 
 
 class DecideRoute:
@@ -53,17 +64,27 @@ class DecideRoute:
 async def _decide(scope: Any, receive: Any, send: Any, change_id: str, verb: str) -> None:
     api: RestApi = scope["app"].state.rest
     headers = _headers(scope["headers"])
-    principal = await api.auth.authenticate(credential_from(headers))
-    if principal is None:
-        status, content = 401, {"error": "unauthorized", "message": UNAUTHORIZED}
-    else:
-        logs.bind(tenant=principal.tenant_slug, change_id=change_id)
-        status, content = await _answer(api, principal, headers, receive, change_id, verb)
+    extra: list[tuple[bytes, bytes]] = []
+    try:
+        principal = await api.auth.authenticate(credential_from(headers))
+        if principal is None:
+            status, content = 401, {"error": "unauthorized", "message": UNAUTHORIZED}
+        else:
+            logs.bind(tenant=principal.tenant_slug, change_id=change_id)
+            status, content = await _answer(api, principal, headers, receive, change_id,
+                                            verb)
+    except Exception as exc:  # as routes.endpoint: 503 while the database does not answer
+        if not unavailable(exc):
+            raise
+        logger.debug("%s %s: database unavailable (%s)", verb, change_id, type(exc).__name__)
+        status, content = 503, {"error": "unavailable", "message": UNAVAILABLE}
+        extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                 for k, v in RETRY_AFTER.items()]
     body = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
                       separators=(",", ":")).encode("utf-8")
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-length", str(len(body)).encode("latin-1")),
-                            (b"content-type", b"application/json")]})
+                            (b"content-type", b"application/json"), *extra]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -36,12 +36,16 @@ from colaflow_mcp.rest.schemas import (
     RejectRequest,
     invalid,
 )
+from colaflow_mcp.store.engine import unavailable
 
 logger = logging.getLogger(__name__)
 
 PENDING_CHANGES = "/api/mcp/pending-changes"
 UNAUTHORIZED = ("missing or invalid credentials: send 'Authorization: Bearer <API key or "
                 "reviewer token>' or 'X-API-Key: <API key>'")
+# While the database does not answer (readiness says so too: docs/operations.md).
+UNAVAILABLE = "the database does not answer; try again shortly"
+RETRY_AFTER = {"Retry-After": "1"}
 Q = TypeVar("Q", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)
 
@@ -70,6 +74,16 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Authenticate, run, and map domain errors to status codes."""
 
     async def run(request: Request) -> Response:
+        try:
+            return await guarded(request)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            logger.debug("%s %s: database unavailable (%s)", request.method,
+                         request.url.path, type(exc).__name__)
+            return json_error(503, "unavailable", UNAVAILABLE, headers=RETRY_AFTER)
+
+    async def guarded(request: Request) -> Response:
         api = api_of(request)
         principal = await api.auth.authenticate(credential_from(request.headers))
         if principal is None:

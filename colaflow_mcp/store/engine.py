@@ -13,6 +13,7 @@ import anyio
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -50,6 +51,24 @@ def async_url(url: str) -> str:
 def redact_url(url: str) -> str:
     """The URL with any password masked, for logs."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database does not answer (refused, reset, closed, timed
+    out, no pooled connection free) rather than that a statement failed: a request that
+    meets it is answered 503 "try again", not 500."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain is short; a cycle must not loop forever
+        if seen is None:
+            return False
+        if isinstance(seen, BaseExceptionGroup):  # a task group's: every member must be
+            return all(unavailable(e) for e in seen.exceptions)
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, PoolTimeout) or native.gone(seen):
+            return True
+        seen = seen.__cause__ or (seen.orig if isinstance(seen, DBAPIError) else None)
+    return False
 
 
 class Declined(Exception):

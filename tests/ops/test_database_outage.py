@@ -1,0 +1,125 @@
+"""While PostgreSQL does not answer, REST says so: ``503 {"error": "unavailable"}`` with
+``Retry-After``, not a bare ``500 Internal Server Error`` and a traceback per request; and
+everything works again once it answers (docs/operations.md, "Readiness"). The hub and MCP
+answer 503 too when they cannot check a key, not 401: clients give up on a 401 for good
+(``examples/hub_agent_pysignalr.py`` exits), and the key is not at fault."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests import pgdb
+from tests.harness import create_pg_database, fast_settings, live_server
+from tests.netproxy import TcpProxy
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+
+@asynccontextmanager
+async def proxy_to(host: str, port: int) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(host, port)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.run)
+        yield proxy
+        tg.cancel_scope.cancel()
+
+
+def assert_unavailable(r: httpx.Response) -> None:
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "unavailable", r.text
+    assert "database" in r.json()["message"]
+    assert r.headers["retry-after"] == "1"
+
+
+async def test_rest_hub_and_mcp_answer_503_while_postgresql_is_unreachable() -> None:
+    url = make_url(await create_pg_database())
+    async with proxy_to(*pgdb.admin_address()) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
+        settings = fast_settings(proxied, loop_max_backoff_seconds=0.2,
+                                 readiness_timeout_seconds=2.0)
+        async with live_server(settings) as h:
+            await h.project()
+            key, token = await h.agent_key(), await h.reviewer_token()
+            agent = {"Authorization": f"Bearer {key}"}
+            reviewer = {"Authorization": f"Bearer {token}"}
+            first = (await h.propose(key))["id"]
+            fresh_key = await h.agent_key(name="fresh")
+            proxy.cut()
+            # Reads, a proposal, and the decision routes (answered ahead of the router).
+            assert_unavailable(await h.client.get("/api/mcp/pending-changes",
+                                                  headers=reviewer))
+            assert_unavailable(await h.client.get(f"/api/mcp/pending-changes/{first}",
+                                                  headers=agent))
+            assert_unavailable(await h.client.post("/api/mcp/pending-changes", headers=agent,
+                                                   json={"tool": "create_issue", "arguments": {
+                                                       "project_key": "WEB", "title": "x"}}))
+            assert_unavailable(await h.approve(token, first))
+            assert_unavailable(await h.reject(token, first))
+            # A key this instance has not seen yet: checking it needs the database.
+            fresh = {"Authorization": f"Bearer {fresh_key}"}
+            for path in ("/hubs/mcp/negotiate?negotiateVersion=1", "/hubs/mcp?id=a.x"):
+                r = await h.client.post(path, headers=fresh)
+                assert (r.status_code, r.headers["retry-after"]) == (503, "1"), r.text
+            ws_url = h.base_url.replace("http", "ws") + "/hubs/mcp"
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(ws_url, additional_headers=fresh):
+                    pass
+            assert refused.value.response.status_code == 503
+            assert_unavailable(await h.client.post("/mcp", headers={
+                **fresh, "Accept": "application/json, text/event-stream"}, json={
+                "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"}}}))
+            proxy.restore()
+            approved = await h.approve(token, first)  # the pool reconnects by itself
+            assert approved.status_code == 200, approved.text
+            assert approved.json()["status"] == "Approved"
+            negotiated = await h.client.post("/hubs/mcp/negotiate?negotiateVersion=1",
+                                             headers=fresh)
+            assert negotiated.status_code == 200, negotiated.text
+
+
+
+
+async def test_loops_say_once_that_the_database_does_not_answer(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One warning per loop and outage, no traceback; each later restart at debug (the
+    loops used to log an ERROR with a traceback at every restart: ~1 a second)."""
+    caplog.set_level(logging.DEBUG, logger="colaflow_mcp.supervisor")
+    url = make_url(await create_pg_database())
+    watched = ("expiry", "announce-sweep")
+    async with proxy_to(*pgdb.admin_address()) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
+        settings = fast_settings(proxied, loop_max_backoff_seconds=0.2)
+        async with live_server(settings) as h:
+            supervisor = h.runtime.supervisor
+            proxy.cut()
+            downs: Counter[str] = Counter()
+            with anyio.fail_after(30):
+                while min(downs[name] for name in watched) < 3:
+                    changed, before = supervisor.alive_changed, dict(supervisor.alive)
+                    await changed.wait()
+                    downs.update(name for name, alive in supervisor.alive.items()
+                                 if before.get(name) and not alive)
+            proxy.restore()
+    records = [r for r in caplog.records if r.name == "colaflow_mcp.supervisor"]
+    assert not [r for r in records if r.levelno >= logging.ERROR], records
+    for name in watched:
+        mine = [r for r in records if f"background loop {name}:" in r.getMessage()]
+        warnings = [r for r in mine if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, mine
+        assert "the database does not answer" in warnings[0].getMessage()
+        assert warnings[0].exc_info is None
+        assert len([r for r in mine if r.levelno == logging.DEBUG]) >= 2
