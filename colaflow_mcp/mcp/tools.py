@@ -37,6 +37,7 @@ from colaflow_mcp.domain.queries import Queries
 from colaflow_mcp.domain.representation import change_to_json, proposal_json
 from colaflow_mcp.domain.uris import PENDING_CHANGE_PREFIX
 from colaflow_mcp.mcp.context import require_principal
+from colaflow_mcp.store.engine import unavailable
 from colaflow_mcp.store.tables import PendingChange
 
 PROPOSE = types.ToolAnnotations(read_only_hint=False, destructive_hint=False,
@@ -44,6 +45,12 @@ PROPOSE = types.ToolAnnotations(read_only_hint=False, destructive_hint=False,
 READ = types.ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 Call = Callable[[dict[str, Any]], Awaitable[types.CallToolResult]]
+
+# While the database does not answer (REST says 503 "unavailable"): a tool error the model
+# can act on, not the SDK's bare "Error executing tool" and a traceback in the log.
+UNAVAILABLE = "the database does not answer; try again shortly"
+UNAVAILABLE_PROPOSAL = (UNAVAILABLE + ". The proposal may have been recorded all the same: "
+                        "check list_pending_changes before proposing it again")
 
 
 def instructions() -> str:
@@ -71,12 +78,13 @@ def build_server(changes: ChangeService, queries: Queries) -> MCPServer:
     for op in mcp_operations():
         params = [*_parameters(op.args), *_parameters(ProposalOptions)]
         returns = Annotated[types.CallToolResult, PROPOSAL_OUTPUT]
-        server.add_tool(_function(op.name, params, returns, _proposer(op, changes)),
+        server.add_tool(_function(op.name, params, returns, _proposer(op, changes), True),
                         name=op.name, description=op.description, annotations=PROPOSE)
     readers = _readers(queries)
     for read in READS.values():
         call = readers.pop(read.name)
-        server.add_tool(_function(read.name, _parameters(read.args), types.CallToolResult, call),
+        server.add_tool(_function(read.name, _parameters(read.args), types.CallToolResult, call,
+                                  False),
                         name=read.name, description=read.description, annotations=READ)
     if readers:
         raise RuntimeError(f"MCP read handlers without a table entry: {sorted(readers)}")
@@ -157,12 +165,17 @@ def json_result(data: dict[str, Any]) -> types.CallToolResult:
 
 # -- how the table's arguments become tool parameters ---------------------------------------
 
-def _function(name: str, params: list[inspect.Parameter], returns: Any, call: Call
-              ) -> Callable[..., Awaitable[types.CallToolResult]]:
+def _function(name: str, params: list[inspect.Parameter], returns: Any, call: Call,
+              proposes: bool) -> Callable[..., Awaitable[types.CallToolResult]]:
     """A tool function whose signature the SDK reads (``inspect.signature``)."""
 
     async def tool(**kwargs: Any) -> types.CallToolResult:
-        return await call(kwargs)
+        try:
+            return await call(kwargs)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            raise ToolError(UNAVAILABLE_PROPOSAL if proposes else UNAVAILABLE) from None
 
     tool.__name__ = tool.__qualname__ = name  # the SDK titles the input schema after it
     tool.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import httpx
+import mcp_types as types
 import pytest
 from sqlalchemy.engine import make_url
 from websockets.asyncio.client import connect
@@ -20,6 +21,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests import pgdb
 from tests.harness import create_pg_database, fast_settings, live_server
+from tests.mcp.mcpenv import mcp_client
 from tests.netproxy import TcpProxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -90,6 +92,50 @@ async def test_rest_hub_and_mcp_answer_503_while_postgresql_is_unreachable() -> 
             assert negotiated.status_code == 200, negotiated.text
 
 
+async def test_mcp_tools_say_the_database_does_not_answer(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An agent's tool call during the outage is a tool error the model can act on (a
+    proposal may have been recorded: it says to check before proposing again), not the
+    SDK's bare "Error executing tool" with a traceback in the log; afterwards the same
+    client proposes again."""
+    url = make_url(await create_pg_database())
+    async with proxy_to(*pgdb.admin_address()) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)
+        # The key checked once and cached (as in production, for 2 s): the call gets past
+        # authentication (a key it must look up is a 503, above) and meets the outage.
+        settings = fast_settings(proxied, loop_max_backoff_seconds=0.2,
+                                 api_key_cache_seconds=600.0)
+        async with live_server(settings) as h:
+            await h.project()
+            key = await h.agent_key()
+            async with mcp_client(h, key) as client:
+                listed = await client.call_tool("list_projects", {})
+                assert not listed.is_error, listed
+                proxy.cut()
+                caplog.clear()
+                proposed = await client.call_tool(
+                    "create_issue", {"project_key": "WEB", "title": "During the outage"})
+                read = await client.call_tool("list_projects", {})
+                proxy.restore()
+                again = await client.call_tool(
+                    "create_issue", {"project_key": "WEB", "title": "After the outage"})
+    texts = [text_of(proposed), text_of(read)]
+    assert proposed.is_error and read.is_error, texts
+    assert texts[0].startswith("Error executing tool create_issue: the database does not "
+                               "answer; try again shortly. "), texts[0]
+    assert "check list_pending_changes before proposing it again" in texts[0]
+    assert texts[1] == ("Error executing tool list_projects: the database does not answer; "
+                        "try again shortly")
+    assert not again.is_error, text_of(again)
+    assert not [r for r in caplog.records
+                if r.exc_info is not None and r.levelno >= logging.ERROR], caplog.records
+
+
+def text_of(result: types.CallToolResult) -> str:
+    content = result.content[0]
+    assert isinstance(content, types.TextContent)
+    return content.text
 
 
 async def test_loops_say_once_that_the_database_does_not_answer(
