@@ -39,6 +39,8 @@ _ERROR_TEXT = {400: "Invalid input: the message names what to fix.",
                404: "Not found (a change of another tenant looks the same).",
                409: "No longer pending: currentStatus says what it is.",
                413: "Body over the size limit.", 503: "Not ready."}
+_UNAVAILABLE_TEXT = ('The database does not answer ("unavailable"): try again after '
+                     "Retry-After. A proposal may have been recorded all the same.")
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,11 @@ def _operation(e: Endpoint) -> dict[str, Any]:
         responses[str(code)] = {
             "description": _ERROR_TEXT.get(code, "Error"),
             "content": {"application/json": {"schema": _ref(Error)}}}
+        if code == 503:  # an error body, not the health check's: the database is away
+            responses["503"]["description"] = _UNAVAILABLE_TEXT
+            responses["503"]["headers"] = {"Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "string"}}}
     op["responses"] = responses
     if e.auth is not None:
         op["security"] = [{scheme: []} for who in e.auth for scheme in _SCHEMES_OF[who]]

@@ -195,31 +195,32 @@ async def get_issue(request: Request, p: Principal, api: RestApi) -> Response:
 
 
 # Every REST route, with what /openapi.json says of it (rest/openapi.py). ``auth``: who
-# may call (``None``: anyone); ``errors``: the error statuses it may answer.
+# may call (``None``: anyone); ``errors``: the error statuses it may answer (503 for each:
+# the database does not answer, ``endpoint`` and ``DecideRoute``).
 AGENT_OR_REVIEWER = ("agent", "reviewer")
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", PENDING_CHANGES, list_changes, "List the tenant's pending changes",
              query=ListChangesQuery, response=ChangePage, auth=AGENT_OR_REVIEWER,
-             errors=(400, 401)),
+             errors=(400, 401, 503)),
     Endpoint("POST", PENDING_CHANGES, propose, "Propose a change (as an MCP tool would)",
              body=ProposeRequest, response=Change, status=201, auth=("agent",),
-             errors=(400, 401, 403, 404, 413)),
+             errors=(400, 401, 403, 404, 413, 503)),
     Endpoint("GET", PENDING_CHANGES + "/{id}", get_change,
              "One pending change: the polling fallback", response=Change,
-             auth=AGENT_OR_REVIEWER, errors=(400, 401, 404)),
+             auth=AGENT_OR_REVIEWER, errors=(400, 401, 404, 503)),
     Endpoint("POST", PENDING_CHANGES + "/{id}/approve", approve,
              "Approve (optionally with edited arguments) and execute", body=ApproveRequest,
-             response=Change, auth=("reviewer",), errors=(400, 401, 403, 404, 409, 413)),
+             response=Change, auth=("reviewer",), errors=(400, 401, 403, 404, 409, 413, 503)),
     Endpoint("POST", PENDING_CHANGES + "/{id}/reject", reject, "Reject with a reason",
              body=RejectRequest, response=Change, auth=("reviewer",),
-             errors=(400, 401, 403, 404, 409, 413)),
+             errors=(400, 401, 403, 404, 409, 413, 503)),
     Endpoint("GET", "/api/audit", audit_entries, "The tenant's audit trail",
              query=AuditQuery, response=AuditPage, auth=("reviewer",),
-             errors=(400, 401, 403)),
+             errors=(400, 401, 403, 503)),
     Endpoint("GET", "/api/projects", list_projects, "The tenant's projects",
-             response=ProjectList, auth=AGENT_OR_REVIEWER, errors=(401,)),
+             response=ProjectList, auth=AGENT_OR_REVIEWER, errors=(401, 503)),
     Endpoint("GET", "/api/issues/{key}", get_issue, "An issue with its comments",
-             response=Issue, auth=AGENT_OR_REVIEWER, errors=(400, 401, 404)),
+             response=Issue, auth=AGENT_OR_REVIEWER, errors=(400, 401, 404, 503)),
     *ops.ENDPOINTS,
 ]
 

@@ -68,6 +68,12 @@ async def test_rest_hub_and_mcp_answer_503_while_postgresql_is_unreachable() -> 
                                                        "project_key": "WEB", "title": "x"}}))
             assert_unavailable(await h.approve(token, first))
             assert_unavailable(await h.reject(token, first))
+            # ... as /openapi.json says every REST operation may answer.
+            document = (await h.client.get("/openapi.json")).json()
+            for path, operations in document["paths"].items():
+                if path.startswith("/api/"):
+                    for op in operations.values():
+                        assert "Retry-After" in op["responses"]["503"]["headers"], path
             # A key this instance has not seen yet: checking it needs the database.
             fresh = {"Authorization": f"Bearer {fresh_key}"}
             for path in ("/hubs/mcp/negotiate?negotiateVersion=1", "/hubs/mcp?id=a.x"):
