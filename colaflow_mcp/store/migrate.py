@@ -87,7 +87,12 @@ class SchemaState:
             return "empty (no tables)"
         if self.state == "unversioned":
             return "unversioned (made by release 0.1.0, before versioned migrations)"
-        return f"{self.revision}{' (head)' if self.at_head else ''}"
+        if self.at_head:
+            return f"{self.revision} (head)"
+        if self.revision not in {r.id for r in history()}:
+            return (f"{self.revision} (newer than this release knows, its newest is "
+                    f"{self.head}: a newer release upgraded it)")
+        return f"{self.revision} (behind this release's {self.head}: `colaflow-mcp db upgrade`)"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ an empty or a release-0.1.0 database."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from colaflow_mcp.store import migrate
 from colaflow_mcp.store.engine import async_url
+from colaflow_mcp.store.migrations import VERSION_TABLE
 from tests.core.releasedb import MANIFEST, pg_database, sqlite_release_copy
 from tests.procs import cli_env, serve_together
 
@@ -100,6 +102,27 @@ def test_db_downgrade_of_an_unknown_revision_is_a_clear_error(tmp_path: Path) ->
     assert r.returncode != 0 and "nope" in r.stderr
     assert "Traceback" not in r.stderr
     assert cli(tmp_path, url, "db", "current").stdout.strip() == f"{migrate.head()} (head)"
+
+
+def test_db_current_says_whether_the_release_is_behind_or_ahead(tmp_path: Path) -> None:
+    """An operator mid-upgrade reads which side is behind: the database (run `db
+    upgrade`) or this release (a newer one upgraded the database)."""
+    db = tmp_path / "fresh.db"
+    url = f"sqlite:///{db}"
+    head = migrate.head()
+    previous = next(r.down for r in migrate.history() if r.is_head)
+    cli(tmp_path, url, "db", "upgrade")
+    cli(tmp_path, url, "db", "downgrade", str(previous))
+    behind = cli(tmp_path, url, "db", "current").stdout.strip()
+    assert behind == f"{previous} (behind this release's {head}: `colaflow-mcp db upgrade`)"
+    cli(tmp_path, url, "db", "upgrade")
+    with sqlite3.connect(db) as conn:  # as a newer release would leave it
+        conn.execute(f"UPDATE {VERSION_TABLE} SET version_num = '9999_from_the_future'")
+    ahead = cli(tmp_path, url, "db", "current")
+    assert ahead.stdout.strip() == (
+        f"9999_from_the_future (newer than this release knows, its newest is {head}: "
+        "a newer release upgraded it)")
+    assert json.loads(cli(tmp_path, url, "db", "current", "--json").stdout)["atHead"] is False
 
 
 @pytest.fixture(params=["empty-postgres", "release-postgres", "release-sqlite"])
