@@ -23,6 +23,9 @@
 // then starts a new session (on a live instance), subscribes again and reads the change.
 // Reads and subscribes are safe to repeat; the proposal is not (a repeated create_issue
 // would propose twice), so a proposal that fails is reported, not retried.
+//
+// A key the server refuses (401: mistyped, or revoked while the agent waits) ends the agent
+// with the server's message and exit status 2: connecting again cannot help.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -93,20 +96,39 @@ const nextWakeUp = (ms = recheckMs) =>
     };
   });
 
+// A key the server refuses (401: mistyped, or revoked while we wait) cannot get better by
+// connecting again: say so and stop with exit status 2.
+function stopIfRefused(error) {
+  if (error?.code !== 401) return;
+  let message = String(error.message);
+  try {
+    message = JSON.parse(message.slice(message.indexOf("{"))).message;
+  } catch {} // not the server's JSON body: keep the SDK's words
+  console.log(`the server refused the API key: ${message} ` +
+    "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)");
+  process.exit(2);
+}
+
 async function readChange() {
   const read = await client.readResource({ uri });
   return JSON.parse(read.contents[0].text);
 }
 
-await openSession();
-const result = await client.callTool({
-  name: "create_issue",
-  arguments: {
-    project_key: args.project,
-    title: args.title,
-    ...(args.expires ? { expires_in_seconds: Number(args.expires) } : {}),
-  },
-});
+let result;
+try {
+  await openSession();
+  result = await client.callTool({
+    name: "create_issue",
+    arguments: {
+      project_key: args.project,
+      title: args.title,
+      ...(args.expires ? { expires_in_seconds: Number(args.expires) } : {}),
+    },
+  });
+} catch (error) {
+  stopIfRefused(error);
+  throw error;
+}
 if (result.isError) {
   console.log(`proposal refused: ${result.content[0]?.text}`);
   process.exit(2);
@@ -127,6 +149,7 @@ for (;;) {
   try {
     change = await readChange();
   } catch (error) {
+    stopIfRefused(error);
     if (error?.code === 404) {
       // At once, but not in a loop (a proxy that misroutes sessions would make one).
       const again = Date.now() - lastReopen < 30_000;
@@ -137,6 +160,7 @@ for (;;) {
         await resubscribe();
         wokenUp = Promise.resolve(); // read at once: it may have been decided meanwhile
       } catch (again) {
+        stopIfRefused(again);
         console.log(`could not start a new session (${again.message}); trying again in 3 s`);
         wokenUp = nextWakeUp(Math.min(recheckMs, 3000));
       }

@@ -86,6 +86,37 @@ async def test_typescript_example_agent_reports_the_approval(server: Harness) ->
     assert decision.startswith("Approved by alice; executed, issue ")
 
 
+@pytest.mark.node
+async def test_typescript_example_agent_says_a_refused_key_and_stops(server: Harness) -> None:
+    # As the Python agent: a mistyped key, and a key revoked while the agent waits, end it
+    # with the server's 401 message and exit status 2 -- no stack trace, no endless retries.
+    node = require_node_package(EXAMPLES, "@modelcontextprotocol/sdk")
+    await server.project()
+    tenant = await admin.get_or_create_tenant(server.runtime.db, "acme")
+    row, key = await admin.create_api_key(server.runtime.db, tenant, "agent")
+    argv = [node, str(EXAMPLES / "mcp_agent.mjs"), "--url", f"{server.base_url}/mcp",
+            "--recheck", "1"]
+    refused = ("the server refused the API key: invalid, revoked or expired API key "
+               "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)")
+    with anyio.fail_after(30):
+        wrong = await anyio.run_process(argv, cwd=EXAMPLES, check=False,
+                                        env={**os.environ, "COLAFLOW_API_KEY": "cola_wrong"})
+    out = wrong.stdout.decode()
+    assert wrong.returncode == 2 and out.strip() == refused, (out, wrong.stderr.decode())
+    assert wrong.stderr == b"", wrong.stderr.decode()
+    async with await anyio.open_process(argv, cwd=EXAMPLES, env={**os.environ,
+                                                                  "COLAFLOW_API_KEY": key},
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL) as process:
+        proc = NodeProcess(process)
+        with anyio.fail_after(30):
+            await proc.line_starting("waiting for a reviewer")
+            assert await admin.revoke_api_key(server.runtime.db, row.id) is not None
+            assert await proc.line_starting("the server refused the API key:") == \
+                refused.split(": ", 1)[1]
+            assert await process.wait() == 2
+
+
 async def _decided_during_an_outage(h: Harness, proc: NodeProcess, token: str,
                                     proxy: TcpProxy, outage: float) -> str:
     """Cut the agent's network once it waits, decide meanwhile, restore; its decision line."""
