@@ -89,6 +89,9 @@ async def test_json_api_reject_needs_a_reason_and_lists_by_status(server: Harnes
         assert [c["id"] for c in listed["items"]] == [change["id"]]
         history = await client.get("/inbox/history")
         assert "duplicate" in history.text and "Rejected" in history.text
+        for page in ("0", "abc", "1000001", "9" * 30):  # typed by hand: a page, not a 500
+            beyond = await client.get(f"/inbox/history?page={page}")
+            assert beyond.status_code == 200, (page, beyond.text)
 
 
 async def test_another_tenants_change_looks_missing(server: Harness) -> None:
