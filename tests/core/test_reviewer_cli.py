@@ -161,6 +161,13 @@ async def test_failures_exit_1_with_a_message_and_bad_usage_exits_2(tmp_path: Pa
             assert r.returncode == 2 and "usage:" in r.stderr, usage
         r = await s.changes("list", COLAFLOW_TOKEN="")
         assert r.returncode == 2 and "COLAFLOW_TOKEN" in r.stderr
+        # A secret in the URL (which would not work anyway: httpx would send the userinfo
+        # as Basic credentials instead of the token) is refused, and never printed back.
+        for url in ("http://u:s3cret@127.0.0.1:9", "u:s3cret@127.0.0.1:9",
+                    f"{s.url}/?token=s3cret", f"{s.url}/#s3cret"):
+            r = await s.changes("list", "--url", url)
+            assert r.returncode == 2 and "--url is the server's address" in r.stderr, (url, r)
+            assert "s3cret" not in r.stderr + r.stdout, url
         assert (await s.change(cid))["status"] == "Pending"
 
 
