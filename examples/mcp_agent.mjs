@@ -32,19 +32,32 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { ResourceUpdatedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { parseArgs } from "node:util";
 
-const { values: args } = parseArgs({
-  options: {
-    url: { type: "string", default: process.env.COLAFLOW_MCP_URL ?? "http://127.0.0.1:8000/mcp" },
-    project: { type: "string", default: "WEB" },
-    title: { type: "string", default: "Fix the login page" },
-    expires: { type: "string" },
-    recheck: { type: "string", default: "60" },
-  },
-});
+const USAGE = "usage: node mcp_agent.mjs [--url URL] [--project KEY] [--title TEXT] " +
+  "[--expires SECONDS] [--recheck SECONDS]   (COLAFLOW_API_KEY: an agent's API key)";
+let args;
+try {
+  args = parseArgs({
+    options: {
+      url: { type: "string", default: process.env.COLAFLOW_MCP_URL ?? "http://127.0.0.1:8000/mcp" },
+      project: { type: "string", default: "WEB" },
+      title: { type: "string", default: "Fix the login page" },
+      expires: { type: "string" },
+      recheck: { type: "string", default: "60" },
+      help: { type: "boolean", short: "h" },
+    },
+  }).values;
+} catch (error) { // an unknown option or a missing value: say so, as mcp_agent.py does
+  console.error(`${USAGE}\nmcp_agent.mjs: error: ${error.message}`);
+  process.exit(2);
+}
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 const apiKey = process.env.COLAFLOW_API_KEY;
 if (!apiKey) {
   console.error("set COLAFLOW_API_KEY (colaflow-mcp keys create --tenant SLUG)");
-  process.exit(64);
+  process.exit(2);
 }
 
 // Every wake-up (an update, the stream given up, the session gone, a recheck timer) leads

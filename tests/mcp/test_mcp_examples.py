@@ -117,6 +117,22 @@ async def test_typescript_example_agent_says_a_refused_key_and_stops(server: Har
             assert await process.wait() == 2
 
 
+@pytest.mark.node
+async def test_typescript_example_agent_says_how_to_run_it() -> None:
+    # --help, a mistyped option and a missing key: a usage line and exit 0 / 2 / 2 (as
+    # mcp_agent.py's argparse), never node's stack trace.
+    node = require_node_package(EXAMPLES, "@modelcontextprotocol/sdk")
+    env = {k: v for k, v in os.environ.items() if k != "COLAFLOW_API_KEY"}
+    for argv, code in ((["--help"], 0), (["--titel", "x"], 2), (["--url"], 2), ([], 2)):
+        with anyio.fail_after(30):
+            r = await anyio.run_process([node, str(EXAMPLES / "mcp_agent.mjs"), *argv],
+                                        cwd=EXAMPLES, env=env, check=False)
+        out, err = r.stdout.decode(), r.stderr.decode()
+        assert r.returncode == code, (argv, out, err)
+        assert ("usage: node mcp_agent.mjs" in out + err) or "COLAFLOW_API_KEY" in err, argv
+        assert "    at " not in err, (argv, err)
+
+
 async def _decided_during_an_outage(h: Harness, proc: NodeProcess, token: str,
                                     proxy: TcpProxy, outage: float) -> str:
     """Cut the agent's network once it waits, decide meanwhile, restore; its decision line."""
