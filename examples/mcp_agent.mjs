@@ -138,9 +138,10 @@ try {
       ...(args.expires ? { expires_in_seconds: Number(args.expires) } : {}),
     },
   });
-} catch (error) {
+} catch (error) { // nothing proposed yet (or unknown): say why, do not retry
   stopIfRefused(error);
-  throw error;
+  console.log(`could not propose: ${error?.message ?? error} (is the server running at ${args.url}?)`);
+  process.exit(1);
 }
 if (result.isError) {
   console.log(`proposal refused: ${result.content[0]?.text}`);

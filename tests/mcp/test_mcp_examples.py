@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +133,26 @@ async def test_typescript_example_agent_says_how_to_run_it() -> None:
         assert r.returncode == code, (argv, out, err)
         assert ("usage: node mcp_agent.mjs" in out + err) or "COLAFLOW_API_KEY" in err, argv
         assert "    at " not in err, (argv, err)
+
+
+async def test_example_agents_say_when_nothing_answers_at_the_url() -> None:
+    # The newcomer's first mistake: no server at that address (a port bound, never
+    # listening, refuses connections). One line saying so, exit 1, no stack trace.
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/mcp"
+        runs = [[sys.executable, str(EXAMPLES / "mcp_agent.py"), "--url", url]]
+        if (EXAMPLES / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+            runs.append([shutil.which("node") or "node", str(EXAMPLES / "mcp_agent.mjs"),
+                         "--url", url])
+        for argv in runs:
+            with anyio.fail_after(30):
+                r = await anyio.run_process(argv, cwd=EXAMPLES, check=False, env={
+                    **os.environ, "COLAFLOW_API_KEY": "cola_whatever"})
+            out, err = r.stdout.decode(), r.stderr.decode()
+            assert r.returncode == 1, (argv[1], out, err)
+            assert out.startswith("could not propose: ") and url in out, (argv[1], out)
+            assert "Traceback" not in err and "    at " not in err, (argv[1], err)
 
 
 async def _decided_during_an_outage(h: Harness, proc: NodeProcess, token: str,
