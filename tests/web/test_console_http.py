@@ -143,6 +143,8 @@ async def test_live_stream_starts_with_the_snapshot_then_carries_events(
     async with signed_in_client(server) as (client, _), \
             client.stream("GET", "/inbox/api/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.headers.get_list("cache-control") == ["no-store"]  # once
+        assert stream.headers["x-accel-buffering"] == "no"
         lines = stream.aiter_lines()
 
         async def next_event() -> tuple[str, Any]:
