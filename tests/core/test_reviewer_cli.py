@@ -168,6 +168,8 @@ async def test_failures_exit_1_with_a_message_and_bad_usage_exits_2(tmp_path: Pa
             r = await s.changes("list", "--url", url)
             assert r.returncode == 2 and "--url is the server's address" in r.stderr, (url, r)
             assert "s3cret" not in r.stderr + r.stdout, url
+        r = await s.changes("list", "--url", "http://[::1")  # not a URL at all
+        assert r.returncode == 2 and "--url is not a URL" in r.stderr, r
         assert (await s.change(cid))["status"] == "Pending"
 
 
