@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import math
+import os
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -177,6 +178,27 @@ def _webhooks_parser(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status (0 ok, 1 failed, 2 bad settings or usage; 3 for a
     ``changes`` decision on a change already decided)."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, where a reader gone away is handled, not at exit
+        return status
+    except BaseException as exc:
+        if not _broken_pipe(exc):
+            raise
+    # The reader of stdout went away (``audit export | head``, ``changes watch | head -1``):
+    # stop quietly, as other Unix tools do, not with a traceback. Later writes (the
+    # interpreter's final flush included) go nowhere.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_broken_pipe(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(database_url=args.database_url)

@@ -4,10 +4,12 @@
     COLAFLOW_URL=http://127.0.0.1:8000 COLAFLOW_API_KEY=cola_… \\
         python examples/hub_agent_pysignalr.py <pendingChangeId> [<pendingChangeId> …]
 
-Prints one JSON line per decision and exits once every change is decided. It survives
-dropped connections: after any reconnect it subscribes again to what is still undecided,
-and a decision made while it was away is pushed at once, exactly once. A key the hub
-refuses (mistyped, revoked) ends it with exit status 2: reconnecting cannot help.
+Prints one JSON line per decision and exits once every change is decided (an id it
+cannot watch -- unknown, another tenant's, malformed -- is said on stderr and dropped, and
+the exit status is then 1). It survives dropped connections: after any reconnect it
+subscribes again to what is still undecided, and a decision made while it was away is
+pushed at once, exactly once. A key the hub refuses (mistyped, revoked) ends it with exit
+status 2: reconnecting cannot help.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Agent:
         self.hub_url = base_url.rstrip("/") + "/hubs/mcp"
         self.api_key = api_key
         self.waiting = set(change_ids)
+        self.unwatchable: set[str] = set()
         self.done = asyncio.Event()
 
     def _client(self) -> SignalRClient:
@@ -47,7 +50,7 @@ class Agent:
                                   on_invocation=self._watching(change_id))
 
         async def on_error(message: CompletionMessage) -> None:
-            print(f"hub error: {message.error}", file=sys.stderr)
+            pass  # (pysignalr requires one) each invocation's own callback says what failed
 
         client.on_open(on_open)
         client.on_error(on_error)
@@ -55,6 +58,13 @@ class Agent:
 
     def _watching(self, change_id: str) -> Any:
         async def on_snapshot(message: CompletionMessage) -> None:
+            if message.error:  # unknown, another tenant's or malformed: nothing will come
+                print(f"cannot watch {change_id}: {message.error}", file=sys.stderr)
+                self.unwatchable.add(change_id)
+                self.waiting.discard(change_id)
+                if not self.waiting:
+                    self.done.set()
+                return
             snapshot = message.result or {}
             print(f"watching {change_id} ({snapshot.get('status')})", file=sys.stderr)
         return on_snapshot
@@ -77,8 +87,9 @@ class Agent:
         return handler
 
     async def run(self) -> int:
-        """0 once every change is decided; 2 if the hub refuses the key (a mistyped or
-        revoked key stays refused: reconnecting cannot help)."""
+        """0 once every change is decided (1 if some could not be watched); 2 if the hub
+        refuses the key (a mistyped or revoked key stays refused: reconnecting cannot
+        help)."""
         backoff = 0.5
         while not self.done.is_set():
             client = self._client()
@@ -102,12 +113,15 @@ class Agent:
                   file=sys.stderr)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
-        return 0
+        return 1 if self.unwatchable else 0
 
 
 def main() -> int:
     api_key = os.environ.get("COLAFLOW_API_KEY")
     ids = sys.argv[1:]
+    if ids and ids[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
     if not api_key or not ids:
         print(__doc__, file=sys.stderr)
         return 2

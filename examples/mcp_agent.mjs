@@ -23,25 +23,41 @@
 // then starts a new session (on a live instance), subscribes again and reads the change.
 // Reads and subscribes are safe to repeat; the proposal is not (a repeated create_issue
 // would propose twice), so a proposal that fails is reported, not retried.
+//
+// A key the server refuses (401: mistyped, or revoked while the agent waits) ends the agent
+// with the server's message and exit status 2: connecting again cannot help.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ResourceUpdatedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { parseArgs } from "node:util";
 
-const { values: args } = parseArgs({
-  options: {
-    url: { type: "string", default: process.env.COLAFLOW_MCP_URL ?? "http://127.0.0.1:8000/mcp" },
-    project: { type: "string", default: "WEB" },
-    title: { type: "string", default: "Fix the login page" },
-    expires: { type: "string" },
-    recheck: { type: "string", default: "60" },
-  },
-});
+const USAGE = "usage: node mcp_agent.mjs [--url URL] [--project KEY] [--title TEXT] " +
+  "[--expires SECONDS] [--recheck SECONDS]   (COLAFLOW_API_KEY: an agent's API key)";
+let args;
+try {
+  args = parseArgs({
+    options: {
+      url: { type: "string", default: process.env.COLAFLOW_MCP_URL ?? "http://127.0.0.1:8000/mcp" },
+      project: { type: "string", default: "WEB" },
+      title: { type: "string", default: "Fix the login page" },
+      expires: { type: "string" },
+      recheck: { type: "string", default: "60" },
+      help: { type: "boolean", short: "h" },
+    },
+  }).values;
+} catch (error) { // an unknown option or a missing value: say so, as mcp_agent.py does
+  console.error(`${USAGE}\nmcp_agent.mjs: error: ${error.message}`);
+  process.exit(2);
+}
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 const apiKey = process.env.COLAFLOW_API_KEY;
 if (!apiKey) {
   console.error("set COLAFLOW_API_KEY (colaflow-mcp keys create --tenant SLUG)");
-  process.exit(64);
+  process.exit(2);
 }
 
 // Every wake-up (an update, the stream given up, the session gone, a recheck timer) leads
@@ -93,20 +109,40 @@ const nextWakeUp = (ms = recheckMs) =>
     };
   });
 
+// A key the server refuses (401: mistyped, or revoked while we wait) cannot get better by
+// connecting again: say so and stop with exit status 2.
+function stopIfRefused(error) {
+  if (error?.code !== 401) return;
+  let message = String(error.message);
+  try {
+    message = JSON.parse(message.slice(message.indexOf("{"))).message;
+  } catch {} // not the server's JSON body: keep the SDK's words
+  console.log(`the server refused the API key: ${message} ` +
+    "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)");
+  process.exit(2);
+}
+
 async function readChange() {
   const read = await client.readResource({ uri });
   return JSON.parse(read.contents[0].text);
 }
 
-await openSession();
-const result = await client.callTool({
-  name: "create_issue",
-  arguments: {
-    project_key: args.project,
-    title: args.title,
-    ...(args.expires ? { expires_in_seconds: Number(args.expires) } : {}),
-  },
-});
+let result;
+try {
+  await openSession();
+  result = await client.callTool({
+    name: "create_issue",
+    arguments: {
+      project_key: args.project,
+      title: args.title,
+      ...(args.expires ? { expires_in_seconds: Number(args.expires) } : {}),
+    },
+  });
+} catch (error) { // nothing proposed yet (or unknown): say why, do not retry
+  stopIfRefused(error);
+  console.log(`could not propose: ${error?.message ?? error} (is the server running at ${args.url}?)`);
+  process.exit(1);
+}
 if (result.isError) {
   console.log(`proposal refused: ${result.content[0]?.text}`);
   process.exit(2);
@@ -127,6 +163,7 @@ for (;;) {
   try {
     change = await readChange();
   } catch (error) {
+    stopIfRefused(error);
     if (error?.code === 404) {
       // At once, but not in a loop (a proxy that misroutes sessions would make one).
       const again = Date.now() - lastReopen < 30_000;
@@ -137,6 +174,7 @@ for (;;) {
         await resubscribe();
         wokenUp = Promise.resolve(); // read at once: it may have been decided meanwhile
       } catch (again) {
+        stopIfRefused(again);
         console.log(`could not start a new session (${again.message}); trying again in 3 s`);
         wokenUp = nextWakeUp(Math.min(recheckMs, 3000));
       }

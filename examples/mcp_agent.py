@@ -208,11 +208,17 @@ async def run(url: str, key: str, project: str, title: str, legacy: bool,
 
 async def propose_and_wait(url: str, key: str, project: str, title: str, legacy: bool,
                            expires: float | None, recheck: float) -> int:
-    async with connect(url, key, legacy) as client:
-        arguments: dict[str, Any] = {"project_key": project, "title": title}
-        if expires is not None:
-            arguments["expires_in_seconds"] = expires
-        result = await client.call_tool("create_issue", arguments)
+    arguments: dict[str, Any] = {"project_key": project, "title": title}
+    if expires is not None:
+        arguments["expires_in_seconds"] = expires
+    try:
+        async with connect(url, key, legacy) as client:
+            result = await client.call_tool("create_issue", arguments)
+    except Exception as exc:  # nothing proposed yet (or unknown): say why, do not retry
+        if REFUSED:
+            raise
+        say(f"could not propose: {reason(exc)} (is the server running at {url}?)")
+        return 1
     if result.is_error or result.structured_content is None:
         block = result.content[0] if result.content else None
         say("proposal refused: "

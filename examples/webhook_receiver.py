@@ -32,7 +32,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             # Checks the signature and that webhook-timestamp is within 5 minutes.
             event = self.webhook.verify(body, dict(self.headers.items()))
-        except WebhookVerificationError:
+        except WebhookVerificationError as exc:
+            # Said, so that a wrong COLAFLOW_WEBHOOK_SECRET does not look like silence.
+            print(f"refused a delivery ({exc}): is COLAFLOW_WEBHOOK_SECRET the secret "
+                  "`webhooks add` printed for this URL?", file=sys.stderr, flush=True)
             self.send_response(400)
             self.end_headers()
             return
@@ -61,7 +64,10 @@ def main() -> None:
     if not secret:
         sys.exit("set COLAFLOW_WEBHOOK_SECRET to the secret `webhooks add` printed")
     Handler.webhook = Webhook(secret)
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    try:
+        server = ThreadingHTTPServer((args.host, args.port), Handler)
+    except OSError as exc:  # the port is taken, most often
+        sys.exit(f"cannot listen on {args.host}:{args.port}: {exc.strerror}")
     print(f"listening on http://{args.host}:{server.server_port}/", file=sys.stderr,
           flush=True)
     server.serve_forever()

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -97,6 +98,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run a ``changes`` command; its exit status."""
     url = (args.url or os.environ.get("COLAFLOW_URL") or DEFAULT_URL).rstrip("/")
     token = args.token or os.environ.get("COLAFLOW_TOKEN")
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+    except ValueError:  # (an unclosed "[", say) not echoed either: it may hold a secret
+        return _usage("--url is not a URL: the server's address, e.g. http://127.0.0.1:8000")
+    if parts.username is not None or parts.query or parts.fragment:
+        # Not echoed: what is wrong with it may be a secret (user:password@, ?token=).
+        return _usage("--url is the server's address, without user:password@, ?query or "
+                      "#fragment: the reviewer token goes in --token or COLAFLOW_TOKEN")
     if not url.startswith(("http://", "https://")):
         return _usage(f"--url must start with http:// or https://, not {url!r}")
     if not token:

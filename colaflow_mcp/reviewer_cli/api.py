@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 
 PENDING_CHANGES = "/api/mcp/pending-changes"
+MAX_PAGE_SIZE = 100  # the REST listing's largest pageSize
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DECIDED = 0, 1, 2, 3
 
 
@@ -83,20 +84,23 @@ class Api:
 
     async def changes(self, status: str | None, limit: int) -> dict[str, Any]:
         """The newest ``limit`` changes (of one status): ``{items, total}``."""
-        items: list[dict[str, Any]] = []
+        # Pages of one size (an offset is (page - 1) * pageSize: a smaller last page would
+        # start inside the pages before it); a change proposed while we page shifts the
+        # rest by one, so a change seen on an earlier page is not listed twice.
+        items: dict[str, dict[str, Any]] = {}
         page, total = 1, 0
         while len(items) < limit:
-            size = min(100, limit - len(items))
-            params: dict[str, Any] = {"page": page, "pageSize": size}
+            params: dict[str, Any] = {"page": page, "pageSize": MAX_PAGE_SIZE}
             if status:
                 params["status"] = status
             body = await self.get(PENDING_CHANGES, params)
-            items.extend(body["items"])
+            for item in body["items"]:
+                items.setdefault(item["id"], item)
             total = int(body["total"])
-            if len(body["items"]) < size:
+            if len(body["items"]) < MAX_PAGE_SIZE:
                 break
             page += 1
-        return {"items": items[:limit], "total": total}
+        return {"items": list(items.values())[:limit], "total": total}
 
     async def decide(self, change_id: str, action: str, body: dict[str, Any] | None
                      ) -> dict[str, Any]:

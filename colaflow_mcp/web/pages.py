@@ -9,6 +9,7 @@ from starlette.responses import RedirectResponse, Response
 
 from colaflow_mcp.domain.console import LinkRefused, Session
 from colaflow_mcp.domain.errors import InvalidArguments, NotFound
+from colaflow_mcp.domain.queries import MAX_PAGE
 from colaflow_mcp.domain.representation import change_to_json
 from colaflow_mcp.web.console import PREFIX, console_of, session_of, templates_of
 from colaflow_mcp.web.security import (
@@ -111,8 +112,8 @@ async def history(request: Request) -> Response:
     session = await session_of(request)
     if session is None:
         return _signed_out(request)
-    try:
-        number = max(1, int(request.query_params.get("page") or 1))
+    try:  # a page number typed by hand: the nearest page there can be, never a 500
+        number = min(max(1, int(request.query_params.get("page") or 1)), MAX_PAGE)
     except ValueError:
         number = 1
     page = await console_of(request).queries.list_decided(session.principal, number, 25)

@@ -42,8 +42,9 @@ class SecurityHeaders:
 
         async def with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
+                ours = {*HEADERS, *(() if static else ("cache-control",))}
                 headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.decode().lower() not in HEADERS]
+                           if k.decode().lower() not in ours]
                 headers += [(k.encode(), v.encode()) for k, v in HEADERS.items()]
                 if not static:
                     headers.append((b"cache-control", b"no-store"))

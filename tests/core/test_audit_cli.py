@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 from tests.core.test_cli import cli
+from tests.procs import cli_env
 
 
 def test_verify_and_export_a_tenants_trail(tmp_path: Path) -> None:
@@ -42,3 +45,23 @@ def test_verify_and_export_a_tenants_trail(tmp_path: Path) -> None:
 
     missing = cli(tmp_path, "audit", "verify", "--tenant", "nobody", check=False)
     assert missing.returncode == 1 and "no tenant" in missing.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``audit export | head -1`` and the like: stdout's reader is gone before the command
+    writes (its pipe's read end closed), so every write fails with EPIPE. The command stops
+    with exit 1 and says nothing on stderr, no traceback."""
+    cli(tmp_path, "keys", "create", "--tenant", "acme", "--name", "bot")
+    env = cli_env({"COLAFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"})
+    for args in (["audit", "export", "--tenant", "acme"],  # streams, flushing each line
+                 ["keys", "list", "--tenant", "acme"]):    # one print, flushed at the end
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            r = subprocess.run(["colaflow-mcp", *args], cwd=tmp_path, env=env,
+                               stdout=write_end, stderr=subprocess.PIPE, text=True,
+                               timeout=60)
+        finally:
+            os.close(write_end)
+        assert r.returncode == 1, (args, r)
+        assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, (args, r.stderr)

@@ -161,6 +161,15 @@ async def test_failures_exit_1_with_a_message_and_bad_usage_exits_2(tmp_path: Pa
             assert r.returncode == 2 and "usage:" in r.stderr, usage
         r = await s.changes("list", COLAFLOW_TOKEN="")
         assert r.returncode == 2 and "COLAFLOW_TOKEN" in r.stderr
+        # A secret in the URL (which would not work anyway: httpx would send the userinfo
+        # as Basic credentials instead of the token) is refused, and never printed back.
+        for url in ("http://u:s3cret@127.0.0.1:9", "u:s3cret@127.0.0.1:9",
+                    f"{s.url}/?token=s3cret", f"{s.url}/#s3cret"):
+            r = await s.changes("list", "--url", url)
+            assert r.returncode == 2 and "--url is the server's address" in r.stderr, (url, r)
+            assert "s3cret" not in r.stderr + r.stdout, url
+        r = await s.changes("list", "--url", "http://[::1")  # not a URL at all
+        assert r.returncode == 2 and "--url is not a URL" in r.stderr, r
         assert (await s.change(cid))["status"] == "Pending"
 
 
@@ -402,3 +411,25 @@ async def test_approve_with_arguments_applies_the_reviewers_edit(tmp_path: Path)
         assert (await s.change(other))["status"] == "Pending"
         shown = await s.changes("show", cid)
         assert "edited by:" in shown.stdout and "alice" in shown.stdout
+
+
+async def test_list_beyond_one_page_lists_each_change_once(tmp_path: Path) -> None:
+    # More than the REST listing's largest page (100): the CLI pages, and a --limit that
+    # is not a multiple of 100 must not make its last page overlap the ones before it.
+    async with site(tmp_path) as s:
+        async with httpx.AsyncClient(base_url=s.url, timeout=30) as client:
+            for i in range(130):
+                r = await client.post("/api/mcp/pending-changes", headers={
+                    "Authorization": f"Bearer {s.key}"}, json={
+                        "tool": "create_issue",
+                        "arguments": {"project_key": "WEB", "title": f"Bulk {i}"}})
+                assert r.status_code == 201, r.text
+        newest = (await s.call("GET", "/api/mcp/pending-changes",
+                               params={"pageSize": 100})).json()["items"]
+        for limit, expected in (("120", 120), ("1000", 130)):
+            listed = json.loads((await s.changes("list", "--limit", limit, "--json")).stdout)
+            ids = [c["id"] for c in listed["items"]]
+            assert len(ids) == expected and len(set(ids)) == expected, (limit, len(set(ids)))
+            assert ids[:100] == [c["id"] for c in newest] and listed["total"] == 130
+        lines = (await s.changes("list", "--limit", "150")).stdout.splitlines()
+        assert len(lines) == 130 and len({line.split()[0] for line in lines}) == 130

@@ -147,6 +147,39 @@ async def test_pysignalr_example_agent_survives_a_server_close(env: HubEnv) -> N
     assert len(lines) == 2
 
 
+async def test_pysignalr_example_agent_drops_an_id_it_cannot_watch(env: HubEnv) -> None:
+    # As the Node agent: an unknown or malformed id is said and dropped (it would otherwise
+    # be waited for forever); the others are still reported; the exit status is then 1.
+    t = await env.tenant("acme")
+    change = await env.propose(t, "one")
+    unknown = "00000000-0000-4000-8000-000000000000"
+    command = [sys.executable, "examples/hub_agent_pysignalr.py", "not-a-uuid", unknown,
+               change]
+    process = await anyio.open_process(command, env=agent_env(env, t.key), cwd=ROOT)
+    out, err = Lines(process.stdout), Lines(process.stderr)
+    try:
+        with anyio.fail_after(20):
+            await err.expect(f"watching {change} (Pending)")
+            await err.expect("cannot watch not-a-uuid: invalid pendingChangeId")
+            await err.expect(f"cannot watch {unknown}: pending change not found")
+            await env.approve(t, change)
+            await out.rest()
+            assert await process.wait() == 1, (out.lines, err.lines)
+        lines = [json.loads(line) for line in out.lines if line.strip()]
+        assert [(line["pendingChangeId"], line["status"]) for line in lines] == [
+            (change, "Approved")]
+        for only_bad in (["not-a-uuid"], [unknown]):  # nothing left to wait for: at once
+            with anyio.fail_after(20):
+                alone = await anyio.run_process([*command[:2], *only_bad],
+                                                env=agent_env(env, t.key), cwd=ROOT,
+                                                check=False)
+            assert alone.returncode == 1 and b"cannot watch" in alone.stderr, alone
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def test_pysignalr_example_agent_stops_when_the_key_is_refused(env: HubEnv) -> None:
     # A mistyped key, or one revoked while the agent waits, is refused on every reconnect:
     # the agent says so and exits 2 instead of retrying forever.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,73 @@ async def test_typescript_example_agent_reports_the_approval(server: Harness) ->
         with anyio.fail_after(30):
             decision = await _approve_when_proposed(server, proc, token)
     assert decision.startswith("Approved by alice; executed, issue ")
+
+
+@pytest.mark.node
+async def test_typescript_example_agent_says_a_refused_key_and_stops(server: Harness) -> None:
+    # As the Python agent: a mistyped key, and a key revoked while the agent waits, end it
+    # with the server's 401 message and exit status 2 -- no stack trace, no endless retries.
+    node = require_node_package(EXAMPLES, "@modelcontextprotocol/sdk")
+    await server.project()
+    tenant = await admin.get_or_create_tenant(server.runtime.db, "acme")
+    row, key = await admin.create_api_key(server.runtime.db, tenant, "agent")
+    argv = [node, str(EXAMPLES / "mcp_agent.mjs"), "--url", f"{server.base_url}/mcp",
+            "--recheck", "1"]
+    refused = ("the server refused the API key: invalid, revoked or expired API key "
+               "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)")
+    with anyio.fail_after(30):
+        wrong = await anyio.run_process(argv, cwd=EXAMPLES, check=False,
+                                        env={**os.environ, "COLAFLOW_API_KEY": "cola_wrong"})
+    out = wrong.stdout.decode()
+    assert wrong.returncode == 2 and out.strip() == refused, (out, wrong.stderr.decode())
+    assert wrong.stderr == b"", wrong.stderr.decode()
+    async with await anyio.open_process(argv, cwd=EXAMPLES, env={**os.environ,
+                                                                  "COLAFLOW_API_KEY": key},
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL) as process:
+        proc = NodeProcess(process)
+        with anyio.fail_after(30):
+            await proc.line_starting("waiting for a reviewer")
+            assert await admin.revoke_api_key(server.runtime.db, row.id) is not None
+            assert await proc.line_starting("the server refused the API key:") == \
+                refused.split(": ", 1)[1]
+            assert await process.wait() == 2
+
+
+@pytest.mark.node
+async def test_typescript_example_agent_says_how_to_run_it() -> None:
+    # --help, a mistyped option and a missing key: a usage line and exit 0 / 2 / 2 (as
+    # mcp_agent.py's argparse), never node's stack trace.
+    node = require_node_package(EXAMPLES, "@modelcontextprotocol/sdk")
+    env = {k: v for k, v in os.environ.items() if k != "COLAFLOW_API_KEY"}
+    for argv, code in ((["--help"], 0), (["--titel", "x"], 2), (["--url"], 2), ([], 2)):
+        with anyio.fail_after(30):
+            r = await anyio.run_process([node, str(EXAMPLES / "mcp_agent.mjs"), *argv],
+                                        cwd=EXAMPLES, env=env, check=False)
+        out, err = r.stdout.decode(), r.stderr.decode()
+        assert r.returncode == code, (argv, out, err)
+        assert ("usage: node mcp_agent.mjs" in out + err) or "COLAFLOW_API_KEY" in err, argv
+        assert "    at " not in err, (argv, err)
+
+
+async def test_example_agents_say_when_nothing_answers_at_the_url() -> None:
+    # The newcomer's first mistake: no server at that address (a port bound, never
+    # listening, refuses connections). One line saying so, exit 1, no stack trace.
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}/mcp"
+        runs = [[sys.executable, str(EXAMPLES / "mcp_agent.py"), "--url", url]]
+        if (EXAMPLES / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+            runs.append([shutil.which("node") or "node", str(EXAMPLES / "mcp_agent.mjs"),
+                         "--url", url])
+        for argv in runs:
+            with anyio.fail_after(30):
+                r = await anyio.run_process(argv, cwd=EXAMPLES, check=False, env={
+                    **os.environ, "COLAFLOW_API_KEY": "cola_whatever"})
+            out, err = r.stdout.decode(), r.stderr.decode()
+            assert r.returncode == 1, (argv[1], out, err)
+            assert out.startswith("could not propose: ") and url in out, (argv[1], out)
+            assert "Traceback" not in err and "    at " not in err, (argv[1], err)
 
 
 async def _decided_during_an_outage(h: Harness, proc: NodeProcess, token: str,

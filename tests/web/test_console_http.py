@@ -89,6 +89,9 @@ async def test_json_api_reject_needs_a_reason_and_lists_by_status(server: Harnes
         assert [c["id"] for c in listed["items"]] == [change["id"]]
         history = await client.get("/inbox/history")
         assert "duplicate" in history.text and "Rejected" in history.text
+        for page in ("0", "abc", "1000001", "9" * 30):  # typed by hand: a page, not a 500
+            beyond = await client.get(f"/inbox/history?page={page}")
+            assert beyond.status_code == 200, (page, beyond.text)
 
 
 async def test_another_tenants_change_looks_missing(server: Harness) -> None:
@@ -140,6 +143,8 @@ async def test_live_stream_starts_with_the_snapshot_then_carries_events(
     async with signed_in_client(server) as (client, _), \
             client.stream("GET", "/inbox/api/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.headers.get_list("cache-control") == ["no-store"]  # once
+        assert stream.headers["x-accel-buffering"] == "no"
         lines = stream.aiter_lines()
 
         async def next_event() -> tuple[str, Any]:

@@ -85,4 +85,7 @@ async def test_the_example_receiver_verifies_and_prints_each_event_once(tmp_path
                     "webhook-id": "msg_forged", "webhook-timestamp": "1",
                     "webhook-signature": "v1,AAAA"})
                 assert forged.status_code == 400
+            await receiver.wait_for_output(  # and said: a wrong secret is not silence
+                lambda lines: any(line.startswith("refused a delivery (") for line in lines),
+                20)
     assert len(events(receiver.log)) == 2
