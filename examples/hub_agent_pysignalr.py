@@ -35,6 +35,7 @@ class Agent:
         self.waiting = set(change_ids)
         self.unwatchable: set[str] = set()
         self.done = asyncio.Event()
+        self.opened = False  # the current client connected (its backoff starts over)
 
     def _client(self) -> SignalRClient:
         # pysignalr calls access_token_factory only after negotiating, but the hub checks
@@ -45,6 +46,7 @@ class Agent:
             client.on(name, self._decided(name))
 
         async def on_open() -> None:  # first connect and every reconnect
+            self.opened = True
             for change_id in sorted(self.waiting):
                 await client.send("SubscribeToPendingChange", [change_id],  # type: ignore[list-item]
                                   on_invocation=self._watching(change_id))
@@ -109,6 +111,8 @@ class Agent:
                       "COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one",
                       file=sys.stderr)
                 return 2
+            if self.opened:  # it was connected: a new outage, not the same one going on
+                backoff, self.opened = 0.5, False
             print(f"connection ended ({error!r}); reconnecting in {backoff:.1f}s",
                   file=sys.stderr)
             await asyncio.sleep(backoff)

@@ -147,6 +147,34 @@ async def test_pysignalr_example_agent_survives_a_server_close(env: HubEnv) -> N
     assert len(lines) == 2
 
 
+async def test_pysignalr_example_agent_backs_off_afresh_after_each_connection(
+        env: HubEnv) -> None:
+    # Three unrelated restarts, each after the agent was connected again: each waits the
+    # first step (0.5 s), not 1, 2, 4 s as if one outage were going on.
+    t = await env.tenant("acme")
+    change = await env.propose(t, "one")
+    command = [sys.executable, "examples/hub_agent_pysignalr.py", change]
+    process = await anyio.open_process(command, env=agent_env(env, t.key), cwd=ROOT)
+    out, err = Lines(process.stdout), Lines(process.stderr)
+    try:
+        for restart in range(1, 4):
+            await err.expect(f"watching {change} (Pending)", count=restart)
+            for conn in list(env.hub.connections.values()):
+                conn.close("maintenance", allow_reconnect=True)
+            await err.expect("reconnecting in", count=restart)
+        await err.expect(f"watching {change} (Pending)", count=4)
+        await env.approve(t, change)
+        with anyio.fail_after(15):
+            await out.rest()
+            assert await process.wait() == 0, (out.lines, err.lines)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    waits = [line.rsplit(" ", 1)[-1] for line in err.lines if "reconnecting in" in line]
+    assert waits == ["0.5s"] * 3, err.lines
+
+
 async def test_pysignalr_example_agent_drops_an_id_it_cannot_watch(env: HubEnv) -> None:
     # As the Node agent: an unknown or malformed id is said and dropped (it would otherwise
     # be waited for forever); the others are still reported; the exit status is then 1.
