@@ -94,6 +94,18 @@ def add_parser(sub: Any) -> None:
     cw.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
+_ENDPOINTS = ("/hubs/mcp", "/mcp", "/api/", "/inbox", "/openapi.json", "/health")
+
+
+def _endpoint_in(path: str) -> tuple[int, str] | None:
+    """Where a ``--url`` path names a service endpoint (``/mcp``, ``/api/…``), and which
+    (the first in the path): the base may have a path of its own (a proxy's prefix), an
+    endpoint may not."""
+    path = path.rstrip("/") + "/"
+    found = [(path.find(e.rstrip("/") + "/"), e) for e in _ENDPOINTS]
+    return min(((at, e) for at, e in found if at >= 0), default=None)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run a ``changes`` command; its exit status."""
     url = (args.url or os.environ.get("COLAFLOW_URL") or DEFAULT_URL).rstrip("/")
@@ -108,6 +120,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                       "#fragment: the reviewer token goes in --token or COLAFLOW_TOKEN")
     if not url.startswith(("http://", "https://")):
         return _usage(f"--url must start with http:// or https://, not {url!r}")
+    endpoint = _endpoint_in(parts.path)
+    if endpoint is not None:  # an agent's address (…/mcp) pasted where the base belongs
+        at, name = endpoint
+        return _usage(f"--url is the server's base address, not its {name} endpoint: "
+                      f"{url[:len(url) - len(parts.path) + at]!r}")
     if not token:
         return _usage("a reviewer token is needed: --token or COLAFLOW_TOKEN "
                       "(colaflow-mcp token --tenant T --user U prints one)")

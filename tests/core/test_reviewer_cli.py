@@ -170,6 +170,14 @@ async def test_failures_exit_1_with_a_message_and_bad_usage_exits_2(tmp_path: Pa
             assert "s3cret" not in r.stderr + r.stdout, url
         r = await s.changes("list", "--url", "http://[::1")  # not a URL at all
         assert r.returncode == 2 and "--url is not a URL" in r.stderr, r
+        # An endpoint's address (the agent's /mcp, say) where the base belongs: which base.
+        for endpoint in ("/mcp", "/hubs/mcp/", "/api/mcp/pending-changes", "/inbox"):
+            r = await s.changes("list", "--url", s.url + endpoint)
+            assert r.returncode == 2, (endpoint, r)
+            assert "--url is the server's base address, not its /" in r.stderr, (endpoint, r)
+            assert r.stderr.rstrip().endswith(f"{s.url!r}"), (endpoint, r.stderr)
+        behind_a_prefix = await s.changes("list", "--url", s.url + "/colaflow")
+        assert "not its" not in behind_a_prefix.stderr, behind_a_prefix
         assert (await s.change(cid))["status"] == "Pending"
 
 
