@@ -256,6 +256,32 @@ async def test_edit_validates_then_save_and_approve_applies_the_edit(
     assert (issue["title"], issue["priority"]) == ("Fix the SSO login page", "Critical")
 
 
+async def test_the_approve_key_does_not_drop_an_unsaved_edit(
+        server: Harness, browser: Any) -> None:
+    # "a" with the edit form changed would approve the proposal as it was: it says so and
+    # moves to Save and approve, which applies the edit.
+    expect = _expect()
+    key = await _agent(server)
+    change = await server.propose(key)
+    page = await signed_in_page(browser, server)
+    await page.goto(f"{server.base_url}/inbox/changes/{change['id']}")
+    await expect(page.locator("#live")).to_have_text("Live")  # the script is running
+    await page.keyboard.press("e")
+    title = page.get_by_role("textbox", name="Title (required)")
+    await title.fill("Fix the SSO login page")
+    await page.get_by_role("heading", level=2).click()  # focus out of the field
+    await page.keyboard.press("a")
+    await expect(page.get_by_role("alert")).to_contain_text("Your edit is not saved")
+    save = page.get_by_role("button", name="Save and approve")
+    await expect(save).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#change-status")).to_have_text("Approved by alice")
+    agent = {"Authorization": f"Bearer {key}"}
+    got = (await server.client.get(f"/api/mcp/pending-changes/{change['id']}",
+                                   headers=agent)).json()
+    assert (got["edited"], got["arguments"]["title"]) == (True, "Fix the SSO login page")
+
+
 async def test_change_decided_elsewhere_shows_its_status_and_disables_actions(
         server: Harness, browser: Any) -> None:
     expect = _expect()

@@ -319,6 +319,28 @@
     if (!help.hidden) $("help-close").focus();
   }
 
+  // An open edit form with a field changed: "a" would approve the proposal as it was
+  // and drop the edit, so it says so and offers the form's button instead.
+  function unsavedEdit() {
+    const form = $("edit-form");
+    if (!form || form.hidden) return false;
+    return Array.from(form.querySelectorAll("input, textarea")).some((el) => el.value !== el.defaultValue) ||
+      Array.from(form.querySelectorAll("select")).some((el) =>
+        Array.from(el.options).some((o) => o.selected !== o.defaultSelected));
+  }
+
+  function approveKey() {
+    const b = $("approve");
+    if (!b || b.disabled) return;
+    if (unsavedEdit()) {
+      say("Your edit is not saved: Save and approve applies it; the Approve button approves " +
+          "the proposal as it was.");
+      $("save-approve").focus();
+      return;
+    }
+    b.click();
+  }
+
   function onKey(e) {
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     if (e.key === "Escape") { toggleHelp(false); return; }
@@ -327,7 +349,7 @@
     const actions = {
       j: () => move(1),
       k: () => move(-1),
-      a: () => { const b = $("approve"); if (b && !b.disabled) b.click(); },
+      a: () => approveKey(),
       r: () => { const r = $("reason"); if (r && !r.disabled) r.focus(); },
       e: () => openEdit(),
       "?": () => toggleHelp(),
