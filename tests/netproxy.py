@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
 import anyio.abc
 from anyio.abc import SocketStream
@@ -66,3 +69,28 @@ class TcpProxy:
                 OSError):
             pass
         scope.cancel()
+
+
+@asynccontextmanager
+async def proxy_to(host: str, port: int) -> AsyncIterator[TcpProxy]:
+    """A running :class:`TcpProxy` to ``host:port`` (stopped on exit)."""
+    proxy = TcpProxy(host, port)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.run)
+        yield proxy
+        tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def proxied_postgres() -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A fresh PostgreSQL database reached through a proxy a test can cut: the proxy and
+    the database URL that goes through it."""
+    from sqlalchemy.engine import make_url
+
+    from tests import pgdb
+    from tests.harness import create_pg_database
+
+    url = make_url(await create_pg_database())
+    async with proxy_to(*pgdb.admin_address()) as proxy:
+        yield proxy, url.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False)

@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import httpx
 import mcp_types as types
 import pytest
-from sqlalchemy.engine import make_url
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests import pgdb
-from tests.harness import create_pg_database, fast_settings, live_server
+from tests.harness import fast_settings, live_server
 from tests.mcp.mcpenv import mcp_client
-from tests.netproxy import TcpProxy
+from tests.netproxy import proxied_postgres
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
-
-@asynccontextmanager
-async def proxy_to(host: str, port: int) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(host, port)
-    async with anyio.create_task_group() as tg:
-        await tg.start(proxy.run)
-        yield proxy
-        tg.cancel_scope.cancel()
 
 
 def assert_unavailable(r: httpx.Response) -> None:
@@ -44,10 +32,7 @@ def assert_unavailable(r: httpx.Response) -> None:
 
 
 async def test_rest_hub_and_mcp_answer_503_while_postgresql_is_unreachable() -> None:
-    url = make_url(await create_pg_database())
-    async with proxy_to(*pgdb.admin_address()) as proxy:
-        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
-            hide_password=False)
+    async with proxied_postgres() as (proxy, proxied):
         settings = fast_settings(proxied, loop_max_backoff_seconds=0.2,
                                  readiness_timeout_seconds=2.0)
         async with live_server(settings) as h:
@@ -104,10 +89,7 @@ async def test_mcp_tools_say_the_database_does_not_answer(
     proposal may have been recorded: it says to check before proposing again), not the
     SDK's bare "Error executing tool" with a traceback in the log; afterwards the same
     client proposes again."""
-    url = make_url(await create_pg_database())
-    async with proxy_to(*pgdb.admin_address()) as proxy:
-        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
-            hide_password=False)
+    async with proxied_postgres() as (proxy, proxied):
         # The key checked once and cached (as in production, for 2 s): the call gets past
         # authentication (a key it must look up is a 503, above) and meets the outage.
         settings = fast_settings(proxied, loop_max_backoff_seconds=0.2,
@@ -149,11 +131,8 @@ async def test_loops_say_once_that_the_database_does_not_answer(
     """One warning per loop and outage, no traceback; each later restart at debug (the
     loops used to log an ERROR with a traceback at every restart: ~1 a second)."""
     caplog.set_level(logging.DEBUG, logger="colaflow_mcp.supervisor")
-    url = make_url(await create_pg_database())
     watched = ("expiry", "announce-sweep")
-    async with proxy_to(*pgdb.admin_address()) as proxy:
-        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
-            hide_password=False)
+    async with proxied_postgres() as (proxy, proxied):
         settings = fast_settings(proxied, loop_max_backoff_seconds=0.2)
         async with live_server(settings) as h:
             supervisor = h.runtime.supervisor

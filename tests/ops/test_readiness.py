@@ -5,21 +5,16 @@ they do; ``/health`` keeps its body."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from colaflow_mcp.delivery.backplane import RedisBackplane
-from tests import pgdb
 from tests.harness import (
     Harness,
-    create_pg_database,
     database_url_for,
     default_db_kind,
     fast_settings,
@@ -28,7 +23,7 @@ from tests.harness import (
     redis_url_at,
     require_service,
 )
-from tests.netproxy import TcpProxy
+from tests.netproxy import proxied_postgres, proxy_to
 
 pytestmark = pytest.mark.anyio
 
@@ -48,14 +43,6 @@ async def until_ready(h: Harness, within: float = 15.0) -> httpx.Response:
                 return r
             await changed.wait()
 
-
-@asynccontextmanager
-async def proxy_to(host: str, port: int) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(host, port)
-    async with anyio.create_task_group() as tg:
-        await tg.start(proxy.run)
-        yield proxy
-        tg.cancel_scope.cancel()
 
 
 async def test_liveness_answers_and_health_keeps_its_body(tmp_path: Path) -> None:
@@ -78,10 +65,7 @@ async def test_liveness_answers_and_health_keeps_its_body(tmp_path: Path) -> Non
 @pytest.mark.postgres
 async def test_readiness_fails_while_postgresql_is_unreachable_and_returns(
         tmp_path: Path) -> None:
-    url = make_url(await create_pg_database())
-    async with proxy_to(*pgdb.admin_address()) as proxy:
-        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(
-            hide_password=False)
+    async with proxied_postgres() as (proxy, proxied):
         settings = fast_settings(proxied, loop_max_backoff_seconds=0.2,
                                  readiness_timeout_seconds=2.0)
         async with in_process(settings) as h:
