@@ -49,30 +49,9 @@ async def test_python_example_agent_says_a_refused_key_and_stops(server: Harness
                                                                 ) -> None:
     # A mistyped key, and a key revoked while the agent waits: the server's 401 message,
     # exit status 2, no traceback and no endless reconnecting.
-    await server.project()
-    tenant = await admin.get_or_create_tenant(server.runtime.db, "acme")
-    row, key = await admin.create_api_key(server.runtime.db, tenant, "agent")
     argv = [sys.executable, str(EXAMPLES / "mcp_agent.py"), "--url", f"{server.base_url}/mcp",
             "--recheck", "1"] + (["--legacy"] if era == "legacy" else [])
-    refused = ("the server refused the API key: invalid, revoked or expired API key "
-               "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)")
-    with anyio.fail_after(30):
-        wrong = await anyio.run_process(argv, cwd=ROOT, check=False,
-                                        env={**os.environ, "COLAFLOW_API_KEY": "cola_wrong"})
-    out = wrong.stdout.decode()
-    assert wrong.returncode == 2 and out.strip() == refused, (out, wrong.stderr.decode())
-    assert b"Traceback" not in wrong.stderr, wrong.stderr.decode()
-    async with await anyio.open_process(argv, cwd=ROOT, env={**os.environ,
-                                                              "COLAFLOW_API_KEY": key},
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL) as process:
-        proc = NodeProcess(process)  # (any process: its stdout lines)
-        with anyio.fail_after(30):
-            await proc.line_starting("waiting for a reviewer")
-            assert await admin.revoke_api_key(server.runtime.db, row.id) is not None
-            assert await proc.line_starting("the server refused the API key:") == \
-                refused.split(": ", 1)[1]
-            assert await process.wait() == 2
+    await _refused_then_revoked(server, argv, ROOT)
 
 
 @pytest.mark.node
@@ -93,30 +72,9 @@ async def test_typescript_example_agent_says_a_refused_key_and_stops(server: Har
     # As the Python agent: a mistyped key, and a key revoked while the agent waits, end it
     # with the server's 401 message and exit status 2 -- no stack trace, no endless retries.
     node = require_node_package(EXAMPLES, "@modelcontextprotocol/sdk")
-    await server.project()
-    tenant = await admin.get_or_create_tenant(server.runtime.db, "acme")
-    row, key = await admin.create_api_key(server.runtime.db, tenant, "agent")
     argv = [node, str(EXAMPLES / "mcp_agent.mjs"), "--url", f"{server.base_url}/mcp",
             "--recheck", "1"]
-    refused = ("the server refused the API key: invalid, revoked or expired API key "
-               "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)")
-    with anyio.fail_after(30):
-        wrong = await anyio.run_process(argv, cwd=EXAMPLES, check=False,
-                                        env={**os.environ, "COLAFLOW_API_KEY": "cola_wrong"})
-    out = wrong.stdout.decode()
-    assert wrong.returncode == 2 and out.strip() == refused, (out, wrong.stderr.decode())
-    assert wrong.stderr == b"", wrong.stderr.decode()
-    async with await anyio.open_process(argv, cwd=EXAMPLES, env={**os.environ,
-                                                                  "COLAFLOW_API_KEY": key},
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL) as process:
-        proc = NodeProcess(process)
-        with anyio.fail_after(30):
-            await proc.line_starting("waiting for a reviewer")
-            assert await admin.revoke_api_key(server.runtime.db, row.id) is not None
-            assert await proc.line_starting("the server refused the API key:") == \
-                refused.split(": ", 1)[1]
-            assert await process.wait() == 2
+    await _refused_then_revoked(server, argv, EXAMPLES)
 
 
 @pytest.mark.node
@@ -205,3 +163,30 @@ async def test_typescript_example_agent_learns_the_decision_after_its_client_gav
             with anyio.fail_after(40):
                 decision = await _decided_during_an_outage(h, proc, token, proxy, 5.0)
     assert decision.startswith("Approved by alice; executed, issue ")
+
+
+async def _refused_then_revoked(server: Harness, argv: list[str], cwd: Path) -> None:
+    """The agent with a mistyped key, then with a key revoked while it waits: each time
+    the server's 401 message on stdout, exit status 2, nothing on stderr."""
+    await server.project()
+    tenant = await admin.get_or_create_tenant(server.runtime.db, "acme")
+    row, key = await admin.create_api_key(server.runtime.db, tenant, "agent")
+    refused = ("the server refused the API key: invalid, revoked or expired API key "
+               "(COLAFLOW_API_KEY: colaflow-mcp keys create --tenant SLUG prints one)")
+    with anyio.fail_after(30):
+        wrong = await anyio.run_process(argv, cwd=cwd, check=False,
+                                        env={**os.environ, "COLAFLOW_API_KEY": "cola_wrong"})
+    out = wrong.stdout.decode()
+    assert wrong.returncode == 2 and out.strip() == refused, (out, wrong.stderr.decode())
+    assert wrong.stderr == b"", wrong.stderr.decode()
+    async with await anyio.open_process(argv, cwd=cwd, env={**os.environ,
+                                                             "COLAFLOW_API_KEY": key},
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL) as process:
+        proc = NodeProcess(process)  # (any process: its stdout lines)
+        with anyio.fail_after(30):
+            await proc.line_starting("waiting for a reviewer")
+            assert await admin.revoke_api_key(server.runtime.db, row.id) is not None
+            assert await proc.line_starting("the server refused the API key:") == \
+                refused.split(": ", 1)[1]
+            assert await process.wait() == 2
